@@ -1,0 +1,37 @@
+// Command hodei is the single Hodei Jobs binary: server, worker, CLI, admin, migrate and
+// benchmarks. Flags mirror HODEI_* environment variables.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "hodei:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "hodei",
+		Short:         "Hodei Jobs: run jobs on workers provisioned on demand",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newVersionCmd(),
+		// Each subcommand lives in its own file: add its constructor here.
+	)
+	return root
+}

@@ -1,0 +1,12 @@
+// Package command is Hodei's command bus: typed handlers registered by command type,
+// an erased Dispatcher for middleware and the outbox relay, and a typed Dispatch[R] for
+// callers.
+//
+//	caller ──Dispatch[R]──▶ logging ─▶ tracing ─▶ retry ─▶ idempotency ─▶ Bus ─▶ Handler[C,R]
+//
+// Middleware lives one per file (logging.go, retry.go, idempotency.go, tracing.go).
+// The Bus holds no lock while a handler runs: handlers run concurrently and may dispatch
+// nested commands. Errors are values: ErrHandlerNotFound, ErrTypeMismatch (via
+// *TypeMismatchError), *HandlerError wrapping the handler's error, and Transient(err),
+// the only errors that retry layers retry.
+package command

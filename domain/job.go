@@ -1,0 +1,62 @@
+package domain
+
+import "time"
+
+// JobState is the life-cycle state of a job. The names are a contract (API, CLI, DB).
+type JobState string
+
+const (
+	JobPending                    JobState = "PENDING"
+	JobProvisioning               JobState = "PROVISIONING"
+	JobAssigned                   JobState = "ASSIGNED"
+	JobRunning                    JobState = "RUNNING"
+	JobSucceeded                  JobState = "SUCCEEDED"
+	JobFailed                     JobState = "FAILED"
+	JobTimedOut                   JobState = "TIMED_OUT"
+	JobCancelling                 JobState = "CANCELLING"
+	JobCancelled                  JobState = "CANCELLED"
+	JobManualInterventionRequired JobState = "MANUAL_INTERVENTION_REQUIRED"
+)
+
+// Script is a job body run by an interpreter instead of an argv.
+type Script struct {
+	Content     string `json:"content"`
+	Interpreter string `json:"interpreter,omitempty"` // default /bin/sh
+}
+
+// Resources a job asks for.
+type Resources struct {
+	CPUMillis   int64 `json:"cpu_millis,omitempty"`   // 1000 = one core
+	MemoryBytes int64 `json:"memory_bytes,omitempty"` //
+}
+
+// JobSpec is what a user submits. Exactly one of Command and Script is set.
+type JobSpec struct {
+	Name        string            `json:"name,omitempty"`
+	Command     []string          `json:"command,omitempty"`
+	Script      *Script           `json:"script,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	WorkingDir  string            `json:"working_dir,omitempty"`
+	Resources   Resources         `json:"resources"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Timeout     time.Duration     `json:"timeout,omitempty"` // 0 = no timeout
+	MaxAttempts int               `json:"max_attempts,omitempty"`
+	Priority    int               `json:"priority,omitempty"` // higher runs first
+}
+
+// Job is a submitted job and where it is in its life cycle.
+type Job struct {
+	ID         string    `json:"id"`
+	Spec       JobSpec   `json:"spec"`
+	State      JobState  `json:"state"`
+	Attempt    int       `json:"attempt"`
+	WorkerID   string    `json:"worker_id,omitempty"`
+	ExitCode   *int      `json:"exit_code,omitempty"`
+	LastError  string    `json:"last_error,omitempty"`
+	Resolution string    `json:"resolution,omitempty"` // admin resolution after manual review
+	Notes      string    `json:"notes,omitempty"`      // admin notes
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+}

@@ -1,0 +1,26 @@
+package domain
+
+import "time"
+
+// WorkerState is the life-cycle state of a worker.
+type WorkerState string
+
+const (
+	WorkerCreating    WorkerState = "CREATING"
+	WorkerReady       WorkerState = "READY"
+	WorkerBusy        WorkerState = "BUSY"
+	WorkerTerminating WorkerState = "TERMINATING"
+	WorkerTerminated  WorkerState = "TERMINATED"
+)
+
+// Worker is a provisioned execution host running the hodei agent.
+type Worker struct {
+	ID            string            `json:"id"`
+	Provider      string            `json:"provider"`
+	State         WorkerState       `json:"state"`
+	JobID         string            `json:"job_id,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	LastHeartbeat time.Time         `json:"last_heartbeat,omitzero"`
+	CreatedAt     time.Time         `json:"created_at"`
+	UpdatedAt     time.Time         `json:"updated_at"`
+}

@@ -1,0 +1,153 @@
+// Package store defines the persistence ports of Hodei. Drivers (store/postgres, and
+// later an embedded SQLite driver) implement them; store/storetest is the conformance
+// suite every driver must pass.
+//
+// Transactions travel in the context. Store.InTx starts a transaction (or joins the one
+// already in ctx) and every port method called with the ctx it hands to fn writes through
+// that transaction. This is how the command bus keeps DESIGN invariant 1 without plumbing a
+// Tx through every signature: the idempotency middleware opens InTx, the handler's writes
+// join it, the key is recorded last, and a failing handler rolls everything back, key
+// included. The outbox decorator likewise writes its row in whatever transaction the caller
+// has open, so a saga step and the command it causes commit together.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/hodei-jobs/hodei/domain"
+)
+
+// Errors returned by every driver. Test with errors.Is.
+var (
+	// ErrNotFound: the row asked for does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: a unique key or an optimistic-lock check failed; nothing was written.
+	ErrConflict = errors.New("store: conflict")
+)
+
+// Store is the root port implemented by a driver. All methods are safe for concurrent use.
+type Store interface {
+	// InTx runs fn inside a transaction. If ctx already carries one (an enclosing InTx),
+	// fn joins it and the outer InTx decides commit or rollback. fn's error rolls back.
+	// Callbacks registered with AfterCommit run once the outermost transaction commits.
+	InTx(ctx context.Context, fn func(ctx context.Context) error) error
+
+	Jobs() JobStore
+	Workers() WorkerStore
+	Outbox() OutboxStore
+	Idempotency() IdempotencyStore
+
+	// Ping reports whether the database answers.
+	Ping(ctx context.Context) error
+	Close()
+}
+
+// JobStore persists jobs. State changes go through domain transitions.
+type JobStore interface {
+	Create(ctx context.Context, j *domain.Job) error
+	Get(ctx context.Context, id string) (*domain.Job, error)
+	// UpdateState moves job id from its current state to `to`, checking the domain's
+	// transition table; an illegal move returns the domain's *TransitionError and writes
+	// nothing. mutate (optional) may change other fields of the job in the same write.
+	UpdateState(ctx context.Context, id string, to domain.JobState, mutate func(*domain.Job)) (*domain.Job, error)
+	List(ctx context.Context, f JobFilter) ([]*domain.Job, string, error)
+}
+
+// JobFilter selects jobs for List. PageToken is opaque; an empty one starts at the newest.
+type JobFilter struct {
+	States    []domain.JobState
+	Labels    map[string]string
+	PageSize  int
+	PageToken string
+}
+
+// WorkerStore persists workers.
+type WorkerStore interface {
+	Create(ctx context.Context, w *domain.Worker) error
+	Get(ctx context.Context, id string) (*domain.Worker, error)
+	UpdateState(ctx context.Context, id string, to domain.WorkerState, mutate func(*domain.Worker)) (*domain.Worker, error)
+	Heartbeat(ctx context.Context, id string, at time.Time) error
+	List(ctx context.Context, states ...domain.WorkerState) ([]*domain.Worker, error)
+}
+
+// Outbox message kinds.
+const (
+	KindCommand = "command"
+	KindEvent   = "event"
+)
+
+// OutboxStatus is the life cycle of an outbox row:
+//
+//	PENDING ──claim/dispatch ok──▶ COMPLETED
+//	   │  └──fail (attempts < max)──▶ RETRY ──(scheduled_at)──▶ claim …
+//	   └──fail (attempts = max)──▶ DEAD_LETTER ──Requeue──▶ PENDING
+//	PENDING/RETRY ──Cancel──▶ CANCELLED
+type OutboxStatus string
+
+const (
+	OutboxPending    OutboxStatus = "PENDING"
+	OutboxRetry      OutboxStatus = "RETRY"
+	OutboxCompleted  OutboxStatus = "COMPLETED"
+	OutboxDeadLetter OutboxStatus = "DEAD_LETTER"
+	OutboxCancelled  OutboxStatus = "CANCELLED"
+)
+
+// OutboxMessage is one row of the unified outbox (commands and events).
+type OutboxMessage struct {
+	ID             int64
+	Kind           string // KindCommand or KindEvent
+	Type           string // command type, or event subject suffix "<entity>.<type>"
+	IdempotencyKey string // unique; inserting a key twice keeps the first row
+	Payload        json.RawMessage
+	Status         OutboxStatus
+	Attempts       int
+	MaxAttempts    int
+	ScheduledAt    time.Time
+	LastError      string
+	ClaimedBy      string
+	ClaimExpiresAt time.Time
+	TraceContext   map[string]string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// OutboxStore is the storage side of the outbox and its relay.
+type OutboxStore interface {
+	// Insert writes messages in ctx's transaction (or its own). A message whose
+	// idempotency key already exists is skipped; the returned ids are those of the rows
+	// that hold each key (existing or new), in input order. The driver wakes relays after
+	// commit (coalesced), never with a per-row trigger.
+	Insert(ctx context.Context, msgs ...*OutboxMessage) ([]int64, error)
+	// Claim atomically leases up to limit due rows (PENDING or RETRY, scheduled_at <= now,
+	// not leased) to relayID until now+lease and increments their attempts. Two concurrent
+	// claims never return the same row.
+	Claim(ctx context.Context, relayID string, limit int, lease time.Duration) ([]*OutboxMessage, error)
+	// Complete marks rows COMPLETED if still leased by relayID; returns rows changed.
+	Complete(ctx context.Context, relayID string, ids ...int64) (int, error)
+	// Fail records errMsg on a row leased by relayID: RETRY at retryAt, or DEAD_LETTER
+	// when dead is true. The lease is released.
+	Fail(ctx context.Context, relayID string, id int64, errMsg string, retryAt time.Time, dead bool) error
+	// ReapExpired releases leases that expired before now; returns rows released.
+	ReapExpired(ctx context.Context) (int, error)
+	Get(ctx context.Context, id int64) (*OutboxMessage, error)
+	ListByStatus(ctx context.Context, status OutboxStatus, limit int) ([]*OutboxMessage, error)
+	// Requeue moves a DEAD_LETTER row back to PENDING with zero attempts.
+	Requeue(ctx context.Context, id int64) error
+	// CountByStatus returns the number of rows in each status.
+	CountByStatus(ctx context.Context) (map[OutboxStatus]int, error)
+	// Wakeups returns a channel that receives (coalesced) when rows may have become
+	// available, from this or another process. It is closed when ctx ends. Listener
+	// failures are retried by the driver; the relay's poll is the safety net.
+	Wakeups(ctx context.Context) <-chan struct{}
+}
+
+// IdempotencyStore records the keys of commands that succeeded, with their result.
+type IdempotencyStore interface {
+	// Get returns the stored result for key, or ErrNotFound.
+	Get(ctx context.Context, key string) (json.RawMessage, error)
+	// Put records key in ctx's transaction. If the key exists it returns ErrConflict.
+	Put(ctx context.Context, key, commandType string, result json.RawMessage) error
+}
