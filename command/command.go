@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 )
 
@@ -104,9 +105,10 @@ func NewBus() *Bus { return &Bus{handlers: map[string]*entry{}} }
 
 // Register adds h as the handler of C. It panics if C's type already has a handler,
 // because two handlers for one command is a programming error found at start-up.
+// CommandType is called on C's zero value (a new T when C is *T), so it must return a
+// constant.
 func Register[C Command, R any](b *Bus, h Handler[C, R]) {
-	var zero C
-	typ := zero.CommandType()
+	typ := commandTypeOf[C]()
 	e := &entry{
 		cmdType:    reflect.TypeFor[C](),
 		resultType: reflect.TypeFor[R](),
@@ -142,6 +144,16 @@ func Register[C Command, R any](b *Bus, h Handler[C, R]) {
 		panic(fmt.Sprintf("command: handler for %q registered twice", typ))
 	}
 	b.handlers[typ] = e
+}
+
+// commandTypeOf returns the CommandType of C's zero value, allocating one when C is a
+// pointer type so that a pointer receiver is never nil.
+func commandTypeOf[C Command]() string {
+	var zero C
+	if t := reflect.TypeFor[C](); t.Kind() == reflect.Pointer {
+		zero = reflect.New(t.Elem()).Interface().(C)
+	}
+	return zero.CommandType()
 }
 
 func (b *Bus) lookup(typ string) (*entry, error) {
@@ -183,7 +195,7 @@ func (b *Bus) DecodeResult(cmdType string, payload []byte) (any, error) {
 	return e.decodeRes(payload)
 }
 
-// Types lists the registered command types.
+// Types lists the registered command types, sorted.
 func (b *Bus) Types() []string {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -191,6 +203,7 @@ func (b *Bus) Types() []string {
 	for t := range b.handlers {
 		out = append(out, t)
 	}
+	slices.Sort(out)
 	return out
 }
 

@@ -9,4 +9,10 @@
 // nested commands. Errors are values: ErrHandlerNotFound, ErrTypeMismatch (via
 // *TypeMismatchError), *HandlerError wrapping the handler's error, and Transient(err),
 // the only errors that retry layers retry.
+//
+// Backoff is the one retry-delay formula (min(base·2^n, max) ± jitter) shared by Retry,
+// the outbox relay and the saga runner. Idempotency records a command's key in the same
+// transaction as its effect and only on success; its file comment states the exact
+// guarantee. Package commandtest holds the contract checks (registered, round trip, type
+// mismatch) that packages defining commands run in their tests.
 package command

@@ -39,6 +39,7 @@ type Store interface {
 	Workers() WorkerStore
 	Outbox() OutboxStore
 	Idempotency() IdempotencyStore
+	Sagas() SagaStore
 
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error

@@ -28,9 +28,13 @@ func newRootCmd() *cobra.Command {
 		Short:         "Hodei Jobs: run jobs on workers provisioned on demand",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Flags bound to HODEI_* variables take their value from the environment when
+		// not given (flags.go).
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return applyEnvDefaults(cmd) },
 	}
 	root.AddCommand(
 		newVersionCmd(),
+		newMigrateCmd(),
 		// Each subcommand lives in its own file: add its constructor here.
 	)
 	return root

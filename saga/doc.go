@@ -1,0 +1,91 @@
+// Package saga is Hodei's durable saga engine: event-sourced histories with optimistic
+// locking, a runner that is safe on many replicas, compensation, snapshots, codecs,
+// durable timers and signals.
+//
+// # Model
+//
+// A saga type is a Definition{Name, Version, Steps}; each Step has Do, an optional
+// Compensate, a RetryPolicy and a Timeout. Several versions of a type are registered side
+// by side in a Registry; Engine.Start starts the latest, and a started saga keeps the
+// steps of the version it started with until it ends. Saga ids about a subject are
+// deterministic (IDFor: UUIDv5 of type and subject), so starting the same saga twice
+// writes nothing the second time and returns the existing saga. Start joins the
+// transaction in ctx, so a row change and the saga it causes commit together.
+//
+// # States
+//
+//	Start ──▶ RUNNING ──(step ok)──▶ RUNNING (next step) … ──(last step ok)──▶ COMPLETED
+//	            │   ▲
+//	  step awaits│   │ signal received / timer fired
+//	  a signal or│   │
+//	     a timer ▼   │
+//	           WAITING
+//
+//	RUNNING or WAITING ──(a step fails for good: permanent error, or transient errors
+//	                      past Retry.MaxAttempts; or Cancel)──▶ COMPENSATING
+//
+//	COMPENSATING runs Compensate of the completed steps in reverse order, then:
+//	  ──▶ FAILED               nothing needed undoing
+//	  ──▶ COMPENSATED          every completed step with a Compensate was undone
+//	  ──▶ CANCELLED            the same, after Engine.Cancel
+//	  ──▶ COMPENSATION_FAILED  a compensation failed for good: a human must look
+//
+// COMPLETED, FAILED, COMPENSATED, CANCELLED and COMPENSATION_FAILED are terminal. A
+// transient failure with attempts left does not change the state: the failure and the
+// next attempt (with its not-before time, command.Backoff with jitter) are recorded and
+// the saga row's runnable_at is moved to that time; no goroutine sleeps. WAITING sagas
+// have runnable_at NULL and hold no goroutine and no claim.
+//
+// # Storage
+//
+// The history (store.SagaEvent, table saga_events, primary key (saga_id, seq)) is the
+// source of truth; the saga row (table sagas) is a projection used to claim and list.
+// SagaStore.Append(id, expectedSeq, update, events...) is one statement: it updates the
+// row only WHERE last_seq = expectedSeq and inserts the events from that update's result,
+// so a stale writer gets a conflict and writes nothing. Event payloads are encoded by a
+// Codec (JSONCodec, or ProtoCodec: the protobuf wire format) whose name is stored per
+// event, so switching the default keeps old events readable. Every SnapshotEvery events a
+// snapshot of the folded state is stored with its SHA-256 (the last SnapshotKeep are
+// kept); loading takes the newest snapshot whose checksum and encoding are valid (a bad
+// one is logged and skipped) and folds the later events.
+//
+// # Runner
+//
+// Claims are leases on the saga row (claimed_by, claim_expires_at), taken with one
+// UPDATE … FOR UPDATE SKIP LOCKED statement; each recorded step extends the lease. The
+// engine's Clock, never the database's now(), decides what is due, so tests drive time.
+// Runners are woken by a Waker (in-process LocalWaker here; NATS core subjects in
+// production) and by a TaskQueue (PollQueue here: the row is the queue), and poll the
+// database every PollInterval, so a lost wake-up or task costs only latency.
+//
+// # Crash safety
+//
+// A step runs like this:
+//
+//  1. "step.scheduled" (step, attempt) is committed before the step runs; for every step
+//     after the first it commits together with the previous step's completion.
+//  2. Do runs inside a transaction, and dispatches commands through the bus in that
+//     transaction with the idempotency key "saga id/step/attempt" (StepContext.Key).
+//  3. "step.completed" (with Do's output) is appended with the expected seq in the same
+//     transaction, so the step's database effects (rows, idempotency keys, outbox
+//     messages) and its recorded outcome commit together or not at all.
+//
+// If the process dies anywhere before the commit in 3, nothing of the step is in the
+// database; after the lease expires another runner loads the history, finds the step
+// scheduled and not completed, and runs it again with the same attempt, hence the same
+// keys. If it dies after the commit, the history says the step completed and it is not
+// run again. Effects that leave the database (a NATS publish, a provider call) go through
+// the outbox written in the step's transaction, or must be idempotent by the same key,
+// because a rolled-back attempt may have made them. Two runners on one saga (a lease
+// that expired under a slow step) both may run the step, but only one outcome appends:
+// the other's Append finds a newer seq, its transaction rolls back with its effects, and
+// it drops the saga when the claim is no longer its own. Signals, cancels and timer
+// firings are appended the same way (retrying on conflict), and a runner whose append
+// conflicts with one of them reloads and continues.
+//
+// Timers are rows (saga_timers) created in the transaction that records timer.created;
+// a poller claims due timers with a lease (SKIP LOCKED) and fires each in one transaction
+// that marks the row FIRED only if it still holds the claim and appends timer.fired, so
+// exactly one replica fires a timer. A timer that fell due while no process ran is due at
+// the first poll after start. Timers of a step that finishes are cancelled with it.
+package saga
