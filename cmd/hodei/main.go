@@ -35,6 +35,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newVersionCmd(),
 		newMigrateCmd(),
+		newBenchCmd(),
 		// Each subcommand lives in its own file: add its constructor here.
 	)
 	return root
