@@ -19,6 +19,7 @@ func newBenchCmd() *cobra.Command {
 	}
 	cmd.AddCommand(
 		newBenchOutboxCmd(),
+		newBenchSagasCmd(),
 	)
 	return cmd
 }

@@ -36,6 +36,7 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newMigrateCmd(),
 		newBenchCmd(),
+		newSagaCmd(),
 		// Each subcommand lives in its own file: add its constructor here.
 	)
 	return root
