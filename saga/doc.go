@@ -58,6 +58,38 @@
 // production) and by a TaskQueue (PollQueue here: the row is the queue), and poll the
 // database every PollInterval, so a lost wake-up or task costs only latency.
 //
+// Run keeps Concurrency workers busy from one claiming loop, with at most
+// 2×Concurrency sagas claimed (queued or running). A poll claims up to BatchSize
+// sagas and, while polls come back full, the loop claims again as soon as workers free
+// up instead of waiting for the next tick. Wake-ups and tasks are gathered while more
+// are ready and claimed together (SagaStore.ClaimIDs). The histories of a claimed batch
+// that are too short to have a snapshot are read in one query (SagaStore.Histories), so
+// a fresh three-step saga costs: Start (one INSERT statement, no transaction of its
+// own), a share of one claim and one history query, then BEGIN, two SAVEPOINTs, one
+// append and COMMIT for its three steps.
+//
+// # Step groups
+//
+// Consecutive ready forward steps of a claimed saga run in one transaction, up to
+// MaxStepsPerTx (default 16), and their outcomes are recorded by one append at the end:
+// the history is the same as with a transaction per step (step.completed, then
+// step.scheduled of the next step, …), it is just committed at once. The group ends
+// after the last step, at MaxStepsPerTx, or when half the lease has gone by (a runner
+// that stops in the middle of a group records nothing of it). Every step after the first runs behind a SAVEPOINT: a step that fails,
+// waits or needs a backoff is rolled back to it (its writes and the after-commit
+// callbacks it registered are dropped), and the completed steps before it plus its
+// failure, wait or retry are recorded in the same transaction. A first step that fails
+// rolls the transaction back and its failure is recorded on its own. Compensations
+// run one per transaction.
+//
+// A group is atomic, so the guarantees below hold for it as a whole: if the process
+// dies (or its append meets a newer seq) before the commit, none of the group's steps
+// happened, and the next run executes the whole group again with the same attempts,
+// hence the same idempotency keys. The price is that a crash or conflict late in a
+// group repeats the earlier steps of the group (never their committed effects), and
+// effects outside the database of those steps must be idempotent by key, as for any
+// rolled-back attempt.
+//
 // # Crash safety
 //
 // A step runs like this:
@@ -70,8 +102,9 @@
 //     transaction, so the step's database effects (rows, idempotency keys, outbox
 //     messages) and its recorded outcome commit together or not at all.
 //
-// If the process dies anywhere before the commit in 3, nothing of the step is in the
-// database; after the lease expires another runner loads the history, finds the step
+// (With step groups, 1 is the previous group's commit, and 2 and 3 hold for the group
+// as a whole.) If the process dies anywhere before the commit in 3, nothing of the step
+// is in the database; after the lease expires another runner loads the history, finds the step
 // scheduled and not completed, and runs it again with the same attempt, hence the same
 // keys. If it dies after the commit, the history says the step completed and it is not
 // run again. Effects that leave the database (a NATS publish, a provider call) go through
@@ -88,4 +121,11 @@
 // that marks the row FIRED only if it still holds the claim and appends timer.fired, so
 // exactly one replica fires a timer. A timer that fell due while no process ran is due at
 // the first poll after start. Timers of a step that finishes are cancelled with it.
+//
+// # Incidents
+//
+// Engine.RecordIncident appends "incident.recorded" (a kind and a detail) for things an
+// operator should see about a saga, such as a task that reached the queue's delivery
+// limit (natsq.RecordDeadTask). The fold ignores it and the row's state, runnable time
+// and claim stay as they were, so it never wakes a waiting step.
 package saga

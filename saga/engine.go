@@ -39,6 +39,10 @@ type Config struct {
 	// MaxTransitions bounds the work done on one claim before the saga is handed back
 	// (default 1000).
 	MaxTransitions int
+	// MaxStepsPerTx is how many consecutive ready forward steps of a claimed saga run in
+	// one transaction, recorded by one append (default 16; 1 gives one transaction per
+	// step). A step that waits, fails or backs off ends the group; see doc.go.
+	MaxStepsPerTx int
 	// Rand is the jitter source of retry backoffs (nil: math/rand).
 	Rand func() float64
 }
@@ -86,6 +90,9 @@ func (c *Config) setDefaults() {
 	if c.MaxTransitions == 0 {
 		c.MaxTransitions = 1000
 	}
+	if c.MaxStepsPerTx == 0 {
+		c.MaxStepsPerTx = 16
+	}
 }
 
 // Validate reports the first invalid field.
@@ -107,6 +114,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("saga: Config.SnapshotKeep %d out of range [1, 100]", c.SnapshotKeep)
 	case c.MaxTransitions < 1:
 		return fmt.Errorf("saga: Config.MaxTransitions %d below 1", c.MaxTransitions)
+	case c.MaxStepsPerTx < 1 || c.MaxStepsPerTx > 1000:
+		return fmt.Errorf("saga: Config.MaxStepsPerTx %d out of range [1, 1000]", c.MaxStepsPerTx)
 	}
 	return nil
 }
@@ -294,6 +303,40 @@ func (e *Engine) appendExternal(ctx context.Context, id string, ev func(rec *sto
 		return nil
 	}
 	return fmt.Errorf("saga %s: gave up after %d conflicting appends: %w", id, maxAppendRetries, store.ErrConflict)
+}
+
+// RecordIncident appends an "incident.recorded" event (EventData.Name = kind,
+// EventData.Error = detail) to the saga's history: something around the saga went wrong
+// that an operator should see, e.g. its task reached the queue's delivery limit. It
+// changes nothing else: the state fold ignores the event, the row keeps its state,
+// runnable time and claim, and a waiting step is not woken (a runner busy with the saga
+// sees a newer seq, reloads and carries on). Finished sagas take incidents too. It joins
+// ctx's transaction and retries on conflicting appends.
+func (e *Engine) RecordIncident(ctx context.Context, sagaID, kind, detail string) error {
+	if kind == "" {
+		return errors.New("saga: RecordIncident: kind is empty")
+	}
+	ev, err := e.encode(EventIncidentRecorded, "", 0, &EventData{Name: kind, Error: detail})
+	if err != nil {
+		return err
+	}
+	for range maxAppendRetries {
+		rec, err := e.sagas.Get(ctx, sagaID)
+		if err != nil {
+			return err
+		}
+		upd := store.SagaUpdate{State: rec.State, CurrentStep: rec.CurrentStep, RunnableAt: rec.RunnableAt, Error: rec.Error}
+		err = e.sagas.Append(ctx, sagaID, rec.LastSeq, upd, ev)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("saga %s: record incident %s: %w", sagaID, kind, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("saga %s: record incident %s: gave up after %d conflicting appends: %w", sagaID, kind,
+		maxAppendRetries, store.ErrConflict)
 }
 
 // Signal records signal name with payload (JSON-encoded) in the saga's history and wakes

@@ -294,7 +294,8 @@ func TestRacingRunnersRunEachStepOnce(t *testing.T) {
 
 // The runner dies (its context is cancelled) inside a step, after the step's command
 // wrote its effect but before the outcome was recorded. A new runner resumes the saga:
-// the step runs again with the same attempt key and the effect exists once.
+// the step runs again with the same attempt key and the effect exists once. (One step
+// per transaction here; TestCrashInGroupRollsBackTheGroup covers step groups.)
 func TestCrashBetweenCommandAndOutcome(t *testing.T) {
 	e := newEnv(t)
 	must(t, e.reg.Register(Definition{Name: "crash", Version: 1, Steps: []Step{
@@ -310,7 +311,8 @@ func TestCrashBetweenCommandAndOutcome(t *testing.T) {
 		}
 	}
 	e.afterEffect.Store(&hook)
-	eng1 := e.engine("dies", nil)
+	oneStep := func(c *Config) { c.MaxStepsPerTx = 1 }
+	eng1 := e.engine("dies", oneStep)
 	_, _, err := eng1.Start(e.ctx(), "crash", id, nil)
 	must(t, err)
 	if _, err := eng1.RunOnce(runCtx); err != nil {
@@ -322,7 +324,7 @@ func TestCrashBetweenCommandAndOutcome(t *testing.T) {
 	}
 	// The new process starts after the dead one's lease expired.
 	e.clock.Advance(time.Minute)
-	eng2 := e.engine("resumes", nil)
+	eng2 := e.engine("resumes", oneStep)
 	e.drain(eng2)
 	if got := e.state(eng2, id); got.State != StateCompleted {
 		t.Fatalf("resumed saga %s, want COMPLETED", got.State)

@@ -29,6 +29,9 @@ const (
 	EventCompensated           = "saga.compensated"
 	EventCompensationGaveUp    = "saga.compensation_failed"
 	EventCancelled             = "saga.cancelled"
+	// EventIncidentRecorded is an observation about the saga (Engine.RecordIncident);
+	// the fold ignores it.
+	EventIncidentRecorded = "incident.recorded"
 )
 
 // Event is a decoded history event.
@@ -170,7 +173,7 @@ func (s *sagaState) apply(e *Event) error {
 			s.Error = "cancelled: " + d.Error
 			s.startCompensation()
 		}
-	case EventSnapshotTaken:
+	case EventSnapshotTaken, EventIncidentRecorded:
 	case EventCompleted:
 		s.Status = StateCompleted
 	case EventFailed:

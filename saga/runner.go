@@ -35,10 +35,21 @@ func (s *sagaState) clone() *sagaState {
 // load rebuilds a saga's state from its newest valid snapshot plus the later events. A
 // snapshot whose checksum or encoding is bad is logged and skipped.
 func (e *Engine) load(ctx context.Context, id string) (*sagaState, error) {
+	return e.loadAt(ctx, id, -1)
+}
+
+// loadAt is load for a saga whose last seq was lastSeq a moment ago (-1: unknown). A
+// history shorter than SnapshotEvery has no snapshot (the first is taken when the
+// history crosses SnapshotEvery), so the snapshot query is skipped; should the history
+// have grown meanwhile, folding it all from the start gives the same state.
+func (e *Engine) loadAt(ctx context.Context, id string, lastSeq int64) (*sagaState, error) {
 	st := newState()
-	snaps, err := e.sagas.Snapshots(ctx, id, e.cfg.SnapshotKeep)
-	if err != nil {
-		return nil, err
+	var snaps []*store.SagaSnapshot
+	if lastSeq < 0 || lastSeq >= int64(e.cfg.SnapshotEvery) {
+		var err error
+		if snaps, err = e.sagas.Snapshots(ctx, id, e.cfg.SnapshotKeep); err != nil {
+			return nil, err
+		}
 	}
 	for _, sn := range snaps {
 		sum := sha256.Sum256(sn.State)
@@ -59,6 +70,11 @@ func (e *Engine) load(ctx context.Context, id string) (*sagaState, error) {
 	if err != nil {
 		return nil, err
 	}
+	return e.fold(id, st, stored)
+}
+
+// fold applies stored events to st.
+func (e *Engine) fold(id string, st *sagaState, stored []*store.SagaEvent) (*sagaState, error) {
 	evs, err := decodeEvents(e.codecs, stored)
 	if err != nil {
 		return nil, err
@@ -69,6 +85,29 @@ func (e *Engine) load(ctx context.Context, id string) (*sagaState, error) {
 		}
 	}
 	return st, nil
+}
+
+// preload reads the histories of claimed sagas too short to have a snapshot in one
+// round trip, so that advance does not query each one. It returns nil (each saga then
+// loads its own) on error or when there is nothing to share.
+func (e *Engine) preload(ctx context.Context, recs []*store.SagaRecord) map[string][]*store.SagaEvent {
+	var ids []string
+	for _, r := range recs {
+		if r.LastSeq < int64(e.cfg.SnapshotEvery) {
+			ids = append(ids, r.ID)
+		}
+	}
+	if len(ids) < 2 {
+		return nil
+	}
+	h, err := e.sagas.Histories(ctx, ids)
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Warn("saga history preload failed; loading one by one", "sagas", len(ids), "err", err)
+		}
+		return nil
+	}
+	return h
 }
 
 // pending is an append the runner is about to make.
@@ -170,6 +209,11 @@ func (e *Engine) RunOnce(ctx context.Context) (int, error) {
 	return len(recs), nil
 }
 
+// advance runs a claimed saga until it parks, finishes, backs off or the claim is lost.
+func (e *Engine) advance(ctx context.Context, rec *store.SagaRecord) error {
+	return e.advanceFrom(ctx, rec, nil)
+}
+
 // RunSaga claims saga id if it is runnable and free, and advances it. It reports whether
 // it got the claim.
 func (e *Engine) RunSaga(ctx context.Context, id string) (bool, error) {
@@ -184,13 +228,14 @@ func (e *Engine) RunSaga(ctx context.Context, id string) (bool, error) {
 }
 
 func (e *Engine) runClaimed(ctx context.Context, recs []*store.SagaRecord) {
+	hist := e.preload(ctx, recs)
 	sem := make(chan struct{}, e.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for _, rec := range recs {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if err := e.advance(ctx, rec); err != nil && ctx.Err() == nil {
+			if err := e.advanceFrom(ctx, rec, hist[rec.ID]); err != nil && ctx.Err() == nil {
 				e.log.Error("saga run failed", "saga", rec.ID, "err", err)
 			}
 		})
@@ -207,8 +252,8 @@ func (e *Engine) release(ctx context.Context, id string) {
 	}
 }
 
-// advance runs a claimed saga until it parks, finishes, backs off or the claim is lost.
-func (e *Engine) advance(ctx context.Context, rec *store.SagaRecord) error {
+// advanceFrom is advance with the saga's history when it was already read (nil: load it).
+func (e *Engine) advanceFrom(ctx context.Context, rec *store.SagaRecord, hist []*store.SagaEvent) error {
 	def, err := e.reg.Lookup(rec.Type, rec.Version)
 	if err != nil {
 		// Perhaps a replica that knows this version will take it: look again later.
@@ -221,7 +266,12 @@ func (e *Engine) advance(ctx context.Context, rec *store.SagaRecord) error {
 		}
 		return err
 	}
-	st, err := e.load(ctx, rec.ID)
+	var st *sagaState
+	if len(hist) > 0 {
+		st, err = e.fold(rec.ID, newState(), hist)
+	} else {
+		st, err = e.loadAt(ctx, rec.ID, rec.LastSeq)
+	}
 	if err != nil {
 		e.release(ctx, rec.ID)
 		return err
@@ -244,7 +294,7 @@ func (e *Engine) advance(ctx context.Context, rec *store.SagaRecord) error {
 				e.log.Info("saga taken over by another runner", "saga", rec.ID, "by", cur.ClaimedBy)
 				return nil
 			}
-			if st, err = e.load(ctx, rec.ID); err != nil {
+			if st, err = e.loadAt(ctx, rec.ID, cur.LastSeq); err != nil {
 				e.release(ctx, rec.ID)
 				return err
 			}
@@ -283,7 +333,7 @@ func (e *Engine) transition(ctx context.Context, rec *store.SagaRecord, def *Def
 			next, err := e.commit(ctx, rec.ID, st, p, true) // re-park until the backoff ends
 			return next, true, err
 		}
-		return e.runStep(ctx, rec, def, st, false)
+		return e.runSteps(ctx, rec, def, st)
 	case StateCompensating:
 		if !st.Scheduled {
 			pos := st.Comp
@@ -323,8 +373,148 @@ type stepError struct{ err error }
 func (s *stepError) Error() string { return s.err.Error() }
 func (s *stepError) Unwrap() error { return s.err }
 
-// runStep runs the scheduled step (or compensation) inside the transaction that records
-// its outcome, then records a failure, a wait or a retry when it did not succeed.
+// call runs fn (a step's Do or Compensate) under the step's timeout and returns its
+// output as JSON, or the step's error (a timeout becomes a transient error).
+func call(ctx context.Context, step *Step, fn StepFunc, sc *StepContext) ([]byte, error) {
+	sctx, cancel := context.WithTimeout(ctx, step.Timeout)
+	out, err := fn(sctx, sc)
+	timedOut := sctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
+	cancel()
+	if err == nil && timedOut {
+		err = context.DeadlineExceeded
+	}
+	if err != nil {
+		if timedOut && !errors.Is(err, ErrWaiting) {
+			err = command.Transient(fmt.Errorf("step timed out after %s: %w", step.Timeout, err))
+		}
+		return nil, err
+	}
+	outJSON, err := toJSON(out)
+	if err != nil {
+		return nil, fmt.Errorf("encode output: %w", err)
+	}
+	return outJSON, nil
+}
+
+// stepContext builds the StepContext of the scheduled run of step idx.
+func (e *Engine) stepContext(rec *store.SagaRecord, st *sagaState, step *Step, idx int, comp bool) *StepContext {
+	return &StepContext{sagaID: rec.ID, sagaType: rec.Type, version: rec.Version, step: step.Name, index: idx,
+		attempt: st.Attempt, compensating: comp, input: rec.Input, st: st, now: e.cfg.Clock.Now(), d: e.d}
+}
+
+// groupFailure is the step that ended a group of steps by failing or waiting.
+type groupFailure struct {
+	step *Step
+	sc   *StepContext
+	err  error
+}
+
+// runSteps runs the scheduled forward step and the ready steps after it, up to
+// MaxStepsPerTx, in one transaction that also records their outcomes with one append
+// (see "Step groups" in doc.go). Every step after the first runs behind a savepoint: if
+// it fails or waits, its writes are rolled back to the savepoint, the steps before it
+// are recorded as completed and its failure (or wait) is recorded after them, all in the
+// same transaction. If the first step fails, the transaction is rolled back and the
+// failure recorded on its own, as for a single step.
+func (e *Engine) runSteps(ctx context.Context, rec *store.SagaRecord, def *Definition, st *sagaState) (*sagaState, bool, error) {
+	if e.cfg.MaxStepsPerTx == 1 {
+		return e.runStep(ctx, rec, def, st, false)
+	}
+	began := e.cfg.Clock.Now()
+	var (
+		next *sagaState
+		done bool
+		fail *groupFailure
+		sc0  *StepContext
+	)
+	err := e.st.InTx(ctx, func(ctx context.Context) error {
+		fail = nil
+		p := &pending{}
+		cur := st.clone() // st with p's events folded in
+		folded := 0
+		for n := 0; ; n++ {
+			idx := cur.Step
+			step := &def.Steps[idx]
+			sc := e.stepContext(rec, cur, step, idx, false)
+			var rollback func(context.Context) error
+			if n == 0 {
+				sc0 = sc
+			} else {
+				rb, err := e.sagas.Savepoint(ctx)
+				if err != nil {
+					return err
+				}
+				rollback = rb
+			}
+			out, serr := call(ctx, step, step.Do, sc)
+			if serr != nil {
+				if n == 0 {
+					return &stepError{serr}
+				}
+				if ctx.Err() != nil {
+					return ctx.Err() // stopping: record nothing; the group runs again
+				}
+				if err := rollback(ctx); err != nil {
+					return err
+				}
+				fail = &groupFailure{step: step, sc: sc, err: serr}
+				break
+			}
+			if err := e.cancelStepTimers(ctx, p, cur, step.Name); err != nil {
+				return err
+			}
+			e.add(p, EventStepCompleted, step.Name, sc.attempt, EventData{Index: idx, Output: out})
+			last := idx+1 >= len(def.Steps)
+			if last {
+				e.add(p, EventCompleted, "", 0, EventData{})
+			} else {
+				e.add(p, EventStepScheduled, def.Steps[idx+1].Name, 1, EventData{Index: idx + 1})
+			}
+			if p.err != nil {
+				return p.err
+			}
+			for ; folded < len(p.decs); folded++ {
+				d := p.decs[folded]
+				d.Seq = st.LastSeq + int64(folded) + 1
+				if err := cur.apply(d); err != nil {
+					return err
+				}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err() // stopping: record nothing; the group runs again
+			}
+			if last || n+1 >= e.cfg.MaxStepsPerTx || e.cfg.Clock.Now().Sub(began) >= e.cfg.Lease/2 {
+				break
+			}
+		}
+		release := fail == nil && cur.Status.Terminal()
+		n, err := e.commit(ctx, rec.ID, st, p, release)
+		if err != nil {
+			return err
+		}
+		next, done = n, release
+		if fail != nil {
+			next, done, err = e.recordFailure(ctx, rec, n, fail.step, fail.sc, false, fail.err)
+			return err
+		}
+		return nil
+	})
+	if err == nil {
+		return next, done, nil
+	}
+	var se *stepError
+	if !errors.As(err, &se) {
+		return nil, false, err // conflict or store failure
+	}
+	if ctx.Err() != nil {
+		// The runner is stopping: record nothing; the step runs again with the same attempt.
+		return nil, false, ctx.Err()
+	}
+	return e.recordFailure(ctx, rec, st, &def.Steps[st.Step], sc0, false, se.err)
+}
+
+// runStep runs the scheduled step (or compensation) alone inside the transaction that
+// records its outcome, then records a failure, a wait or a retry when it did not succeed.
 func (e *Engine) runStep(ctx context.Context, rec *store.SagaRecord, def *Definition, st *sagaState, comp bool) (*sagaState, bool, error) {
 	idx := st.Step
 	if comp {
@@ -335,26 +525,12 @@ func (e *Engine) runStep(ctx context.Context, rec *store.SagaRecord, def *Defini
 	if comp {
 		fn = step.Compensate
 	}
-	sc := &StepContext{sagaID: rec.ID, sagaType: rec.Type, version: rec.Version, step: step.Name, index: idx,
-		attempt: st.Attempt, compensating: comp, input: rec.Input, st: st, now: e.cfg.Clock.Now(), d: e.d}
+	sc := e.stepContext(rec, st, step, idx, comp)
 	var next *sagaState
 	err := e.st.InTx(ctx, func(ctx context.Context) error {
-		sctx, cancel := context.WithTimeout(ctx, step.Timeout)
-		out, err := fn(sctx, sc)
-		timedOut := sctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
-		cancel()
-		if err == nil && timedOut {
-			err = context.DeadlineExceeded
-		}
+		outJSON, err := call(ctx, step, fn, sc)
 		if err != nil {
-			if timedOut && !errors.Is(err, ErrWaiting) {
-				err = command.Transient(fmt.Errorf("step timed out after %s: %w", step.Timeout, err))
-			}
 			return &stepError{err}
-		}
-		outJSON, err := toJSON(out)
-		if err != nil {
-			return &stepError{fmt.Errorf("encode output: %w", err)}
 		}
 		p := &pending{}
 		if err := e.cancelStepTimers(ctx, p, st, step.Name); err != nil {
@@ -521,8 +697,22 @@ func (e *Engine) fireTimer(ctx context.Context, t *store.SagaTimer) (bool, error
 	return false, fmt.Errorf("saga timer %s: gave up after %d conflicting appends", t.ID, maxAppendRetries)
 }
 
-// Run fires timers and runs sagas until ctx ends: on every wake-up, task and poll tick.
-// Run returns nil when ctx is cancelled.
+// claimedSaga is a saga claimed by Run, with its preloaded history (if any) and the
+// task deliveries that asked for it.
+type claimedSaga struct {
+	rec   *store.SagaRecord
+	hist  []*store.SagaEvent
+	tasks []Task
+}
+
+// Run fires timers and runs sagas until ctx ends, and returns nil then. Concurrency
+// workers advance claimed sagas; one loop claims work for them, keeping at most
+// 2×Concurrency sagas claimed (running or queued): on every poll tick (timers, then up
+// to BatchSize runnable sagas; again as soon as workers free up while polls come back
+// full), and on wake-ups and tasks, which are gathered while more are ready and claimed
+// together with one ClaimIDs. A task is acked once its saga was run (or was not
+// claimable: held elsewhere, parked or finished) and naked when the run failed. On
+// return, sagas claimed and not started are released.
 func (e *Engine) Run(ctx context.Context) error {
 	wake := e.cfg.Waker.Wakeups(ctx)
 	tasks, err := e.cfg.Queue.Tasks(ctx)
@@ -531,53 +721,172 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(e.cfg.PollInterval)
 	defer tick.Stop()
-	poll := func() {
-		if _, err := e.FireDueTimers(ctx); err != nil && ctx.Err() == nil {
-			e.log.Error("saga timer poll failed", "err", err)
-		}
-		for ctx.Err() == nil {
-			n, err := e.RunOnce(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					e.log.Error("saga poll failed", "err", err)
+
+	capacity := 2 * e.cfg.Concurrency
+	refill := max(1, capacity/4) // free slots that make a backlogged runner poll at once
+	work := make(chan claimedSaga)
+	finished := make(chan struct{}, capacity)
+	var wg sync.WaitGroup
+	for range e.cfg.Concurrency {
+		wg.Go(func() {
+			for c := range work {
+				err := e.advanceFrom(ctx, c.rec, c.hist)
+				failed := err != nil && ctx.Err() == nil
+				if failed {
+					e.log.Error("saga run failed", "saga", c.rec.ID, "err", err)
 				}
-				return
+				for _, t := range c.tasks {
+					if failed {
+						_ = t.Nak(ctx, e.cfg.PollInterval)
+					} else {
+						_ = t.Ack(ctx)
+					}
+				}
+				finished <- struct{}{}
 			}
-			if n < e.cfg.BatchSize {
-				return
+		})
+	}
+	var (
+		queue    []claimedSaga
+		inflight int  // claimed and not finished: queued or running
+		more     bool // the last poll came back full: more sagas are probably runnable
+	)
+	defer func() {
+		close(work)
+		for _, c := range queue { // claimed, never started: hand back at once
+			e.release(ctx, c.rec.ID)
+			for _, t := range c.tasks {
+				_ = t.Nak(context.WithoutCancel(ctx), 0)
+			}
+		}
+		wg.Wait()
+	}()
+	poll := func(timers bool) {
+		if timers {
+			if _, err := e.FireDueTimers(ctx); err != nil && ctx.Err() == nil {
+				e.log.Error("saga timer poll failed", "err", err)
+			}
+		}
+		free := capacity - inflight
+		if free <= 0 {
+			more = true
+			return
+		}
+		limit := min(e.cfg.BatchSize, free)
+		recs, err := e.sagas.Claim(ctx, e.cfg.RunnerID, e.cfg.Clock.Now(), e.cfg.Lease, limit)
+		if err != nil {
+			if ctx.Err() == nil {
+				e.log.Error("saga poll failed", "err", err)
+			}
+			more = false
+			return
+		}
+		more = len(recs) == limit
+		hist := e.preload(ctx, recs)
+		for _, r := range recs {
+			queue = append(queue, claimedSaga{rec: r, hist: hist[r.ID]})
+		}
+		inflight += len(recs)
+	}
+	// gather collects the id of a wake-up or task and those that are ready right after
+	// it (as many as there are free slots), and claims them together.
+	gather := func(id string, t Task) {
+		room := min(e.cfg.BatchSize, capacity-inflight)
+		ids := []string{id}
+		byID := map[string][]Task{id: nil}
+		add := func(id string, t Task) {
+			if _, seen := byID[id]; !seen {
+				ids = append(ids, id)
+			}
+			if t != nil {
+				byID[id] = append(byID[id], t)
+			}
+		}
+		if t != nil {
+			byID[id] = []Task{t}
+		}
+	drain:
+		for len(ids) < room {
+			select {
+			case id, ok := <-wake:
+				if !ok {
+					wake = nil
+					continue
+				}
+				add(id, nil)
+			case t, ok := <-tasks:
+				if !ok {
+					tasks = nil
+					continue
+				}
+				add(t.SagaID(), t)
+			default:
+				break drain
+			}
+		}
+		recs, err := e.sagas.ClaimIDs(ctx, ids, e.cfg.RunnerID, e.cfg.Clock.Now(), e.cfg.Lease)
+		if err != nil {
+			if ctx.Err() == nil {
+				e.log.Error("saga claim failed", "sagas", len(ids), "err", err)
+			}
+			for _, ts := range byID {
+				for _, t := range ts {
+					_ = t.Nak(context.WithoutCancel(ctx), e.cfg.PollInterval)
+				}
+			}
+			return
+		}
+		hist := e.preload(ctx, recs)
+		for _, r := range recs {
+			queue = append(queue, claimedSaga{rec: r, hist: hist[r.ID], tasks: byID[r.ID]})
+			delete(byID, r.ID)
+		}
+		inflight += len(recs)
+		for _, ts := range byID { // held elsewhere or not runnable: the holder or the poll has it
+			for _, t := range ts {
+				_ = t.Ack(ctx)
 			}
 		}
 	}
-	poll()
+
+	poll(true)
 	for {
+		var (
+			out  chan<- claimedSaga
+			head claimedSaga
+		)
+		if len(queue) > 0 {
+			out, head = work, queue[0]
+		}
+		wakeC, taskC := wake, tasks
+		if inflight >= capacity {
+			wakeC, taskC = nil, nil // full: leave wake-ups and tasks where they are
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case out <- head:
+			queue[0] = claimedSaga{}
+			queue = queue[1:]
+		case <-finished:
+			inflight--
+			if more && capacity-inflight >= refill {
+				poll(false)
+			}
 		case <-tick.C:
-			poll()
-		case id, ok := <-wake:
+			poll(true)
+		case id, ok := <-wakeC:
 			if !ok {
 				wake = nil
 				continue
 			}
-			if _, err := e.RunSaga(ctx, id); err != nil && ctx.Err() == nil {
-				e.log.Error("saga run failed", "saga", id, "err", err)
-			}
-		case t, ok := <-tasks:
+			gather(id, nil)
+		case t, ok := <-taskC:
 			if !ok {
 				tasks = nil
 				continue
 			}
-			got, err := e.RunSaga(ctx, t.SagaID())
-			switch {
-			case err != nil && ctx.Err() == nil:
-				e.log.Error("saga run failed", "saga", t.SagaID(), "err", err)
-				_ = t.Nak(ctx, e.cfg.PollInterval)
-			case !got:
-				_ = t.Ack(ctx) // held elsewhere or not runnable: the holder or the poll has it
-			default:
-				_ = t.Ack(ctx)
-			}
+			gather(t.SagaID(), t)
 		}
 	}
 }

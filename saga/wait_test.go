@@ -244,7 +244,9 @@ func TestSnapshotsWrittenUsedAndCorruptRebuilt(t *testing.T) {
 	}
 	steps = append(steps, waitStep("park", "go"))
 	must(t, e.reg.Register(Definition{Name: "long", Version: 1, Steps: steps}))
-	eng := e.engine("r1", func(c *Config) { c.SnapshotEvery = 5; c.SnapshotKeep = 2 })
+	// Two steps per transaction: each append crosses a multiple of 5 (a snapshot is
+	// taken per append at most).
+	eng := e.engine("r1", func(c *Config) { c.SnapshotEvery = 5; c.SnapshotKeep = 2; c.MaxStepsPerTx = 2 })
 	id := IDFor("long", "1")
 	_, _, err := eng.Start(e.ctx(), "long", id, nil)
 	must(t, err)

@@ -97,6 +97,9 @@ type SagaStore interface {
 	Append(ctx context.Context, id string, expectedSeq int64, upd SagaUpdate, events ...*SagaEvent) error
 	// Events returns the events with seq > afterSeq, in seq order.
 	Events(ctx context.Context, id string, afterSeq int64) ([]*SagaEvent, error)
+	// Histories returns the whole history of each of ids (in seq order), in one round
+	// trip; sagas that do not exist are absent from the map.
+	Histories(ctx context.Context, ids []string) (map[string][]*SagaEvent, error)
 
 	// Claim leases up to limit sagas with RunnableAt <= now whose claim is free or
 	// expired to runnerID until now+lease. Two concurrent claims never return the same
@@ -105,8 +108,19 @@ type SagaStore interface {
 	// ClaimByID leases saga id like Claim if it is runnable at now and free; it returns
 	// ErrNotFound when it is missing, not runnable or held by another runner.
 	ClaimByID(ctx context.Context, id, runnerID string, now time.Time, lease time.Duration) (*SagaRecord, error)
+	// ClaimIDs leases, like Claim, those of ids that are runnable at now and free (or
+	// whose claim expired); the others (missing, parked, held, or locked by a writer at
+	// this moment) are left out. Order of the result is unspecified.
+	ClaimIDs(ctx context.Context, ids []string, runnerID string, now time.Time, lease time.Duration) ([]*SagaRecord, error)
 	// Release drops runnerID's claim on id (no-op if another runner holds it).
 	Release(ctx context.Context, id, runnerID string) error
+
+	// Savepoint marks the current point of the transaction in ctx (an error when ctx
+	// carries none). Calling rollback undoes every write made in that transaction since
+	// the mark, and drops the after-commit callbacks registered since then, leaving the
+	// transaction usable (also when a statement failed after the mark). The runner uses
+	// it to run several saga steps in one transaction.
+	Savepoint(ctx context.Context) (rollback func(ctx context.Context) error, err error)
 
 	// PutSnapshot stores snap and deletes all but the newest keep snapshots of its saga.
 	PutSnapshot(ctx context.Context, snap *SagaSnapshot, keep int) error

@@ -40,6 +40,10 @@ type Store interface {
 	Outbox() OutboxStore
 	Idempotency() IdempotencyStore
 	Sagas() SagaStore
+	// Job path ports (store/jobpath.go).
+	Logs() LogStore
+	Credentials() CredentialStore
+	Scheduling() SchedulingStore
 
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error

@@ -20,6 +20,7 @@ func newBenchCmd() *cobra.Command {
 	cmd.AddCommand(
 		newBenchOutboxCmd(),
 		newBenchSagasCmd(),
+		newBenchJobsCmd(),
 	)
 	return cmd
 }

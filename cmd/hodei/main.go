@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -17,6 +18,14 @@ func main() {
 	defer stop()
 	root := newRootCmd()
 	if err := root.ExecuteContext(ctx); err != nil {
+		// An *exitError (e.g. `job run` passing on the job's exit code) chooses the code.
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.Msg != "" {
+				fmt.Fprintln(os.Stderr, "hodei:", ee.Msg)
+			}
+			os.Exit(ee.Code)
+		}
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		os.Exit(1)
 	}
@@ -37,6 +46,9 @@ func newRootCmd() *cobra.Command {
 		newMigrateCmd(),
 		newBenchCmd(),
 		newSagaCmd(),
+		newJobCmd(),
+		newServerCmd(),
+		newWorkerCmd(),
 		// Each subcommand lives in its own file: add its constructor here.
 	)
 	return root

@@ -23,9 +23,10 @@
 // it and publishes a max-deliveries advisory; the queue (every process that called
 // Tasks, as one NATS queue group, so each advisory is handled once) reads the message,
 // calls Config.OnDeadTask so that the failure is recorded, and deletes the message.
-// RecordDeadTask records it in the saga's history as the signal DeadTaskSignal (the
-// engine has no other way for an outsider to append an event); the saga itself stays
-// in the database and the runner's poll keeps it going. Advisories are core NATS
+// RecordDeadTask records it in the saga's history as an incident of kind
+// DeadTaskIncident (Engine.RecordIncident: an event the saga's state ignores, so a
+// waiting step is not woken by it); the saga itself stays in the database and the
+// runner's poll keeps it going. Advisories are core NATS
 // messages: one published while no process listens is lost, and the message stays in
 // the stream (harmless; the database is the source of truth).
 //

@@ -524,16 +524,19 @@ func TestDeadTaskIsRecordedInHistory(t *testing.T) {
 	}
 	var found bool
 	for _, ev := range hist {
-		if ev.Type == saga.EventSignalReceived && ev.Data.Name == DeadTaskSignal {
+		if ev.Type == saga.EventSignalReceived {
+			t.Fatalf("the dead task was recorded as a signal (it would wake the saga): %+v", ev)
+		}
+		if ev.Type == saga.EventIncidentRecorded && ev.Data.Name == DeadTaskIncident {
 			var p DeadTask
-			if err := json.Unmarshal(ev.Data.Output, &p); err != nil {
-				t.Fatalf("dead-task payload %s: %v", ev.Data.Output, err)
+			if err := json.Unmarshal([]byte(ev.Data.Error), &p); err != nil {
+				t.Fatalf("dead-task detail %q: %v", ev.Data.Error, err)
 			}
-			found = p.Deliveries == 2
+			found = p.Deliveries == 2 && !p.At.IsZero()
 		}
 	}
 	if !found {
-		t.Fatalf("history has no %s signal with 2 deliveries: %+v", DeadTaskSignal, hist)
+		t.Fatalf("history has no %s incident with 2 deliveries: %+v", DeadTaskIncident, hist)
 	}
 	// The saga is not lost: the database poll still runs it to completion.
 	for range 10 {

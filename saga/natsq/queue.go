@@ -353,38 +353,53 @@ func (q *TaskQueue) handleAdvisory(data []byte) {
 	}
 }
 
-// DeadTaskSignal is the name of the signal RecordDeadTask records.
+// DeadTaskIncident is the incident kind RecordDeadTask records.
+const DeadTaskIncident = "task_dead"
+
+// DeadTaskSignal is the name of the signal RecordDeadTask used to record before
+// incidents existed; old histories may still contain it.
+//
+// Deprecated: dead tasks are recorded as incidents of kind DeadTaskIncident.
 const DeadTaskSignal = "hodei.saga.task_dead"
 
+// IncidentRecorder records an incident in a saga's history without changing the saga;
+// *saga.Engine implements it.
+type IncidentRecorder interface {
+	RecordIncident(ctx context.Context, sagaID, kind, detail string) error
+}
+
 // Signaler records a signal in a saga's history; *saga.Engine implements it.
+//
+// Deprecated: RecordDeadTask takes an IncidentRecorder.
 type Signaler interface {
 	Signal(ctx context.Context, sagaID, name string, payload any) error
 }
 
-// DeadTask is the payload of a DeadTaskSignal.
+// DeadTask describes a dead task (the detail of a DeadTaskIncident is its JSON form).
 type DeadTask struct {
 	Deliveries int       `json:"deliveries"`
 	At         time.Time `json:"at"`
 }
 
-// RecordDeadTask records in the saga's history (as signal DeadTaskSignal) that its task
-// was delivered deliveries times without an ack. A finished saga has nothing to record.
-// Wire it once the engine exists, e.g.
+// RecordDeadTask records in the saga's history, as an incident of kind DeadTaskIncident
+// whose detail is the JSON form of DeadTask, that its task was delivered deliveries
+// times without an ack. The incident does not wake or change the saga: the database
+// poll keeps it going. Wire it once the engine exists, e.g.
 //
 //	var eng *saga.Engine
 //	q, _ := natsq.NewTaskQueue(ctx, js, natsq.QueueConfig{OnDeadTask: func(ctx context.Context, id string, n int) error {
 //		return natsq.RecordDeadTask(ctx, eng, id, n)
 //	}})
 //	eng, _ = saga.New(st, reg, d, saga.Config{Queue: q})
-func RecordDeadTask(ctx context.Context, s Signaler, sagaID string, deliveries int) error {
-	if s == nil {
-		return errors.New("natsq: RecordDeadTask: no Signaler (engine) wired")
+func RecordDeadTask(ctx context.Context, r IncidentRecorder, sagaID string, deliveries int) error {
+	if r == nil {
+		return errors.New("natsq: RecordDeadTask: no IncidentRecorder (engine) wired")
 	}
-	err := s.Signal(ctx, sagaID, DeadTaskSignal, DeadTask{Deliveries: deliveries, At: time.Now().UTC()})
-	if errors.Is(err, saga.ErrFinished) {
-		return nil
-	}
+	detail, err := json.Marshal(DeadTask{Deliveries: deliveries, At: time.Now().UTC()})
 	if err != nil {
+		return fmt.Errorf("natsq: record dead task of saga %s: %w", sagaID, err)
+	}
+	if err := r.RecordIncident(ctx, sagaID, DeadTaskIncident, string(detail)); err != nil {
 		return fmt.Errorf("natsq: record dead task of saga %s: %w", sagaID, err)
 	}
 	return nil

@@ -147,32 +147,25 @@ func (ss sagaStore) Create(ctx context.Context, rec *store.SagaRecord, events ..
 	if input == nil {
 		input = []byte{}
 	}
-	var saved *store.SagaRecord
-	created := false
-	err = ss.s.InTx(ctx, func(ctx context.Context) error {
-		args := append([]any{rec.ID, rec.Type, rec.Version, rec.State, input, rec.CurrentStep, rec.LastSeq,
-			nullTime(rec.RunnableAt), rec.Error, rec.CreatedAt}, arr.args()...)
-		tag, err := ss.s.q(ctx).Exec(ctx, `WITH src AS (
-			INSERT INTO sagas (id, type, version, state, input, current_step, last_seq, runnable_at, error, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-			ON CONFLICT (id) DO NOTHING RETURNING id)
-			`+eventsSelect(11), args...)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == int64(len(events)) {
-			created = true
-			return nil
-		}
-		saved, err = ss.Get(ctx, rec.ID)
-		return err
-	})
+	// One statement, so no transaction of its own is needed: the row and its events are
+	// inserted together or not at all (and join ctx's transaction when there is one).
+	args := append([]any{rec.ID, rec.Type, rec.Version, rec.State, input, rec.CurrentStep, rec.LastSeq,
+		nullTime(rec.RunnableAt), rec.Error, rec.CreatedAt}, arr.args()...)
+	tag, err := ss.s.q(ctx).Exec(ctx, `WITH src AS (
+		INSERT INTO sagas (id, type, version, state, input, current_step, last_seq, runnable_at, error, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+		ON CONFLICT (id) DO NOTHING RETURNING id)
+		`+eventsSelect(11), args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("postgres: create saga %s: %w", rec.ID, err)
 	}
-	if created {
+	if tag.RowsAffected() == int64(len(events)) {
 		cp := *rec
 		return &cp, true, nil
+	}
+	saved, err := ss.Get(ctx, rec.ID)
+	if err != nil {
+		return nil, false, fmt.Errorf("postgres: create saga %s: %w", rec.ID, err)
 	}
 	return saved, false, nil
 }
@@ -238,31 +231,55 @@ func (ss sagaStore) Append(ctx context.Context, id string, expectedSeq int64, up
 }
 
 func (ss sagaStore) Events(ctx context.Context, id string, afterSeq int64) ([]*store.SagaEvent, error) {
-	rows, err := ss.s.q(ctx).Query(ctx, `SELECT seq, type, step, attempt, codec, payload, trace_context, created_at
+	rows, err := ss.s.q(ctx).Query(ctx, `SELECT saga_id, seq, type, step, attempt, codec, payload, trace_context, created_at
 		FROM saga_events WHERE saga_id = $1 AND seq > $2 ORDER BY seq`, id, afterSeq)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: events of saga %s: %w", id, err)
 	}
-	defer rows.Close()
 	var out []*store.SagaEvent
+	err = scanEvents(rows, func(e *store.SagaEvent) { out = append(out, e) })
+	if err != nil {
+		return nil, fmt.Errorf("postgres: events of saga %s: %w", id, err)
+	}
+	return out, nil
+}
+
+func (ss sagaStore) Histories(ctx context.Context, ids []string) (map[string][]*store.SagaEvent, error) {
+	out := make(map[string][]*store.SagaEvent, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := ss.s.q(ctx).Query(ctx, `SELECT saga_id, seq, type, step, attempt, codec, payload, trace_context, created_at
+		FROM saga_events WHERE saga_id = ANY($1::text[]) ORDER BY saga_id, seq`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: histories of %d sagas: %w", len(ids), err)
+	}
+	err = scanEvents(rows, func(e *store.SagaEvent) { out[e.SagaID] = append(out[e.SagaID], e) })
+	if err != nil {
+		return nil, fmt.Errorf("postgres: histories of %d sagas: %w", len(ids), err)
+	}
+	return out, nil
+}
+
+// scanEvents reads rows of (saga_id, seq, type, step, attempt, codec, payload,
+// trace_context, created_at) and hands each event to add.
+func scanEvents(rows pgx.Rows, add func(*store.SagaEvent)) error {
+	defer rows.Close()
 	for rows.Next() {
-		e := &store.SagaEvent{SagaID: id}
+		e := &store.SagaEvent{}
 		var tc []byte
-		if err := rows.Scan(&e.Seq, &e.Type, &e.Step, &e.Attempt, &e.Codec, &e.Payload, &tc, &e.CreatedAt); err != nil {
-			return nil, fmt.Errorf("postgres: events of saga %s: %w", id, err)
+		if err := rows.Scan(&e.SagaID, &e.Seq, &e.Type, &e.Step, &e.Attempt, &e.Codec, &e.Payload, &tc, &e.CreatedAt); err != nil {
+			return err
 		}
 		e.CreatedAt = e.CreatedAt.UTC()
 		if len(tc) > 2 {
 			if err := json.Unmarshal(tc, &e.TraceContext); err != nil {
-				return nil, fmt.Errorf("postgres: events of saga %s: seq %d trace context: %w", id, e.Seq, err)
+				return fmt.Errorf("saga %s seq %d trace context: %w", e.SagaID, e.Seq, err)
 			}
 		}
-		out = append(out, e)
+		add(e)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: events of saga %s: %w", id, err)
-	}
-	return out, nil
+	return rows.Err()
 }
 
 func (ss sagaStore) Claim(ctx context.Context, runnerID string, at time.Time, lease time.Duration, limit int) ([]*store.SagaRecord, error) {
@@ -303,6 +320,61 @@ func (ss sagaStore) ClaimByID(ctx context.Context, id, runnerID string, at time.
 		return nil, fmt.Errorf("postgres: claim saga %s: %w", id, err)
 	}
 	return r, nil
+}
+
+func (ss sagaStore) ClaimIDs(ctx context.Context, ids []string, runnerID string, at time.Time, lease time.Duration) ([]*store.SagaRecord, error) {
+	if runnerID == "" || lease <= 0 {
+		return nil, fmt.Errorf("postgres: claim sagas by id: runnerID and lease > 0 are required (got %q, %s)", runnerID, lease)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	at = normTime(at)
+	rows, err := ss.s.q(ctx).Query(ctx, `UPDATE sagas s SET claimed_by = $2, claim_expires_at = $4
+		FROM (SELECT id FROM sagas
+			WHERE id = ANY($1::text[]) AND runnable_at <= $3 AND (claimed_by IS NULL OR claim_expires_at < $3)
+			FOR UPDATE SKIP LOCKED) c
+		WHERE s.id = c.id
+		RETURNING s.id, s.type, s.version, s.state, s.input, s.current_step, s.last_seq, s.runnable_at,
+			s.claimed_by, s.claim_expires_at, s.error, s.created_at, s.updated_at`,
+		ids, runnerID, at, at.Add(lease))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: claim %d sagas by id: %w", len(ids), err)
+	}
+	out, err := scanSagas(rows)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: claim %d sagas by id: %w", len(ids), err)
+	}
+	return out, nil
+}
+
+// sagaSavepoint is the savepoint name of Savepoint. Reusing one name is fine: ROLLBACK
+// TO goes back to the newest savepoint of that name.
+const sagaSavepoint = "hodei_saga_step"
+
+func (ss sagaStore) Savepoint(ctx context.Context) (func(ctx context.Context) error, error) {
+	ts := ss.s.txFrom(ctx)
+	if ts == nil {
+		return nil, errors.New("postgres: saga savepoint: ctx carries no transaction (use Store.InTx)")
+	}
+	if _, err := ts.tx.Exec(ctx, "SAVEPOINT "+sagaSavepoint); err != nil {
+		return nil, fmt.Errorf("postgres: saga savepoint: %w", err)
+	}
+	ts.mu.Lock()
+	mark := len(ts.afterCommit)
+	ts.mu.Unlock()
+	return func(ctx context.Context) error {
+		if _, err := ts.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+sagaSavepoint); err != nil {
+			return fmt.Errorf("postgres: rollback to saga savepoint: %w", err)
+		}
+		ts.mu.Lock()
+		if len(ts.afterCommit) > mark {
+			clear(ts.afterCommit[mark:])
+			ts.afterCommit = ts.afterCommit[:mark]
+		}
+		ts.mu.Unlock()
+		return nil
+	}, nil
 }
 
 func (ss sagaStore) Release(ctx context.Context, id, runnerID string) error {

@@ -18,6 +18,9 @@ func RunSaga(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("AppendOptimisticLock", func(t *testing.T) { sagaAppend(t, newStore(t)) })
 	t.Run("AppendJoinsTx", func(t *testing.T) { sagaAppendTx(t, newStore(t)) })
 	t.Run("ClaimExclusive", func(t *testing.T) { sagaClaim(t, newStore(t)) })
+	t.Run("ClaimIDs", func(t *testing.T) { sagaClaimIDs(t, newStore(t)) })
+	t.Run("Savepoint", func(t *testing.T) { sagaSavepoint(t, newStore(t)) })
+	t.Run("Histories", func(t *testing.T) { sagaHistories(t, newStore(t)) })
 	t.Run("Snapshots", func(t *testing.T) { sagaSnapshots(t, newStore(t)) })
 	t.Run("Timers", func(t *testing.T) { sagaTimers(t, newStore(t)) })
 }
@@ -289,5 +292,141 @@ func sagaTimers(t *testing.T, st store.Store) {
 	}
 	if got, _ := ss.ClaimDueTimers(ctx, "p", now.Add(100*time.Hour), time.Minute, 10); len(got) != 0 {
 		t.Fatalf("finished timers claimed again: %+v", got)
+	}
+}
+
+func sagaClaimIDs(t *testing.T, st store.Store) {
+	ctx, ss := sagaCtx(t), st.Sagas()
+	for i := range 6 {
+		newSaga(t, ctx, ss, fmt.Sprint("s", i), sagaT0)
+	}
+	newSaga(t, ctx, ss, "parked", time.Time{})
+	newSaga(t, ctx, ss, "later", sagaT0.Add(time.Hour))
+	now := sagaT0.Add(time.Minute)
+	if _, err := ss.ClaimByID(ctx, "s5", "other", now, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := ss.ClaimIDs(ctx, nil, "r1", now, time.Minute); err != nil || len(recs) != 0 {
+		t.Fatalf("ClaimIDs of nothing: %v %v", recs, err)
+	}
+	// Two runners ask for overlapping sets at once: each saga goes to one of them.
+	want := []string{"s0", "s1", "s2", "s3", "s4", "s5", "parked", "later", "missing"}
+	var wg sync.WaitGroup
+	got := make([][]*store.SagaRecord, 2)
+	for r := range 2 {
+		wg.Go(func() {
+			recs, err := ss.ClaimIDs(ctx, want, fmt.Sprint("r", r), now, time.Minute)
+			if err != nil {
+				t.Error(err)
+			}
+			got[r] = recs
+		})
+	}
+	wg.Wait()
+	seen := map[string]string{}
+	for r, recs := range got {
+		for _, rec := range recs {
+			if prev, dup := seen[rec.ID]; dup {
+				t.Fatalf("saga %s claimed by %s and r%d", rec.ID, prev, r)
+			}
+			seen[rec.ID] = fmt.Sprint("r", r)
+			if rec.ClaimedBy != seen[rec.ID] || !rec.ClaimExpiresAt.Equal(now.Add(time.Minute)) || rec.LastSeq != 1 {
+				t.Fatalf("claimed row %+v", rec)
+			}
+		}
+	}
+	if len(seen) != 5 || seen["s5"] != "" || seen["parked"] != "" || seen["later"] != "" {
+		t.Fatalf("claimed %v, want s0..s4 only (s5 held, parked parked, later not due)", seen)
+	}
+	// An expired claim can be taken.
+	recs, err := ss.ClaimIDs(ctx, []string{"s5"}, "r1", now.Add(2*time.Minute), time.Minute)
+	sagaMust(t, err)
+	if len(recs) != 1 || recs[0].ClaimedBy != "r1" {
+		t.Fatalf("ClaimIDs of an expired claim: %+v", recs)
+	}
+}
+
+func sagaSavepoint(t *testing.T, st store.Store) {
+	ctx, ss := sagaCtx(t), st.Sagas()
+	if _, err := ss.Savepoint(ctx); err == nil {
+		t.Fatal("Savepoint without a transaction succeeded")
+	}
+	ac, hasAC := st.(interface {
+		AfterCommit(context.Context, func())
+	})
+	var ran []string
+	err := st.InTx(ctx, func(ctx context.Context) error {
+		newSaga(t, ctx, ss, "kept", sagaT0)
+		if hasAC {
+			ac.AfterCommit(ctx, func() { ran = append(ran, "before") })
+		}
+		rollback, err := ss.Savepoint(ctx)
+		if err != nil {
+			return err
+		}
+		newSaga(t, ctx, ss, "undone", sagaT0)
+		if hasAC {
+			ac.AfterCommit(ctx, func() { ran = append(ran, "undone") })
+		}
+		// A failing statement after the savepoint (a timer of a missing saga): the
+		// rollback still recovers the transaction.
+		if err := ss.CreateTimer(ctx, &store.SagaTimer{ID: "t", SagaID: "missing", Name: "n", FireAt: sagaT0}); err == nil {
+			t.Error("CreateTimer for a missing saga succeeded")
+		}
+		if err := rollback(ctx); err != nil {
+			return err
+		}
+		// Usable after the rollback, and a second savepoint works the same way.
+		sagaMust(t, ss.Append(ctx, "kept", 1, store.SagaUpdate{State: "RUNNING"}, ev("a")))
+		rollback2, err := ss.Savepoint(ctx)
+		if err != nil {
+			return err
+		}
+		sagaMust(t, ss.Append(ctx, "kept", 2, store.SagaUpdate{State: "RUNNING"}, ev("b")))
+		if err := rollback2(ctx); err != nil {
+			return err
+		}
+		if hasAC {
+			ac.AfterCommit(ctx, func() { ran = append(ran, "after") })
+		}
+		return nil
+	})
+	sagaMust(t, err)
+	if _, err := ss.Get(ctx, "undone"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("saga created after the savepoint survived its rollback: %v", err)
+	}
+	r, err := ss.Get(ctx, "kept")
+	sagaMust(t, err)
+	evs, err := ss.Events(ctx, "kept", 0)
+	sagaMust(t, err)
+	if r.LastSeq != 2 || len(evs) != 2 || evs[1].Type != "a" {
+		t.Fatalf("kept saga %+v with %d events, want seq 2 (started, a)", r, len(evs))
+	}
+	if hasAC && fmt.Sprint(ran) != "[before after]" {
+		t.Fatalf("after-commit callbacks ran %v, want [before after]", ran)
+	}
+}
+
+func sagaHistories(t *testing.T, st store.Store) {
+	ctx, ss := sagaCtx(t), st.Sagas()
+	newSaga(t, ctx, ss, "s1", sagaT0)
+	newSaga(t, ctx, ss, "s2", sagaT0)
+	newSaga(t, ctx, ss, "s3", sagaT0)
+	sagaMust(t, ss.Append(ctx, "s1", 1, store.SagaUpdate{State: "RUNNING"}, ev("a"), ev("b")))
+	h, err := ss.Histories(ctx, []string{"s1", "s2", "missing"})
+	sagaMust(t, err)
+	if len(h) != 2 || len(h["s1"]) != 3 || len(h["s2"]) != 1 {
+		t.Fatalf("histories %v", h)
+	}
+	for i, e := range h["s1"] {
+		if e.SagaID != "s1" || e.Seq != int64(i+1) || e.TraceContext["traceparent"] != "00-x" || e.Codec != "json" {
+			t.Fatalf("s1 event %d: %+v", i, e)
+		}
+	}
+	if h["s1"][1].Type != "a" || h["s1"][2].Type != "b" || string(h["s2"][0].Payload) != `{"k":"started"}` {
+		t.Fatalf("histories %+v", h)
+	}
+	if h, err := ss.Histories(ctx, nil); err != nil || len(h) != 0 {
+		t.Fatalf("Histories of nothing: %v %v", h, err)
 	}
 }

@@ -1,0 +1,630 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+)
+
+// Version is reported to the server at registration.
+const Version = "0.1.0"
+
+// Config configures the agent. ServerURL, WorkerID and OneTimePassword are required.
+type Config struct {
+	ServerURL       string // HODEI_SERVER
+	WorkerID        string // HODEI_WORKER_ID
+	OneTimePassword string // HODEI_ONE_TIME_PASSWORD (secret)
+	Hostname        string // default os.Hostname()
+
+	// HeartbeatInterval overrides the server's interval (RegisterResponse); when both
+	// are zero, 5s.
+	HeartbeatInterval time.Duration
+	// IdleTimeout: after the last job's result was acknowledged and nothing runs, the
+	// agent exits (0) if the server has not destroyed it first. Default 30s.
+	IdleTimeout time.Duration
+	// FirstJobTimeout: exit (0) if no job arrives this long after start. Default 5m.
+	FirstJobTimeout time.Duration
+	// RegisterTimeout bounds the retries of Register on transient errors (server not up
+	// yet, connection refused). Default 1m.
+	RegisterTimeout time.Duration
+	// ReconnectMin/Max bound the exponential backoff between stream attempts
+	// (defaults 100ms, 5s); after ReconnectTimeout (default 10m) without a stream the
+	// agent stops its job and exits with an error.
+	ReconnectMin, ReconnectMax, ReconnectTimeout time.Duration
+	// ResultResend: an unacknowledged result is sent again this often on a live stream
+	// (and at once on every new stream). Default 3s.
+	ResultResend time.Duration
+	// CancelGrace: SIGTERM→SIGKILL grace for CancelJob without its own. Default 10s.
+	CancelGrace time.Duration
+	// ShutdownGrace: grace for the job when the agent itself is terminated. Default 2s
+	// (shorter than the local provider's 5s so the agent can still clean up).
+	ShutdownGrace time.Duration
+	// MemoryLimitBytes is the RLIMIT_AS for jobs whose spec sets none
+	// (HODEI_WORKER_MEMORY_BYTES); 0: none.
+	MemoryLimitBytes int64
+	// MaxPendingLogBytes bounds unacknowledged log batches kept for re-sending; the
+	// oldest are dropped beyond it. Default 64 MiB.
+	MaxPendingLogBytes int
+
+	// HTTPClient; default NewHTTPClient(ServerURL).
+	HTTPClient connect.HTTPClient
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+
+	exec execOptions // executor tuning (tests)
+}
+
+func (c *Config) setDefaults() {
+	if c.Hostname == "" {
+		c.Hostname, _ = os.Hostname()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.IdleTimeout, 30*time.Second)
+	def(&c.FirstJobTimeout, 5*time.Minute)
+	def(&c.RegisterTimeout, time.Minute)
+	def(&c.ReconnectMin, 100*time.Millisecond)
+	def(&c.ReconnectMax, 5*time.Second)
+	def(&c.ReconnectTimeout, 10*time.Minute)
+	def(&c.ResultResend, 3*time.Second)
+	def(&c.CancelGrace, 10*time.Second)
+	def(&c.ShutdownGrace, 2*time.Second)
+	if c.MaxPendingLogBytes == 0 {
+		c.MaxPendingLogBytes = 64 << 20
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = NewHTTPClient(c.ServerURL)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.exec.MemoryLimitBytes = c.MemoryLimitBytes
+}
+
+// Validate names the first missing or invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.ServerURL == "":
+		return errors.New("agent: Config.ServerURL is empty (HODEI_SERVER)")
+	case c.WorkerID == "":
+		return errors.New("agent: Config.WorkerID is empty (HODEI_WORKER_ID)")
+	case c.OneTimePassword == "":
+		return errors.New("agent: Config.OneTimePassword is empty (HODEI_ONE_TIME_PASSWORD)")
+	case c.HeartbeatInterval < 0:
+		return fmt.Errorf("agent: Config.HeartbeatInterval is negative (%s)", c.HeartbeatInterval)
+	case c.MemoryLimitBytes < 0:
+		return fmt.Errorf("agent: Config.MemoryLimitBytes is negative (%d)", c.MemoryLimitBytes)
+	case c.ReconnectMin <= 0 || c.ReconnectMax < c.ReconnectMin:
+		return fmt.Errorf("agent: Config.ReconnectMin (%s) must be > 0 and <= ReconnectMax (%s)", c.ReconnectMin, c.ReconnectMax)
+	}
+	return nil
+}
+
+// errStopped: ctx ended while registering.
+var errStopped = errors.New("agent: stopped")
+
+// RegistrationError is returned by Run when the server refuses the worker's one-time
+// password (Unauthenticated: unknown or expired; PermissionDenied: already used) or its
+// session. It is not retried: a new worker needs a new password.
+type RegistrationError struct {
+	Code connect.Code
+	Err  error
+}
+
+func (e *RegistrationError) Error() string {
+	return fmt.Sprintf("agent: server refused the worker (%s): %v", e.Code, e.Err)
+}
+func (e *RegistrationError) Unwrap() error { return e.Err }
+
+// Run registers the worker, keeps its stream to the server and runs the jobs it gets
+// until the server destroys it, it has been idle (Config.IdleTimeout), or ctx ends
+// (then the running job is stopped: SIGTERM to its group, SIGKILL after
+// Config.ShutdownGrace). A clean end returns nil.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	a := &agent{
+		cfg:     cfg,
+		log:     cfg.Logger.With("worker_id", cfg.WorkerID),
+		client:  hodeiv1connect.NewWorkerAgentServiceClient(cfg.HTTPClient, cfg.ServerURL),
+		events:  make(chan event, 64),
+		seen:    map[string]bool{},
+		running: map[string]*jobProcess{},
+	}
+	return a.run(ctx)
+}
+
+type agent struct {
+	cfg     Config
+	log     *slog.Logger
+	client  hodeiv1connect.WorkerAgentServiceClient
+	token   string
+	hbEvery time.Duration
+
+	events  chan event // from job goroutines to the loop
+	seen    map[string]bool
+	running map[string]*jobProcess
+	ranJob  bool
+
+	// pending holds reliable messages (started, logs, result) in send order until acked.
+	pending        []*hodeiv1.WorkerMessage
+	pendingLogSize int
+
+	// Connection state (loop goroutine only).
+	conn *conn
+	gen  int
+}
+
+// event is sent by job goroutines to the loop.
+type event struct {
+	logs     *hodeiv1.LogBatch
+	finished *finishedJob
+}
+
+type finishedJob struct {
+	jobID string
+	res   execResult
+}
+
+// conn is one Connect stream.
+type conn struct {
+	gen    int
+	stream *connect.BidiStreamForClient[hodeiv1.WorkerMessage, hodeiv1.ServerMessage]
+	cancel context.CancelFunc
+	opened time.Time
+	gotMsg bool
+}
+
+// recvItem is what the reader goroutine of stream gen delivers.
+type recvItem struct {
+	gen int
+	msg *hodeiv1.ServerMessage
+	err error
+}
+
+func (a *agent) run(ctx context.Context) error {
+	if err := a.register(ctx); errors.Is(err, errStopped) {
+		a.log.Info("agent stopped before registering", "reason", context.Cause(ctx))
+		return nil
+	} else if err != nil {
+		return err
+	}
+	recv := make(chan recvItem, 16)
+	heartbeat := time.NewTicker(a.hbEvery)
+	defer heartbeat.Stop()
+	resend := time.NewTicker(a.cfg.ResultResend)
+	defer resend.Stop()
+	idle := time.NewTimer(a.cfg.FirstJobTimeout)
+	defer idle.Stop()
+	reconnect := time.NewTimer(0) // connect at once
+	defer reconnect.Stop()
+	backoff := a.cfg.ReconnectMin
+	disconnectedSince := time.Now()
+	defer a.closeConn()
+
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("agent stopping", "reason", context.Cause(ctx))
+			a.stopJobs()
+			return nil
+
+		case <-reconnect.C:
+			if err := a.openConn(ctx, recv); err != nil {
+				a.log.Warn("connect stream failed", "error", err, "retry_in", backoff)
+				if time.Since(disconnectedSince) > a.cfg.ReconnectTimeout {
+					a.stopJobs()
+					return fmt.Errorf("agent: no stream to %s for %s (ReconnectTimeout): %w", a.cfg.ServerURL, a.cfg.ReconnectTimeout, err)
+				}
+				reconnect.Reset(jitter(backoff))
+				backoff = min(2*backoff, a.cfg.ReconnectMax)
+			}
+
+		case it := <-recv:
+			if a.conn == nil || it.gen != a.conn.gen {
+				continue // from an old stream
+			}
+			if it.err != nil {
+				var ce *connect.Error
+				if errors.As(it.err, &ce) && (ce.Code() == connect.CodeUnauthenticated || ce.Code() == connect.CodePermissionDenied) {
+					a.stopJobs()
+					return &RegistrationError{Code: ce.Code(), Err: fmt.Errorf("connect stream: %w", it.err)}
+				}
+				if a.conn.gotMsg || time.Since(a.conn.opened) > a.cfg.ReconnectMax {
+					backoff = a.cfg.ReconnectMin // the stream was healthy: start over
+				}
+				a.log.Warn("stream broken; reconnecting", "error", it.err, "retry_in", backoff)
+				a.closeConn()
+				disconnectedSince = time.Now()
+				reconnect.Reset(jitter(backoff))
+				backoff = min(2*backoff, a.cfg.ReconnectMax)
+				continue
+			}
+			a.conn.gotMsg = true
+			a.handleServer(it.msg)
+
+		case ev := <-a.events:
+			switch {
+			case ev.logs != nil:
+				a.queue(&hodeiv1.WorkerMessage{MessageId: uuid.NewString(), Payload: &hodeiv1.WorkerMessage_Logs{Logs: ev.logs}})
+			case ev.finished != nil:
+				a.finish(ev.finished)
+			}
+
+		case <-heartbeat.C:
+			a.send(a.heartbeat())
+
+		case <-resend.C:
+			for _, m := range a.pending {
+				if m.GetResult() != nil {
+					a.send(m)
+				}
+			}
+
+		case <-idle.C:
+			if len(a.running) == 0 && !a.hasPendingResult() {
+				if a.ranJob {
+					a.log.Info("idle after the job's result was acknowledged; exiting", "idle_timeout", a.cfg.IdleTimeout)
+				} else {
+					a.log.Warn("no job arrived; exiting", "first_job_timeout", a.cfg.FirstJobTimeout)
+				}
+				return nil
+			}
+		}
+		if a.conn != nil {
+			disconnectedSince = time.Now()
+		}
+		// Re-arm the idle timer whenever there is work in flight.
+		if len(a.running) > 0 || a.hasPendingResult() {
+			idle.Reset(a.cfg.IdleTimeout)
+		}
+	}
+}
+
+// register exchanges the one-time password for a session token, retrying transient
+// failures until RegisterTimeout.
+func (a *agent) register(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(parent, a.cfg.RegisterTimeout)
+	defer cancel()
+	backoff := a.cfg.ReconnectMin
+	for {
+		resp, err := a.client.Register(ctx, connect.NewRequest(&hodeiv1.RegisterRequest{
+			WorkerId:        a.cfg.WorkerID,
+			OneTimePassword: a.cfg.OneTimePassword,
+			Hostname:        a.cfg.Hostname,
+			AgentVersion:    Version,
+		}))
+		if err == nil {
+			a.token = resp.Msg.GetSessionToken()
+			if id := resp.Msg.GetWorkerId(); id != "" && id != a.cfg.WorkerID {
+				a.log.Warn("server assigned another worker id", "worker_id", id)
+				a.cfg.WorkerID = id
+			}
+			a.hbEvery = a.cfg.HeartbeatInterval
+			if a.hbEvery == 0 {
+				a.hbEvery = resp.Msg.GetHeartbeatInterval().AsDuration()
+			}
+			if a.hbEvery <= 0 {
+				a.hbEvery = 5 * time.Second
+			}
+			a.log.Info("registered", "server", a.cfg.ServerURL, "heartbeat_interval", a.hbEvery)
+			return nil
+		}
+		switch connect.CodeOf(err) {
+		case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeInvalidArgument,
+			connect.CodeNotFound, connect.CodeFailedPrecondition, connect.CodeUnimplemented:
+			a.log.Error("registration refused", "code", connect.CodeOf(err).String(), "error", err)
+			return &RegistrationError{Code: connect.CodeOf(err), Err: fmt.Errorf("register: %w", err)}
+		}
+		a.log.Warn("register failed; retrying", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			if parent.Err() != nil {
+				return errStopped
+			}
+			return fmt.Errorf("agent: register with %s: gave up after %s: %w", a.cfg.ServerURL, a.cfg.RegisterTimeout, err)
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(2*backoff, a.cfg.ReconnectMax)
+	}
+}
+
+// openConn opens a stream, sends a heartbeat (which opens the request) and every
+// pending message, and starts its reader.
+func (a *agent) openConn(ctx context.Context, recv chan<- recvItem) error {
+	a.closeConn()
+	sctx, cancel := context.WithCancel(ctx)
+	stream := a.client.Connect(sctx)
+	stream.RequestHeader().Set("Authorization", "Bearer "+a.token)
+	a.gen++
+	c := &conn{gen: a.gen, stream: stream, cancel: cancel, opened: time.Now()}
+	if err := stream.Send(a.heartbeat()); err != nil {
+		// The real error, if any, comes with the response; read it.
+		_, rerr := stream.Receive()
+		cancel()
+		_ = stream.CloseResponse()
+		var ce *connect.Error
+		if errors.As(rerr, &ce) {
+			err = rerr
+		}
+		if code := connect.CodeOf(err); code == connect.CodeUnauthenticated || code == connect.CodePermissionDenied {
+			// Deliver as a stream error so the loop treats it as fatal.
+			a.conn = c
+			go func() { recv <- recvItem{gen: c.gen, err: err} }()
+			return nil
+		}
+		return fmt.Errorf("open stream: %w", err)
+	}
+	a.conn = c
+	go func() {
+		for {
+			msg, err := stream.Receive()
+			select {
+			case recv <- recvItem{gen: c.gen, msg: msg, err: err}:
+			case <-sctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	a.log.Info("stream open", "pending", len(a.pending))
+	for _, m := range a.pending {
+		a.send(m)
+	}
+	return nil
+}
+
+func (a *agent) closeConn() {
+	if a.conn == nil {
+		return
+	}
+	a.conn.cancel()
+	_ = a.conn.stream.CloseRequest()
+	_ = a.conn.stream.CloseResponse()
+	a.conn = nil
+}
+
+// send writes m on the live stream, if any. A failed send ends the stream; the reader
+// then reports why and the loop reconnects.
+func (a *agent) send(m *hodeiv1.WorkerMessage) {
+	if a.conn == nil {
+		return
+	}
+	if err := a.conn.stream.Send(m); err != nil {
+		a.log.Debug("send failed", "error", err)
+		a.conn.cancel() // unblocks the reader, which reports the error
+	}
+}
+
+// queue keeps a reliable message until acknowledged and sends it.
+func (a *agent) queue(m *hodeiv1.WorkerMessage) {
+	a.pending = append(a.pending, m)
+	if l := m.GetLogs(); l != nil {
+		a.pendingLogSize += proto.Size(m)
+		for a.pendingLogSize > a.cfg.MaxPendingLogBytes {
+			if !a.dropOldestLogs() {
+				break
+			}
+		}
+	}
+	a.send(m)
+}
+
+func (a *agent) dropOldestLogs() bool {
+	for i, m := range a.pending {
+		if m.GetLogs() != nil {
+			a.pendingLogSize -= proto.Size(m)
+			a.log.Warn("dropping unacknowledged log batch (MaxPendingLogBytes)", "job_id", m.GetLogs().GetJobId(),
+				"lines", len(m.GetLogs().GetLines()))
+			a.pending = append(a.pending[:i], a.pending[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// ack removes an acknowledged message. A result's ack also covers the job's earlier
+// started/log messages (the server handles a stream's messages in order).
+func (a *agent) ack(id string) {
+	idx := -1
+	for i, m := range a.pending {
+		if m.GetMessageId() == id {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		return
+	}
+	acked := a.pending[idx]
+	jobID := acked.GetResult().GetJobId()
+	kept := a.pending[:0]
+	for i, m := range a.pending {
+		drop := i == idx || (acked.GetResult() != nil && i < idx && jobOf(m) == jobID)
+		if drop {
+			if m.GetLogs() != nil {
+				a.pendingLogSize -= proto.Size(m)
+			}
+			continue
+		}
+		kept = append(kept, m)
+	}
+	a.pending = kept
+	if acked.GetResult() != nil {
+		a.log.Info("result acknowledged", "job_id", jobID)
+	}
+}
+
+func jobOf(m *hodeiv1.WorkerMessage) string {
+	switch {
+	case m.GetLogs() != nil:
+		return m.GetLogs().GetJobId()
+	case m.GetStarted() != nil:
+		return m.GetStarted().GetJobId()
+	case m.GetResult() != nil:
+		return m.GetResult().GetJobId()
+	}
+	return ""
+}
+
+func (a *agent) hasPendingResult() bool {
+	for _, m := range a.pending {
+		if m.GetResult() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *agent) heartbeat() *hodeiv1.WorkerMessage {
+	hb := &hodeiv1.Heartbeat{Time: timestamppb.Now()}
+	for id := range a.running {
+		hb.JobId = id
+	}
+	return &hodeiv1.WorkerMessage{MessageId: uuid.NewString(), Payload: &hodeiv1.WorkerMessage_Heartbeat{Heartbeat: hb}}
+}
+
+func (a *agent) handleServer(m *hodeiv1.ServerMessage) {
+	switch p := m.GetPayload().(type) {
+	case *hodeiv1.ServerMessage_Ack:
+		a.ack(p.Ack.GetMessageId())
+		return
+	case *hodeiv1.ServerMessage_RunJob:
+		a.runJob(p.RunJob)
+	case *hodeiv1.ServerMessage_Cancel:
+		a.cancelJob(p.Cancel)
+	default:
+		a.log.Warn("unknown server message", "message_id", m.GetMessageId())
+		return
+	}
+	if m.GetMessageId() != "" {
+		a.send(&hodeiv1.WorkerMessage{MessageId: uuid.NewString(), Payload: &hodeiv1.WorkerMessage_Ack{Ack: &hodeiv1.Ack{MessageId: m.GetMessageId()}}})
+	}
+}
+
+func (a *agent) runJob(r *hodeiv1.RunJob) {
+	id := r.GetJobId()
+	if id == "" {
+		a.log.Warn("RunJob without job_id ignored")
+		return
+	}
+	if a.seen[id] {
+		a.log.Debug("RunJob for a job already run or running ignored", "job_id", id)
+		return
+	}
+	a.seen[id] = true
+	a.ranJob = true
+	log := a.log.With("job_id", id, "attempt", r.GetAttempt())
+	sink := func(lines []*hodeiv1.LogLine) {
+		a.events <- event{logs: &hodeiv1.LogBatch{JobId: id, Lines: lines}}
+	}
+	p, err := startJob(id, r.GetSpec(), a.cfg.exec, sink)
+	if err != nil {
+		log.Warn("job failed to start", "error", err)
+		a.finish(&finishedJob{jobID: id, res: startFailure(err, time.Now())})
+		return
+	}
+	log.Info("job started", "pid", p.pid)
+	a.running[id] = p
+	a.queue(&hodeiv1.WorkerMessage{MessageId: uuid.NewString(), Payload: &hodeiv1.WorkerMessage_Started{
+		Started: &hodeiv1.JobStarted{JobId: id, Time: timestamppb.New(p.startedAt)},
+	}})
+	go func() {
+		<-p.Done()
+		a.events <- event{finished: &finishedJob{jobID: id, res: p.Result()}}
+	}()
+}
+
+func (a *agent) cancelJob(c *hodeiv1.CancelJob) {
+	id := c.GetJobId()
+	grace := a.cfg.CancelGrace
+	if g := c.GetGracePeriod(); g != nil {
+		grace = g.AsDuration()
+	}
+	if p, ok := a.running[id]; ok {
+		a.log.Info("cancelling job", "job_id", id, "reason", c.GetReason(), "grace", grace)
+		p.Cancel(grace)
+		return
+	}
+	if !a.seen[id] && id != "" {
+		// Cancelled before it arrived: never run it, and say so.
+		a.seen[id] = true
+		now := time.Now()
+		a.finish(&finishedJob{jobID: id, res: execResult{Cancelled: true, Err: "cancelled before start: " + c.GetReason(), StartedAt: now, FinishedAt: now}})
+	}
+}
+
+func (a *agent) finish(f *finishedJob) {
+	delete(a.running, f.jobID)
+	r := f.res
+	a.log.Info("job finished", "job_id", f.jobID, "exit_code", r.ExitCode, "error", r.Err, "cancelled", r.Cancelled,
+		"duration", r.FinishedAt.Sub(r.StartedAt))
+	a.queue(&hodeiv1.WorkerMessage{MessageId: uuid.NewString(), Payload: &hodeiv1.WorkerMessage_Result{Result: &hodeiv1.JobResult{
+		JobId:      f.jobID,
+		ExitCode:   int32(r.ExitCode),
+		Error:      truncate(r.Err, maxResultErrorBytes),
+		Cancelled:  r.Cancelled,
+		StartedAt:  timestamppb.New(r.StartedAt),
+		FinishedAt: timestamppb.New(r.FinishedAt),
+	}}})
+}
+
+// stopJobs terminates running jobs (agent shutdown) and waits for them, draining
+// events so their goroutines never block.
+func (a *agent) stopJobs() {
+	if len(a.running) == 0 {
+		return
+	}
+	for id, p := range a.running {
+		a.log.Info("stopping job (agent shutdown)", "job_id", id, "grace", a.cfg.ShutdownGrace)
+		p.Cancel(a.cfg.ShutdownGrace)
+	}
+	deadline := time.After(a.cfg.ShutdownGrace + 3*time.Second)
+	for len(a.running) > 0 {
+		select {
+		case ev := <-a.events:
+			if ev.finished != nil {
+				delete(a.running, ev.finished.jobID)
+			}
+		case <-deadline:
+			a.log.Error("jobs did not end after SIGKILL", "jobs", len(a.running))
+			return
+		}
+	}
+}
+
+// maxResultErrorBytes keeps JobResult.error under the server's limit (4 KiB).
+const maxResultErrorBytes = 4000
+
+// truncate cuts s to at most n bytes at a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:cutPoint([]byte(s), n)], "") + "…"
+}
+
+// jitter spreads d by ±20%.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}

@@ -1,0 +1,119 @@
+package api
+
+import (
+	"maps"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hodei-jobs/hodei/domain"
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+)
+
+// Conversions between the domain types and their protobuf messages. The job state
+// travels as the domain's state name ("RUNNING"); durations as google.protobuf.Duration
+// (a zero or unset one is "no timeout"); times as google.protobuf.Timestamp, unset when
+// the domain time is zero.
+
+// SpecFromProto converts a submitted spec. It does not validate: that is
+// domain.JobSpec.Validate's job, so that errors name the domain's field names. A nil
+// spec gives the zero spec (which fails validation on "command").
+func SpecFromProto(p *hodeiv1.JobSpec) domain.JobSpec {
+	if p == nil {
+		return domain.JobSpec{}
+	}
+	s := domain.JobSpec{
+		Name:        p.GetName(),
+		Command:     append([]string(nil), p.GetCommand()...),
+		Env:         cloneMap(p.GetEnv()),
+		WorkingDir:  p.GetWorkingDir(),
+		Labels:      cloneMap(p.GetLabels()),
+		MaxAttempts: int(p.GetMaxAttempts()),
+		Priority:    int(p.GetPriority()),
+	}
+	if sc := p.GetScript(); sc != nil {
+		s.Script = &domain.Script{Content: sc.GetContent(), Interpreter: sc.GetInterpreter()}
+	}
+	if r := p.GetResources(); r != nil {
+		s.Resources = domain.Resources{CPUMillis: r.GetCpuMillis(), MemoryBytes: r.GetMemoryBytes()}
+	}
+	if d := p.GetTimeout(); d != nil {
+		// AsDuration keeps the sign (a negative timeout is then refused by Validate,
+		// naming "timeout") and saturates values beyond time.Duration's range, which
+		// Validate refuses as over MaxTimeout.
+		s.Timeout = d.AsDuration()
+	}
+	return s
+}
+
+// SpecToProto converts a domain spec.
+func SpecToProto(s domain.JobSpec) *hodeiv1.JobSpec {
+	p := &hodeiv1.JobSpec{
+		Name:        s.Name,
+		Command:     append([]string(nil), s.Command...),
+		Env:         cloneMap(s.Env),
+		WorkingDir:  s.WorkingDir,
+		Labels:      cloneMap(s.Labels),
+		MaxAttempts: int32(s.MaxAttempts),
+		Priority:    int32(s.Priority),
+	}
+	if s.Script != nil {
+		p.Script = &hodeiv1.Script{Content: s.Script.Content, Interpreter: s.Script.Interpreter}
+	}
+	if s.Resources != (domain.Resources{}) {
+		p.Resources = &hodeiv1.Resources{CpuMillis: s.Resources.CPUMillis, MemoryBytes: s.Resources.MemoryBytes}
+	}
+	if s.Timeout != 0 {
+		p.Timeout = durationpb.New(s.Timeout)
+	}
+	return p
+}
+
+// JobToProto converts a job; nil gives nil.
+func JobToProto(j *domain.Job) *hodeiv1.Job {
+	if j == nil {
+		return nil
+	}
+	p := &hodeiv1.Job{
+		Id:         j.ID,
+		Spec:       SpecToProto(j.Spec),
+		State:      string(j.State),
+		Attempt:    int32(j.Attempt),
+		WorkerId:   j.WorkerID,
+		LastError:  j.LastError,
+		Resolution: j.Resolution,
+		Notes:      j.Notes,
+		CreatedAt:  timeToProto(j.CreatedAt),
+		UpdatedAt:  timeToProto(j.UpdatedAt),
+		StartedAt:  timeToProto(j.StartedAt),
+		FinishedAt: timeToProto(j.FinishedAt),
+	}
+	if j.ExitCode != nil {
+		c := int32(*j.ExitCode)
+		p.ExitCode = &c
+	}
+	return p
+}
+
+func timeToProto(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// timeFromProto converts a timestamp; nil or invalid gives def.
+func timeFromProto(ts *timestamppb.Timestamp, def time.Time) time.Time {
+	if ts == nil || ts.CheckValid() != nil {
+		return def
+	}
+	return ts.AsTime()
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return maps.Clone(m)
+}

@@ -1,0 +1,62 @@
+// Package api serves Hodei's Connect API: JobService for users and WorkerAgentService
+// for worker agents, plus /healthz and /readyz, on one port. connect-go speaks the
+// Connect, gRPC and gRPC-Web protocols; the server runs HTTP/1.1 and unencrypted HTTP/2
+// (h2c) together (Protocols, NewHTTPServer), so bidirectional streams work without TLS.
+//
+// The handlers hold no job logic. Writes go to JobLogic/WorkerLogic (jobs.Service),
+// reads to the store; both are small interfaces defined in logic.go. Conversions
+// between domain and protobuf types are in convert.go (a job's state is the domain's
+// state name, "RUNNING").
+//
+// # Errors
+//
+//	invalid spec (domain.ValidationErrors)  InvalidArgument, every field named, nothing written
+//	bad request field (id, page_size, …)    InvalidArgument naming the field
+//	store.ErrNotFound                       NotFound
+//	illegal state transition                FailedPrecondition
+//	credential errors (mapped by the server
+//	through ErrorCode lists)                Unauthenticated, PermissionDenied (reused OTP)
+//	message over MaxMessageBytes (4 MiB)    ResourceExhausted (connect's read limit)
+//
+// # WatchJob and StreamLogs
+//
+// Both re-read the store: on a notification (Notifier: this replica's own writes, and
+// job events of every replica received from NATS core subjects hodei.events.job.>) and
+// on a poll tick (JobOptions.PollInterval, 200ms), so they work across replicas and a
+// lost notification costs one tick. WatchJob sends the job first, then whenever its
+// state or attempt changed, and ends after a terminal state. StreamLogs sends stored
+// lines after after_seq; with follow it keeps going until it has seen a terminal state
+// and then read every line stored before it (the worker sends logs before its result on
+// one ordered stream).
+//
+// # Worker stream (WorkerAgentService.Connect)
+//
+//	worker                                   server (replica holding the stream)
+//	  Register(worker_id, otp) ───────────▶ RegisterWorker ─▶ session token
+//	  Connect, Authorization: Bearer <token> ▶ AuthenticateSession (else Unauthenticated)
+//	                                          subscribe hodei.worker.<id>.inbox (NATS core)
+//	                         ◀── RunJob ──── PendingRun (re-sent on every connect)
+//	                         ◀── RunJob / CancelJob ── Hub.Send from any replica
+//	  heartbeat ──────────────────────────▶ Heartbeat (server clock; no ack)
+//	  logs ───────────────────────────────▶ AppendLogs, then Ack(message_id)
+//	  started ────────────────────────────▶ JobStarted, then Ack(message_id)
+//	  result ─────────────────────────────▶ JobFinished (durable), then Ack(message_id)
+//
+// Messages are handled in order by one goroutine per stream; all sends go through one
+// other goroutine. An ack is sent only after the message was recorded. A message that
+// can never be valid ends the stream with InvalidArgument; one refused for good by the
+// logic (not this worker's job, job already over) is acked and logged so that the
+// worker stops re-sending it; a failure that may pass (database down) ends the stream
+// with Unavailable, so the worker reconnects and re-sends what was not acked.
+//
+// Server→worker messages are at most once (core NATS, Hub): a message published while
+// the worker is between streams is lost, which is why PendingRun is re-sent on connect
+// and the agent ignores a RunJob it already has.
+//
+// # Shutdown
+//
+// http.Server.Shutdown waits for requests to finish but does not end streams. The
+// server therefore gives every request a base context (NewHTTPServer) that it cancels
+// when shutdown begins: watch and log streams end cleanly, worker streams end with
+// Unavailable and the workers reconnect to the next server.
+package api

@@ -1,0 +1,142 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+)
+
+// DefaultMaxMessageBytes is the default size limit of one request message (and of one
+// message of a client stream). A larger one is refused with ResourceExhausted naming
+// the limit.
+const DefaultMaxMessageBytes = 4 << 20
+
+// Check is one readiness probe: Name is shown in /readyz's answer when Check fails.
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// MuxConfig assembles the HTTP handler of the API.
+type MuxConfig struct {
+	Jobs    hodeiv1connect.JobServiceHandler
+	Workers hodeiv1connect.WorkerAgentServiceHandler
+	// Ready are the probes of GET /readyz (database, NATS). All must pass for 200.
+	Ready []Check
+	// ReadyTimeout bounds all probes of one /readyz request (default 2s).
+	ReadyTimeout time.Duration
+	// MaxMessageBytes bounds each message read (default DefaultMaxMessageBytes).
+	MaxMessageBytes int
+	Logger          *slog.Logger
+}
+
+func (c *MuxConfig) setDefaults() {
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 2 * time.Second
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *MuxConfig) Validate() error {
+	switch {
+	case c.Jobs == nil:
+		return errors.New("api: MuxConfig.Jobs is nil")
+	case c.Workers == nil:
+		return errors.New("api: MuxConfig.Workers is nil")
+	case c.ReadyTimeout <= 0:
+		return fmt.Errorf("api: MuxConfig.ReadyTimeout %s must be positive", c.ReadyTimeout)
+	case c.MaxMessageBytes < 1024:
+		return fmt.Errorf("api: MuxConfig.MaxMessageBytes %d below 1024", c.MaxMessageBytes)
+	}
+	for i, ch := range c.Ready {
+		if ch.Name == "" || ch.Check == nil {
+			return fmt.Errorf("api: MuxConfig.Ready[%d] needs a Name and a Check", i)
+		}
+	}
+	return nil
+}
+
+// NewMux returns the API's HTTP handler: both Connect services (Connect, gRPC and
+// gRPC-Web protocols), GET /healthz (200 "ok" while the process serves) and GET /readyz
+// (200 "ok" when every probe passes, else 503 naming the failed probes).
+func NewMux(cfg MuxConfig) (http.Handler, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts := []connect.HandlerOption{
+		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
+		connect.WithRecover(func(_ context.Context, spec connect.Spec, _ http.Header, p any) error {
+			cfg.Logger.Error("api: handler panicked", "procedure", spec.Procedure, "panic", p)
+			return connect.NewError(connect.CodeInternal, fmt.Errorf("internal error in %s", spec.Procedure))
+		}),
+	}
+	mux := http.NewServeMux()
+	mux.Handle(hodeiv1connect.NewJobServiceHandler(cfg.Jobs, opts...))
+	mux.Handle(hodeiv1connect.NewWorkerAgentServiceHandler(cfg.Workers, opts...))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), cfg.ReadyTimeout)
+		defer cancel()
+		var failed []string
+		for _, ch := range cfg.Ready {
+			if err := ch.Check(ctx); err != nil {
+				failed = append(failed, ch.Name+": "+err.Error())
+			}
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if len(failed) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: " + strings.Join(failed, "; ") + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux, nil
+}
+
+// Protocols is what the API server speaks on one plain-TCP port: HTTP/1.1 (Connect
+// unary, gRPC-Web) and HTTP/2 without TLS (h2c: gRPC and bidirectional streams).
+func Protocols() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
+}
+
+// NewHTTPServer returns an http.Server for h speaking Protocols. base, if not nil, is
+// the parent context of every request: cancelling it ends the long-lived streams
+// (WatchJob, StreamLogs, worker Connect), which http.Server.Shutdown does not do by
+// itself, so that a graceful shutdown does not wait for them.
+func NewHTTPServer(h http.Handler, base context.Context) *http.Server {
+	srv := &http.Server{
+		Handler:           h,
+		Protocols:         Protocols(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	if base != nil {
+		srv.BaseContext = func(net.Listener) context.Context { return base }
+	}
+	return srv
+}

@@ -1,0 +1,327 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+)
+
+// Limits of worker messages (besides the byte limit on every message).
+const (
+	MaxLogLinesPerBatch = 1000
+	MaxOTPLen           = 512
+	MaxTokenLen         = 512
+	maxMessageIDLen     = 128
+	maxErrorLen         = 4096
+)
+
+// WorkerOptions tunes a WorkerAgentService. Zero fields get defaults.
+type WorkerOptions struct {
+	// HeartbeatInterval is told to workers in RegisterResponse (default 5s).
+	HeartbeatInterval time.Duration
+	// Notifier is told about logs, starts and results arriving here, so that this
+	// replica's log and watch streams wake at once (default: none).
+	Notifier *Notifier
+	// InboxBuffer is the number of server messages buffered per connected worker before
+	// NATS drops them (default 256).
+	InboxBuffer int
+	// Errors maps extra errors (jobs' credential errors) to codes.
+	Errors []ErrorCode
+	Logger *slog.Logger
+	// Now is the clock stamped on heartbeats and starts (default time.Now). The
+	// server's clock is used, not the worker's, so that clock skew between hosts
+	// does not distort latencies and liveness checks.
+	Now func() time.Time
+}
+
+func (o *WorkerOptions) setDefaults() {
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = 5 * time.Second
+	}
+	if o.Notifier == nil {
+		o.Notifier = NewNotifier()
+	}
+	if o.InboxBuffer == 0 {
+		o.InboxBuffer = 256
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Validate reports the first invalid field.
+func (o *WorkerOptions) Validate() error {
+	switch {
+	case o.HeartbeatInterval < 10*time.Millisecond:
+		return fmt.Errorf("api: WorkerOptions.HeartbeatInterval %s below 10ms", o.HeartbeatInterval)
+	case o.InboxBuffer < 1:
+		return fmt.Errorf("api: WorkerOptions.InboxBuffer %d below 1", o.InboxBuffer)
+	}
+	return nil
+}
+
+// WorkerService implements hodeiv1connect.WorkerAgentServiceHandler.
+type WorkerService struct {
+	logic WorkerLogic
+	hub   *Hub
+	opts  WorkerOptions
+	log   *slog.Logger
+}
+
+var _ hodeiv1connect.WorkerAgentServiceHandler = (*WorkerService)(nil)
+
+// NewWorkerAgentService returns the worker API over logic; hub carries server messages
+// to the workers whose streams this replica holds.
+func NewWorkerAgentService(logic WorkerLogic, hub *Hub, opts WorkerOptions) (*WorkerService, error) {
+	if logic == nil || hub == nil {
+		return nil, errors.New("api: NewWorkerAgentService needs a WorkerLogic and a Hub")
+	}
+	opts.setDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	return &WorkerService{logic: logic, hub: hub, opts: opts,
+		log: opts.Logger.With("component", "api.workers")}, nil
+}
+
+func (w *WorkerService) err(err error) error { return toConnect(err, w.opts.Errors) }
+
+// Register exchanges the worker's one-time password for a session token. A bad
+// password is Unauthenticated (PermissionDenied for a reused one, when the server maps
+// that error); the reason is in the message and in the server's log.
+func (w *WorkerService) Register(ctx context.Context, req *connect.Request[hodeiv1.RegisterRequest]) (*connect.Response[hodeiv1.RegisterResponse], error) {
+	m := req.Msg
+	if err := validWorkerID(m.GetWorkerId()); err != nil {
+		return nil, err
+	}
+	if m.GetOneTimePassword() == "" {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("one_time_password is required"))
+	}
+	if len(m.GetOneTimePassword()) > MaxOTPLen {
+		return nil, invalidArg("one_time_password", "is %d bytes, the limit is %d", len(m.GetOneTimePassword()), MaxOTPLen)
+	}
+	token, err := w.logic.RegisterWorker(ctx, m.GetWorkerId(), m.GetOneTimePassword())
+	if err != nil {
+		ce := w.err(err)
+		w.log.Warn("worker registration refused", "worker", m.GetWorkerId(),
+			"hostname", m.GetHostname(), "code", connect.CodeOf(ce), "err", err)
+		return nil, ce
+	}
+	w.log.Info("worker registered", "worker", m.GetWorkerId(), "hostname", m.GetHostname(),
+		"agent_version", m.GetAgentVersion())
+	return connect.NewResponse(&hodeiv1.RegisterResponse{
+		WorkerId:          m.GetWorkerId(),
+		SessionToken:      token,
+		HeartbeatInterval: durationpb.New(w.opts.HeartbeatInterval),
+	}), nil
+}
+
+// authenticate checks "Authorization: Bearer <token>".
+func (w *WorkerService) authenticate(ctx context.Context, h interface{ Get(string) string }) (string, error) {
+	auth := h.Get("Authorization")
+	if auth == "" {
+		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("missing Authorization header (want \"Bearer <session token>\" from Register)"))
+	}
+	scheme, token, ok := strings.Cut(auth, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("malformed Authorization header (want \"Bearer <session token>\")"))
+	}
+	token = strings.TrimSpace(token)
+	if len(token) > MaxTokenLen {
+		return "", connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("session token is %d bytes, the limit is %d", len(token), MaxTokenLen))
+	}
+	id, err := w.logic.AuthenticateSession(ctx, token)
+	if err != nil {
+		ce := w.err(err)
+		if code := connect.CodeOf(ce); code != connect.CodePermissionDenied && code != connect.CodeUnavailable &&
+			code != connect.CodeCanceled && code != connect.CodeDeadlineExceeded && code != connect.CodeInternal {
+			ce = connect.NewError(connect.CodeUnauthenticated, err)
+		}
+		w.log.Warn("worker stream refused", "code", connect.CodeOf(ce), "err", err)
+		return "", ce
+	}
+	return id, nil
+}
+
+// Connect is the worker's bidirectional stream (see doc.go for the protocol).
+func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[hodeiv1.WorkerMessage, hodeiv1.ServerMessage]) error {
+	workerID, err := w.authenticate(ctx, stream.RequestHeader())
+	if err != nil {
+		return err
+	}
+	log := w.log.With("worker", workerID)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	sub, inbox, err := w.hub.subscribe(ctx, workerID, w.opts.InboxBuffer)
+	if err != nil {
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	// Everything sent on the stream goes through this goroutine's loop below; the
+	// receiver goroutine hands its acks over on replies.
+	replies := make(chan *hodeiv1.ServerMessage, 16)
+	recvDone := make(chan error, 1)
+	go func() { recvDone <- w.receive(ctx, stream, workerID, replies, log) }()
+
+	if run, err := w.logic.PendingRun(ctx, workerID); err != nil {
+		log.Warn("pending run lookup failed", "err", err)
+	} else if run != nil {
+		if err := stream.Send(&hodeiv1.ServerMessage{MessageId: uuid.NewString(),
+			Payload: &hodeiv1.ServerMessage_RunJob{RunJob: run}}); err != nil {
+			return err
+		}
+		log.Debug("re-sent pending run", "job", run.GetJobId())
+	}
+	log.Debug("worker stream open")
+	for {
+		select {
+		case <-ctx.Done():
+			return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; reconnect"))
+		case err := <-recvDone:
+			log.Debug("worker stream closed", "err", err)
+			return err
+		case m := <-inbox:
+			msg := &hodeiv1.ServerMessage{}
+			if err := proto.Unmarshal(m.Data, msg); err != nil {
+				log.Error("undecodable message in worker inbox", "err", err)
+				continue
+			}
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+		case msg := <-replies:
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// receive handles the worker's messages in order until the stream ends (nil on a clean
+// close). Acks go to replies. A message that cannot be valid ends the stream with
+// InvalidArgument; a failure to record one that may succeed later (database down)
+// ends it with Unavailable, so the worker reconnects and re-sends what was not acked.
+func (w *WorkerService) receive(ctx context.Context, stream *connect.BidiStream[hodeiv1.WorkerMessage, hodeiv1.ServerMessage], workerID string, replies chan<- *hodeiv1.ServerMessage, log *slog.Logger) error {
+	for {
+		m, err := stream.Receive()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := checkWorkerMessage(m); err != nil {
+			log.Warn("invalid worker message", "err", err)
+			return err
+		}
+		ack, err := w.handle(ctx, workerID, m)
+		if err != nil {
+			ce := w.err(err)
+			if !permanent(connect.CodeOf(ce)) {
+				log.Warn("worker message not recorded; closing the stream so that the worker re-sends",
+					"message_id", m.GetMessageId(), "err", err)
+				return connect.NewError(connect.CodeUnavailable, fmt.Errorf("message %s not recorded: %w", m.GetMessageId(), err))
+			}
+			// Re-sending cannot help (the job is not this worker's, it already ended, …):
+			// acknowledge so that the worker stops re-sending, and log it.
+			log.Warn("worker message refused", "message_id", m.GetMessageId(), "code", connect.CodeOf(ce), "err", err)
+		}
+		if !ack || m.GetMessageId() == "" {
+			continue
+		}
+		select {
+		case replies <- &hodeiv1.ServerMessage{MessageId: uuid.NewString(),
+			Payload: &hodeiv1.ServerMessage_Ack{Ack: &hodeiv1.Ack{MessageId: m.GetMessageId()}}}:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// handle records one worker message; ack tells whether to acknowledge it.
+func (w *WorkerService) handle(ctx context.Context, workerID string, m *hodeiv1.WorkerMessage) (ack bool, err error) {
+	switch p := m.GetPayload().(type) {
+	case *hodeiv1.WorkerMessage_Heartbeat:
+		if err := w.logic.Heartbeat(ctx, workerID, w.opts.Now()); err != nil {
+			// A lost heartbeat is not worth a reconnect; the next one follows.
+			w.log.Warn("heartbeat not recorded", "worker", workerID, "err", err)
+		}
+		return false, nil
+	case *hodeiv1.WorkerMessage_Logs:
+		if err := w.logic.AppendLogs(ctx, workerID, p.Logs); err != nil {
+			return true, err
+		}
+		w.opts.Notifier.Notify(logsKey(p.Logs.GetJobId()))
+		return true, nil
+	case *hodeiv1.WorkerMessage_Started:
+		if err := w.logic.JobStarted(ctx, workerID, p.Started.GetJobId(), w.opts.Now()); err != nil {
+			return true, err
+		}
+		w.opts.Notifier.Notify(jobKey(p.Started.GetJobId()))
+		return true, nil
+	case *hodeiv1.WorkerMessage_Result:
+		if err := w.logic.JobFinished(ctx, workerID, p.Result); err != nil {
+			return true, err
+		}
+		w.opts.Notifier.Notify(jobKey(p.Result.GetJobId()))
+		w.opts.Notifier.Notify(logsKey(p.Result.GetJobId()))
+		return true, nil
+	case *hodeiv1.WorkerMessage_Ack:
+		// Server messages are at most once; nothing waits for their acks.
+		return false, nil
+	}
+	return false, nil
+}
+
+// checkWorkerMessage validates a message at the edge; the error names the field.
+func checkWorkerMessage(m *hodeiv1.WorkerMessage) error {
+	if len(m.GetMessageId()) > maxMessageIDLen {
+		return invalidArg("message_id", "is %d bytes, the limit is %d", len(m.GetMessageId()), maxMessageIDLen)
+	}
+	switch p := m.GetPayload().(type) {
+	case nil:
+		return invalidArg("payload", "is required (heartbeat, logs, started, result or ack)")
+	case *hodeiv1.WorkerMessage_Logs:
+		if err := validID("logs.job_id", p.Logs.GetJobId()); err != nil {
+			return err
+		}
+		if n := len(p.Logs.GetLines()); n > MaxLogLinesPerBatch {
+			return invalidArg("logs.lines", "has %d lines, the limit is %d", n, MaxLogLinesPerBatch)
+		}
+		for i, l := range p.Logs.GetLines() {
+			if l.GetSeq() < 1 {
+				return invalidArg(fmt.Sprintf("logs.lines[%d].seq", i), "must be at least 1, got %d", l.GetSeq())
+			}
+		}
+	case *hodeiv1.WorkerMessage_Started:
+		return validID("started.job_id", p.Started.GetJobId())
+	case *hodeiv1.WorkerMessage_Result:
+		if err := validID("result.job_id", p.Result.GetJobId()); err != nil {
+			return err
+		}
+		if m.GetMessageId() == "" {
+			return invalidArg("message_id", "is required on a result (the server acknowledges it by this id)")
+		}
+		if n := len(p.Result.GetError()); n > maxErrorLen {
+			return invalidArg("result.error", "is %d bytes, the limit is %d", n, maxErrorLen)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hodei-jobs/hodei/internal/bench"
+)
+
+func newBenchJobsCmd() *cobra.Command {
+	var (
+		output string
+		cfg    bench.JobsConfig
+	)
+	cmd := &cobra.Command{
+		Use:   "jobs",
+		Short: "Measure end-to-end job throughput and submit→RUNNING latency",
+		Long: "Submit --jobs jobs running `true`, --concurrency of them in flight at once (each " +
+			"client submits a job, watches it to its end and submits the next), and report " +
+			"jobs per second from the first submission to the last end, and the latency from " +
+			"submission to the job's start (p50/p95/p99). Against a running server with " +
+			"--server, or with --database-url against a server started in this process on a " +
+			"free port (its workers are real `hodei worker` processes).",
+		Example: "  hodei bench jobs --server http://127.0.0.1:7070 --jobs 500 --concurrency 16\n" +
+			"  hodei bench jobs --database-url postgres://localhost/hodei_bench -o json",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			// Given on the command line, --server and --database-url exclude each other.
+			// Otherwise a database URL (flag or HODEI_DATABASE_URL) asks for an
+			// in-process server, and --server's value (HODEI_SERVER or the default) is
+			// used without one.
+			srvGiven := cmd.Flags().Lookup("server").Changed
+			if srvGiven && cmd.Flags().Lookup("database-url").Changed {
+				return errors.New("--server and --database-url: give one (a running server, or an in-process one)")
+			}
+			if srvGiven || cfg.DatabaseURL == "" {
+				cfg.DatabaseURL = ""
+				if _, err := checkServerURL(cfg.ServerURL); err != nil {
+					return err
+				}
+			} else {
+				cfg.ServerURL = ""
+			}
+			if cfg.Jobs < 1 {
+				return fmt.Errorf("--jobs: must be at least 1, got %d", cfg.Jobs)
+			}
+			if cfg.Concurrency < 1 {
+				return fmt.Errorf("--concurrency: must be at least 1, got %d", cfg.Concurrency)
+			}
+			if output == outputText {
+				cfg.Log = cmd.ErrOrStderr()
+			}
+			res, err := bench.RunJobs(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if output == outputJSON {
+				return writeJSON(out, res)
+			}
+			where := res.Server
+			if res.InProcess {
+				where += " (in-process)"
+			}
+			fmt.Fprintf(out, "server:      %s\n", where)
+			fmt.Fprintf(out, "jobs:        %d (%d in flight): %d succeeded, %d did not\n", res.Jobs, res.Concurrency, res.Succeeded, res.NotSucceeded)
+			fmt.Fprintf(out, "throughput:  %.1f jobs/s (%.2fs)\n", res.ThroughputPerS, res.DurationSeconds)
+			fmt.Fprintf(out, "start:       submit→RUNNING p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+				res.StartLatencyP50Ms, res.StartLatencyP95Ms, res.StartLatencyP99Ms, res.StartLatencyMaxMs)
+			fmt.Fprintf(out, "end:         submit→end p50 %.1f ms, p95 %.1f ms; SubmitJob p50 %.1f ms\n",
+				res.EndLatencyP50Ms, res.EndLatencyP95Ms, res.SubmitP50Ms)
+			if res.NotSucceeded > 0 {
+				return &exitError{Code: 1, Msg: fmt.Sprintf("bench jobs: %d of %d jobs did not succeed", res.NotSucceeded, res.Jobs)}
+			}
+			return nil
+		},
+	}
+	serverFlag(cmd, &cfg.ServerURL)
+	stringFlagEnv(cmd, &cfg.DatabaseURL, "database-url", envDatabaseURL, "",
+		"run a server in this process on this PostgreSQL database instead of using --server")
+	outputFlag(cmd, &output)
+	f := cmd.Flags()
+	f.IntVar(&cfg.Jobs, "jobs", 500, "jobs submitted")
+	f.IntVar(&cfg.Concurrency, "concurrency", 16, "jobs in flight at once")
+	f.IntVar(&cfg.MaxWorkers, "max-workers", 0, "capacity of the in-process server (0: its default)")
+	f.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (the in-process server) to this file")
+	return cmd
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hodei-jobs/hodei/server"
+)
+
+// Environment variables of `hodei server`.
+const (
+	envListen     = "HODEI_LISTEN"
+	envNATSURL    = "HODEI_NATS_URL"
+	envDataDir    = "HODEI_DATA_DIR"
+	envMaxWorkers = "HODEI_MAX_WORKERS"
+)
+
+func newServerCmd() *cobra.Command {
+	var (
+		cfg      server.Config
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the Hodei control plane (API, sagas, outbox relay, scheduler, local workers)",
+		Long: `Run a Hodei control-plane replica on one port: the Connect API (gRPC, gRPC-Web and
+Connect JSON over HTTP/1.1 and h2c), GET /healthz and GET /readyz. It migrates the
+database, connects to NATS (or runs it embedded), and starts workers on demand with the
+local provider (one "hodei worker" process per job).
+
+On SIGTERM or Ctrl-C it stops accepting requests, drains them, stops its loops and
+exits. Workers are not killed: they keep running their jobs and reconnect to the next
+server that comes up on the same address.`,
+		Example: `  hodei server --database-url postgres://hodei:secret@localhost:5432/hodei
+  HODEI_DATABASE_URL=postgres://localhost/hodei hodei server --listen 0.0.0.0:7070 --max-workers 8`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlags(cmd, "database-url"); err != nil {
+				return err
+			}
+			if cfg.MaxWorkers < 0 {
+				return fmt.Errorf("--max-workers: must not be negative, got %d", cfg.MaxWorkers)
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			out := cmd.OutOrStdout()
+			cfg.OnReady = func(url string) { fmt.Fprintf(out, "hodei server listening on %s\n", url) }
+			return server.Run(cmd.Context(), cfg, logger)
+		},
+	}
+	stringFlagEnv(cmd, &cfg.Listen, "listen", envListen, server.DefaultListen,
+		"TCP address of the API (host:port; port 0 picks a free one)")
+	databaseURLFlag(cmd, &cfg.DatabaseURL)
+	stringFlagEnv(cmd, &cfg.NATSURL, "nats-url", envNATSURL, "",
+		"NATS server with JetStream, e.g. nats://localhost:4222 (empty: run NATS embedded, storing under --data-dir)")
+	stringFlagEnv(cmd, &cfg.DataDir, "data-dir", envDataDir, "",
+		"directory for the embedded NATS store and the local workers' state (default "+server.DefaultDataDir()+")")
+	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
+		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
+	bindEnv(cmd, "max-workers", envMaxWorkers)
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,330 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/domain"
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/provider"
+	"github.com/hodei-jobs/hodei/store"
+)
+
+// Command handlers. Each writes through the transaction ctx carries (the saga step's,
+// or the idempotency middleware's) and is idempotent twice over: by its key (the
+// middleware) and by the state machine (a repeated command finds the state it set and
+// reports Skipped). External effects — provider calls, messages to workers — are
+// idempotent per worker id, or run after commit.
+
+func (s *Service) register() {
+	command.Register(s.bus, command.HandlerFunc[ValidateReservation, Outcome](s.validateReservation))
+	command.Register(s.bus, command.HandlerFunc[CreateWorker, Outcome](s.createWorker))
+	command.Register(s.bus, command.HandlerFunc[DestroyWorker, Outcome](s.destroyWorker))
+	command.Register(s.bus, command.HandlerFunc[ReleaseWorker, Outcome](s.releaseWorker))
+	command.Register(s.bus, command.HandlerFunc[AssignWorker, Outcome](s.assignWorker))
+	command.Register(s.bus, command.HandlerFunc[DispatchJob, Outcome](s.dispatchJob))
+	command.Register(s.bus, command.HandlerFunc[CompleteJob, Outcome](s.completeJob))
+	command.Register(s.bus, command.HandlerFunc[MarkJobFailed, Outcome](s.markJobFailed))
+	command.Register(s.bus, command.HandlerFunc[MarkJobRunning, Outcome](s.markJobRunning))
+	command.Register(s.bus, command.HandlerFunc[NotifyWorkerReady, Outcome](s.notifyWorkerReady))
+}
+
+func skipped(j *domain.Job, w *domain.Worker, reason string) Outcome {
+	o := Outcome{Skipped: true, Reason: reason}
+	if j != nil {
+		o.JobState = string(j.State)
+	}
+	if w != nil {
+		o.WorkerState = string(w.State)
+	}
+	return o
+}
+
+func (s *Service) validateReservation(ctx context.Context, c ValidateReservation) (Outcome, error) {
+	w, err := s.st.Workers().Get(ctx, c.WorkerID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	j, err := s.st.Jobs().Get(ctx, c.JobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if w.JobID != c.JobID || w.State.IsTerminal() {
+		return Outcome{}, fmt.Errorf("jobs: worker %s (%s, job %q) is not a live reservation for job %s",
+			c.WorkerID, w.State, w.JobID, c.JobID)
+	}
+	if j.State != domain.JobProvisioning && j.State != domain.JobCancelling {
+		return Outcome{}, fmt.Errorf("jobs: job %s is %s, not PROVISIONING", c.JobID, j.State)
+	}
+	return Outcome{JobState: string(j.State), WorkerState: string(w.State)}, nil
+}
+
+// createWorker stores a fresh password hash for the reserved worker and has the
+// provider start it. The provider call happens inside the transaction: if that
+// transaction then fails, this handler runs again (the key was not recorded) with a new
+// password, so a process left by the failed attempt — whose password never committed
+// and could never register — is destroyed first. The password row is updated before the
+// call, so a worker that registers before the commit waits on the row lock and then sees
+// the committed hash.
+func (s *Service) createWorker(ctx context.Context, c CreateWorker) (Outcome, error) {
+	w, err := s.st.Workers().Get(ctx, c.WorkerID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if w.State != domain.WorkerCreating {
+		return skipped(nil, w, "worker is past CREATING"), nil
+	}
+	j, err := s.st.Jobs().Get(ctx, c.JobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	p, err := s.providers.Get(c.Provider)
+	if err != nil {
+		return Outcome{}, err
+	}
+	otp, hash, err := newSecret()
+	if err != nil {
+		return Outcome{}, command.Transient(err)
+	}
+	if err := s.st.Credentials().SetOTP(ctx, c.WorkerID, hash, s.cfg.Now().Add(s.cfg.OTPTTL)); err != nil {
+		return Outcome{}, err
+	}
+	if st, err := p.Status(ctx, c.WorkerID); err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: status of worker %s: %w", c.WorkerID, err))
+	} else if st == provider.StatusRunning {
+		s.log.Info("destroying a worker left by a rolled-back create", "worker", c.WorkerID)
+		if err := p.Destroy(ctx, c.WorkerID); err != nil {
+			return Outcome{}, command.Transient(fmt.Errorf("jobs: destroy stale worker %s: %w", c.WorkerID, err))
+		}
+	}
+	spec := provider.WorkerSpec{WorkerID: c.WorkerID, OneTimePassword: otp, ServerURL: s.cfg.ServerURL,
+		JobID: c.JobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": c.JobID}}
+	if err := p.Create(ctx, spec); err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: create worker %s with provider %s: %w", c.WorkerID, c.Provider, err))
+	}
+	return Outcome{WorkerState: string(w.State)}, nil
+}
+
+func (s *Service) destroyWorker(ctx context.Context, c DestroyWorker) (Outcome, error) {
+	w, err := s.st.Workers().Get(ctx, c.WorkerID)
+	if errors.Is(err, store.ErrNotFound) {
+		return Outcome{Skipped: true, Reason: "no such worker"}, nil
+	}
+	if err != nil {
+		return Outcome{}, err
+	}
+	if err := s.st.Credentials().Revoke(ctx, c.WorkerID); err != nil {
+		return Outcome{}, err
+	}
+	if w.State.IsTerminal() {
+		return skipped(nil, w, "worker already terminated"), nil
+	}
+	p, err := s.providers.Get(w.Provider)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if err := p.Destroy(ctx, c.WorkerID); err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: destroy worker %s: %w", c.WorkerID, err))
+	}
+	w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminated, nil)
+	if err != nil {
+		return Outcome{}, err
+	}
+	s.log.Debug("worker destroyed", "worker", c.WorkerID, "reason", c.Reason)
+	s.afterCommit(ctx, s.WakeScheduler) // a slot is free
+	return Outcome{WorkerState: string(w.State)}, nil
+}
+
+func (s *Service) releaseWorker(ctx context.Context, c ReleaseWorker) (Outcome, error) {
+	w, err := s.st.Workers().Get(ctx, c.WorkerID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if w.State == domain.WorkerTerminating || w.State.IsTerminal() {
+		return skipped(nil, w, "worker already released"), nil
+	}
+	w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminating, nil)
+	if err != nil {
+		return Outcome{}, err
+	}
+	return Outcome{WorkerState: string(w.State)}, nil
+}
+
+func (s *Service) assignWorker(ctx context.Context, c AssignWorker) (Outcome, error) {
+	j, err := s.st.Jobs().Get(ctx, c.JobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	switch {
+	case j.State.IsTerminal() || j.State.RequiresManualReview():
+		o := skipped(j, nil, "job already ended")
+		o.Aborted = true
+		return o, nil
+	case j.State == domain.JobCancelling:
+		o := skipped(j, nil, "job is being cancelled")
+		o.Cancelled = true
+		return o, nil
+	case (j.State == domain.JobAssigned || j.State == domain.JobRunning) && j.WorkerID == c.WorkerID:
+		return skipped(j, nil, "job already assigned"), nil
+	}
+	w, err := s.st.Workers().Get(ctx, c.WorkerID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if w.JobID != c.JobID {
+		return Outcome{}, fmt.Errorf("jobs: worker %s was reserved for job %q, not %s", c.WorkerID, w.JobID, c.JobID)
+	}
+	if w.State != domain.WorkerBusy {
+		if w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerBusy, nil); err != nil {
+			return Outcome{}, err
+		}
+	}
+	j, err = s.moveJob(ctx, c.JobID, domain.JobAssigned, "worker "+c.WorkerID, func(j *domain.Job) { j.WorkerID = c.WorkerID })
+	if err != nil {
+		return Outcome{}, err
+	}
+	return Outcome{JobState: string(j.State), WorkerState: string(w.State)}, nil
+}
+
+func (s *Service) dispatchJob(ctx context.Context, c DispatchJob) (Outcome, error) {
+	j, err := s.st.Jobs().Get(ctx, c.JobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if j.State != domain.JobAssigned || j.WorkerID != c.WorkerID {
+		return skipped(j, nil, "job is not waiting for its worker to start"), nil
+	}
+	msg := runJobMessage(j)
+	s.afterCommit(ctx, func() { s.send(context.WithoutCancel(ctx), c.WorkerID, msg) })
+	return Outcome{JobState: string(j.State)}, nil
+}
+
+func runJobMessage(j *domain.Job) *hodeiv1.ServerMessage {
+	return &hodeiv1.ServerMessage{MessageId: fmt.Sprintf("run/%s/%d", j.ID, j.Attempt),
+		Payload: &hodeiv1.ServerMessage_RunJob{RunJob: runJob(j)}}
+}
+
+func runJob(j *domain.Job) *hodeiv1.RunJob {
+	return &hodeiv1.RunJob{JobId: j.ID, Spec: specToProto(j.Spec), Attempt: int32(j.Attempt)}
+}
+
+// completeJob moves the job to its end state. A job that never reported starting goes
+// through RUNNING first (ASSIGNED → SUCCEEDED is not a transition); a cancelled result
+// goes through CANCELLING.
+func (s *Service) completeJob(ctx context.Context, c CompleteJob) (Outcome, error) {
+	j, err := s.st.Jobs().Get(ctx, c.JobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if j.State.IsTerminal() {
+		return skipped(j, nil, "job already ended"), nil
+	}
+	var to domain.JobState
+	reason := c.Error
+	switch {
+	case c.Cancelled || j.State == domain.JobCancelling && c.TimedOut:
+		to = domain.JobCancelled
+		if reason == "" {
+			reason = j.LastError
+		}
+	case c.TimedOut:
+		to = domain.JobTimedOut
+	case c.ExitCode != nil && *c.ExitCode == 0 && c.Error == "":
+		to = domain.JobSucceeded
+	default:
+		to = domain.JobFailed
+		if reason == "" && c.ExitCode != nil {
+			reason = fmt.Sprintf("exit code %d", *c.ExitCode)
+		}
+	}
+	// Intermediate hops the transition table needs.
+	var hops []domain.JobState
+	switch {
+	case to == domain.JobCancelled && j.State != domain.JobCancelling:
+		hops = append(hops, domain.JobCancelling)
+	case (to == domain.JobSucceeded || to == domain.JobFailed) && j.State == domain.JobAssigned:
+		hops = append(hops, domain.JobRunning)
+	}
+	for _, h := range hops {
+		if _, err := s.moveJob(ctx, c.JobID, h, reason, nil); err != nil {
+			return Outcome{}, err
+		}
+	}
+	j, err = s.moveJob(ctx, c.JobID, to, reason, func(j *domain.Job) {
+		if c.ExitCode != nil {
+			code := *c.ExitCode
+			j.ExitCode = &code
+		}
+		if to != domain.JobSucceeded {
+			j.LastError = reason
+		}
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	if c.TimedOut && c.WorkerID != "" { // stop the job before its worker is destroyed
+		msg := &hodeiv1.ServerMessage{MessageId: "cancel/" + c.JobID,
+			Payload: &hodeiv1.ServerMessage_Cancel{Cancel: &hodeiv1.CancelJob{JobId: c.JobID, Reason: reason}}}
+		s.afterCommit(ctx, func() { s.send(context.WithoutCancel(ctx), c.WorkerID, msg) })
+	}
+	return Outcome{JobState: string(j.State)}, nil
+}
+
+func (s *Service) markJobFailed(ctx context.Context, c MarkJobFailed) (Outcome, error) {
+	j, err := s.st.Jobs().Get(ctx, c.JobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if j.State.IsTerminal() {
+		return skipped(j, nil, "job already ended"), nil
+	}
+	to := domain.JobFailed
+	switch {
+	case c.RequiresManualReview && j.State != domain.JobPending:
+		to = domain.JobManualInterventionRequired
+	case j.State == domain.JobCancelling:
+		to = domain.JobCancelled
+	}
+	if j.State == to {
+		return skipped(j, nil, "job already "+string(to)), nil
+	}
+	j, err = s.moveJob(ctx, c.JobID, to, c.Reason, func(j *domain.Job) { j.LastError = c.Reason })
+	if err != nil {
+		return Outcome{}, err
+	}
+	if err := s.signalExecution(ctx, c.JobID, SignalAborted, abortedSignal{Reason: c.Reason}); err != nil {
+		return Outcome{}, err
+	}
+	return Outcome{JobState: string(j.State)}, nil
+}
+
+func (s *Service) markJobRunning(ctx context.Context, c MarkJobRunning) (Outcome, error) {
+	j, err := s.st.Jobs().Get(ctx, c.JobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if j.WorkerID != c.WorkerID {
+		return Outcome{}, fmt.Errorf("%w: job %s, worker %s", ErrNotAssigned, c.JobID, c.WorkerID)
+	}
+	if j.State != domain.JobAssigned {
+		return skipped(j, nil, "job is not ASSIGNED"), nil
+	}
+	j, err = s.moveJob(ctx, c.JobID, domain.JobRunning, "started on worker "+c.WorkerID, func(j *domain.Job) {
+		if !c.At.IsZero() {
+			j.StartedAt = c.At
+		}
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	return Outcome{JobState: string(j.State)}, nil
+}
+
+func (s *Service) notifyWorkerReady(ctx context.Context, c NotifyWorkerReady) (Outcome, error) {
+	if err := s.signalExecution(ctx, c.JobID, SignalWorkerReady, workerSignal{WorkerID: c.WorkerID}); err != nil {
+		return Outcome{}, err
+	}
+	return Outcome{}, nil
+}

@@ -1,0 +1,342 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/domain"
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/outbox"
+	"github.com/hodei-jobs/hodei/provider"
+	"github.com/hodei-jobs/hodei/saga"
+	"github.com/hodei-jobs/hodei/store"
+)
+
+// Errors of the worker-facing methods. Test with errors.Is.
+var (
+	// ErrInvalidCredentials matches every credential failure below.
+	ErrInvalidCredentials = errors.New("jobs: invalid worker credentials")
+	// ErrOTPUnknown: no such worker, a wrong password, or one that was revoked.
+	ErrOTPUnknown = fmt.Errorf("%w: unknown one-time password", ErrInvalidCredentials)
+	// ErrOTPReused: the password was already used to register.
+	ErrOTPReused = fmt.Errorf("%w: one-time password already used", ErrInvalidCredentials)
+	// ErrOTPExpired: the password's lifetime (Config.OTPTTL) has passed.
+	ErrOTPExpired = fmt.Errorf("%w: one-time password expired", ErrInvalidCredentials)
+	// ErrSessionInvalid: an unknown or revoked session token, or a terminated worker.
+	ErrSessionInvalid = fmt.Errorf("%w: invalid session token", ErrInvalidCredentials)
+
+	// ErrNotAssigned: a worker reported on a job that is not assigned to it.
+	ErrNotAssigned = errors.New("jobs: job is not assigned to this worker")
+	// ErrInvalidInput: a malformed message from a worker (names the field).
+	ErrInvalidInput = errors.New("jobs: invalid input")
+)
+
+// Limits on what workers send.
+const (
+	MaxIDLen        = 128      // bytes of a worker or job id
+	MaxSecretLen    = 256      // bytes of a one-time password or session token
+	MaxBatchLines   = 1000     // lines of one LogBatch
+	MaxLogLineBytes = 64 << 10 // bytes of one log line
+	MaxErrorBytes   = 4 << 10  // bytes of JobResult.Error kept
+)
+
+// WorkerChannel delivers a server message to a connected worker (on any replica). The
+// api package implements it over NATS core subject "hodei.worker.<workerID>.inbox".
+// Delivery is at most once: when a worker (re)connects the API asks PendingRun for the
+// RunJob to re-send.
+type WorkerChannel interface {
+	Send(ctx context.Context, workerID string, msg *hodeiv1.ServerMessage) error
+}
+
+// Config tunes a Service. Zero fields get defaults (setDefaults); Validate names the
+// first bad field.
+type Config struct {
+	// ServerURL is the URL workers dial (required); providers pass it to the worker.
+	ServerURL string
+	// DefaultProvider names the provider new workers are created with (default: the
+	// registry's default provider).
+	DefaultProvider string
+	// Capacity is the most workers that are not TERMINATED at once, across replicas
+	// (default: the default provider's Capabilities().MaxWorkers, else 8).
+	Capacity int
+	// OTPTTL is the lifetime of a worker's one-time password (default 5m).
+	OTPTTL time.Duration
+	// RegistrationTimeout is how long provisioning waits for the worker to register
+	// before destroying it and failing the job (default 2m).
+	RegistrationTimeout time.Duration
+	// SchedulerPoll is RunScheduler's safety poll (default 500ms); wake-ups after a
+	// submit or a worker release are the primary trigger.
+	SchedulerPoll time.Duration
+	// SchedulerBatch bounds the jobs started by one scheduler transaction (default 64).
+	SchedulerBatch int
+	// Dispatcher is used for the commands the Service dispatches itself (JobStarted);
+	// default the bus. Saga steps dispatch through the engine's dispatcher.
+	Dispatcher command.Dispatcher
+	Logger     *slog.Logger
+	// Now is the clock of credential expiry (default time.Now).
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults(providers *provider.Registry) {
+	if c.DefaultProvider == "" && providers != nil {
+		if p := providers.Default(); p != nil {
+			c.DefaultProvider = p.Name() // must also be its registered name (New checks)
+		}
+	}
+	if c.Capacity == 0 {
+		c.Capacity = 8
+		if providers != nil {
+			if p, err := providers.Get(c.DefaultProvider); err == nil && p.Capabilities().MaxWorkers > 0 {
+				c.Capacity = p.Capabilities().MaxWorkers
+			}
+		}
+	}
+	if c.OTPTTL == 0 {
+		c.OTPTTL = 5 * time.Minute
+	}
+	if c.RegistrationTimeout == 0 {
+		c.RegistrationTimeout = 2 * time.Minute
+	}
+	if c.SchedulerPoll == 0 {
+		c.SchedulerPoll = 500 * time.Millisecond
+	}
+	if c.SchedulerBatch == 0 {
+		c.SchedulerBatch = 64
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.ServerURL == "":
+		return errors.New("jobs: Config.ServerURL is empty")
+	case c.DefaultProvider == "":
+		return errors.New("jobs: Config.DefaultProvider is empty and no provider is registered")
+	case c.Capacity < 1 || c.Capacity > 100_000:
+		return fmt.Errorf("jobs: Config.Capacity %d out of range [1, 100000]", c.Capacity)
+	case c.OTPTTL < time.Second || c.OTPTTL > 24*time.Hour:
+		return fmt.Errorf("jobs: Config.OTPTTL %s out of range [1s, 24h]", c.OTPTTL)
+	case c.RegistrationTimeout < 10*time.Millisecond || c.RegistrationTimeout > 24*time.Hour:
+		return fmt.Errorf("jobs: Config.RegistrationTimeout %s out of range [10ms, 24h]", c.RegistrationTimeout)
+	case c.SchedulerPoll < time.Millisecond || c.SchedulerPoll > time.Minute:
+		return fmt.Errorf("jobs: Config.SchedulerPoll %s out of range [1ms, 1m]", c.SchedulerPoll)
+	case c.SchedulerBatch < 1 || c.SchedulerBatch > 1000:
+		return fmt.Errorf("jobs: Config.SchedulerBatch %d out of range [1, 1000]", c.SchedulerBatch)
+	}
+	return nil
+}
+
+// Service is the job path's logic: what the API calls, the command handlers the sagas
+// dispatch to, and the capacity scheduler. Safe for concurrent use.
+type Service struct {
+	st        store.Store
+	bus       *command.Bus
+	d         command.Dispatcher
+	engine    *saga.Engine
+	providers *provider.Registry
+	ch        atomic.Pointer[channelBox]
+	cfg       Config
+	log       *slog.Logger
+	wake      chan struct{}
+}
+
+type channelBox struct{ ch WorkerChannel }
+
+// New builds the Service and registers the handlers of Commands() on bus. The engine
+// must run the definitions RegisterSagas added to its registry. ch may be nil (then set
+// it with SetWorkerChannel before workers connect).
+func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provider.Registry, ch WorkerChannel, cfg Config) (*Service, error) {
+	if st == nil || bus == nil || engine == nil || providers == nil {
+		return nil, errors.New("jobs: New needs a store, a bus, a saga engine and a provider registry")
+	}
+	cfg.setDefaults(providers)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := providers.Get(cfg.DefaultProvider); err != nil {
+		return nil, fmt.Errorf("jobs: Config.DefaultProvider: %w", err)
+	}
+	s := &Service{st: st, bus: bus, d: cfg.Dispatcher, engine: engine, providers: providers, cfg: cfg,
+		log: cfg.Logger.With("component", "jobs"), wake: make(chan struct{}, 1)}
+	if s.d == nil {
+		s.d = bus
+	}
+	s.SetWorkerChannel(ch)
+	s.register()
+	return s, nil
+}
+
+// SetWorkerChannel sets (or replaces) the channel RunJob and CancelJob go through.
+func (s *Service) SetWorkerChannel(ch WorkerChannel) { s.ch.Store(&channelBox{ch}) }
+
+// Capacity returns the configured worker capacity.
+func (s *Service) Capacity() int { return s.cfg.Capacity }
+
+// send delivers msg to workerID, best effort (logged; the worker gets PendingRun on
+// reconnect).
+func (s *Service) send(ctx context.Context, workerID string, msg *hodeiv1.ServerMessage) {
+	b := s.ch.Load()
+	if b == nil || b.ch == nil {
+		s.log.Warn("no worker channel; message dropped", "worker", workerID, "message", msg.GetMessageId())
+		return
+	}
+	if err := b.ch.Send(ctx, workerID, msg); err != nil {
+		s.log.Warn("send to worker failed; it gets pending work when it reconnects",
+			"worker", workerID, "message", msg.GetMessageId(), "err", err)
+	}
+}
+
+// afterCommit runs fn after ctx's transaction commits (now when there is none).
+func (s *Service) afterCommit(ctx context.Context, fn func()) {
+	if ac, ok := s.st.(interface {
+		AfterCommit(context.Context, func())
+	}); ok {
+		ac.AfterCommit(ctx, fn)
+		return
+	}
+	fn()
+}
+
+// Submit validates spec (domain.ValidationErrors; nothing is written) and, in one
+// transaction, creates the job in PENDING, starts its execution saga and writes the
+// job.queued event. The scheduler is woken after the commit.
+func (s *Service) Submit(ctx context.Context, spec domain.JobSpec) (*domain.Job, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("jobs: submit: new id: %w", err)
+	}
+	j := &domain.Job{ID: id.String(), Spec: spec.WithDefaults(), State: domain.JobPending}
+	err = s.st.InTx(ctx, func(ctx context.Context) error {
+		if err := s.st.Jobs().Create(ctx, j); err != nil {
+			return err
+		}
+		in := executionInput{JobID: j.ID, Timeout: j.Spec.Timeout}
+		if _, _, err := s.engine.Start(ctx, SagaExecution, ExecutionSagaID(j.ID), in); err != nil {
+			return err
+		}
+		ev, err := domain.NewEvent(domain.EventJobQueued, j.ID, map[string]any{
+			"priority": j.Spec.Priority, "labels": j.Spec.Labels, "at": j.CreatedAt})
+		if err != nil {
+			return err
+		}
+		if err := s.publish(ctx, ev, "job/"+j.ID+"/queued"); err != nil {
+			return err
+		}
+		s.afterCommit(ctx, s.WakeScheduler)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobs: submit: %w", err)
+	}
+	return j, nil
+}
+
+// Cancel asks for a job to end. Minimal in this issue: a PENDING job is CANCELLED at
+// once; a job with a worker moves to CANCELLING and the worker is sent CancelJob (its
+// cancelled result completes the job); a job still provisioning is cancelled when its
+// worker is assigned. A terminal job gives an error matching domain.ErrIllegalTransition.
+func (s *Service) Cancel(ctx context.Context, jobID, reason string) (*domain.Job, error) {
+	if reason == "" {
+		reason = "cancelled by user"
+	}
+	var (
+		out      *domain.Job
+		notifyTo string
+	)
+	err := s.st.InTx(ctx, func(ctx context.Context) error {
+		j, err := s.st.Jobs().Get(ctx, jobID)
+		if err != nil {
+			return err
+		}
+		switch j.State {
+		case domain.JobCancelling:
+			out = j
+			return nil
+		case domain.JobPending:
+			out, err = s.moveJob(ctx, jobID, domain.JobCancelled, reason, func(j *domain.Job) { j.LastError = reason })
+			if err != nil {
+				return err
+			}
+			return s.signalExecution(ctx, jobID, SignalAborted, abortedSignal{Reason: reason})
+		default:
+			out, err = s.moveJob(ctx, jobID, domain.JobCancelling, reason, func(j *domain.Job) { j.LastError = reason })
+			if err != nil {
+				return err
+			}
+			if j.State == domain.JobAssigned || j.State == domain.JobRunning {
+				notifyTo = j.WorkerID
+			}
+			return nil
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobs: cancel %s: %w", jobID, err)
+	}
+	if notifyTo != "" {
+		s.send(ctx, notifyTo, &hodeiv1.ServerMessage{MessageId: "cancel/" + jobID,
+			Payload: &hodeiv1.ServerMessage_Cancel{Cancel: &hodeiv1.CancelJob{JobId: jobID, Reason: reason}}})
+	}
+	return out, nil
+}
+
+// publish writes ev to the outbox (type "<entity>.<type>") with key.
+func (s *Service) publish(ctx context.Context, ev domain.Event, key string) error {
+	entity, typ, _ := strings.Cut(ev.Type, ".")
+	_, err := outbox.PublishEvent(ctx, s.st.Outbox(), entity, typ, key, ev)
+	return err
+}
+
+// moveJob changes a job's state through the domain's transition table and writes the
+// events the transition causes (job.state_changed, job.completed, job.needs_review) in
+// ctx's transaction.
+func (s *Service) moveJob(ctx context.Context, id string, to domain.JobState, reason string, mutate func(*domain.Job)) (*domain.Job, error) {
+	var from domain.JobState
+	j, err := s.st.Jobs().UpdateState(ctx, id, to, func(j *domain.Job) {
+		from = j.State
+		if mutate != nil {
+			mutate(j)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	evs, err := domain.JobStateEvents(id, domain.JobStateChanged{From: from, To: to, Attempt: j.Attempt,
+		Reason: reason, At: j.UpdatedAt})
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		key := fmt.Sprintf("job/%s/%d/%s-%s/%s", id, j.Attempt, from, to, ev.Type)
+		if err := s.publish(ctx, ev, key); err != nil {
+			return nil, err
+		}
+	}
+	return j, nil
+}
+
+// signalExecution signals the job's execution saga; a finished saga ignores it.
+func (s *Service) signalExecution(ctx context.Context, jobID, name string, payload any) error {
+	err := s.engine.Signal(ctx, ExecutionSagaID(jobID), name, payload)
+	if errors.Is(err, saga.ErrFinished) || errors.Is(err, store.ErrNotFound) {
+		s.log.Debug("execution saga takes no signal", "job", jobID, "signal", name, "err", err)
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,140 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/hodei-jobs/hodei/domain"
+)
+
+// WorkerSpec is what a provider needs to start one worker.
+type WorkerSpec struct {
+	WorkerID        string
+	OneTimePassword string // secret: environment only, never argv or logs
+	ServerURL       string
+	JobID           string
+	Resources       domain.Resources
+	Labels          map[string]string
+}
+
+// Validate reports the first missing field.
+func (s WorkerSpec) Validate() error {
+	switch {
+	case s.WorkerID == "":
+		return errors.New("provider: WorkerSpec.WorkerID is empty")
+	case s.OneTimePassword == "":
+		return errors.New("provider: WorkerSpec.OneTimePassword is empty")
+	case s.ServerURL == "":
+		return errors.New("provider: WorkerSpec.ServerURL is empty")
+	case s.Resources.MemoryBytes < 0:
+		return fmt.Errorf("provider: WorkerSpec.Resources.MemoryBytes is negative (%d)", s.Resources.MemoryBytes)
+	case s.Resources.CPUMillis < 0:
+		return fmt.Errorf("provider: WorkerSpec.Resources.CPUMillis is negative (%d)", s.Resources.CPUMillis)
+	}
+	return nil
+}
+
+// Status is what a provider knows about a worker's infrastructure.
+type Status string
+
+const (
+	StatusRunning Status = "running" // the worker process/container is alive
+	StatusExited  Status = "exited"  // it existed and has ended (not yet destroyed, or destroyed)
+	StatusUnknown Status = "unknown" // the provider has no record of the worker
+)
+
+// Capabilities describes a provider's capacity and what it enforces.
+type Capabilities struct {
+	// MaxWorkers is the number of workers the provider runs at once; Create beyond it fails.
+	MaxWorkers int
+	// Enforced lists the resource limits actually applied, e.g. "rlimit_as".
+	Enforced []string
+}
+
+// Provider creates and destroys workers. See the package documentation for the contract.
+type Provider interface {
+	Name() string
+	Capabilities() Capabilities
+	// Create starts the worker; idempotent per spec.WorkerID.
+	Create(ctx context.Context, spec WorkerSpec) error
+	// Destroy ends the worker and everything it started; idempotent.
+	Destroy(ctx context.Context, workerID string) error
+	// Status reports whether the worker lives.
+	Status(ctx context.Context, workerID string) (Status, error)
+}
+
+// ErrCapacity is returned (wrapped) by Create when the provider runs MaxWorkers workers.
+var ErrCapacity = errors.New("provider: at capacity")
+
+// ErrNotRegistered is returned (wrapped) by Registry.Get for an unknown name.
+var ErrNotRegistered = errors.New("provider: not registered")
+
+// Registry maps names to providers. Build it at start-up; it is safe for concurrent use.
+// The zero value is not usable: call NewRegistry.
+type Registry struct {
+	mu    sync.RWMutex
+	byKey map[string]Provider
+	first string
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{byKey: map[string]Provider{}}
+}
+
+// Register adds p under name. The first provider registered is the default.
+func (r *Registry) Register(name string, p Provider) error {
+	if name == "" {
+		return errors.New("provider: Register: empty name")
+	}
+	if p == nil {
+		return fmt.Errorf("provider: Register %q: nil provider", name)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.byKey[name]; dup {
+		return fmt.Errorf("provider: Register: %q already registered", name)
+	}
+	r.byKey[name] = p
+	if r.first == "" {
+		r.first = name
+	}
+	return nil
+}
+
+// Get returns the provider registered as name.
+func (r *Registry) Get(name string) (Provider, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	p, ok := r.byKey[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q (have %v)", ErrNotRegistered, name, r.namesLocked())
+	}
+	return p, nil
+}
+
+// Default returns the first registered provider, or nil if there is none.
+func (r *Registry) Default() Provider {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byKey[r.first]
+}
+
+// Names returns the registered names, sorted.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.namesLocked()
+}
+
+func (r *Registry) namesLocked() []string {
+	names := make([]string, 0, len(r.byKey))
+	for n := range r.byKey {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,101 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// DefaultListen is the address `hodei server` listens on by default.
+const DefaultListen = "127.0.0.1:7070"
+
+// Config configures Run. Zero fields get defaults (setDefaults); Validate names the
+// first bad field.
+type Config struct {
+	// Listen is the API's TCP address (default DefaultListen). Port 0 picks a free port.
+	Listen string
+	// DatabaseURL is the PostgreSQL URL (required). Run migrates the database first.
+	DatabaseURL string
+	// NATSURL of an external NATS server with JetStream. Empty: an embedded server
+	// with its store under DataDir/nats.
+	NATSURL string
+	// DataDir holds the embedded NATS store and the local provider's state (default
+	// <user cache dir>/hodei, else <temp dir>/hodei-<uid>).
+	DataDir string
+	// MaxWorkers is the local provider's capacity (0: its default, max(2, 4·NumCPU)).
+	MaxWorkers int
+	// ServerURL is the URL workers dial (default http://<listen address>, with an
+	// unspecified host such as 0.0.0.0 replaced by 127.0.0.1).
+	ServerURL string
+	// WorkerBinary is the `hodei` executable the local provider starts as
+	// `<WorkerBinary> worker` (default os.Executable()).
+	WorkerBinary string
+	// ShutdownTimeout bounds the graceful drain of HTTP requests (default 10s).
+	ShutdownTimeout time.Duration
+	// OnReady, if set, is called once with the API's base URL when the server accepts
+	// requests.
+	OnReady func(url string)
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.DataDir == "" {
+		c.DataDir = defaultDataDir()
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	if c.DatabaseURL == "" {
+		return errors.New("server: Config.DatabaseURL is required (--database-url or HODEI_DATABASE_URL)")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("server: Config.Listen %q is not host:port: %w", c.Listen, err)
+	}
+	if c.MaxWorkers < 0 {
+		return fmt.Errorf("server: Config.MaxWorkers must not be negative, got %d", c.MaxWorkers)
+	}
+	if c.ShutdownTimeout < 0 {
+		return fmt.Errorf("server: Config.ShutdownTimeout must not be negative, got %s", c.ShutdownTimeout)
+	}
+	if c.WorkerBinary != "" && !filepath.IsAbs(c.WorkerBinary) {
+		return fmt.Errorf("server: Config.WorkerBinary %q is not an absolute path", c.WorkerBinary)
+	}
+	return nil
+}
+
+// defaultDataDir is <user cache dir>/hodei, or <temp dir>/hodei-<uid> without one.
+func defaultDataDir() string {
+	if d, err := os.UserCacheDir(); err == nil && d != "" {
+		return filepath.Join(d, "hodei")
+	}
+	return filepath.Join(os.TempDir(), "hodei-"+strconv.Itoa(os.Getuid()))
+}
+
+// DefaultDataDir returns the data directory used when Config.DataDir is empty.
+func DefaultDataDir() string { return defaultDataDir() }
+
+// advertisedURL turns the listener's address into a URL a local worker can dial.
+func advertisedURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		} else {
+			host = "127.0.0.1"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}

@@ -1,0 +1,29 @@
+// Package server assembles a Hodei control-plane replica and runs it (Run).
+//
+// Start-up, in order: create DataDir; migrate the database and open the store; connect
+// to NATS (Config.NATSURL) or start it embedded with its JetStream store in
+// DataDir/nats (flock-ed; a second server on the same DataDir falls back to a
+// temporary store); ensure the HODEI_EVENTS stream; build the command bus with the
+// middleware chain
+//
+//	Logging → Tracing (global OpenTelemetry provider, no-op unless installed) → Retry → Idempotency → Bus
+//
+// register the saga definitions (jobs.RegisterSagas) and build the saga engine with the
+// NATS task queue and waker (saga/natsq); register the local provider (state in
+// DataDir/workers, Binary os.Executable(), MaxWorkers from Config); listen (so that the
+// URL handed to workers is the real address); build jobs.Service (it registers the
+// command handlers), the outbox relay (BusSink through the same middleware chain, and
+// the JetStream publisher) and the API (api package) with /readyz probing the database
+// and NATS.
+//
+// Loops (one errgroup; the first failure stops them all and is returned): saga engine,
+// outbox relay, scheduler, job-event listener (wakes WatchJob/StreamLogs streams), HTTP.
+//
+// Shutdown on ctx's end (SIGTERM in `hodei server`): the base context of all requests is
+// cancelled so long-lived streams end; http.Server.Shutdown stops accepting and drains
+// the rest (ShutdownTimeout, then connections are closed); the loops stop; NATS, the
+// embedded server and the store are closed last. Workers are NOT killed: a job in
+// progress keeps running, its worker reconnects (with backoff) to the next server on the
+// same address and re-sends its unacknowledged result; the sagas continue from the
+// database.
+package server

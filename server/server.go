@@ -1,0 +1,280 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hodei-jobs/hodei/api"
+	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/jobs"
+	"github.com/hodei-jobs/hodei/messaging"
+	"github.com/hodei-jobs/hodei/outbox"
+	"github.com/hodei-jobs/hodei/provider"
+	"github.com/hodei-jobs/hodei/provider/local"
+	"github.com/hodei-jobs/hodei/saga"
+	"github.com/hodei-jobs/hodei/saga/natsq"
+	"github.com/hodei-jobs/hodei/store/postgres"
+)
+
+// Run assembles and runs a control-plane replica until ctx ends, then shuts it down
+// gracefully and returns nil (or the first error that stopped it). See doc.go.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	log := logger.With("component", "server")
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("server: create data dir (Config.DataDir %s): %w", cfg.DataDir, err)
+	}
+
+	// Database.
+	applied, err := postgres.Migrate(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("server: migrate: %w", err)
+	}
+	if len(applied) > 0 {
+		log.Info("database migrated", "applied", applied)
+	}
+	st, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("server: open database: %w", err)
+	}
+	defer st.Close()
+
+	// NATS.
+	natsURL := cfg.NATSURL
+	if natsURL == "" {
+		emb, release, err := startEmbeddedNATS(ctx, cfg.DataDir, log)
+		if err != nil {
+			return err
+		}
+		defer release()
+		defer emb.Shutdown()
+		natsURL = emb.ClientURL()
+	}
+	nc, js, err := messaging.Connect(ctx, natsURL)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	defer nc.Close()
+	if err := messaging.EnsureStreams(ctx, js); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+
+	// Command bus, saga engine.
+	bus := command.NewBus()
+	reg := saga.NewRegistry()
+	if err := jobs.RegisterSagas(reg); err != nil {
+		return fmt.Errorf("server: register sagas: %w", err)
+	}
+	dispatcher := command.Chain(bus,
+		command.Logging(logger),
+		command.Tracing(nil), // the global OpenTelemetry provider: a no-op unless one is installed
+		command.Retry(command.RetryConfig{}),
+		command.Idempotency(command.IdempotencyDeps{Tx: st, Keys: st.Idempotency()}, bus),
+	)
+	var engine *saga.Engine
+	queue, err := natsq.NewTaskQueue(ctx, js, natsq.QueueConfig{
+		Logger: logger,
+		OnDeadTask: func(ctx context.Context, sagaID string, n int) error {
+			return natsq.RecordDeadTask(ctx, engine, sagaID, n)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("server: saga task queue: %w", err)
+	}
+	waker, err := natsq.NewWaker(nc, natsq.WakerConfig{Logger: logger})
+	if err != nil {
+		return fmt.Errorf("server: saga waker: %w", err)
+	}
+	engine, err = saga.New(st, reg, dispatcher, saga.Config{Waker: waker, Queue: queue, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("server: saga engine: %w", err)
+	}
+
+	// Provider.
+	providers := provider.NewRegistry()
+	lp, err := local.New(local.Config{
+		Binary:     cfg.WorkerBinary,
+		StateDir:   filepath.Join(cfg.DataDir, "workers"),
+		MaxWorkers: cfg.MaxWorkers,
+		Logger:     logger,
+	})
+	if err != nil {
+		return fmt.Errorf("server: local provider: %w", err)
+	}
+	if err := providers.Register(local.Name, lp); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+
+	// Listen before building the job logic: workers need the real address.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s (Config.Listen): %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+	baseURL := advertisedURL(ln.Addr())
+	serverURL := cfg.ServerURL
+	if serverURL == "" {
+		serverURL = baseURL
+	}
+
+	hub, err := api.NewHub(nc)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("server: job service: %w", err)
+	}
+	relay, err := outbox.NewRelay(st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: dispatcher},
+		outbox.NewJetStreamPublisher(js), outbox.Config{Logger: logger})
+	if err != nil {
+		return fmt.Errorf("server: outbox relay: %w", err)
+	}
+
+	// API.
+	notifier := api.NewNotifier()
+	errorCodes := ErrorCodes()
+	// Every job transition publishes a job event that wakes the streams (Notifier.Listen),
+	// so the poll is only the safety net.
+	jobAPI, err := api.NewJobService(st.Jobs(), svc, svc, api.JobOptions{
+		Notifier: notifier, PollInterval: 500 * time.Millisecond, Errors: errorCodes, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	workerAPI, err := api.NewWorkerAgentService(svc, hub, api.WorkerOptions{
+		Notifier: notifier, Errors: errorCodes, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	handler, err := api.NewMux(api.MuxConfig{
+		Jobs:    jobAPI,
+		Workers: workerAPI,
+		Ready: []api.Check{
+			{Name: "database", Check: st.Ping},
+			{Name: "nats", Check: natsReady(nc)},
+		},
+		Logger: logger,
+	})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+
+	// Run everything. streams is the parent of every request: cancelled when shutdown
+	// begins so that long-lived streams end and the drain does not wait for them.
+	g, gctx := errgroup.WithContext(ctx)
+	streams, endStreams := context.WithCancel(context.WithoutCancel(ctx))
+	defer endStreams()
+	srv := api.NewHTTPServer(handler, streams)
+	g.Go(func() error { return loop("saga engine", engine.Run(gctx)) })
+	g.Go(func() error { return loop("outbox relay", relay.Run(gctx)) })
+	g.Go(func() error { return loop("scheduler", svc.RunScheduler(gctx)) })
+	g.Go(func() error { return loop("job event listener", notifier.Listen(gctx, nc, logger)) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("server: http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down: draining HTTP requests", "timeout", cfg.ShutdownTimeout)
+		endStreams()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("HTTP drain incomplete; closing remaining connections", "err", err)
+			_ = srv.Close()
+		}
+		return nil
+	})
+	log.Info("server ready", "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir,
+		"nats", natsURL, "max_workers", lp.Capabilities().MaxWorkers)
+	if cfg.OnReady != nil {
+		cfg.OnReady(baseURL)
+	}
+	err = g.Wait()
+	log.Info("server stopped", "err", err)
+	return err
+}
+
+// loop labels the error of a loop; a loop that returns nil (its context ended) is fine.
+func loop(name string, err error) error {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("server: %s: %w", name, err)
+	}
+	return nil
+}
+
+// ErrorCodes maps the job logic's errors to API codes.
+func ErrorCodes() []api.ErrorCode {
+	return []api.ErrorCode{
+		{Err: jobs.ErrOTPReused, Code: connect.CodePermissionDenied},
+		{Err: jobs.ErrInvalidCredentials, Code: connect.CodeUnauthenticated},
+		{Err: jobs.ErrNotAssigned, Code: connect.CodePermissionDenied},
+		{Err: jobs.ErrInvalidInput, Code: connect.CodeInvalidArgument},
+	}
+}
+
+// natsReady checks that the connection is up and answers a round trip.
+func natsReady(nc *nats.Conn) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if s := nc.Status(); s != nats.CONNECTED {
+			return fmt.Errorf("connection %s", s)
+		}
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+		}
+		return nc.FlushWithContext(ctx)
+	}
+}
+
+// startEmbeddedNATS starts NATS with its JetStream store in dataDir/nats, locked
+// (flock) by this process. When another process holds the lock (two servers sharing a
+// data dir), a temporary store is used instead and a warning logged: the database is
+// the source of truth, the embedded store only holds events and saga task hints.
+func startEmbeddedNATS(ctx context.Context, dataDir string, log *slog.Logger) (*messaging.Embedded, func(), error) {
+	dir := filepath.Join(dataDir, "nats")
+	release := func() {}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("server: create NATS store dir %s: %w", dir, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dataDir, "nats.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server: open NATS store lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = lock.Close()
+		log.Warn("NATS store dir in use by another process; using a temporary store", "dir", dir)
+		dir = ""
+	} else {
+		release = func() { _ = lock.Close() } // closing releases the flock
+	}
+	start := time.Now()
+	emb, err := messaging.StartEmbedded(ctx, messaging.Options{StoreDir: dir})
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("server: embedded NATS: %w", err)
+	}
+	log.Info("embedded NATS started", "url", emb.ClientURL(), "store", dir, "took", time.Since(start))
+	return emb, release, nil
+}

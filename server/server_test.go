@@ -1,0 +1,149 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/internal/pgtest"
+	"github.com/hodei-jobs/hodei/server"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRunServesAndShutsDown starts a whole replica (migrations, embedded NATS, engine,
+// relay, scheduler, HTTP) on a random port, checks /readyz and a job round trip through
+// the API, holds a WatchJob stream open, then cancels: Run must return nil promptly
+// even though the stream was open.
+func TestRunServesAndShutsDown(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	readyURL := make(chan string, 1)
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- server.Run(ctx, server.Config{
+			Listen:      "127.0.0.1:0",
+			DatabaseURL: dbURL,
+			DataDir:     t.TempDir(),
+			MaxWorkers:  1,
+			OnReady:     func(u string) { readyURL <- u },
+		}, logger)
+	}()
+	var base string
+	select {
+	case base = <-readyURL:
+	case err := <-runErr:
+		t.Fatalf("Run returned before ready: %v\nlogs:\n%s", err, logs)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("not ready after 60s\nlogs:\n%s", logs)
+	}
+
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP1(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &p}, Timeout: 30 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := client.Get(base + "/readyz")
+		if err == nil {
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode == 200 && strings.TrimSpace(string(body)) == "ok" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never 200 (last err %v)\nlogs:\n%s", err, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// A job goes in and can be read back; an invalid one is refused.
+	streamClient := &http.Client{Transport: &http.Transport{Protocols: &p}}
+	jobs := hodeiv1connect.NewJobServiceClient(streamClient, base)
+	sub, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{
+		Spec: &hodeiv1.JobSpec{Command: []string{"true"}}}))
+	if err != nil {
+		t.Fatalf("SubmitJob: %v", err)
+	}
+	_, err = jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: &hodeiv1.JobSpec{}}))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("invalid spec: %v", err)
+	}
+	got, err := jobs.GetJob(ctx, connect.NewRequest(&hodeiv1.GetJobRequest{Id: sub.Msg.GetJob().GetId()}))
+	if err != nil || got.Msg.GetJob().GetId() != sub.Msg.GetJob().GetId() {
+		t.Fatalf("GetJob: %v %v", got, err)
+	}
+
+	// An open stream on a job that will not end (no worker binary here) must not hold
+	// up the shutdown.
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	watch, err := jobs.WatchJob(wctx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: sub.Msg.GetJob().GetId()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !watch.Receive() {
+		t.Fatalf("watch: %v", watch.Err())
+	}
+
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Fatalf("Run returned %v\nlogs:\n%s", err, logs)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("Run did not return 15s after cancel\nlogs:\n%s", logs)
+	}
+	took := time.Since(start)
+	t.Logf("shutdown took %s", took)
+	if took > 5*time.Second {
+		t.Errorf("shutdown took %s, want under 5s", took)
+	}
+	for watch.Receive() {
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	err := server.Run(context.Background(), server.Config{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "DatabaseURL") {
+		t.Fatalf("Run without a database URL: %v", err)
+	}
+	err = server.Run(context.Background(), server.Config{DatabaseURL: "postgres://x", Listen: "nope"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "Listen") {
+		t.Fatalf("Run with a bad listen address: %v", err)
+	}
+}
