@@ -59,9 +59,9 @@
 // database every PollInterval, so a lost wake-up or task costs only latency.
 //
 // Run keeps Concurrency workers busy from one claiming loop, with at most
-// 2×Concurrency sagas claimed (queued or running). A poll claims up to BatchSize
-// sagas and, while polls come back full, the loop claims again as soon as workers free
-// up instead of waiting for the next tick. Wake-ups and tasks are gathered while more
+// Concurrency+BatchSize sagas claimed (queued or running). A poll claims up to BatchSize
+// sagas and, while polls come back full, the loop claims again as soon as half a batch
+// of slots is free instead of waiting for the next tick. Wake-ups and tasks are gathered while more
 // are ready and claimed together (SagaStore.ClaimIDs). The histories of a claimed batch
 // that are too short to have a snapshot are read in one query (SagaStore.Histories), so
 // a fresh three-step saga costs: Start (one INSERT statement, no transaction of its

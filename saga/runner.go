@@ -707,10 +707,10 @@ type claimedSaga struct {
 
 // Run fires timers and runs sagas until ctx ends, and returns nil then. Concurrency
 // workers advance claimed sagas; one loop claims work for them, keeping at most
-// 2×Concurrency sagas claimed (running or queued): on every poll tick (timers, then up
-// to BatchSize runnable sagas; again as soon as workers free up while polls come back
-// full), and on wake-ups and tasks, which are gathered while more are ready and claimed
-// together with one ClaimIDs. A task is acked once its saga was run (or was not
+// Concurrency+BatchSize sagas claimed (running or queued): on every poll tick (timers,
+// then up to BatchSize runnable sagas; again as soon as half a batch of slots is free
+// while polls come back full), and on wake-ups and tasks, which are gathered while more
+// are ready and claimed together with one ClaimIDs. A task is acked once its saga was run (or was not
 // claimable: held elsewhere, parked or finished) and naked when the run failed. On
 // return, sagas claimed and not started are released.
 func (e *Engine) Run(ctx context.Context) error {
@@ -722,8 +722,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	tick := time.NewTicker(e.cfg.PollInterval)
 	defer tick.Stop()
 
-	capacity := 2 * e.cfg.Concurrency
-	refill := max(1, capacity/4) // free slots that make a backlogged runner poll at once
+	// Up to Concurrency sagas running and a batch queued behind them; a backlogged runner
+	// claims again once half a batch of slots is free, so workers rarely wait for the
+	// claiming loop and claims stay large.
+	capacity := e.cfg.Concurrency + e.cfg.BatchSize
+	refill := max(1, e.cfg.BatchSize/2)
 	work := make(chan claimedSaga)
 	finished := make(chan struct{}, capacity)
 	var wg sync.WaitGroup
