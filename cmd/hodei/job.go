@@ -475,11 +475,10 @@ func jobOutcome(job *hodeiv1.Job) error {
 		}
 		return &exitError{Code: exitJobFailed, Msg: fmt.Sprintf("job %s FAILED%s", id, reason)}
 	case domain.JobTimedOut:
-		limit := ""
-		if d := job.GetSpec().GetTimeout(); d != nil {
-			limit = " after " + d.AsDuration().String()
+		if d := job.GetSpec().GetTimeout(); reason == "" && d != nil {
+			reason = " after " + d.AsDuration().String()
 		}
-		return &exitError{Code: exitJobTimedOut, Msg: fmt.Sprintf("job %s TIMED_OUT%s%s", id, limit, reason)}
+		return &exitError{Code: exitJobTimedOut, Msg: fmt.Sprintf("job %s TIMED_OUT%s", id, reason)}
 	case domain.JobCancelled:
 		return &exitError{Code: exitJobCancelled, Msg: fmt.Sprintf("job %s CANCELLED%s", id, reason)}
 	case domain.JobManualInterventionRequired:

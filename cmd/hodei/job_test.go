@@ -141,6 +141,8 @@ func TestJobOutcome(t *testing.T) {
 		{&hodeiv1.Job{Id: "j", State: "FAILED"}, exitJobFailed, "job j FAILED: no exit code"},
 		{&hodeiv1.Job{Id: "j", State: "TIMED_OUT", Spec: &hodeiv1.JobSpec{Timeout: durationpb.New(2e9)}},
 			exitJobTimedOut, "job j TIMED_OUT after 2s"},
+		{&hodeiv1.Job{Id: "j", State: "TIMED_OUT", LastError: "timed out after 2s", Spec: &hodeiv1.JobSpec{Timeout: durationpb.New(2e9)}},
+			exitJobTimedOut, "job j TIMED_OUT: timed out after 2s"},
 		{&hodeiv1.Job{Id: "j", State: "CANCELLED", LastError: "by alice"}, exitJobCancelled, "job j CANCELLED: by alice"},
 		{&hodeiv1.Job{Id: "j", State: "MANUAL_INTERVENTION_REQUIRED"}, exitJobReview,
 			"job j needs an operator (MANUAL_INTERVENTION_REQUIRED)"},
