@@ -10,16 +10,38 @@ import (
 	"time"
 )
 
-// DefaultListen is the address `hodei server` listens on by default.
+// DefaultListen is the address `hodei server` and `hodei dev` listen on by default.
 const DefaultListen = "127.0.0.1:7070"
+
+// Store drivers (Config.Driver).
+const (
+	// DriverPostgres stores everything in PostgreSQL (Config.DatabaseURL): production,
+	// any number of replicas.
+	DriverPostgres = "postgres"
+	// DriverSQLite stores everything in one SQLite file (Config.SQLitePath): one
+	// process on one machine (`hodei dev`); see store/sqlite's package doc.
+	DriverSQLite = "sqlite"
+)
+
+// SQLiteFile is the name of the SQLite database inside DataDir when Config.SQLitePath
+// is empty.
+const SQLiteFile = "hodei.db"
 
 // Config configures Run. Zero fields get defaults (setDefaults); Validate names the
 // first bad field.
 type Config struct {
 	// Listen is the API's TCP address (default DefaultListen). Port 0 picks a free port.
 	Listen string
-	// DatabaseURL is the PostgreSQL URL (required). Run migrates the database first.
+	// Driver is the store driver: DriverPostgres (default) or DriverSQLite.
+	Driver string
+	// DatabaseURL is the PostgreSQL URL (required with DriverPostgres, refused with
+	// DriverSQLite). Run migrates the database first.
 	DatabaseURL string
+	// SQLitePath is the SQLite database file (DriverSQLite only; default
+	// DataDir/hodei.db). Open creates it, puts it in WAL mode and migrates it. Only one
+	// process may use it at a time: the caller guarantees that (`hodei dev` holds an
+	// flock on DataDir/LOCK, LockDataDir).
+	SQLitePath string
 	// NATSURL of an external NATS server with JetStream. Empty: an embedded server
 	// with its store under DataDir/nats.
 	NATSURL string
@@ -48,6 +70,12 @@ func (c *Config) setDefaults() {
 	if c.DataDir == "" {
 		c.DataDir = defaultDataDir()
 	}
+	if c.Driver == "" {
+		c.Driver = DriverPostgres
+	}
+	if c.Driver == DriverSQLite && c.SQLitePath == "" {
+		c.SQLitePath = filepath.Join(c.DataDir, SQLiteFile)
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
@@ -55,8 +83,20 @@ func (c *Config) setDefaults() {
 
 // Validate reports the first invalid field.
 func (c *Config) Validate() error {
-	if c.DatabaseURL == "" {
-		return errors.New("server: Config.DatabaseURL is required (--database-url or HODEI_DATABASE_URL)")
+	switch c.Driver {
+	case DriverPostgres, "":
+		if c.DatabaseURL == "" {
+			return errors.New("server: Config.DatabaseURL is required (--database-url or HODEI_DATABASE_URL)")
+		}
+		if c.SQLitePath != "" {
+			return fmt.Errorf("server: Config.SQLitePath is only for Config.Driver %q, not %q", DriverSQLite, c.Driver)
+		}
+	case DriverSQLite:
+		if c.DatabaseURL != "" {
+			return fmt.Errorf("server: Config.DatabaseURL is only for Config.Driver %q, not %q", DriverPostgres, c.Driver)
+		}
+	default:
+		return fmt.Errorf("server: Config.Driver %q is not %q or %q", c.Driver, DriverPostgres, DriverSQLite)
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("server: Config.Listen %q is not host:port: %w", c.Listen, err)

@@ -1,6 +1,8 @@
 // Package server assembles a Hodei control-plane replica and runs it (Run).
 //
-// Start-up, in order: create DataDir; migrate the database and open the store; connect
+// Start-up, in order: create DataDir; open the store of Config.Driver (PostgreSQL:
+// migrate Config.DatabaseURL, then open a pgx pool; SQLite: open Config.SQLitePath,
+// default DataDir/hodei.db, which migrates it and puts it in WAL mode); connect
 // to NATS (Config.NATSURL) or start it embedded with its JetStream store in
 // DataDir/nats (flock-ed; a second server on the same DataDir falls back to a
 // temporary store); ensure the HODEI_EVENTS stream; build the command bus with the
@@ -14,7 +16,16 @@
 // URL handed to workers is the real address); build jobs.Service (it registers the
 // command handlers), the outbox relay (BusSink through the same middleware chain, and
 // the JetStream publisher) and the API (api package) with /readyz probing the database
-// and NATS.
+// and NATS. Nothing outside the store opening depends on the driver: every part takes
+// store.Store (the scheduler's capacity lock is SchedulingStore.Lock, an advisory lock
+// on PostgreSQL and the single writer connection on SQLite; /readyz calls Store.Ping).
+//
+// # SQLite: one process
+//
+// The SQLite driver must be the only user of its file (store/sqlite's package doc).
+// Run does not enforce that; its caller does: `hodei dev` takes LockDataDir (an flock
+// on DataDir/LOCK holding its pid) before Run opens anything, and a second `hodei dev`
+// on the directory fails with a *DataDirInUseError without touching it.
 //
 // Loops (one errgroup; the first failure stops them all and is returned): saga engine,
 // outbox relay, scheduler, job-event listener (wakes WatchJob/StreamLogs streams), HTTP.

@@ -25,7 +25,9 @@ import (
 	"github.com/hodei-jobs/hodei/provider/local"
 	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/saga/natsq"
+	"github.com/hodei-jobs/hodei/store"
 	"github.com/hodei-jobs/hodei/store/postgres"
+	"github.com/hodei-jobs/hodei/store/sqlite"
 )
 
 // Run assembles and runs a control-plane replica until ctx ends, then shuts it down
@@ -44,16 +46,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 
 	// Database.
-	applied, err := postgres.Migrate(ctx, cfg.DatabaseURL)
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("server: migrate: %w", err)
-	}
-	if len(applied) > 0 {
-		log.Info("database migrated", "applied", applied)
-	}
-	st, err := postgres.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("server: open database: %w", err)
+		return err
 	}
 	defer st.Close()
 
@@ -205,7 +200,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		}
 		return nil
 	})
-	log.Info("server ready", "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir,
+	log.Info("server ready", "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir, "driver", cfg.Driver,
 		"nats", natsURL, "max_workers", lp.Capabilities().MaxWorkers)
 	if cfg.OnReady != nil {
 		cfg.OnReady(baseURL)
@@ -213,6 +208,33 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	err = g.Wait()
 	log.Info("server stopped", "err", err)
 	return err
+}
+
+// openStore opens (and migrates) the store of cfg.Driver.
+func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.Store, error) {
+	switch cfg.Driver {
+	case DriverSQLite:
+		start := time.Now()
+		st, err := sqlite.Open(ctx, cfg.SQLitePath)
+		if err != nil {
+			return nil, fmt.Errorf("server: open SQLite database (Config.SQLitePath %s): %w", cfg.SQLitePath, err)
+		}
+		log.Info("SQLite database open", "path", cfg.SQLitePath, "took", time.Since(start))
+		return st, nil
+	default:
+		applied, err := postgres.Migrate(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("server: migrate: %w", err)
+		}
+		if len(applied) > 0 {
+			log.Info("database migrated", "applied", applied)
+		}
+		st, err := postgres.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("server: open database: %w", err)
+		}
+		return st, nil
+	}
 }
 
 // loop labels the error of a loop; a loop that returns nil (its context ended) is fine.

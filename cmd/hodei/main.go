@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 		newSagaCmd(),
 		newJobCmd(),
 		newServerCmd(),
+		newDevCmd(),
 		newWorkerCmd(),
 		// Each subcommand lives in its own file: add its constructor here.
 	)
