@@ -2,17 +2,20 @@ package e2e
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"testing"
 
 	"github.com/hodei-jobs/hodei/internal/pgtest"
 )
 
-// `hodei bench jobs` against a running server and with an in-process one prints the
-// agreed JSON keys, and every job succeeds. (Figures are not judged here: benchmarks
-// are not timed tests.)
-func TestBenchJobs(t *testing.T) {
-	s := startServer(t, 4)
-	check := func(r cliResult) {
+// `hodei bench jobs` against a running platform and with an in-process server on the
+// same driver prints the agreed JSON keys, and every job succeeds. (Figures are not
+// judged here: benchmarks are not timed tests.)
+func TestBenchJobs(t *testing.T) { forEachBackend(t, testBenchJobs) }
+
+func testBenchJobs(t *testing.T, b backend) {
+	s := startServer(t, b, 4)
+	check := func(r cliResult, driver string) {
 		t.Helper()
 		if r.code != 0 {
 			t.Fatalf("%v", r)
@@ -29,9 +32,17 @@ func TestBenchJobs(t *testing.T) {
 		if res["succeeded"] != float64(20) {
 			t.Errorf("bench jobs: succeeded = %v, want 20 (%s)", res["succeeded"], r.stdout)
 		}
+		if driver != "" && res["driver"] != driver {
+			t.Errorf("bench jobs in-process: driver = %v, want %s (%s)", res["driver"], driver, r.stdout)
+		}
 		t.Logf("%s", r.stdout)
 	}
-	check(s.hodei("bench", "jobs", "--server", s.url, "--jobs", "20", "--concurrency", "4", "-o", "json"))
-	check(s.hodei("bench", "jobs", "--database-url", pgtest.NewDatabase(t), "--max-workers", "4",
-		"--jobs", "20", "--concurrency", "4", "-o", "json"))
+	check(s.hodei("bench", "jobs", "--server", s.url, "--jobs", "20", "--concurrency", "4", "-o", "json"), "")
+	if b == backendDev {
+		check(s.hodei("bench", "jobs", "--driver", "sqlite", "--sqlite-path", filepath.Join(t.TempDir(), "bench.db"),
+			"--max-workers", "4", "--jobs", "20", "--concurrency", "4", "-o", "json"), "sqlite")
+	} else {
+		check(s.hodei("bench", "jobs", "--database-url", pgtest.NewDatabase(t), "--max-workers", "4",
+			"--jobs", "20", "--concurrency", "4", "-o", "json"), "postgres")
+	}
 }

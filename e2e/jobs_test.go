@@ -22,8 +22,10 @@ import (
 // The README's first job: `hodei job run -- echo hello` prints hello and exits 0; a
 // submitted echo job ends SUCCEEDED with its output in the logs, visible in get, list
 // and logs.
-func TestEchoJob(t *testing.T) {
-	s := startServer(t, 0)
+func TestEchoJob(t *testing.T) { forEachBackend(t, testEchoJob) }
+
+func testEchoJob(t *testing.T, b backend) {
+	s := startServer(t, b, 0)
 
 	r := s.mustHodei("job", "run", "--", "echo", "hello")
 	if r.stdout != "hello\n" || r.stderr != "" {
@@ -91,8 +93,10 @@ func TestEchoJob(t *testing.T) {
 
 // A failing command: `job run` passes its exit code and output on; the job is FAILED
 // with the exit code recorded.
-func TestFailingJobExitCode(t *testing.T) {
-	s := startServer(t, 0)
+func TestFailingJobExitCode(t *testing.T) { forEachBackend(t, testFailingJobExitCode) }
+
+func testFailingJobExitCode(t *testing.T, b backend) {
+	s := startServer(t, b, 0)
 
 	r := s.hodei("job", "run", "--label", "case=exit3", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
 	if r.code != 3 || r.stdout != "out\n" || r.stderr != "err\n" {
@@ -116,8 +120,10 @@ func TestFailingJobExitCode(t *testing.T) {
 
 // `job run` of a job that times out or is cancelled exits non-zero with a one-line
 // reason on stderr.
-func TestTimedOutAndCancelledJobRun(t *testing.T) {
-	s := startServer(t, 0)
+func TestTimedOutAndCancelledJobRun(t *testing.T) { forEachBackend(t, testTimedOutAndCancelledJobRun) }
+
+func testTimedOutAndCancelledJobRun(t *testing.T, b backend) {
+	s := startServer(t, b, 0)
 
 	r := s.hodei("job", "run", "--timeout", "1s", "--", "sleep", "30")
 	if r.code != 124 || !strings.Contains(r.stderr, "TIMED_OUT") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
@@ -147,8 +153,10 @@ func TestTimedOutAndCancelledJobRun(t *testing.T) {
 }
 
 // 50 jobs run at once through `hodei job run`, each printing its own output.
-func TestFiftyConcurrentJobs(t *testing.T) {
-	s := startServer(t, 0)
+func TestFiftyConcurrentJobs(t *testing.T) { forEachBackend(t, testFiftyConcurrentJobs) }
+
+func testFiftyConcurrentJobs(t *testing.T, b backend) {
+	s := startServer(t, b, 0)
 	const n = 50
 	start := time.Now()
 	results := make([]cliResult, n)
@@ -181,12 +189,14 @@ func TestFiftyConcurrentJobs(t *testing.T) {
 // job B is claimed, every job ranked before B is already claimed, and those not yet
 // started hold one of the other capacity-1 slots. So at most capacity-1 jobs ranked
 // before B start after B.
-func TestCapacityAndPriority(t *testing.T) {
+func TestCapacityAndPriority(t *testing.T) { forEachBackend(t, testCapacityAndPriority) }
+
+func testCapacityAndPriority(t *testing.T, b backend) {
 	const (
 		capacity = 8
 		n        = 300
 	)
-	s := startServer(t, capacity)
+	s := startServer(t, b, capacity)
 	gate := filepath.Join(t.TempDir(), "open")
 	blocker := fmt.Sprintf("while [ ! -e %s ]; do sleep 0.2; done", gate)
 	for range capacity {
@@ -194,7 +204,7 @@ func TestCapacityAndPriority(t *testing.T) {
 	}
 	waitRunning(t, s, map[string]string{"role": "blocker"}, capacity, 60*time.Second)
 
-	sm := startSampler(s.url, s.dbURL, capacity, 50*time.Millisecond)
+	sm := startSampler(s, capacity, 50*time.Millisecond)
 	submitStart := time.Now()
 	priorities := []int{0, 7, -5} // interleaved: FIFO would mix them
 	ids := make([]string, n)
@@ -232,10 +242,7 @@ func TestCapacityAndPriority(t *testing.T) {
 	if seen.maxLive > capacity {
 		t.Errorf("saw %d live workers at once, capacity is %d; first time: %s", seen.maxLive, capacity, seen.over)
 	}
-	var workerRows int
-	if err := s.db().QueryRow(t.Context(), `SELECT count(*) FROM workers`).Scan(&workerRows); err != nil {
-		t.Fatal(err)
-	}
+	workerRows := s.count(`SELECT count(*) FROM workers`)
 	t.Logf("%d workers recorded in the database for %d jobs", workerRows, n+capacity)
 	if bl := s.waitJobs(map[string]string{"role": "blocker"}, capacity, 30*time.Second); countStates(bl)["SUCCEEDED"] != capacity {
 		t.Errorf("blockers: %v, want all SUCCEEDED", countStates(bl))
@@ -307,9 +314,11 @@ func waitRunning(t *testing.T, s *server, labels map[string]string, n int, timeo
 // The server is SIGKILLed while jobs run and others wait, then started again on the
 // same address and database: every job still ends SUCCEEDED with its output, and no
 // worker process is left.
-func TestServerKilledWhileJobsRun(t *testing.T) {
+func TestServerKilledWhileJobsRun(t *testing.T) { forEachBackend(t, testServerKilledWhileJobsRun) }
+
+func testServerKilledWhileJobsRun(t *testing.T, b backend) {
 	const n = 12
-	s := startServer(t, 4)
+	s := startServer(t, b, 4)
 	ids := make([]string, n)
 	for i := range n {
 		ids[i] = s.submit("--label", "batch=chaos", "--", "sh", "-c", fmt.Sprintf("sleep 1.5; echo chaos-%d", i))
@@ -353,8 +362,10 @@ func isWorker(pid int) bool {
 
 // Invalid specs are refused, naming the field, through the CLI and through the API as
 // any HTTP client would send them; nothing is created.
-func TestInvalidSpecsRefused(t *testing.T) {
-	s := startServer(t, 0)
+func TestInvalidSpecsRefused(t *testing.T) { forEachBackend(t, testInvalidSpecsRefused) }
+
+func testInvalidSpecsRefused(t *testing.T, b backend) {
+	s := startServer(t, b, 0)
 	big := strings.Repeat("x", 70<<10) // over MaxEnvBytes (64 KiB)
 	for _, tc := range []struct {
 		args []string
@@ -401,13 +412,8 @@ func TestInvalidSpecsRefused(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(r.stdout), &list); err != nil || len(list.GetJobs()) != 0 {
 		t.Fatalf("job list -o json after refused submissions: %v (%v), want no jobs", r, err)
 	}
-	conn := s.db()
 	for _, table := range []string{"jobs", "outbox"} {
-		var rows int
-		if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM "+table).Scan(&rows); err != nil {
-			t.Fatalf("count %s: %v", table, err)
-		}
-		if rows != 0 {
+		if rows := s.count("SELECT count(*) FROM " + table); rows != 0 {
 			t.Errorf("%d rows in %s after refused submissions, want 0", rows, table)
 		}
 	}
@@ -431,4 +437,42 @@ func postSubmit(t *testing.T, url, body string) (code, msg string) {
 		t.Fatalf("SubmitJob answered %s with %q", res.Status, b)
 	}
 	return e.Code, e.Message
+}
+
+// The platform is stopped with SIGTERM and started again on the same address and
+// database (dev: data directory): the jobs submitted before are listed again with their
+// states and output, and new jobs run.
+func TestRestartKeepsJobs(t *testing.T) { forEachBackend(t, testRestartKeepsJobs) }
+
+func testRestartKeepsJobs(t *testing.T, b backend) {
+	s := startServer(t, b, 0)
+	ok := s.submit("--label", "case=restart", "--", "sh", "-c", "echo kept")
+	bad := s.submit("--label", "case=restart", "--", "sh", "-c", "exit 4")
+	s.waitJobs(map[string]string{"case": "restart"}, 2, 60*time.Second)
+	if !s.stop() {
+		t.Fatalf("hodei %s did not exit within 20s of SIGTERM", b)
+	}
+	s.startProcess()
+
+	r := s.mustHodei("job", "list", "--label", "case=restart", "-o", "json")
+	var list hodeiv1.ListJobsResponse
+	if err := protojson.Unmarshal([]byte(r.stdout), &list); err != nil {
+		t.Fatalf("job list -o json after the restart: %v (%v)", r, err)
+	}
+	states := map[string]string{}
+	for _, j := range list.GetJobs() {
+		states[j.GetId()] = j.GetState()
+	}
+	if len(states) != 2 || states[ok] != "SUCCEEDED" || states[bad] != "FAILED" {
+		t.Fatalf("jobs after the restart: %v, want %s SUCCEEDED and %s FAILED", states, ok, bad)
+	}
+	if j := s.getJob(bad); j.ExitCode == nil || j.GetExitCode() != 4 {
+		t.Errorf("failed job after the restart: %v, want exit code 4", j)
+	}
+	if r := s.mustHodei("job", "logs", ok); r.stdout != "kept\n" {
+		t.Errorf("job logs after the restart: %v, want stdout \"kept\\n\"", r)
+	}
+	if r := s.mustHodei("job", "run", "--", "echo", "after"); r.stdout != "after\n" {
+		t.Errorf("job run after the restart: %v", r)
+	}
 }

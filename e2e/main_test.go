@@ -21,8 +21,11 @@ import (
 	"testing"
 	"time"
 
+	"database/sql"
+
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
 
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
@@ -93,11 +96,33 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// server is one `hodei server` process (restartable on the same address, database and
-// data directory).
+// backend is the platform a scenario runs on.
+type backend string
+
+const (
+	// backendPostgres is `hodei server --database-url …` on a fresh PostgreSQL database.
+	backendPostgres backend = "postgres"
+	// backendDev is `hodei dev --data-dir …`: SQLite, embedded NATS, one process.
+	backendDev backend = "dev"
+)
+
+// backends are the platforms every job-path scenario runs on, as subtests of that name.
+var backends = []backend{backendPostgres, backendDev}
+
+// forEachBackend runs fn as subtest TestX/postgres and TestX/dev. The subtests run one
+// after the other (the machine may have two cores).
+func forEachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
+	for _, b := range backends {
+		t.Run(string(b), func(t *testing.T) { fn(t, b) })
+	}
+}
+
+// server is one platform process, `hodei server` or `hodei dev` (restartable on the
+// same address, database and data directory).
 type server struct {
 	t          *testing.T
-	dbURL      string
+	backend    backend
+	dbURL      string // backendPostgres only
 	dataDir    string
 	maxWorkers int
 	listen     string // "127.0.0.1:0" until the first start picked a port
@@ -110,19 +135,26 @@ type server struct {
 	start time.Time
 }
 
-// startServer starts a server on a fresh database with the given capacity (0: the
-// server's default). The server is stopped with SIGTERM at the end of the test (which
-// must make it exit), leftover workers are killed and reported, and its log is printed
-// if the test failed.
-func startServer(t *testing.T, maxWorkers int) *server {
+// startServer starts the platform b on a fresh database (PostgreSQL) or data
+// directory (dev) with the given capacity (0: the default). It is stopped with SIGTERM
+// at the end of the test (which must make it exit), leftover workers are killed and
+// reported, and its log is printed if the test failed.
+func startServer(t *testing.T, b backend, maxWorkers int) *server {
 	t.Helper()
 	s := &server{
 		t:          t,
-		dbURL:      pgtest.NewDatabase(t),
+		backend:    b,
 		dataDir:    t.TempDir(),
 		maxWorkers: maxWorkers,
 		listen:     "127.0.0.1:0",
 		log:        &lockedBuffer{},
+	}
+	switch b {
+	case backendPostgres:
+		s.dbURL = pgtest.NewDatabase(t)
+	case backendDev:
+	default:
+		t.Fatalf("unknown backend %q", b)
 	}
 	t.Cleanup(s.cleanup)
 	s.startProcess()
@@ -132,7 +164,12 @@ func startServer(t *testing.T, maxWorkers int) *server {
 func (s *server) startProcess() {
 	t := s.t
 	t.Helper()
-	args := []string{"server", "--listen", s.listen, "--database-url", s.dbURL, "--data-dir", s.dataDir}
+	var args []string
+	if s.backend == backendDev {
+		args = []string{"dev", "--listen", s.listen, "--data-dir", s.dataDir}
+	} else {
+		args = []string{"server", "--listen", s.listen, "--database-url", s.dbURL, "--data-dir", s.dataDir}
+	}
 	if s.maxWorkers > 0 {
 		args = append(args, "--max-workers", strconv.Itoa(s.maxWorkers))
 	}
@@ -154,17 +191,19 @@ func (s *server) startProcess() {
 	s.done = done
 	go func() {
 		err := cmd.Wait()
-		fmt.Fprintf(s.log, "=== e2e: hodei server exited: %v\n", err)
+		fmt.Fprintf(s.log, "=== e2e: hodei %s exited: %v\n", args[0], err)
 		pw.Close()
 		close(done)
 	}()
 
-	// The server prints "hodei server listening on URL" once it serves.
+	// The server prints "hodei server listening on URL" (dev: "hodei dev listening on
+	// URL") once it serves.
+	prefix := "hodei " + args[0] + " listening on "
 	urlc := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "hodei server listening on "); ok {
+			if u, ok := strings.CutPrefix(sc.Text(), prefix); ok {
 				select {
 				case urlc <- strings.TrimSpace(u):
 				default:
@@ -541,7 +580,8 @@ type sampler struct {
 	over    string // description of the first sample above limit
 }
 
-func startSampler(url, dbURL string, limit int, interval time.Duration) *sampler {
+func startSampler(s *server, limit int, interval time.Duration) *sampler {
+	url := s.url
 	sm := &sampler{stop: make(chan struct{}), done: make(chan struct{}), seen: map[int]bool{}}
 	go func() {
 		defer close(sm.done)
@@ -555,7 +595,7 @@ func startSampler(url, dbURL string, limit int, interval time.Duration) *sampler
 				sm.seen[p.pid] = true
 			}
 			if len(procs) > limit {
-				desc, terminated := describeWorkers(dbURL, procs)
+				desc, terminated := s.describeWorkers(procs)
 				live -= terminated
 				if live > limit && sm.over == "" {
 					sm.over = desc
@@ -574,30 +614,47 @@ func startSampler(url, dbURL string, limit int, interval time.Duration) *sampler
 
 // describeWorkers lists the worker processes with the state of their workers (and of
 // their jobs) in the database, and counts those the database has TERMINATED.
-func describeWorkers(dbURL string, procs []workerProc) (desc string, terminated int) {
+func (s *server) describeWorkers(procs []workerProc) (desc string, terminated int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d worker processes at %s:", len(procs), time.Now().Format("15:04:05.000"))
-	conn, err := pgx.Connect(ctx, dbURL)
+	db, err := s.openDB()
 	if err != nil {
 		return b.String() + " (database: " + err.Error() + ")", 0
 	}
-	defer conn.Close(ctx)
-	for _, p := range procs {
-		var wstate, job, jstate string
-		err := conn.QueryRow(ctx, `SELECT w.state, w.job_id, coalesce(j.state, '')
-			FROM workers w LEFT JOIN jobs j ON j.id = w.job_id WHERE w.id = $1`, p.id).Scan(&wstate, &job, &jstate)
-		if err != nil {
-			wstate = "(" + err.Error() + ")"
+	defer db.Close()
+	type row struct{ state, job, jstate string }
+	rows, err := db.QueryContext(ctx, `SELECT w.id, w.state, coalesce(w.job_id, ''), coalesce(j.state, '')
+		FROM workers w LEFT JOIN jobs j ON j.id = w.job_id`)
+	if err != nil {
+		return b.String() + " (database: " + err.Error() + ")", 0
+	}
+	byID := map[string]row{}
+	active := 0
+	for rows.Next() {
+		var id string
+		var r row
+		if err := rows.Scan(&id, &r.state, &r.job, &r.jstate); err != nil {
+			rows.Close()
+			return b.String() + " (database: " + err.Error() + ")", 0
 		}
-		if wstate == "TERMINATED" {
+		byID[id] = r
+		if r.state != "TERMINATED" {
+			active++
+		}
+	}
+	rows.Close()
+	for _, p := range procs {
+		r, ok := byID[p.id]
+		if !ok {
+			r.state = "(no row)"
+		}
+		if r.state == "TERMINATED" {
 			terminated++
 		}
-		fmt.Fprintf(&b, "\n  pid %d worker %s: %s (alive now: %v), job %s %s", p.pid, p.id, wstate, processAlive(p.pid), job, jstate)
+		fmt.Fprintf(&b, "\n  pid %d worker %s: %s (alive now: %v), job %s %s", p.pid, p.id, r.state, processAlive(p.pid), r.job, r.jstate)
 	}
-	var active int
-	_ = conn.QueryRow(ctx, `SELECT count(*) FROM workers WHERE state <> 'TERMINATED'`).Scan(&active)
 	fmt.Fprintf(&b, "\n  workers not TERMINATED in the database: %d", active)
 	return b.String(), terminated
 }
@@ -633,13 +690,27 @@ func (s *server) waitNoWorkers(timeout time.Duration) {
 	}
 }
 
-// db connects to the server's database (closed at the end of the test).
-func (s *server) db() *pgx.Conn {
-	s.t.Helper()
-	conn, err := pgx.Connect(context.Background(), s.dbURL)
-	if err != nil {
-		s.t.Fatalf("connect to the database: %v", err)
+// openDB opens the server's database with database/sql: the PostgreSQL database, or
+// (dev) the SQLite file in its data directory, read-only (WAL mode lets another
+// process read while `hodei dev` writes).
+func (s *server) openDB() (*sql.DB, error) {
+	if s.backend == backendDev {
+		return sql.Open("sqlite", "file:"+filepath.Join(s.dataDir, "hodei.db")+"?mode=ro&_pragma=busy_timeout(5000)")
 	}
-	s.t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
+	return sql.Open("pgx", s.dbURL)
+}
+
+// count runs a SELECT count(*) … query on the server's database.
+func (s *server) count(query string) int {
+	s.t.Helper()
+	db, err := s.openDB()
+	if err != nil {
+		s.t.Fatalf("open the database: %v", err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(s.t.Context(), query).Scan(&n); err != nil {
+		s.t.Fatalf("%s: %v", query, err)
+	}
+	return n
 }

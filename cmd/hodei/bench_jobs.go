@@ -22,9 +22,11 @@ func newBenchJobsCmd() *cobra.Command {
 			"jobs per second from the first submission to the last end, and the latency from " +
 			"submission to the job's start (p50/p95/p99). Against a running server with " +
 			"--server, or with --database-url against a server started in this process on a " +
-			"free port (its workers are real `hodei worker` processes).",
+			"free port (its workers are real `hodei worker` processes), or with --driver sqlite " +
+			"against such a server on an SQLite file (--sqlite-path; default a temporary one).",
 		Example: "  hodei bench jobs --server http://127.0.0.1:7070 --jobs 500 --concurrency 16\n" +
-			"  hodei bench jobs --database-url postgres://localhost/hodei_bench -o json",
+			"  hodei bench jobs --database-url postgres://localhost/hodei_bench -o json\n" +
+			"  hodei bench jobs --driver sqlite --sqlite-path /tmp/bench.db --jobs 200",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -38,7 +40,26 @@ func newBenchJobsCmd() *cobra.Command {
 			if srvGiven && cmd.Flags().Lookup("database-url").Changed {
 				return errors.New("--server and --database-url: give one (a running server, or an in-process one)")
 			}
-			if srvGiven || cfg.DatabaseURL == "" {
+			switch cfg.Driver {
+			case bench.DriverPostgres:
+				if cfg.SQLitePath != "" {
+					return errors.New("--sqlite-path: only with --driver sqlite")
+				}
+			case bench.DriverSQLite:
+				if srvGiven {
+					return errors.New("--server and --driver sqlite: give one (a running server, or an in-process one on SQLite)")
+				}
+				if cmd.Flags().Lookup("database-url").Changed {
+					return errors.New("--database-url: not with --driver sqlite (use --sqlite-path)")
+				}
+				cfg.DatabaseURL, cfg.ServerURL = "", ""
+			default:
+				return fmt.Errorf("--driver: %q is not postgres or sqlite", cfg.Driver)
+			}
+			if cfg.Driver == bench.DriverSQLite {
+				// An in-process server on SQLite: cfg is complete.
+			} else if srvGiven || cfg.DatabaseURL == "" {
+				cfg.Driver = ""
 				cfg.DatabaseURL = ""
 				if _, err := checkServerURL(cfg.ServerURL); err != nil {
 					return err
@@ -65,7 +86,7 @@ func newBenchJobsCmd() *cobra.Command {
 			}
 			where := res.Server
 			if res.InProcess {
-				where += " (in-process)"
+				where += " (in-process, " + res.Driver + ")"
 			}
 			fmt.Fprintf(out, "server:      %s\n", where)
 			fmt.Fprintf(out, "jobs:        %d (%d in flight): %d succeeded, %d did not\n", res.Jobs, res.Concurrency, res.Succeeded, res.NotSucceeded)
@@ -85,6 +106,8 @@ func newBenchJobsCmd() *cobra.Command {
 		"run a server in this process on this PostgreSQL database instead of using --server")
 	outputFlag(cmd, &output)
 	f := cmd.Flags()
+	f.StringVar(&cfg.Driver, "driver", bench.DriverPostgres, "store driver of the in-process server: postgres (--database-url) or sqlite (--sqlite-path)")
+	f.StringVar(&cfg.SQLitePath, "sqlite-path", "", "SQLite file of the in-process server with --driver sqlite (default: one in a temporary data directory)")
 	f.IntVar(&cfg.Jobs, "jobs", 500, "jobs submitted")
 	f.IntVar(&cfg.Concurrency, "concurrency", 16, "jobs in flight at once")
 	f.IntVar(&cfg.MaxWorkers, "max-workers", 0, "capacity of the in-process server (0: its default)")

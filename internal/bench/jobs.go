@@ -24,14 +24,20 @@ import (
 	"github.com/hodei-jobs/hodei/server"
 )
 
-// JobsConfig configures RunJobs: either ServerURL (a running server) or DatabaseURL (a
-// server started in this process on a free port, with its own data directory).
+// JobsConfig configures RunJobs: either ServerURL (a running server), or a server
+// started in this process on a free port with its own data directory, on DatabaseURL
+// (Driver postgres) or SQLitePath (Driver sqlite).
 type JobsConfig struct {
 	// ServerURL of a running `hodei server`.
 	ServerURL string
 	// DatabaseURL of the database of an in-process server (used when ServerURL is
 	// empty). The server migrates it; jobs accumulate in it.
 	DatabaseURL string
+	// Driver of the in-process server: DriverPostgres (default) or DriverSQLite.
+	Driver string
+	// SQLitePath is the SQLite file of an in-process server with Driver sqlite (""
+	// with Driver sqlite: hodei.db in its temporary data directory).
+	SQLitePath string
 	// MaxWorkers is the in-process server's capacity (0: the server's default).
 	MaxWorkers int
 	// Jobs submitted in all (default 500).
@@ -48,6 +54,9 @@ type JobsConfig struct {
 }
 
 func (c *JobsConfig) setDefaults() {
+	if c.Driver == "" && c.ServerURL == "" {
+		c.Driver = DriverPostgres
+	}
 	if c.Jobs == 0 {
 		c.Jobs = 500
 	}
@@ -61,11 +70,18 @@ func (c *JobsConfig) setDefaults() {
 
 // Validate reports the first invalid field.
 func (c *JobsConfig) Validate() error {
+	inProcess := c.DatabaseURL != "" || c.Driver == DriverSQLite
 	switch {
-	case c.ServerURL == "" && c.DatabaseURL == "":
-		return errors.New("bench jobs: set ServerURL (a running server) or DatabaseURL (an in-process server)")
-	case c.ServerURL != "" && c.DatabaseURL != "":
-		return errors.New("bench jobs: set only one of ServerURL and DatabaseURL")
+	case c.Driver != "" && c.Driver != DriverPostgres && c.Driver != DriverSQLite:
+		return fmt.Errorf("bench jobs: Driver %q is not %q or %q", c.Driver, DriverPostgres, DriverSQLite)
+	case c.ServerURL == "" && !inProcess:
+		return errors.New("bench jobs: set ServerURL (a running server), DatabaseURL or Driver sqlite (an in-process server)")
+	case c.ServerURL != "" && (inProcess || c.SQLitePath != ""):
+		return errors.New("bench jobs: set only one of ServerURL and an in-process server (DatabaseURL, Driver sqlite)")
+	case c.Driver == DriverSQLite && c.DatabaseURL != "":
+		return errors.New("bench jobs: DatabaseURL is for Driver postgres, not sqlite")
+	case c.Driver != DriverSQLite && c.SQLitePath != "":
+		return errors.New("bench jobs: SQLitePath is for Driver sqlite")
 	case c.Jobs < 1 || c.Jobs > 1_000_000:
 		return fmt.Errorf("bench jobs: Jobs %d out of range [1, 1000000]", c.Jobs)
 	case c.Concurrency < 1 || c.Concurrency > 10_000:
@@ -84,8 +100,10 @@ func (c *JobsConfig) Validate() error {
 
 // JobsResult is what `hodei bench jobs` reports.
 type JobsResult struct {
-	Server      string `json:"server"`
-	InProcess   bool   `json:"in_process"`
+	Server    string `json:"server"`
+	InProcess bool   `json:"in_process"`
+	// Driver is the in-process server's store driver ("" against a running server).
+	Driver      string `json:"driver,omitempty"`
 	Jobs        int    `json:"jobs"`
 	Concurrency int    `json:"concurrency"`
 	Succeeded   int    `json:"succeeded"`
@@ -120,6 +138,7 @@ func RunJobs(ctx context.Context, cfg JobsConfig) (*JobsResult, error) {
 	base := cfg.ServerURL
 	if base == "" {
 		res.InProcess = true
+		res.Driver = cfg.Driver
 		srvURL, stop, err := jobsStartServer(ctx, cfg)
 		if err != nil {
 			return nil, err
@@ -319,7 +338,9 @@ func jobsStartServer(ctx context.Context, cfg JobsConfig) (string, func(), error
 	go func() {
 		exited <- server.Run(srvCtx, server.Config{
 			Listen:      "127.0.0.1:0",
+			Driver:      cfg.Driver,
 			DatabaseURL: cfg.DatabaseURL,
+			SQLitePath:  cfg.SQLitePath,
 			DataDir:     dataDir,
 			MaxWorkers:  cfg.MaxWorkers,
 			OnReady:     func(u string) { ready <- u },

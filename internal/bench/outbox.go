@@ -1,10 +1,12 @@
 // Package bench holds the benchmarks behind `hodei bench`: each one drives real
-// components against a real PostgreSQL and reports figures a user can compare with a
-// peer system measured on the same server.
+// components against a real database (PostgreSQL, or for the outbox and jobs
+// benchmarks also the embedded SQLite driver) and reports figures a user can compare
+// with a peer system measured on the same server.
 package bench
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -22,12 +24,25 @@ import (
 	"github.com/hodei-jobs/hodei/outbox"
 	"github.com/hodei-jobs/hodei/store"
 	"github.com/hodei-jobs/hodei/store/postgres"
+	"github.com/hodei-jobs/hodei/store/sqlite"
+)
+
+// Store drivers of the benchmarks (OutboxConfig.Driver, JobsConfig.Driver).
+const (
+	DriverPostgres = "postgres"
+	DriverSQLite   = "sqlite"
 )
 
 // OutboxConfig configures RunOutbox.
 type OutboxConfig struct {
-	// DatabaseURL is the PostgreSQL database to use. Its outbox table is TRUNCATED.
+	// Driver is DriverPostgres (default) or DriverSQLite.
+	Driver string
+	// DatabaseURL is the PostgreSQL database to use (DriverPostgres). Its outbox table
+	// is TRUNCATED.
 	DatabaseURL string
+	// SQLitePath is the SQLite database file to use (DriverSQLite; created if missing).
+	// Its outbox table is emptied.
+	SQLitePath string
 	// Messages pre-inserted for the burn-down phase (default 100,000).
 	Messages int
 	// Rate of single-row inserts per second in the latency phase (default 500).
@@ -46,6 +61,9 @@ type OutboxConfig struct {
 }
 
 func (c *OutboxConfig) setDefaults() {
+	if c.Driver == "" {
+		c.Driver = DriverPostgres
+	}
 	if c.Messages == 0 {
 		c.Messages = 100000
 	}
@@ -71,9 +89,25 @@ func (c *OutboxConfig) setDefaults() {
 
 // Validate reports the first invalid field.
 func (c *OutboxConfig) Validate() error {
+	switch c.Driver {
+	case DriverPostgres:
+		if c.DatabaseURL == "" {
+			return errors.New("bench outbox: DatabaseURL is empty")
+		}
+		if c.SQLitePath != "" {
+			return errors.New("bench outbox: SQLitePath is for Driver sqlite, not postgres")
+		}
+	case DriverSQLite:
+		if c.SQLitePath == "" {
+			return errors.New("bench outbox: SQLitePath is empty (Driver sqlite)")
+		}
+		if c.DatabaseURL != "" {
+			return errors.New("bench outbox: DatabaseURL is for Driver postgres, not sqlite")
+		}
+	default:
+		return fmt.Errorf("bench outbox: Driver %q is not %q or %q", c.Driver, DriverPostgres, DriverSQLite)
+	}
 	switch {
-	case c.DatabaseURL == "":
-		return errors.New("bench outbox: DatabaseURL is empty")
 	case c.Messages < 1 || c.Messages > 100_000_000:
 		return fmt.Errorf("bench outbox: Messages %d out of range [1, 100000000]", c.Messages)
 	case c.Rate < 1 || c.Rate > 100_000:
@@ -92,6 +126,8 @@ func (c *OutboxConfig) Validate() error {
 
 // OutboxResult is what `hodei bench outbox -o json` prints.
 type OutboxResult struct {
+	// Driver is the store driver measured (postgres or sqlite).
+	Driver string `json:"driver"`
 	// Burn-down phase.
 	ThroughputPerS  float64 `json:"throughput_per_s"`
 	Messages        int     `json:"messages"`
@@ -107,9 +143,15 @@ type OutboxResult struct {
 	Rate         int     `json:"rate_per_s"`
 	// AchievedRate is the insert rate actually reached.
 	AchievedRate float64 `json:"achieved_rate_per_s"`
-	// LatencyInserted rows were inserted, each in its own transaction, by a second
-	// Store (its own pool), so relays could learn of them only through NOTIFY.
+	// LatencyInserted rows were inserted, each in its own transaction. On PostgreSQL
+	// the inserter is a second Store (its own pool), so relays could learn of them only
+	// through NOTIFY, as from another process. On SQLite (one process per database) it
+	// is the relays' own Store, whose wake-ups are in-process: LatencyInserter says
+	// which.
 	LatencyInserted int `json:"latency_inserted"`
+	// LatencyInserter is "separate-pool-notify" (PostgreSQL) or "same-process"
+	// (SQLite).
+	LatencyInserter string `json:"latency_inserter"`
 	// LatencyDispatched of them reached the handler within the phase plus 5 s.
 	LatencyDispatched int `json:"latency_dispatched"`
 	// The relays' safety poll is one minute in this phase and inserts begin after every
@@ -128,6 +170,48 @@ func RunOutbox(ctx context.Context, cfg OutboxConfig) (*OutboxResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	db, err := openOutboxDB(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer db.close()
+	res := &OutboxResult{Driver: cfg.Driver, Messages: cfg.Messages, Relays: cfg.Relays, BatchSize: cfg.BatchSize, Rate: cfg.Rate}
+	if err := outboxBurnDown(ctx, cfg, db, res); err != nil {
+		return nil, err
+	}
+	if err := outboxLatency(ctx, cfg, db, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// outboxTxStore is what the benchmark needs of a store driver.
+type outboxTxStore interface {
+	InTx(ctx context.Context, fn func(ctx context.Context) error) error
+	Outbox() store.OutboxStore
+}
+
+// outboxDB is one driver's database under the benchmark.
+type outboxDB interface {
+	store() outboxTxStore
+	// truncate empties the outbox table (no relay runs).
+	truncate(ctx context.Context) error
+	// fill inserts n no-op command rows, untimed.
+	fill(ctx context.Context, n int) error
+	// inserter returns the store the latency phase inserts through, warmed up, and
+	// a description for OutboxResult.LatencyInserter.
+	inserter(ctx context.Context) (outboxTxStore, string, func(), error)
+	close()
+}
+
+func openOutboxDB(ctx context.Context, cfg OutboxConfig) (outboxDB, error) {
+	if cfg.Driver == DriverSQLite {
+		st, err := sqlite.Open(ctx, cfg.SQLitePath)
+		if err != nil {
+			return nil, fmt.Errorf("bench outbox: %w", err)
+		}
+		return &outboxSQLite{st: st, path: cfg.SQLitePath}, nil
+	}
 	if _, err := postgres.Migrate(ctx, cfg.DatabaseURL); err != nil {
 		return nil, fmt.Errorf("bench outbox: migrate: %w", err)
 	}
@@ -135,27 +219,118 @@ func RunOutbox(ctx context.Context, cfg OutboxConfig) (*OutboxResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench outbox: %w", err)
 	}
-	defer st.Close()
-	res := &OutboxResult{Messages: cfg.Messages, Relays: cfg.Relays, BatchSize: cfg.BatchSize, Rate: cfg.Rate}
-	if err := outboxBurnDown(ctx, cfg, st, res); err != nil {
-		return nil, err
+	return &outboxPostgres{st: st, url: cfg.DatabaseURL}, nil
+}
+
+type outboxPostgres struct {
+	st  *postgres.Store
+	url string
+}
+
+func (p *outboxPostgres) store() outboxTxStore { return p.st }
+func (p *outboxPostgres) close()               { p.st.Close() }
+
+func (p *outboxPostgres) truncate(ctx context.Context) error {
+	if _, err := p.st.Pool().Exec(ctx, `TRUNCATE outbox RESTART IDENTITY`); err != nil {
+		return fmt.Errorf("bench outbox: truncate: %w", err)
 	}
-	if err := outboxLatency(ctx, cfg, st, res); err != nil {
-		return nil, err
+	return nil
+}
+
+func (p *outboxPostgres) fill(ctx context.Context, n int) error {
+	const chunk = 10000
+	for done := 0; done < n; done += chunk {
+		k := min(chunk, n-done)
+		_, err := p.st.Pool().CopyFrom(ctx, pgx.Identifier{"outbox"},
+			[]string{"kind", "type", "idempotency_key", "payload"},
+			pgx.CopyFromSlice(k, func(i int) ([]any, error) {
+				return []any{store.KindCommand, "bench.noop", "bench-" + strconv.Itoa(done+i), `{}`}, nil
+			}))
+		if err != nil {
+			return fmt.Errorf("bench outbox: copy rows: %w", err)
+		}
 	}
-	return res, nil
+	if _, err := p.st.Pool().Exec(ctx, `VACUUM ANALYZE outbox`); err != nil {
+		return fmt.Errorf("bench outbox: vacuum: %w", err)
+	}
+	return nil
+}
+
+func (p *outboxPostgres) inserter(ctx context.Context) (outboxTxStore, string, func(), error) {
+	const inserterConns = 8
+	ins, err := postgres.Open(ctx, p.url, postgres.WithMaxConns(inserterConns))
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("bench outbox: inserter store: %w", err)
+	}
+	// Warm the inserter's pool, as in a running server: otherwise the first inserts and
+	// the first NOTIFYs wait for new connections (~100-300 ms on a busy machine) and the
+	// figures measure connection set-up rather than the relay.
+	conns := make([]*pgxpool.Conn, 0, inserterConns)
+	for range inserterConns {
+		c, err := ins.Pool().Acquire(ctx)
+		if err != nil {
+			ins.Close()
+			return nil, "", nil, fmt.Errorf("bench outbox: warm inserter pool: %w", err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Release()
+	}
+	return ins, "separate-pool-notify", ins.Close, nil
+}
+
+// outboxSQLite: one Store on the file. SQLite is one process per database, so the
+// latency phase inserts through the relays' own Store (in-process wake-ups).
+type outboxSQLite struct {
+	st   *sqlite.Store
+	path string
+}
+
+func (q *outboxSQLite) store() outboxTxStore { return q.st }
+func (q *outboxSQLite) close()               { q.st.Close() }
+
+// truncate deletes the rows through a connection of its own (the Store has no
+// statement for it); the Store's writer is idle, as no relay runs.
+func (q *outboxSQLite) truncate(ctx context.Context) error {
+	db, err := sql.Open("sqlite", q.path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		return fmt.Errorf("bench outbox: empty the outbox: %w", err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `DELETE FROM outbox`); err != nil {
+		return fmt.Errorf("bench outbox: empty the outbox: %w", err)
+	}
+	return nil
+}
+
+func (q *outboxSQLite) fill(ctx context.Context, n int) error {
+	const chunk = 1000
+	for done := 0; done < n; done += chunk {
+		k := min(chunk, n-done)
+		msgs := make([]*store.OutboxMessage, k)
+		for i := range msgs {
+			msgs[i] = &store.OutboxMessage{Kind: store.KindCommand, Type: "bench.noop",
+				IdempotencyKey: "bench-" + strconv.Itoa(done+i), Payload: []byte(`{}`)}
+		}
+		err := q.st.InTx(ctx, func(ctx context.Context) error {
+			_, err := q.st.Outbox().Insert(ctx, msgs...)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("bench outbox: insert rows: %w", err)
+		}
+	}
+	return nil
+}
+
+func (q *outboxSQLite) inserter(context.Context) (outboxTxStore, string, func(), error) {
+	return q.st, "same-process", func() {}, nil
 }
 
 // outboxQuietLogger discards the relays' logs (warnings would only disturb the figures).
 func outboxQuietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-func outboxTruncate(ctx context.Context, st *postgres.Store) error {
-	if _, err := st.Pool().Exec(ctx, `TRUNCATE outbox RESTART IDENTITY`); err != nil {
-		return fmt.Errorf("bench outbox: truncate: %w", err)
-	}
-	return nil
 }
 
 // outboxRelaySet runs n relays until stop is called.
@@ -215,26 +390,15 @@ func (rs *outboxRelaySet) stats() outbox.Stats {
 
 // outboxBurnDown: N rows pre-inserted (untimed, COPY), then the relays dispatch them to a
 // no-op handler; throughput from relay start to the last row marked COMPLETED.
-func outboxBurnDown(ctx context.Context, cfg OutboxConfig, st *postgres.Store, res *OutboxResult) error {
-	if err := outboxTruncate(ctx, st); err != nil {
+func outboxBurnDown(ctx context.Context, cfg OutboxConfig, db outboxDB, res *OutboxResult) error {
+	if err := db.truncate(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(cfg.Log, "burn-down: inserting %d rows\n", cfg.Messages)
-	const chunk = 10000
-	for done := 0; done < cfg.Messages; done += chunk {
-		n := min(chunk, cfg.Messages-done)
-		_, err := st.Pool().CopyFrom(ctx, pgx.Identifier{"outbox"},
-			[]string{"kind", "type", "idempotency_key", "payload"},
-			pgx.CopyFromSlice(n, func(i int) ([]any, error) {
-				return []any{store.KindCommand, "bench.noop", "bench-" + strconv.Itoa(done+i), `{}`}, nil
-			}))
-		if err != nil {
-			return fmt.Errorf("bench outbox: copy rows: %w", err)
-		}
+	fmt.Fprintf(cfg.Log, "burn-down (%s): inserting %d rows\n", cfg.Driver, cfg.Messages)
+	if err := db.fill(ctx, cfg.Messages); err != nil {
+		return err
 	}
-	if _, err := st.Pool().Exec(ctx, `VACUUM ANALYZE outbox`); err != nil {
-		return fmt.Errorf("bench outbox: vacuum: %w", err)
-	}
+	st := db.store()
 	noop := outbox.CommandSinkFunc(func(context.Context, string, []byte) error { return nil })
 	start := time.Now()
 	rs, err := startOutboxRelays(ctx, st.Outbox(), noop, cfg.Relays, outbox.Config{
@@ -273,33 +437,20 @@ func outboxBurnDown(ctx context.Context, cfg OutboxConfig, st *postgres.Store, r
 	return nil
 }
 
-// outboxLatency: single-row inserts at cfg.Rate, each its own transaction, from a second Store;
-// relays with a one-minute poll; latency from the insert's commit to the handler call.
-func outboxLatency(ctx context.Context, cfg OutboxConfig, st *postgres.Store, res *OutboxResult) error {
-	if err := outboxTruncate(ctx, st); err != nil {
+// outboxLatency: single-row inserts at cfg.Rate, each its own transaction, from a second Store
+// (PostgreSQL; SQLite: the same Store); relays with a one-minute poll; latency from the
+// insert's commit to the handler call.
+func outboxLatency(ctx context.Context, cfg OutboxConfig, db outboxDB, res *OutboxResult) error {
+	if err := db.truncate(ctx); err != nil {
 		return err
 	}
-	const inserterConns = 8
-	inserter, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.WithMaxConns(inserterConns))
+	st := db.store()
+	inserter, how, closeInserter, err := db.inserter(ctx)
 	if err != nil {
-		return fmt.Errorf("bench outbox: inserter store: %w", err)
+		return err
 	}
-	defer inserter.Close()
-	// Warm the inserter's pool, as in a running server: otherwise the first inserts and
-	// the first NOTIFYs wait for new connections (~100-300 ms on a busy machine) and the
-	// figures measure connection set-up rather than the relay.
-	conns := make([]*pgxpool.Conn, 0, inserterConns)
-	for range inserterConns {
-		c, err := inserter.Pool().Acquire(ctx)
-		if err != nil {
-			return fmt.Errorf("bench outbox: warm inserter pool: %w", err)
-		}
-		conns = append(conns, c)
-	}
-	for _, c := range conns {
-		c.Release()
-	}
-
+	defer closeInserter()
+	res.LatencyInserter = how
 	total := int(math.Ceil(cfg.Duration.Seconds() * float64(cfg.Rate)))
 	committed := make([]int64, total) // ns since base, 0 = not committed
 	handled := make([]atomic.Int64, total)
@@ -331,7 +482,7 @@ func outboxLatency(ctx context.Context, cfg OutboxConfig, st *postgres.Store, re
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	fmt.Fprintf(cfg.Log, "latency: %d inserts at %d/s\n", total, cfg.Rate)
+	fmt.Fprintf(cfg.Log, "latency (%s, inserter %s): %d inserts at %d/s\n", cfg.Driver, how, total, cfg.Rate)
 
 	// Open loop: insert i is due at start + i/rate; a few inserters share the schedule so
 	// that one slow commit does not delay the next.

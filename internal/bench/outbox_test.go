@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,30 @@ func TestRunOutboxSmall(t *testing.T) {
 	}
 }
 
+// The same on the SQLite driver: the latency phase inserts through the relays' own
+// Store, and every row is still delivered by an (in-process) wake-up.
+func TestRunOutboxSmallSQLite(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := RunOutbox(ctx, OutboxConfig{
+		Driver: DriverSQLite, SQLitePath: filepath.Join(t.TempDir(), "bench.db"),
+		Messages: 3000, Rate: 200, Duration: 500 * time.Millisecond, Relays: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Driver != DriverSQLite || res.LatencyInserter != "same-process" {
+		t.Errorf("driver %q inserter %q, want sqlite and same-process", res.Driver, res.LatencyInserter)
+	}
+	if res.ThroughputPerS <= 0 || res.BurnDownSeconds <= 0 {
+		t.Errorf("burn-down figures missing: %+v", res)
+	}
+	if res.LatencyInserted != 100 || res.LatencyDispatched != 100 || res.LostWakeups != 0 {
+		t.Errorf("latency phase: %d inserted, %d dispatched, %d lost wake-ups; want 100, 100, 0",
+			res.LatencyInserted, res.LatencyDispatched, res.LostWakeups)
+	}
+}
+
 func TestOutboxConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
 		cfg   OutboxConfig
@@ -43,6 +68,9 @@ func TestOutboxConfigValidate(t *testing.T) {
 		{OutboxConfig{DatabaseURL: "x", Messages: -1}, "Messages"},
 		{OutboxConfig{DatabaseURL: "x", Relays: 100}, "Relays"},
 		{OutboxConfig{DatabaseURL: "x", Rate: -5}, "Rate"},
+		{OutboxConfig{Driver: DriverSQLite}, "SQLitePath"},
+		{OutboxConfig{Driver: DriverSQLite, SQLitePath: "f", DatabaseURL: "x"}, "DatabaseURL"},
+		{OutboxConfig{Driver: "mysql", DatabaseURL: "x"}, "Driver"},
 	} {
 		tc.cfg.setDefaults()
 		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.field) {
