@@ -218,6 +218,7 @@ func (a *agent) run(ctx context.Context) error {
 	defer reconnect.Stop()
 	backoff := a.cfg.ReconnectMin
 	disconnectedSince := time.Now()
+	wasBusy := false
 	defer a.closeConn()
 
 	for {
@@ -292,8 +293,15 @@ func (a *agent) run(ctx context.Context) error {
 		if a.conn != nil {
 			disconnectedSince = time.Now()
 		}
-		// Re-arm the idle timer whenever there is work in flight.
-		if len(a.running) > 0 || a.hasPendingResult() {
+		// The idle timer is stopped while work is in flight and armed with IdleTimeout
+		// when the last result is acknowledged (FirstJobTimeout before any job).
+		if busy := len(a.running) > 0 || a.hasPendingResult(); busy {
+			if !wasBusy {
+				idle.Stop()
+			}
+			wasBusy = true
+		} else if wasBusy {
+			wasBusy = false
 			idle.Reset(a.cfg.IdleTimeout)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -236,6 +237,8 @@ func TestAgentRunsJobAndResultIsAcked(t *testing.T) {
 	s.mu.Unlock()
 	got := s.sortedLines()
 	s.mu.Lock()
+	// stdout and stderr are read concurrently: seq orders lines within a stream only.
+	slices.Sort(got)
 	if strings.Join(got, "|") != "hello|oops" {
 		t.Fatalf("log lines %q", got)
 	}

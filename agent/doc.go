@@ -14,10 +14,14 @@
 //	   │  RunJob ─▶ JobStarted, LogBatch…, JobResult   (a RunJob already seen is ignored)
 //	   │  CancelJob ─▶ SIGTERM to the job's group, SIGKILL after the grace period
 //	   ▼
-//	result acked, nothing running ─▶ exit 0 after IdleTimeout (30s) unless destroyed first
+//	result acked, nothing running ─▶ exit 0 after IdleTimeout (30s; the local provider
+//	                                  passes 1ms) unless destroyed first
 //
-// The agent is ephemeral: one worker runs the job it was provisioned for. Normally the
-// server destroys it once the result is recorded; the idle exit is the fallback. With
+// The agent is ephemeral: one worker runs the job it was provisioned for. The result's
+// ack means the server recorded it durably, so the agent may leave: the idle timer is
+// stopped while a job runs or a result is unacknowledged and armed with IdleTimeout
+// when that ends. With a short IdleTimeout the agent has exited by the time the server
+// destroys it, which makes the destroy cheap. With
 // no job at all it exits after FirstJobTimeout (5m). Without a stream for
 // ReconnectTimeout (10m) it stops its job and exits non-zero.
 //

@@ -14,7 +14,8 @@
 //	ExecutionSaga: await-worker ▶ assign (job ASSIGNED, worker BUSY) ▶ dispatch (RunJob
 //	             after commit) ▶ await-result ("job.finished", job timeout) ▶ complete
 //	             (state + exit code + outbox events, one tx) ▶ release (worker TERMINATING,
-//	             provider.Destroy, TERMINATED: the slot frees, the scheduler is woken)
+//	             then TERMINATED: the slot frees at that commit; provider.Destroy runs
+//	             after the commit and wakes the scheduler when it returns)
 //
 // Steps only dispatch commands (commands.go) through the step's dispatcher, with keys
 // derived from StepContext.Key; they never block: waiting is AwaitSignal or
@@ -30,8 +31,27 @@
 // A worker row that is not TERMINATED is a used slot. The scheduler creates the row in
 // the same transaction that takes the job out of PENDING, while holding the scheduler's
 // advisory lock, and every replica's scheduler takes the same lock before counting, so
-// the number of such rows never exceeds Config.Capacity. Slots free only when
-// DestroyWorker commits (after provider.Destroy returned).
+// the number of such rows never exceeds Config.Capacity. A slot frees when DestroyWorker
+// commits the worker TERMINATED; the provider's Destroy runs after that commit, so for a
+// moment a TERMINATED worker's process may still be exiting. The scheduler is woken only
+// when that Destroy returned, which keeps the processes alive within the capacity too in
+// the common case (the safety poll, Config.SchedulerPoll, can start a job earlier).
+//
+// # Provider side effects and transactions
+//
+// DestroyWorker never calls the provider inside its transaction: it revokes the
+// credentials and records TERMINATED, and an after-commit callback runs
+// provider.Destroy in a goroutine (bounded by Config.DestroyTimeout, three attempts).
+// That keeps a database transaction (and a saga step group) from staying open during a
+// process scan or a grace period. Durability: if the control plane dies between the
+// commit and the Destroy, or every attempt fails, the worker sweep (RunScheduler, at
+// start and every Config.SweepInterval) asks each provider that can list its workers
+// (provider/local: the pid records in its StateDir) and destroys every listed worker
+// whose row is TERMINATED or missing. A worker row is committed (CREATING, by the
+// scheduler) before its provider is asked to create it, so a live reservation is never
+// swept. CreateWorker still calls provider.Create in its transaction (see Crash
+// safety): the worker must not register before its password is committed, and the
+// call is short (a fork/exec).
 //
 // # Credentials
 //

@@ -107,6 +107,10 @@ func (s *Service) createWorker(ctx context.Context, c CreateWorker) (Outcome, er
 	return Outcome{WorkerState: string(w.State)}, nil
 }
 
+// destroyWorker revokes the worker's credentials and marks it TERMINATED, which frees
+// its capacity slot; the provider's Destroy runs after the commit, off the transaction
+// (destroyAfterCommit). If the process dies before that, the worker sweep destroys what
+// the provider still runs for a TERMINATED (or unknown) worker (sweepWorkers).
 func (s *Service) destroyWorker(ctx context.Context, c DestroyWorker) (Outcome, error) {
 	w, err := s.st.Workers().Get(ctx, c.WorkerID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -125,15 +129,13 @@ func (s *Service) destroyWorker(ctx context.Context, c DestroyWorker) (Outcome, 
 	if err != nil {
 		return Outcome{}, err
 	}
-	if err := p.Destroy(ctx, c.WorkerID); err != nil {
-		return Outcome{}, command.Transient(fmt.Errorf("jobs: destroy worker %s: %w", c.WorkerID, err))
-	}
 	w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminated, nil)
 	if err != nil {
 		return Outcome{}, err
 	}
-	s.log.Debug("worker destroyed", "worker", c.WorkerID, "reason", c.Reason)
-	s.afterCommit(ctx, s.WakeScheduler) // a slot is free
+	// The slot is free from the commit on; the scheduler is woken once the provider's
+	// Destroy returned, so that the processes alive rarely exceed the capacity either.
+	s.afterCommit(ctx, func() { s.destroyAfterCommit(p, c.WorkerID, c.Reason) })
 	return Outcome{WorkerState: string(w.State)}, nil
 }
 

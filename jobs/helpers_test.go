@@ -96,10 +96,34 @@ func (f *fakeCloud) Status(ctx context.Context, workerID string) (provider.Statu
 	return provider.StatusUnknown, nil
 }
 
+// List returns the workers the fake runs (the sweep's view of the provider).
+func (f *fakeCloud) List(ctx context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := make([]string, 0, len(f.live))
+	for id := range f.live {
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
 func (f *fakeCloud) wasDestroyed(workerID string) (bool, int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.destroyed[workerID], f.creates[workerID]
+}
+
+// waitDestroyed waits up to 5s for Destroy of workerID (it runs after the commit of
+// DestroyWorker, in a goroutine).
+func (f *fakeCloud) waitDestroyed(workerID string) (bool, int) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		destroyed, creates := f.wasDestroyed(workerID)
+		if destroyed || time.Now().After(deadline) {
+			return destroyed, creates
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (f *fakeCloud) otp(workerID string) string {
@@ -238,7 +262,8 @@ func (e *env) start(o envOpts) {
 	}
 	svc, err := jobs.New(e.st, bus, eng, newProviders(t, e.cloud), e.cloud, jobs.Config{ServerURL: "http://127.0.0.1:1",
 		Capacity: capacity, RegistrationTimeout: o.regTimeout, SchedulerPoll: 50 * time.Millisecond,
-		Logger: logger, Now: e.clock.Now})
+		SweepInterval: 100 * time.Millisecond,
+		Logger:        logger, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func TestSubmitRunsToSucceeded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if destroyed, creates := e.cloud.wasDestroyed(w.ID); w.State != domain.WorkerTerminated || !destroyed || creates != 1 {
+	if destroyed, creates := e.cloud.waitDestroyed(w.ID); w.State != domain.WorkerTerminated || !destroyed || creates != 1 {
 		t.Fatalf("worker %+v destroyed %v creates %d", w, destroyed, creates)
 	}
 	lines, err := e.svc.ReadLogs(ctx, j.ID, 0, 0)
@@ -247,8 +247,14 @@ func TestOneTimePassword(t *testing.T) {
 	if len(otp) < 43 {
 		t.Fatalf("password %d chars, want 32 random bytes encoded", len(otp))
 	}
-	if n := e.count(`SELECT count(*) FROM worker_credentials WHERE otp_hash = sha256($1::bytea)`, []byte(otp)); n != 1 {
-		t.Fatalf("password hash rows %d, want 1 (stored as SHA-256)", n)
+	// The provider is called inside CreateWorker's transaction: wait for its commit.
+	deadline := time.Now().Add(5 * time.Second)
+	for n := 0; n != 1; {
+		n = e.count(`SELECT count(*) FROM worker_credentials WHERE otp_hash = sha256($1::bytea)`, []byte(otp))
+		if n != 1 && time.Now().After(deadline) {
+			t.Fatalf("password hash rows %d, want 1 (stored as SHA-256)", n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	if n := e.count(`SELECT count(*) FROM worker_credentials WHERE position($1::bytea in otp_hash) > 0`, []byte(otp)); n != 0 {
 		t.Fatal("plain password stored")
@@ -483,7 +489,30 @@ func TestRestartResumes(t *testing.T) {
 		t.Fatalf("job %+v", got)
 	}
 	e.waitSaga(jobs.ExecutionSagaID(j.ID), saga.StateCompleted)
-	if destroyed, _ := e.cloud.wasDestroyed(wid); !destroyed {
+	if destroyed, _ := e.cloud.waitDestroyed(wid); !destroyed {
 		t.Fatal("worker not destroyed after the job ended")
+	}
+}
+
+// TestSweepDestroysWorkersLeftBehind: a worker the provider still runs although the
+// database does not know it (its Destroy was lost in a crash after the commit) is
+// destroyed by the sweep; a worker running a job is left alone.
+func TestSweepDestroysWorkersLeftBehind(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := e.ctx()
+	j, err := e.svc.Submit(ctx, spec(map[string]string{"FAKE_HANG": "1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := e.waitJob(j.ID, domain.JobRunning)
+	e.cloud.mu.Lock()
+	e.cloud.live["ghost-worker"] = true
+	e.cloud.mu.Unlock()
+	if destroyed, _ := e.cloud.waitDestroyed("ghost-worker"); !destroyed {
+		t.Fatal("sweep did not destroy a worker unknown to the database")
+	}
+	time.Sleep(300 * time.Millisecond) // three more sweeps
+	if destroyed, _ := e.cloud.wasDestroyed(running.WorkerID); destroyed {
+		t.Fatal("sweep destroyed the worker of a running job")
 	}
 }

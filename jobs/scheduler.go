@@ -2,12 +2,16 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/provider"
+	"github.com/hodei-jobs/hodei/store"
 )
 
 // WakeScheduler nudges RunScheduler (non-blocking; wake-ups coalesce).
@@ -22,7 +26,13 @@ func (s *Service) WakeScheduler() {
 // returns nil). It runs on every wake-up (after a submit commits, after a worker is
 // destroyed) and every Config.SchedulerPoll. Run one per replica: the advisory lock makes
 // their passes take turns.
+//
+// It also runs the worker sweep (sweepWorkers) at start and every Config.SweepInterval,
+// in a goroutine of its own, and waits for it before returning.
 func (s *Service) RunScheduler(ctx context.Context) error {
+	var sweeper sync.WaitGroup
+	sweeper.Go(func() { s.runSweeper(ctx) })
+	defer sweeper.Wait()
 	tick := time.NewTicker(s.cfg.SchedulerPoll)
 	defer tick.Stop()
 	for {
@@ -118,4 +128,101 @@ func (s *Service) reserve(ctx context.Context, j *domain.Job) error {
 		Attempt: moved.Attempt, RegistrationTimeout: s.cfg.RegistrationTimeout}
 	_, _, err = s.engine.Start(ctx, SagaProvisioning, ProvisioningSagaID(j.ID, moved.Attempt), in)
 	return err
+}
+
+// workerLister is implemented by providers that can list the workers they run
+// (provider/local: its StateDir), so the sweep can find workers left behind.
+type workerLister interface {
+	List(ctx context.Context) ([]string, error)
+}
+
+// destroyAfterCommit has the provider destroy a worker whose TERMINATED state has
+// committed, in its own goroutine (the caller is an after-commit callback). A failure is
+// retried a few times, then left to the next sweep. The scheduler is woken when it
+// ends (the worker's slot is free).
+func (s *Service) destroyAfterCommit(p provider.Provider, workerID, reason string) {
+	go func() {
+		defer s.WakeScheduler()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DestroyTimeout)
+		defer cancel()
+		backoff := 100 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			err := p.Destroy(ctx, workerID)
+			if err == nil {
+				s.log.Debug("worker destroyed", "worker", workerID, "reason", reason)
+				return
+			}
+			if attempt == 3 || ctx.Err() != nil {
+				s.log.Warn("destroy of a terminated worker failed; the worker sweep retries it",
+					"worker", workerID, "err", err, "sweep_interval", s.cfg.SweepInterval)
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff *= 2
+		}
+	}()
+}
+
+// sweepWorkers destroys every worker a provider still lists whose database row is
+// TERMINATED or missing: a Destroy lost because the process died between the commit
+// of DestroyWorker and the provider call (or after a failed destroyAfterCommit). It runs
+// when RunScheduler starts and every Config.SweepInterval.
+func (s *Service) sweepWorkers(ctx context.Context) (int, error) {
+	n := 0
+	var errs []error
+	for _, name := range s.providers.Names() {
+		p, err := s.providers.Get(name)
+		if err != nil {
+			continue
+		}
+		l, ok := p.(workerLister)
+		if !ok {
+			continue
+		}
+		ids, err := l.List(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("provider %s: %w", name, err))
+			continue
+		}
+		for _, id := range ids {
+			w, err := s.st.Workers().Get(ctx, id)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+			case err != nil:
+				errs = append(errs, fmt.Errorf("worker %s: %w", id, err))
+				continue
+			case !w.State.IsTerminal():
+				continue
+			}
+			if err := p.Destroy(ctx, id); err != nil {
+				errs = append(errs, fmt.Errorf("destroy worker %s with provider %s: %w", id, name, err))
+				continue
+			}
+			s.log.Info("destroyed a worker left behind", "worker", id, "provider", name)
+			n++
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("jobs: sweep workers: %w", err)
+	}
+	return n, nil
+}
+
+// runSweeper runs sweepWorkers now and every Config.SweepInterval until ctx ends.
+func (s *Service) runSweeper(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		if _, err := s.sweepWorkers(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("worker sweep incomplete", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -75,6 +75,11 @@ type Config struct {
 	// SchedulerPoll is RunScheduler's safety poll (default 500ms); wake-ups after a
 	// submit or a worker release are the primary trigger.
 	SchedulerPoll time.Duration
+	// SweepInterval is how often RunScheduler looks for workers a provider still runs
+	// although their database row is TERMINATED (a destroy lost in a crash); default 1m.
+	SweepInterval time.Duration
+	// DestroyTimeout bounds one provider Destroy run after commit (default 30s).
+	DestroyTimeout time.Duration
 	// SchedulerBatch bounds the jobs started by one scheduler transaction (default 64).
 	SchedulerBatch int
 	// Dispatcher is used for the commands the Service dispatches itself (JobStarted);
@@ -111,6 +116,12 @@ func (c *Config) setDefaults(providers *provider.Registry) {
 	if c.SchedulerBatch == 0 {
 		c.SchedulerBatch = 64
 	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = time.Minute
+	}
+	if c.DestroyTimeout == 0 {
+		c.DestroyTimeout = 30 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -136,6 +147,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("jobs: Config.SchedulerPoll %s out of range [1ms, 1m]", c.SchedulerPoll)
 	case c.SchedulerBatch < 1 || c.SchedulerBatch > 1000:
 		return fmt.Errorf("jobs: Config.SchedulerBatch %d out of range [1, 1000]", c.SchedulerBatch)
+	case c.SweepInterval < 10*time.Millisecond || c.SweepInterval > 24*time.Hour:
+		return fmt.Errorf("jobs: Config.SweepInterval %s out of range [10ms, 24h]", c.SweepInterval)
+	case c.DestroyTimeout < 10*time.Millisecond || c.DestroyTimeout > time.Hour:
+		return fmt.Errorf("jobs: Config.DestroyTimeout %s out of range [10ms, 1h]", c.DestroyTimeout)
 	}
 	return nil
 }

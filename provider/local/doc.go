@@ -7,12 +7,23 @@
 // of a new process group, pgid = sid = pid). The agent runs each job in a process group
 // of its own inside that session. Destroy therefore works on the session:
 //
-//  1. SIGTERM to the worker's process group: the agent terminates its job's group
-//     (SIGTERM, SIGKILL after its own shorter grace) and exits;
-//  2. after Config.GracePeriod (default 5 s), SIGKILL to every process still in the
-//     session (found by scanning /proc/<pid>/stat), which catches job processes even if
-//     the agent itself was SIGKILLed. A process that called setsid() itself escapes;
-//     that is the limit of a process-based provider (containers do better).
+//  1. if the agent still runs: SIGTERM to its process group (the agent terminates its
+//     job's group, SIGTERM then SIGKILL after its own shorter grace, and exits), then
+//     wait for the agent's exit through the provider's own Wait on it (no polling), at
+//     most Config.GracePeriod (default 5 s);
+//  2. one scan of /proc/<pid>/stat for processes still in the session: they escaped the
+//     agent's cleanup (or the agent was SIGKILLed, or outlived the grace period) and get
+//     SIGKILL, repeated until the session is empty. A process that called setsid()
+//     itself escapes; that is the limit of a process-based provider (containers do
+//     better).
+//
+// An ephemeral agent exits by itself as soon as its job's result is acknowledged
+// (HODEI_WORKER_IDLE_TIMEOUT = Config.IdleTimeout, default 1ms), so Destroy usually
+// finds it gone and costs one /proc scan (three system calls per process). Workers of an
+// earlier instance (pid record only) are watched through their leader's stat every
+// 50 ms instead of Wait. A worker whose Destroy began no longer counts against
+// MaxWorkers. List returns the workers with a pid record, so the control plane can
+// destroy those it no longer knows (a Destroy lost in a crash).
 //
 // Secrets (the one-time password) travel only in the environment: HODEI_SERVER,
 // HODEI_WORKER_ID, HODEI_ONE_TIME_PASSWORD (+ HODEI_WORKER_MEMORY_BYTES when the job

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -30,6 +29,7 @@ const (
 	EnvWorkerID    = "HODEI_WORKER_ID"
 	EnvOTP         = "HODEI_ONE_TIME_PASSWORD"
 	EnvMemoryBytes = "HODEI_WORKER_MEMORY_BYTES"
+	EnvIdleTimeout = "HODEI_WORKER_IDLE_TIMEOUT"
 )
 
 // Config configures the local provider.
@@ -46,6 +46,10 @@ type Config struct {
 	GracePeriod time.Duration
 	// Env is extra KEY=VALUE environment for every worker.
 	Env []string
+	// IdleTimeout is how long a worker lingers after its job's result was acknowledged
+	// (HODEI_WORKER_IDLE_TIMEOUT); default 1ms: it exits at once, so Destroy usually
+	// finds it gone. An entry in Env overrides it.
+	IdleTimeout time.Duration
 	// KeepLogs keeps <workerID>.log after Destroy.
 	KeepLogs bool
 	// Logger; default slog.Default().
@@ -72,6 +76,9 @@ func (c *Config) setDefaults() error {
 	if c.GracePeriod == 0 {
 		c.GracePeriod = 5 * time.Second
 	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = time.Millisecond
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -82,6 +89,9 @@ func (c *Config) setDefaults() error {
 func (c *Config) Validate() error {
 	if c.MaxWorkers < 0 {
 		return fmt.Errorf("local: Config.MaxWorkers is negative (%d)", c.MaxWorkers)
+	}
+	if c.IdleTimeout < 0 {
+		return fmt.Errorf("local: Config.IdleTimeout is negative (%s)", c.IdleTimeout)
 	}
 	if c.GracePeriod < 0 {
 		return fmt.Errorf("local: Config.GracePeriod is negative (%s)", c.GracePeriod)
@@ -107,8 +117,9 @@ type Provider struct {
 }
 
 type child struct {
-	rec  record
-	done chan struct{} // closed after Wait returned
+	rec        record
+	done       chan struct{} // closed after Wait returned
+	destroying bool          // Destroy began (p.mu): no longer counts against MaxWorkers
 }
 
 // record is the pid file's content.
@@ -148,10 +159,27 @@ func (p *Provider) Capabilities() provider.Capabilities {
 	return provider.Capabilities{MaxWorkers: p.cfg.MaxWorkers, Enforced: []string{"rlimit_as"}}
 }
 
-var workerIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$`)
+// validWorkerID reports whether id is 1-200 characters of [A-Za-z0-9._-], not starting
+// with '.', '-' or '_'. (Hand-written: the equivalent regexp costs ~3 ms to compile at
+// every start of every worker process, as the agent's binary links this package.)
+func validWorkerID(id string) bool {
+	if len(id) == 0 || len(id) > 200 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '.' || c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 func checkWorkerID(id string) error {
-	if !workerIDPattern.MatchString(id) {
+	if !validWorkerID(id) {
 		return fmt.Errorf("local: worker id %q: want 1-200 characters of [A-Za-z0-9._-], not starting with . - or _", id)
 	}
 	return nil
@@ -225,6 +253,7 @@ func (p *Provider) workerEnv(spec provider.WorkerSpec) []string {
 			env = append(env, k+"="+v)
 		}
 	}
+	env = append(env, EnvIdleTimeout+"="+p.cfg.IdleTimeout.String())
 	env = append(env, p.cfg.Env...)
 	env = append(env,
 		EnvServer+"="+spec.ServerURL,
@@ -254,6 +283,9 @@ func (p *Provider) reap(id string, cmd *exec.Cmd, done chan struct{}) {
 func (p *Provider) aliveLocked() int {
 	n := 0
 	for _, c := range p.children {
+		if c.destroying {
+			continue
+		}
 		select {
 		case <-c.done:
 		default:
@@ -308,15 +340,29 @@ func (p *Provider) Status(ctx context.Context, workerID string) (provider.Status
 	return provider.StatusExited, nil
 }
 
-// Destroy ends the worker's whole session: SIGTERM to its process group, SIGKILL to
-// every process left in the session after the grace period (or at once if ctx ends).
-// Idempotent: an unknown worker is not an error.
+// Destroy ends the worker's whole session. Idempotent: an unknown worker is not an
+// error. For a worker this instance started (the common case):
+//
+//  1. if its agent still runs, SIGTERM to its process group, then wait for the agent to
+//     exit (the provider is its parent and Waits for it: no polling) for at most
+//     Config.GracePeriod (or until ctx ends);
+//  2. one scan of /proc for processes left in the session (a job that escaped its
+//     group, or an agent that did not stop its job); they get SIGKILL at once, and so
+//     does the session if the agent outlived the grace period.
+//
+// An ephemeral agent exits by itself once its result is acknowledged, so step 1 usually
+// finds it gone and Destroy costs one /proc scan. A worker of an earlier instance (pid
+// record only) is watched through its leader's /proc/<pid>/stat every 50ms instead.
+// A worker being destroyed no longer counts against MaxWorkers.
 func (p *Provider) Destroy(ctx context.Context, workerID string) error {
 	if err := checkWorkerID(workerID); err != nil {
 		return err
 	}
 	p.mu.Lock()
 	c, own := p.children[workerID]
+	if own {
+		c.destroying = true
+	}
 	p.mu.Unlock()
 	var rec record
 	if own {
@@ -331,18 +377,13 @@ func (p *Provider) Destroy(ctx context.Context, workerID string) error {
 		}
 		rec = r
 	}
-	if p.recordState(rec) == procRecycled {
+	switch {
+	case own:
+		p.terminateChild(ctx, c)
+	case p.recordState(rec) == procRecycled:
 		p.log.WarnContext(ctx, "worker pid was recycled; nothing to signal", "worker_id", workerID, "pid", rec.PID)
-	} else {
+	default:
 		p.terminate(ctx, rec)
-	}
-	if own {
-		// The session is gone; the leader is reaped by reap shortly.
-		select {
-		case <-c.done:
-		case <-time.After(2 * time.Second):
-			p.log.WarnContext(ctx, "worker not reaped 2s after SIGKILL", "worker_id", workerID, "pid", rec.PID)
-		}
 	}
 	p.mu.Lock()
 	delete(p.children, workerID)
@@ -353,43 +394,83 @@ func (p *Provider) Destroy(ctx context.Context, workerID string) error {
 	if !p.cfg.KeepLogs {
 		_ = os.Remove(p.logPath(workerID))
 	}
-	p.log.InfoContext(ctx, "worker destroyed", "worker_id", workerID, "pid", rec.PID)
+	p.log.DebugContext(ctx, "worker destroyed", "worker_id", workerID, "pid", rec.PID)
 	return nil
 }
 
-// terminate signals the session whose id is rec.PID (the leader may already be gone).
-func (p *Provider) terminate(ctx context.Context, rec record) {
-	sid := rec.PID
-	if len(sessionMembers(sid)) == 0 {
-		return
-	}
-	_ = syscall.Kill(-sid, syscall.SIGTERM) // the agent's group; it stops its job itself
-	deadline := time.NewTimer(p.cfg.GracePeriod)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for {
+// terminateChild ends the session of a worker this instance started: it waits for the
+// leader through reap (c.done), so the common case needs a single /proc scan.
+func (p *Provider) terminateChild(ctx context.Context, c *child) {
+	sid := c.rec.PID
+	select {
+	case <-c.done:
+	default:
+		_ = syscall.Kill(-sid, syscall.SIGTERM) // the agent's group; it stops its job itself
+		grace := time.NewTimer(p.cfg.GracePeriod)
 		select {
-		case <-tick.C:
-			if len(sessionMembers(sid)) == 0 {
-				return
-			}
-		case <-deadline.C:
-			break wait
+		case <-c.done:
+		case <-grace.C:
 		case <-ctx.Done():
-			break wait
+		}
+		grace.Stop()
+	}
+	select {
+	case <-c.done:
+		// The agent is gone; anything left in its session escaped the agent's cleanup.
+		if members := sessionMembers(sid); len(members) > 0 {
+			p.log.Warn("processes left in a worker's session after its agent exited; SIGKILL",
+				"worker_id", c.rec.WorkerID, "pids", members)
+			p.killSession(c.rec)
+		}
+	default:
+		p.log.Warn("worker session still alive after grace; SIGKILL", "worker_id", c.rec.WorkerID,
+			"pid", sid, "grace", p.cfg.GracePeriod)
+		p.killSession(c.rec)
+		select {
+		case <-c.done:
+		case <-time.After(2 * time.Second):
+			p.log.Warn("worker not reaped 2s after SIGKILL", "worker_id", c.rec.WorkerID, "pid", sid)
 		}
 	}
-	// SIGKILL until the session is empty (a member may fork while we scan).
+}
+
+// terminate signals the session whose id is rec.PID, for a worker of an earlier
+// instance (the leader may already be gone): SIGTERM to the leader's group, then its
+// leader is watched (one stat read per 50ms) until it ends or the grace period passes,
+// then every process left in the session gets SIGKILL.
+func (p *Provider) terminate(ctx context.Context, rec record) {
+	sid := rec.PID
+	if p.recordState(rec) == procAlive {
+		_ = syscall.Kill(-sid, syscall.SIGTERM)
+		deadline := time.NewTimer(p.cfg.GracePeriod)
+		defer deadline.Stop()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+	wait:
+		for {
+			select {
+			case <-tick.C:
+				if p.recordState(rec) != procAlive {
+					break wait
+				}
+			case <-deadline.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
+		}
+	}
+	p.killSession(rec)
+}
+
+// killSession SIGKILLs the session's group and every member until none is left (a
+// member may fork while we scan).
+func (p *Provider) killSession(rec record) {
+	sid := rec.PID
 	for i := 0; i < 50; i++ {
 		members := sessionMembers(sid)
 		if len(members) == 0 {
 			return
-		}
-		if i == 0 {
-			p.log.Warn("worker session still alive after grace; SIGKILL", "worker_id", rec.WorkerID,
-				"pids", members, "grace", p.cfg.GracePeriod)
 		}
 		_ = syscall.Kill(-sid, syscall.SIGKILL)
 		for _, pid := range members {
@@ -398,6 +479,23 @@ wait:
 		time.Sleep(20 * time.Millisecond)
 	}
 	p.log.Error("worker session survives SIGKILL", "worker_id", rec.WorkerID, "pids", sessionMembers(sid))
+}
+
+// List returns the ids of the workers this provider (or an earlier instance on the same
+// StateDir) created and has not destroyed yet, alive or not: the control plane
+// destroys those it no longer knows (a Destroy lost in a crash).
+func (p *Provider) List(ctx context.Context) ([]string, error) {
+	entries, err := os.ReadDir(p.cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("local: list workers: %w", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if id, ok := strings.CutSuffix(e.Name(), ".pid"); ok && checkWorkerID(id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 type procState int
@@ -467,12 +565,23 @@ type procStat struct {
 	startTime uint64
 }
 
+// readStat reads /proc/<pid>/stat with three system calls (open, one read, close): a
+// session scan reads it for every process of the machine, and os.ReadFile needs five.
 func readStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	fd, err := syscall.Open("/proc/"+strconv.Itoa(pid)+"/stat", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return procStat{}, err
 	}
-	return parseStat(string(b))
+	var buf [1024]byte // the line is ~300 bytes; comm is at most 64
+	n, err := syscall.Read(fd, buf[:])
+	syscall.Close(fd)
+	if err != nil {
+		return procStat{}, err
+	}
+	if n <= 0 {
+		return procStat{}, errors.New("stat: empty")
+	}
+	return parseStat(string(buf[:n]))
 }
 
 // parseStat parses /proc/<pid>/stat; the command name (field 2) may hold spaces and
@@ -498,13 +607,18 @@ func parseStat(s string) (procStat, error) {
 
 // sessionMembers lists the live (non-zombie) processes whose session id is sid.
 func sessionMembers(sid int) []int {
-	entries, err := os.ReadDir("/proc")
+	d, err := os.Open("/proc")
+	if err != nil {
+		return nil
+	}
+	names, err := d.Readdirnames(-1) // unsorted, no per-entry stat
+	d.Close()
 	if err != nil {
 		return nil
 	}
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}

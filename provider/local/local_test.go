@@ -353,3 +353,43 @@ func TestParseStat(t *testing.T) {
 		t.Fatal("garbage parsed")
 	}
 }
+
+// List names the workers with a pid record; a worker that exited by itself is
+// destroyed (record and log removed) without waiting for any grace period.
+func TestListAndDestroyExitedWorker(t *testing.T) {
+	p := newProvider(t, t.TempDir(), "exit", nil)
+	ctx := context.Background()
+	if err := p.Create(ctx, spec("gone")); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := p.List(ctx)
+	if err != nil || !slices.Equal(ids, []string{"gone"}) {
+		t.Fatalf("List = %v, %v", ids, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st, _ := p.Status(ctx, "gone"); st != provider.StatusExited; st, _ = p.Status(ctx, "gone") {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker still %q", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := p.Destroy(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Destroy of an exited worker took %s", d)
+	}
+	if ids, err := p.List(ctx); err != nil || len(ids) != 0 {
+		t.Fatalf("List after Destroy = %v, %v", ids, err)
+	}
+}
+
+func TestValidWorkerID(t *testing.T) {
+	for id, want := range map[string]bool{"a": true, "01a2-b_c.d": true, "": false, ".x": false, "-x": false,
+		"_x": false, "a/b": false, "a b": false, strings.Repeat("a", 200): true, strings.Repeat("a", 201): false} {
+		if got := validWorkerID(id); got != want {
+			t.Errorf("validWorkerID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
