@@ -53,6 +53,28 @@
 // the worker is between streams is lost, which is why PendingRun is re-sent on connect
 // and the agent ignores a RunJob it already has.
 //
+// # Admin API (admin.go)
+//
+// AdminService (ResumeJob, ListDeadLetters, RequeueDeadLetter, ListJobSagas) and the
+// same operations as JSON REST routes, mounted by NewMux when MuxConfig.Admin is set:
+//
+//	POST /api/v1/admin/jobs/{job_id}/resume   {"resolution": "retry"|"manually_fixed"|"cancelled", "notes": "…"}
+//	GET  /api/v1/admin/jobs/{job_id}/sagas
+//	GET  /api/v1/admin/outbox/dead-letters?limit=N
+//	POST /api/v1/admin/outbox/{id}/requeue
+//
+// REST answers are protobuf JSON with snake_case names; errors are {"error": "…"} with
+// 400 (bad field, unknown JSON field, named), 401 (token), 403, 404, 409 (job not in
+// MANUAL_INTERVENTION_REQUIRED, row not a dead letter), 413 (body over 64 KiB).
+//
+// Access: with AdminOptions.Token (`hodei server --admin-token`, HODEI_ADMIN_TOKEN)
+// every admin route and RPC needs "Authorization: Bearer <token>" (compared in constant
+// time), else Unauthenticated / 401. Without a token the admin API is served only to
+// clients whose address is loopback (127.0.0.0/8, ::1), others get PermissionDenied /
+// 403: an operator on the server's machine needs no setup, a network client cannot
+// resume jobs by default. A reverse proxy on the same machine makes every client look
+// local: set a token there.
+//
 // # Shutdown
 //
 // http.Server.Shutdown waits for requests to finish but does not end streams. The

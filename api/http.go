@@ -30,6 +30,8 @@ type Check struct {
 type MuxConfig struct {
 	Jobs    hodeiv1connect.JobServiceHandler
 	Workers hodeiv1connect.WorkerAgentServiceHandler
+	// Admin, if set, serves AdminService and the /api/v1/admin/ REST routes (admin.go).
+	Admin *AdminService
 	// Ready are the probes of GET /readyz (database, NATS). All must pass for 200.
 	Ready []Check
 	// ReadyTimeout bounds all probes of one /readyz request (default 2s).
@@ -89,6 +91,9 @@ func NewMux(cfg MuxConfig) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle(hodeiv1connect.NewJobServiceHandler(cfg.Jobs, opts...))
 	mux.Handle(hodeiv1connect.NewWorkerAgentServiceHandler(cfg.Workers, opts...))
+	if cfg.Admin != nil {
+		cfg.Admin.mount(mux, opts)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))

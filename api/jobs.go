@@ -37,6 +37,10 @@ type JobOptions struct {
 	LogPageSize int
 	// Errors maps extra errors to codes (checked before the built-in mapping).
 	Errors []ErrorCode
+	// Sagas, if set, fills GetJobResponse.sagas (admin.go's AdminLogic has it).
+	Sagas interface {
+		JobSagas(ctx context.Context, jobID string) ([]*hodeiv1.SagaSummary, error)
+	}
 	Logger *slog.Logger
 }
 
@@ -119,7 +123,13 @@ func (s *JobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.Ge
 	if err != nil {
 		return nil, s.err(err)
 	}
-	return connect.NewResponse(&hodeiv1.GetJobResponse{Job: JobToProto(j)}), nil
+	res := &hodeiv1.GetJobResponse{Job: JobToProto(j)}
+	if s.opts.Sagas != nil {
+		if res.Sagas, err = s.opts.Sagas.JobSagas(ctx, j.ID); err != nil {
+			return nil, s.err(err)
+		}
+	}
+	return connect.NewResponse(res), nil
 }
 
 // ListJobs lists jobs newest first, filtered by states (any) and labels (all).

@@ -189,6 +189,17 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 		}
 		log.Debug("re-sent pending run", "job", run.GetJobId())
 	}
+	if pc, ok := w.logic.(pendingCanceller); ok { // jobs/cancel.go: CancelJob is re-sent too
+		if c, err := pc.PendingCancel(ctx, workerID); err != nil {
+			log.Warn("pending cancel lookup failed", "err", err)
+		} else if c != nil {
+			if err := stream.Send(&hodeiv1.ServerMessage{MessageId: uuid.NewString(),
+				Payload: &hodeiv1.ServerMessage_Cancel{Cancel: c}}); err != nil {
+				return err
+			}
+			log.Debug("re-sent pending cancel", "job", c.GetJobId())
+		}
+	}
 	log.Debug("worker stream open")
 	for {
 		select {
@@ -324,4 +335,10 @@ func checkWorkerMessage(m *hodeiv1.WorkerMessage) error {
 		}
 	}
 	return nil
+}
+
+// pendingCanceller is the optional part of the worker logic that gives a (re)connecting
+// worker the CancelJob of a job being cancelled on it.
+type pendingCanceller interface {
+	PendingCancel(ctx context.Context, workerID string) (*hodeiv1.CancelJob, error)
 }

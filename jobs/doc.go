@@ -74,9 +74,88 @@
 // started (its password never committed) before creating it again. A worker that
 // registers before CreateWorker's transaction commits waits on the credential row lock.
 //
-// Known limits: RunJob and CancelJob are sent at most once (a connected worker that
-// misses a RunJob waits until it reconnects or the job times out); a worker lost
-// mid-job is not replaced (the Recovery saga is a later issue); a worker whose
+// # Cancellation (cancel.go)
+//
+// Cancel of a PENDING or PROVISIONING job ends it CANCELLED in one transaction (a
+// reserved worker is destroyed, the provisioning saga cancelled, the execution saga
+// told). An ASSIGNED or RUNNING job goes CANCELLING in the transaction that starts its
+// CancellationSaga (id saga.IDFor("cancellation", jobID)): three rounds of send-cancel
+// (CancelJob with Config.CancelGrace, after commit) ▶ await-cancel ("job.finished",
+// which JobFinished also signals to this saga while the job is CANCELLING, bounded by
+// the grace plus 1s), then finish (CANCELLED, whether or not the worker confirmed, and
+// a cancelled result signalled to the execution saga, whose first result wins) and
+// release (worker TERMINATED and destroyed). A later round is a no-op once a result
+// arrived. A worker that reconnects while its job is CANCELLING gets the CancelJob
+// again (PendingCancel, asked by the API). The execution saga does not fight it: its
+// steps skip a job that is CANCELLING or ended, and CompleteJob of a job that ended
+// concurrently is retried and then skipped. Cancel of an ended job gives
+// *NotCancellableError (matches domain.ErrIllegalTransition: FailedPrecondition).
+//
+// # Timeouts (timeout.go)
+//
+// When await-result's timer fires, the execution saga dispatches StartJobTimeout, which
+// starts the TimeoutSaga if the job is still ASSIGNED or RUNNING on its worker (a
+// CANCELLING job is left to its cancellation); the execution saga's complete and release
+// then skip. The TimeoutSaga's terminate step calls provider Destroy then Status (three
+// attempts); confirmed, the job ends TIMED_OUT and the worker is released and
+// destroyed; not confirmed, MarkJobFailed with RequiresManualReview ends the job
+// MANUAL_INTERVENTION_REQUIRED with the error in its reason and the worker row is left
+// as it is (its slot stays used) for an operator.
+//
+// Known limits: RunJob and CancelJob are sent over NATS core at most once per send (a
+// connected worker that misses a RunJob waits until it reconnects or the job times
+// out; CancelJob is re-sent per cancellation round and on reconnect); a worker lost
+// mid-job is replaced by the recovery saga (see Recovery); a worker whose
 // Register response is lost cannot register again (its password is spent) and is
 // destroyed when the job times out.
+//
+// # Recovery (recovery.go)
+//
+// A worker is lost when the cleanup run (below) has not heard of it for
+// CleanupConfig.LostAfter (default 3 heartbeat intervals): its last heartbeat, or its
+// last state change if later — a timestamp rule, not a state. A worker whose stream
+// closed stops heartbeating, so "stream closed and not back within a grace period" is
+// the same rule with grace LostAfter. For each ASSIGNED/RUNNING job on a lost (or gone:
+// row missing or TERMINATED) worker the run dispatches StartRecovery, which starts the
+// RecoverySaga with id saga.IDFor("recovery", jobID+"/"+attempt): a loss detected twice
+// starts one saga.
+//
+// The job keeps its one ExecutionSaga, parked in await-result (so the job's timeout
+// still bounds the whole job). The RecoverySaga:
+//
+//	reserve-replacement ── one tx under the scheduler lock: attempts left? (attempt <
+//	     max_attempts) → replacement worker row CREATING, job RUNNING/ASSIGNED → PENDING →
+//	     PROVISIONING (attempt+1, worker = replacement), the replacement's ordinary
+//	     ProvisioningSaga started (the existing provisioning path, not a copy of it);
+//	     none left → job FAILED "worker W lost (…); attempts exhausted (n of max)" and
+//	     the execution saga gets job.finished, so it ends and releases the lost worker
+//	await-replacement ── NotifyWorkerReady also signals "replacement.ready" to the
+//	     recovery saga of attempt-1 (bounded by RegistrationTimeout + 2s)
+//	transfer ── job ASSIGNED to the replacement, signal "worker.reassigned/<attempt>"
+//	     to the execution saga (loadExec then uses that worker: complete and release act
+//	     on the replacement), outbox event job.reassigned, RunJob after commit, and a
+//	     best-effort CancelJob to the lost worker
+//	terminate-old ── DestroyWorker of the lost worker (provider.Destroy ends its process
+//	     group); the replacement too if the job ended meanwhile
+//
+// Compensation (a later step failing for good, e.g. the replacement never registers):
+// destroy the replacement and the lost worker, AbandonJob (job FAILED, or CANCELLED if
+// it was being cancelled) and job.finished to the execution saga so that it ends. The
+// lost worker cannot report any more: the job's worker is the replacement
+// (ErrNotAssigned). Capacity: the lost worker's row counts until terminate-old, so a
+// recovery may exceed Config.Capacity by one worker for that short window.
+//
+// # Cleanup (cleanup.go)
+//
+// Service.RunCleanup runs Service.Cleanup every CleanupConfig.Interval on every
+// replica; one replica acts per interval slot: a run first inserts the key
+// "cleanup/<interval>/<slot>" into the idempotency table in its transaction (portable:
+// PostgreSQL and SQLite), and a second runner of the slot conflicts and reports
+// Skipped. The run finds lost workers with a job (→ StartRecovery), ASSIGNED/RUNNING
+// jobs whose worker is gone (→ StartRecovery, whose reserve step fails them when no
+// attempt is left), lost workers without a job and workers CREATING for longer than
+// CreatingTimeout (→ DestroyWorker; a stuck worker's job is failed by its provisioning
+// saga's registration timeout), and writes the outbox event cleanup.completed with its
+// report, all in one transaction. DryRun reads and reports only: no lease, no command,
+// no event.
 package jobs

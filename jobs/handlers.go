@@ -29,6 +29,11 @@ func (s *Service) register() {
 	command.Register(s.bus, command.HandlerFunc[MarkJobFailed, Outcome](s.markJobFailed))
 	command.Register(s.bus, command.HandlerFunc[MarkJobRunning, Outcome](s.markJobRunning))
 	command.Register(s.bus, command.HandlerFunc[NotifyWorkerReady, Outcome](s.notifyWorkerReady))
+	command.Register(s.bus, command.HandlerFunc[SendCancel, Outcome](s.sendCancel))                 // cancel.go
+	command.Register(s.bus, command.HandlerFunc[FinishCancellation, Outcome](s.finishCancellation)) // cancel.go
+	command.Register(s.bus, command.HandlerFunc[StartJobTimeout, Outcome](s.startJobTimeout))       // timeout.go
+	command.Register(s.bus, command.HandlerFunc[TerminateWorker, Outcome](s.terminateWorker))       // timeout.go
+	s.registerRecovery()                                                                            // recovery.go
 }
 
 func skipped(j *domain.Job, w *domain.Worker, reason string) Outcome {
@@ -226,7 +231,7 @@ func (s *Service) completeJob(ctx context.Context, c CompleteJob) (Outcome, erro
 	var to domain.JobState
 	reason := c.Error
 	switch {
-	case c.Cancelled || j.State == domain.JobCancelling && c.TimedOut:
+	case c.Cancelled || j.State == domain.JobCancelling && (c.TimedOut || c.Error == "" && (c.ExitCode == nil || *c.ExitCode == 0)):
 		to = domain.JobCancelled
 		if reason == "" {
 			reason = j.LastError
@@ -263,6 +268,9 @@ func (s *Service) completeJob(ctx context.Context, c CompleteJob) (Outcome, erro
 			j.LastError = reason
 		}
 	})
+	if errors.Is(err, domain.ErrIllegalTransition) { // ended concurrently (cancel.go): the retry skips
+		err = command.Transient(err)
+	}
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -326,6 +334,9 @@ func (s *Service) markJobRunning(ctx context.Context, c MarkJobRunning) (Outcome
 
 func (s *Service) notifyWorkerReady(ctx context.Context, c NotifyWorkerReady) (Outcome, error) {
 	if err := s.signalExecution(ctx, c.JobID, SignalWorkerReady, workerSignal{WorkerID: c.WorkerID}); err != nil {
+		return Outcome{}, err
+	}
+	if err := s.signalRecovery(ctx, c.JobID, c.WorkerID); err != nil { // recovery.go: a replacement
 		return Outcome{}, err
 	}
 	return Outcome{}, nil

@@ -63,6 +63,8 @@ type finishedSignal struct {
 	Error     string `json:"error,omitempty"`
 	Cancelled bool   `json:"cancelled,omitempty"`
 	TimedOut  bool   `json:"timed_out,omitempty"`
+	// TimeoutSaga: the timeout saga took the job over (complete and release skip).
+	TimeoutSaga bool `json:"timeout_saga,omitempty"`
 }
 
 // awaitWorkerOutput is the output of the execution saga's first step.
@@ -75,8 +77,10 @@ type awaitWorkerOutput struct {
 // need nothing but the commands' handlers (registered on the bus by New) and their
 // saga's input, so this can run before the engine and the Service exist.
 func RegisterSagas(reg *saga.Registry) error {
-	if err := reg.Register(provisioningSaga()); err != nil {
-		return err
+	for _, d := range []saga.Definition{provisioningSaga(), cancellationSaga(), timeoutSaga(), recoverySaga() /* recovery.go */} {
+		if err := reg.Register(d); err != nil {
+			return err
+		}
 	}
 	return reg.Register(executionSaga())
 }
@@ -194,6 +198,11 @@ func loadExec(sc *saga.StepContext) (execState, error) {
 		s.aborted = s.aborted || a.Aborted
 		s.cancelled = a.Cancelled
 	}
+	if w, ok, err := reassignedWorker(sc); err != nil { // recovery.go: the job moved
+		return s, err
+	} else if ok {
+		s.workerID = w
+	}
 	return s, nil
 }
 
@@ -264,7 +273,13 @@ func executionSaga() saga.Definition {
 				if s.in.Timeout > 0 {
 					p, err = sc.AwaitSignalTimeout(SignalJobFinished, s.in.Timeout)
 					if errors.Is(err, saga.ErrSignalTimeout) {
-						return finishedSignal{TimedOut: true, Error: "timed out after " + s.in.Timeout.String()}, nil
+						o, err := dispatch(ctx, sc, StartJobTimeout{Key: sc.Key() + "/timeout", JobID: s.in.JobID,
+							WorkerID: s.workerID, Timeout: s.in.Timeout})
+						if err != nil {
+							return nil, err
+						}
+						return finishedSignal{TimedOut: true, Error: "timed out after " + s.in.Timeout.String(),
+							TimeoutSaga: !o.Skipped}, nil
 					}
 				} else {
 					p, err = sc.AwaitSignal(SignalJobFinished)
@@ -288,7 +303,7 @@ func executionSaga() saga.Definition {
 				}
 				c := CompleteJob{Key: sc.Key(), JobID: s.in.JobID, WorkerID: s.workerID, Cancelled: s.cancelled}
 				var r finishedSignal
-				if ok, err := sc.Output("await-result", &r); err != nil {
+				if ok, err := sc.Output("await-result", &r); err != nil || r.TimeoutSaga {
 					return nil, err
 				} else if ok && !s.cancelled {
 					c.Error, c.Cancelled, c.TimedOut = r.Error, r.Cancelled, r.TimedOut
@@ -308,6 +323,10 @@ func executionSaga() saga.Definition {
 			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
 				s, err := loadExec(sc)
 				if err != nil || s.workerID == "" { // DestroyWorker is idempotent: also when aborted
+					return nil, err
+				}
+				var r finishedSignal
+				if _, err := sc.Output("await-result", &r); err != nil || r.TimeoutSaga {
 					return nil, err
 				}
 				if _, err := dispatch(ctx, sc, ReleaseWorker{Key: sc.Key() + "/release", WorkerID: s.workerID}); err != nil {

@@ -80,6 +80,8 @@ type Config struct {
 	SweepInterval time.Duration
 	// DestroyTimeout bounds one provider Destroy run after commit (default 30s).
 	DestroyTimeout time.Duration
+	// CancelGrace is the grace period CancelJob gives a worker before SIGKILL (default 10s).
+	CancelGrace time.Duration
 	// SchedulerBatch bounds the jobs started by one scheduler transaction (default 64).
 	SchedulerBatch int
 	// Dispatcher is used for the commands the Service dispatches itself (JobStarted);
@@ -122,6 +124,9 @@ func (c *Config) setDefaults(providers *provider.Registry) {
 	if c.DestroyTimeout == 0 {
 		c.DestroyTimeout = 30 * time.Second
 	}
+	if c.CancelGrace == 0 {
+		c.CancelGrace = 10 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -151,6 +156,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("jobs: Config.SweepInterval %s out of range [10ms, 24h]", c.SweepInterval)
 	case c.DestroyTimeout < 10*time.Millisecond || c.DestroyTimeout > time.Hour:
 		return fmt.Errorf("jobs: Config.DestroyTimeout %s out of range [10ms, 1h]", c.DestroyTimeout)
+	case c.CancelGrace < 10*time.Millisecond || c.CancelGrace > time.Hour:
+		return fmt.Errorf("jobs: Config.CancelGrace %s out of range [10ms, 1h]", c.CancelGrace)
 	}
 	return nil
 }
@@ -263,54 +270,6 @@ func (s *Service) Submit(ctx context.Context, spec domain.JobSpec) (*domain.Job,
 	return j, nil
 }
 
-// Cancel asks for a job to end. Minimal in this issue: a PENDING job is CANCELLED at
-// once; a job with a worker moves to CANCELLING and the worker is sent CancelJob (its
-// cancelled result completes the job); a job still provisioning is cancelled when its
-// worker is assigned. A terminal job gives an error matching domain.ErrIllegalTransition.
-func (s *Service) Cancel(ctx context.Context, jobID, reason string) (*domain.Job, error) {
-	if reason == "" {
-		reason = "cancelled by user"
-	}
-	var (
-		out      *domain.Job
-		notifyTo string
-	)
-	err := s.st.InTx(ctx, func(ctx context.Context) error {
-		j, err := s.st.Jobs().Get(ctx, jobID)
-		if err != nil {
-			return err
-		}
-		switch j.State {
-		case domain.JobCancelling:
-			out = j
-			return nil
-		case domain.JobPending:
-			out, err = s.moveJob(ctx, jobID, domain.JobCancelled, reason, func(j *domain.Job) { j.LastError = reason })
-			if err != nil {
-				return err
-			}
-			return s.signalExecution(ctx, jobID, SignalAborted, abortedSignal{Reason: reason})
-		default:
-			out, err = s.moveJob(ctx, jobID, domain.JobCancelling, reason, func(j *domain.Job) { j.LastError = reason })
-			if err != nil {
-				return err
-			}
-			if j.State == domain.JobAssigned || j.State == domain.JobRunning {
-				notifyTo = j.WorkerID
-			}
-			return nil
-		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("jobs: cancel %s: %w", jobID, err)
-	}
-	if notifyTo != "" {
-		s.send(ctx, notifyTo, &hodeiv1.ServerMessage{MessageId: "cancel/" + jobID,
-			Payload: &hodeiv1.ServerMessage_Cancel{Cancel: &hodeiv1.CancelJob{JobId: jobID, Reason: reason}}})
-	}
-	return out, nil
-}
-
 // publish writes ev to the outbox (type "<entity>.<type>") with key.
 func (s *Service) publish(ctx context.Context, ev domain.Event, key string) error {
 	entity, typ, _ := strings.Cut(ev.Type, ".")
@@ -348,7 +307,11 @@ func (s *Service) moveJob(ctx context.Context, id string, to domain.JobState, re
 
 // signalExecution signals the job's execution saga; a finished saga ignores it.
 func (s *Service) signalExecution(ctx context.Context, jobID, name string, payload any) error {
-	err := s.engine.Signal(ctx, ExecutionSagaID(jobID), name, payload)
+	id, err := s.executionSagaOf(ctx, jobID) // admin.go: a retried job has a new saga
+	if err != nil {
+		return err
+	}
+	err = s.engine.Signal(ctx, id, name, payload)
 	if errors.Is(err, saga.ErrFinished) || errors.Is(err, store.ErrNotFound) {
 		s.log.Debug("execution saga takes no signal", "job", jobID, "signal", name, "err", err)
 		return nil

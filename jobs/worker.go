@@ -189,6 +189,11 @@ func (s *Service) JobFinished(ctx context.Context, workerID string, r *hodeiv1.J
 			}
 			return err
 		}
+		if j.State == domain.JobCancelling { // cancel.go: the cancellation saga waits for it too
+			if err := s.signalCancellation(ctx, jobID, SignalJobFinished, sig); err != nil {
+				return err
+			}
+		}
 		return s.signalExecution(ctx, jobID, SignalJobFinished, sig)
 	})
 	if errors.Is(err, errDuplicate) {

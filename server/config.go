@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/hodei-jobs/hodei/jobs"
 )
 
 // DefaultListen is the address `hodei server` and `hodei dev` listen on by default.
@@ -58,6 +60,13 @@ type Config struct {
 	WorkerBinary string
 	// ShutdownTimeout bounds the graceful drain of HTTP requests (default 10s).
 	ShutdownTimeout time.Duration
+	// AdminToken, when set, is required as "Authorization: Bearer <AdminToken>" on the
+	// admin API (AdminService, /api/v1/admin/); when empty, only loopback clients may
+	// use it (api.AdminOptions.Token).
+	AdminToken string
+	// Cleanup tunes the cleanup loop (lost and stuck workers, orphaned jobs); zero
+	// fields get jobs.CleanupConfig defaults.
+	Cleanup jobs.CleanupConfig
 	// OnReady, if set, is called once with the API's base URL when the server accepts
 	// requests.
 	OnReady func(url string)

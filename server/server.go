@@ -138,6 +138,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
 	}
+	orch, err := jobs.NewOrchestrator(js, engine, svc.OrchestratorRoutes(), jobs.OrchestratorConfig{Logger: logger})
+	if err != nil {
+		return fmt.Errorf("server: orchestrator: %w", err)
+	}
 	relay, err := outbox.NewRelay(st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: dispatcher},
 		outbox.NewJetStreamPublisher(js), outbox.Config{Logger: logger})
 	if err != nil {
@@ -150,7 +154,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// Every job transition publishes a job event that wakes the streams (Notifier.Listen),
 	// so the poll is only the safety net.
 	jobAPI, err := api.NewJobService(st.Jobs(), svc, svc, api.JobOptions{
-		Notifier: notifier, PollInterval: 500 * time.Millisecond, Errors: errorCodes, Logger: logger})
+		Notifier: notifier, PollInterval: 500 * time.Millisecond, Errors: errorCodes, Sagas: svc, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -159,9 +163,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	adminAPI, err := api.NewAdminService(svc, st.Outbox(), api.AdminOptions{Token: cfg.AdminToken, Errors: errorCodes, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
 	handler, err := api.NewMux(api.MuxConfig{
 		Jobs:    jobAPI,
 		Workers: workerAPI,
+		Admin:   adminAPI,
 		Ready: []api.Check{
 			{Name: "database", Check: st.Ping},
 			{Name: "nats", Check: natsReady(nc)},
@@ -181,6 +190,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	g.Go(func() error { return loop("saga engine", engine.Run(gctx)) })
 	g.Go(func() error { return loop("outbox relay", relay.Run(gctx)) })
 	g.Go(func() error { return loop("scheduler", svc.RunScheduler(gctx)) })
+	g.Go(func() error { return loop("cleanup", svc.RunCleanup(gctx, cfg.Cleanup)) }) // lost workers, recovery
+	g.Go(func() error { return loop("orchestrator", orch.Run(gctx)) })
 	g.Go(func() error { return loop("job event listener", notifier.Listen(gctx, nc, logger)) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

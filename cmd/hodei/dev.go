@@ -86,6 +86,7 @@ running jobs are not killed.`,
 		"TCP address of the API (host:port; port 0 picks a free one)")
 	stringFlagEnv(cmd, &cfg.DataDir, "data-dir", envDevDataDir, "",
 		"directory for the SQLite database, the NATS store and the workers' state (default $XDG_DATA_HOME/hodei/dev or ~/.local/share/hodei/dev)")
+	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)

@@ -253,6 +253,7 @@ func newJobGetCmd() *cobra.Command {
 				return writeProtoJSON(out, res.Msg.GetJob())
 			}
 			writeJobText(out, res.Msg.GetJob())
+			writeJobSagas(out, res.Msg.GetSagas()) // admin.go
 			return nil
 		},
 	}

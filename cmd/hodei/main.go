@@ -50,6 +50,7 @@ func newRootCmd() *cobra.Command {
 		newServerCmd(),
 		newDevCmd(),
 		newWorkerCmd(),
+		newAdminCmd(),
 		// Each subcommand lives in its own file: add its constructor here.
 	)
 	return root

@@ -62,20 +62,27 @@ type sagaEventView struct {
 }
 
 func newSagaShowCmd() *cobra.Command {
-	var dbURL, output string
+	var dbURL, output, jobID string
 	cmd := &cobra.Command{
-		Use:   "show SAGA_ID",
+		Use:   "show SAGA_ID | --job JOB_ID",
 		Short: "Print a saga's state and its event history",
 		Long: "Print a saga's row (type, version, state, current step) and its history " +
 			"(seq, time, event type, step, short payload). -o json prints one JSON object " +
-			"with the full payloads.",
-		Args: cobra.ExactArgs(1),
+			"with the full payloads. --job prints every saga of a job (execution and " +
+			"provisioning sagas, oldest first; -o json: an array).",
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
 			if err := requireFlags(cmd, "database-url"); err != nil {
 				return err
+			}
+			if (jobID == "") == (len(args) == 0) {
+				return errors.New("give either SAGA_ID or --job JOB_ID")
+			}
+			if jobID != "" {
+				return showJobSagas(cmd.Context(), cmd.OutOrStdout(), dbURL, jobID, output == outputJSON) // admin.go
 			}
 			v, err := loadSagaView(cmd.Context(), dbURL, args[0])
 			if err != nil {
@@ -89,6 +96,7 @@ func newSagaShowCmd() *cobra.Command {
 	}
 	databaseURLFlag(cmd, &dbURL)
 	outputFlag(cmd, &output)
+	cmd.Flags().StringVar(&jobID, "job", "", "show every saga of this job instead of one saga")
 	return cmd
 }
 

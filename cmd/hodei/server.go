@@ -60,6 +60,7 @@ server that comes up on the same address.`,
 		"NATS server with JetStream, e.g. nats://localhost:4222 (empty: run NATS embedded, storing under --data-dir)")
 	stringFlagEnv(cmd, &cfg.DataDir, "data-dir", envDataDir, "",
 		"directory for the embedded NATS store and the local workers' state (default "+server.DefaultDataDir()+")")
+	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)

@@ -647,8 +647,11 @@ func (x *GetJobRequest) GetId() string {
 }
 
 type GetJobResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// The job's sagas, oldest first (the last execution saga is the current one); empty
+	// when the server does not report them.
+	Sagas         []*SagaSummary `protobuf:"bytes,2,rep,name=sagas,proto3" json:"sagas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -686,6 +689,13 @@ func (*GetJobResponse) Descriptor() ([]byte, []int) {
 func (x *GetJobResponse) GetJob() *Job {
 	if x != nil {
 		return x.Job
+	}
+	return nil
+}
+
+func (x *GetJobResponse) GetSagas() []*SagaSummary {
+	if x != nil {
+		return x.Sagas
 	}
 	return nil
 }
@@ -1957,6 +1967,588 @@ func (*ServerMessage_Cancel) isServerMessage_Payload() {}
 
 func (*ServerMessage_Ack) isServerMessage_Payload() {}
 
+type ResumeJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// "retry" (PENDING, a new attempt), "manually_fixed" (FAILED, resolution and notes
+	// recorded) or "cancelled" (CANCELLED).
+	Resolution    string `protobuf:"bytes,2,opt,name=resolution,proto3" json:"resolution,omitempty"`
+	Notes         string `protobuf:"bytes,3,opt,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobRequest) Reset() {
+	*x = ResumeJobRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobRequest) ProtoMessage() {}
+
+func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobRequest.ProtoReflect.Descriptor instead.
+func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ResumeJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ResumeJobRequest) GetResolution() string {
+	if x != nil {
+		return x.Resolution
+	}
+	return ""
+}
+
+func (x *ResumeJobRequest) GetNotes() string {
+	if x != nil {
+		return x.Notes
+	}
+	return ""
+}
+
+type ResumeJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobResponse) Reset() {
+	*x = ResumeJobResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobResponse) ProtoMessage() {}
+
+func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobResponse.ProtoReflect.Descriptor instead.
+func (*ResumeJobResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ResumeJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "command" or "event".
+	Kind           string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Type           string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	Attempts       int32  `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	MaxAttempts    int32  `protobuf:"varint,6,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	LastError      string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// The message's JSON payload as text.
+	Payload       string                 `protobuf:"bytes,8,opt,name=payload,proto3" json:"payload,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DeadLetter) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetMaxAttempts() int32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetPayload() string {
+	if x != nil {
+		return x.Payload
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Zero: 100; at most 1000.
+	Limit         int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListDeadLettersRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListDeadLettersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      []*DeadLetter          `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListDeadLettersResponse) GetMessages() []*DeadLetter {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+type RequeueDeadLetterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequeueDeadLetterRequest) Reset() {
+	*x = RequeueDeadLetterRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequeueDeadLetterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequeueDeadLetterRequest) ProtoMessage() {}
+
+func (x *RequeueDeadLetterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequeueDeadLetterRequest.ProtoReflect.Descriptor instead.
+func (*RequeueDeadLetterRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RequeueDeadLetterRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type RequeueDeadLetterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequeueDeadLetterResponse) Reset() {
+	*x = RequeueDeadLetterResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequeueDeadLetterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequeueDeadLetterResponse) ProtoMessage() {}
+
+func (x *RequeueDeadLetterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequeueDeadLetterResponse.ProtoReflect.Descriptor instead.
+func (*RequeueDeadLetterResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{34}
+}
+
+type SagaSummary struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Type            string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	State           string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	CurrentStep     int32                  `protobuf:"varint,4,opt,name=current_step,json=currentStep,proto3" json:"current_step,omitempty"`
+	CurrentStepName string                 `protobuf:"bytes,5,opt,name=current_step_name,json=currentStepName,proto3" json:"current_step_name,omitempty"`
+	Error           string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	CreatedAt       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SagaSummary) Reset() {
+	*x = SagaSummary{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SagaSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SagaSummary) ProtoMessage() {}
+
+func (x *SagaSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SagaSummary.ProtoReflect.Descriptor instead.
+func (*SagaSummary) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SagaSummary) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SagaSummary) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *SagaSummary) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *SagaSummary) GetCurrentStep() int32 {
+	if x != nil {
+		return x.CurrentStep
+	}
+	return 0
+}
+
+func (x *SagaSummary) GetCurrentStepName() string {
+	if x != nil {
+		return x.CurrentStepName
+	}
+	return ""
+}
+
+func (x *SagaSummary) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *SagaSummary) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *SagaSummary) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+type ListJobSagasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobSagasRequest) Reset() {
+	*x = ListJobSagasRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobSagasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobSagasRequest) ProtoMessage() {}
+
+func (x *ListJobSagasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobSagasRequest.ProtoReflect.Descriptor instead.
+func (*ListJobSagasRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ListJobSagasRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListJobSagasResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Oldest first: the execution saga(s) and the provisioning saga of each attempt.
+	Sagas         []*SagaSummary `protobuf:"bytes,1,rep,name=sagas,proto3" json:"sagas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobSagasResponse) Reset() {
+	*x = ListJobSagasResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobSagasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobSagasResponse) ProtoMessage() {}
+
+func (x *ListJobSagasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobSagasResponse.ProtoReflect.Descriptor instead.
+func (*ListJobSagasResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListJobSagasResponse) GetSagas() []*SagaSummary {
+	if x != nil {
+		return x.Sagas
+	}
+	return nil
+}
+
 var File_hodei_v1_hodei_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_hodei_proto_rawDesc = "" +
@@ -2017,9 +2609,10 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x11SubmitJobResponse\x12\x1f\n" +
 	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"\x1f\n" +
 	"\rGetJobRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"1\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"^\n" +
 	"\x0eGetJobResponse\x12\x1f\n" +
-	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"\xdf\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\x12+\n" +
+	"\x05sagas\x18\x02 \x03(\v2\x15.hodei.v1.SagaSummaryR\x05sagas\"\xdf\x01\n" +
 	"\x0fListJobsRequest\x12\x16\n" +
 	"\x06states\x18\x01 \x03(\tR\x06states\x12=\n" +
 	"\x06labels\x18\x02 \x03(\v2%.hodei.v1.ListJobsRequest.LabelsEntryR\x06labels\x12\x1b\n" +
@@ -2106,7 +2699,53 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\arun_job\x18\x02 \x01(\v2\x10.hodei.v1.RunJobH\x00R\x06runJob\x12-\n" +
 	"\x06cancel\x18\x03 \x01(\v2\x13.hodei.v1.CancelJobH\x00R\x06cancel\x12!\n" +
 	"\x03ack\x18\x04 \x01(\v2\r.hodei.v1.AckH\x00R\x03ackB\t\n" +
-	"\apayload*\xae\x02\n" +
+	"\apayload\"_\n" +
+	"\x10ResumeJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1e\n" +
+	"\n" +
+	"resolution\x18\x02 \x01(\tR\n" +
+	"resolution\x12\x14\n" +
+	"\x05notes\x18\x03 \x01(\tR\x05notes\"4\n" +
+	"\x11ResumeJobResponse\x12\x1f\n" +
+	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"\xdb\x02\n" +
+	"\n" +
+	"DeadLetter\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12'\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\x05R\battempts\x12!\n" +
+	"\fmax_attempts\x18\x06 \x01(\x05R\vmaxAttempts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\a \x01(\tR\tlastError\x12\x18\n" +
+	"\apayload\x18\b \x01(\tR\apayload\x129\n" +
+	"\n" +
+	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\".\n" +
+	"\x16ListDeadLettersRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"K\n" +
+	"\x17ListDeadLettersResponse\x120\n" +
+	"\bmessages\x18\x01 \x03(\v2\x14.hodei.v1.DeadLetterR\bmessages\"*\n" +
+	"\x18RequeueDeadLetterRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"\x1b\n" +
+	"\x19RequeueDeadLetterResponse\"\xa2\x02\n" +
+	"\vSagaSummary\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12!\n" +
+	"\fcurrent_step\x18\x04 \x01(\x05R\vcurrentStep\x12*\n" +
+	"\x11current_step_name\x18\x05 \x01(\tR\x0fcurrentStepName\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\",\n" +
+	"\x13ListJobSagasRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"C\n" +
+	"\x14ListJobSagasResponse\x12+\n" +
+	"\x05sagas\x18\x01 \x03(\v2\x15.hodei.v1.SagaSummaryR\x05sagas*\xae\x02\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -2135,7 +2774,12 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"StreamLogs\x12\x1b.hodei.v1.StreamLogsRequest\x1a\x1c.hodei.v1.StreamLogsResponse0\x012\x98\x01\n" +
 	"\x12WorkerAgentService\x12A\n" +
 	"\bRegister\x12\x19.hodei.v1.RegisterRequest\x1a\x1a.hodei.v1.RegisterResponse\x12?\n" +
-	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x01B2Z0github.com/hodei-jobs/hodei/gen/hodei/v1;hodeiv1b\x06proto3"
+	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xd9\x02\n" +
+	"\fAdminService\x12D\n" +
+	"\tResumeJob\x12\x1a.hodei.v1.ResumeJobRequest\x1a\x1b.hodei.v1.ResumeJobResponse\x12V\n" +
+	"\x0fListDeadLetters\x12 .hodei.v1.ListDeadLettersRequest\x1a!.hodei.v1.ListDeadLettersResponse\x12\\\n" +
+	"\x11RequeueDeadLetter\x12\".hodei.v1.RequeueDeadLetterRequest\x1a#.hodei.v1.RequeueDeadLetterResponse\x12M\n" +
+	"\fListJobSagas\x12\x1d.hodei.v1.ListJobSagasRequest\x1a\x1e.hodei.v1.ListJobSagasResponseB2Z0github.com/hodei-jobs/hodei/gen/hodei/v1;hodeiv1b\x06proto3"
 
 var (
 	file_hodei_v1_hodei_proto_rawDescOnce sync.Once
@@ -2150,102 +2794,128 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_hodei_v1_hodei_proto_goTypes = []any{
-	(JobState)(0),                 // 0: hodei.v1.JobState
-	(LogStream)(0),                // 1: hodei.v1.LogStream
-	(*Script)(nil),                // 2: hodei.v1.Script
-	(*Resources)(nil),             // 3: hodei.v1.Resources
-	(*JobSpec)(nil),               // 4: hodei.v1.JobSpec
-	(*Job)(nil),                   // 5: hodei.v1.Job
-	(*SubmitJobRequest)(nil),      // 6: hodei.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 7: hodei.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),         // 8: hodei.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 9: hodei.v1.GetJobResponse
-	(*ListJobsRequest)(nil),       // 10: hodei.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 11: hodei.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),      // 12: hodei.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 13: hodei.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),       // 14: hodei.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),      // 15: hodei.v1.WatchJobResponse
-	(*StreamLogsRequest)(nil),     // 16: hodei.v1.StreamLogsRequest
-	(*LogLine)(nil),               // 17: hodei.v1.LogLine
-	(*StreamLogsResponse)(nil),    // 18: hodei.v1.StreamLogsResponse
-	(*RegisterRequest)(nil),       // 19: hodei.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 20: hodei.v1.RegisterResponse
-	(*Heartbeat)(nil),             // 21: hodei.v1.Heartbeat
-	(*LogBatch)(nil),              // 22: hodei.v1.LogBatch
-	(*JobResult)(nil),             // 23: hodei.v1.JobResult
-	(*JobStarted)(nil),            // 24: hodei.v1.JobStarted
-	(*Ack)(nil),                   // 25: hodei.v1.Ack
-	(*WorkerMessage)(nil),         // 26: hodei.v1.WorkerMessage
-	(*RunJob)(nil),                // 27: hodei.v1.RunJob
-	(*CancelJob)(nil),             // 28: hodei.v1.CancelJob
-	(*ServerMessage)(nil),         // 29: hodei.v1.ServerMessage
-	nil,                           // 30: hodei.v1.JobSpec.EnvEntry
-	nil,                           // 31: hodei.v1.JobSpec.LabelsEntry
-	nil,                           // 32: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(JobState)(0),                     // 0: hodei.v1.JobState
+	(LogStream)(0),                    // 1: hodei.v1.LogStream
+	(*Script)(nil),                    // 2: hodei.v1.Script
+	(*Resources)(nil),                 // 3: hodei.v1.Resources
+	(*JobSpec)(nil),                   // 4: hodei.v1.JobSpec
+	(*Job)(nil),                       // 5: hodei.v1.Job
+	(*SubmitJobRequest)(nil),          // 6: hodei.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),         // 7: hodei.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),             // 8: hodei.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 9: hodei.v1.GetJobResponse
+	(*ListJobsRequest)(nil),           // 10: hodei.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 11: hodei.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),          // 12: hodei.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 13: hodei.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),           // 14: hodei.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),          // 15: hodei.v1.WatchJobResponse
+	(*StreamLogsRequest)(nil),         // 16: hodei.v1.StreamLogsRequest
+	(*LogLine)(nil),                   // 17: hodei.v1.LogLine
+	(*StreamLogsResponse)(nil),        // 18: hodei.v1.StreamLogsResponse
+	(*RegisterRequest)(nil),           // 19: hodei.v1.RegisterRequest
+	(*RegisterResponse)(nil),          // 20: hodei.v1.RegisterResponse
+	(*Heartbeat)(nil),                 // 21: hodei.v1.Heartbeat
+	(*LogBatch)(nil),                  // 22: hodei.v1.LogBatch
+	(*JobResult)(nil),                 // 23: hodei.v1.JobResult
+	(*JobStarted)(nil),                // 24: hodei.v1.JobStarted
+	(*Ack)(nil),                       // 25: hodei.v1.Ack
+	(*WorkerMessage)(nil),             // 26: hodei.v1.WorkerMessage
+	(*RunJob)(nil),                    // 27: hodei.v1.RunJob
+	(*CancelJob)(nil),                 // 28: hodei.v1.CancelJob
+	(*ServerMessage)(nil),             // 29: hodei.v1.ServerMessage
+	(*ResumeJobRequest)(nil),          // 30: hodei.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),         // 31: hodei.v1.ResumeJobResponse
+	(*DeadLetter)(nil),                // 32: hodei.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),    // 33: hodei.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 34: hodei.v1.ListDeadLettersResponse
+	(*RequeueDeadLetterRequest)(nil),  // 35: hodei.v1.RequeueDeadLetterRequest
+	(*RequeueDeadLetterResponse)(nil), // 36: hodei.v1.RequeueDeadLetterResponse
+	(*SagaSummary)(nil),               // 37: hodei.v1.SagaSummary
+	(*ListJobSagasRequest)(nil),       // 38: hodei.v1.ListJobSagasRequest
+	(*ListJobSagasResponse)(nil),      // 39: hodei.v1.ListJobSagasResponse
+	nil,                               // 40: hodei.v1.JobSpec.EnvEntry
+	nil,                               // 41: hodei.v1.JobSpec.LabelsEntry
+	nil,                               // 42: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),       // 43: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 44: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
-	30, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	40, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	31, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	33, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	41, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	43, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
 	4,  // 5: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	34, // 6: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	34, // 7: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	34, // 8: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	34, // 9: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	44, // 6: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	44, // 7: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	44, // 8: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	44, // 9: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	4,  // 10: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
 	5,  // 11: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
 	5,  // 12: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
-	32, // 13: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
-	5,  // 14: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
-	5,  // 15: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
-	5,  // 16: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
-	1,  // 17: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	34, // 18: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	17, // 19: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	33, // 20: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	34, // 21: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	17, // 22: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	34, // 23: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	34, // 24: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	34, // 25: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
-	21, // 26: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
-	22, // 27: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
-	23, // 28: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
-	25, // 29: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
-	24, // 30: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
-	4,  // 31: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	33, // 32: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
-	27, // 33: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
-	28, // 34: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
-	25, // 35: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
-	6,  // 36: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	8,  // 37: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	10, // 38: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	12, // 39: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	14, // 40: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	16, // 41: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	19, // 42: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	26, // 43: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	7,  // 44: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	9,  // 45: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	11, // 46: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	13, // 47: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	15, // 48: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	18, // 49: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	20, // 50: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	29, // 51: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	44, // [44:52] is the sub-list for method output_type
-	36, // [36:44] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	37, // 13: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
+	42, // 14: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	5,  // 15: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
+	5,  // 16: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
+	5,  // 17: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
+	1,  // 18: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	44, // 19: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	17, // 20: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
+	43, // 21: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	44, // 22: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	17, // 23: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
+	44, // 24: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	44, // 25: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	44, // 26: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	21, // 27: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
+	22, // 28: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
+	23, // 29: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
+	25, // 30: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
+	24, // 31: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
+	4,  // 32: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	43, // 33: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	27, // 34: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
+	28, // 35: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
+	25, // 36: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
+	5,  // 37: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
+	44, // 38: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	44, // 39: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 40: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
+	44, // 41: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	44, // 42: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	37, // 43: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
+	6,  // 44: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	8,  // 45: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	10, // 46: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	12, // 47: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	14, // 48: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	16, // 49: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
+	19, // 50: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	26, // 51: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	30, // 52: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	33, // 53: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	35, // 54: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	38, // 55: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	7,  // 56: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	9,  // 57: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	11, // 58: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	13, // 59: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	15, // 60: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	18, // 61: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	20, // 62: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	29, // 63: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	31, // 64: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	34, // 65: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	36, // 66: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	39, // 67: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	56, // [56:68] is the sub-list for method output_type
+	44, // [44:56] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_hodei_proto_init() }
@@ -2272,9 +2942,9 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   41,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_hodei_v1_hodei_proto_goTypes,
 		DependencyIndexes: file_hodei_v1_hodei_proto_depIdxs,

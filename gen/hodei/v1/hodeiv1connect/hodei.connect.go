@@ -25,6 +25,8 @@ const (
 	JobServiceName = "hodei.v1.JobService"
 	// WorkerAgentServiceName is the fully-qualified name of the WorkerAgentService service.
 	WorkerAgentServiceName = "hodei.v1.WorkerAgentService"
+	// AdminServiceName is the fully-qualified name of the AdminService service.
+	AdminServiceName = "hodei.v1.AdminService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -53,6 +55,17 @@ const (
 	// WorkerAgentServiceConnectProcedure is the fully-qualified name of the WorkerAgentService's
 	// Connect RPC.
 	WorkerAgentServiceConnectProcedure = "/hodei.v1.WorkerAgentService/Connect"
+	// AdminServiceResumeJobProcedure is the fully-qualified name of the AdminService's ResumeJob RPC.
+	AdminServiceResumeJobProcedure = "/hodei.v1.AdminService/ResumeJob"
+	// AdminServiceListDeadLettersProcedure is the fully-qualified name of the AdminService's
+	// ListDeadLetters RPC.
+	AdminServiceListDeadLettersProcedure = "/hodei.v1.AdminService/ListDeadLetters"
+	// AdminServiceRequeueDeadLetterProcedure is the fully-qualified name of the AdminService's
+	// RequeueDeadLetter RPC.
+	AdminServiceRequeueDeadLetterProcedure = "/hodei.v1.AdminService/RequeueDeadLetter"
+	// AdminServiceListJobSagasProcedure is the fully-qualified name of the AdminService's ListJobSagas
+	// RPC.
+	AdminServiceListJobSagasProcedure = "/hodei.v1.AdminService/ListJobSagas"
 )
 
 // JobServiceClient is a client for the hodei.v1.JobService service.
@@ -351,4 +364,152 @@ func (UnimplementedWorkerAgentServiceHandler) Register(context.Context, *connect
 
 func (UnimplementedWorkerAgentServiceHandler) Connect(context.Context, *connect.BidiStream[v1.WorkerMessage, v1.ServerMessage]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.WorkerAgentService.Connect is not implemented"))
+}
+
+// AdminServiceClient is a client for the hodei.v1.AdminService service.
+type AdminServiceClient interface {
+	ResumeJob(context.Context, *connect.Request[v1.ResumeJobRequest]) (*connect.Response[v1.ResumeJobResponse], error)
+	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
+	RequeueDeadLetter(context.Context, *connect.Request[v1.RequeueDeadLetterRequest]) (*connect.Response[v1.RequeueDeadLetterResponse], error)
+	ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error)
+}
+
+// NewAdminServiceClient constructs a client for the hodei.v1.AdminService service. By default, it
+// uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) AdminServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	adminServiceMethods := v1.File_hodei_v1_hodei_proto.Services().ByName("AdminService").Methods()
+	return &adminServiceClient{
+		resumeJob: connect.NewClient[v1.ResumeJobRequest, v1.ResumeJobResponse](
+			httpClient,
+			baseURL+AdminServiceResumeJobProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ResumeJob")),
+			connect.WithClientOptions(opts...),
+		),
+		listDeadLetters: connect.NewClient[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse](
+			httpClient,
+			baseURL+AdminServiceListDeadLettersProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListDeadLetters")),
+			connect.WithClientOptions(opts...),
+		),
+		requeueDeadLetter: connect.NewClient[v1.RequeueDeadLetterRequest, v1.RequeueDeadLetterResponse](
+			httpClient,
+			baseURL+AdminServiceRequeueDeadLetterProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RequeueDeadLetter")),
+			connect.WithClientOptions(opts...),
+		),
+		listJobSagas: connect.NewClient[v1.ListJobSagasRequest, v1.ListJobSagasResponse](
+			httpClient,
+			baseURL+AdminServiceListJobSagasProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListJobSagas")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// adminServiceClient implements AdminServiceClient.
+type adminServiceClient struct {
+	resumeJob         *connect.Client[v1.ResumeJobRequest, v1.ResumeJobResponse]
+	listDeadLetters   *connect.Client[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse]
+	requeueDeadLetter *connect.Client[v1.RequeueDeadLetterRequest, v1.RequeueDeadLetterResponse]
+	listJobSagas      *connect.Client[v1.ListJobSagasRequest, v1.ListJobSagasResponse]
+}
+
+// ResumeJob calls hodei.v1.AdminService.ResumeJob.
+func (c *adminServiceClient) ResumeJob(ctx context.Context, req *connect.Request[v1.ResumeJobRequest]) (*connect.Response[v1.ResumeJobResponse], error) {
+	return c.resumeJob.CallUnary(ctx, req)
+}
+
+// ListDeadLetters calls hodei.v1.AdminService.ListDeadLetters.
+func (c *adminServiceClient) ListDeadLetters(ctx context.Context, req *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error) {
+	return c.listDeadLetters.CallUnary(ctx, req)
+}
+
+// RequeueDeadLetter calls hodei.v1.AdminService.RequeueDeadLetter.
+func (c *adminServiceClient) RequeueDeadLetter(ctx context.Context, req *connect.Request[v1.RequeueDeadLetterRequest]) (*connect.Response[v1.RequeueDeadLetterResponse], error) {
+	return c.requeueDeadLetter.CallUnary(ctx, req)
+}
+
+// ListJobSagas calls hodei.v1.AdminService.ListJobSagas.
+func (c *adminServiceClient) ListJobSagas(ctx context.Context, req *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error) {
+	return c.listJobSagas.CallUnary(ctx, req)
+}
+
+// AdminServiceHandler is an implementation of the hodei.v1.AdminService service.
+type AdminServiceHandler interface {
+	ResumeJob(context.Context, *connect.Request[v1.ResumeJobRequest]) (*connect.Response[v1.ResumeJobResponse], error)
+	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
+	RequeueDeadLetter(context.Context, *connect.Request[v1.RequeueDeadLetterRequest]) (*connect.Response[v1.RequeueDeadLetterResponse], error)
+	ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error)
+}
+
+// NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	adminServiceMethods := v1.File_hodei_v1_hodei_proto.Services().ByName("AdminService").Methods()
+	adminServiceResumeJobHandler := connect.NewUnaryHandler(
+		AdminServiceResumeJobProcedure,
+		svc.ResumeJob,
+		connect.WithSchema(adminServiceMethods.ByName("ResumeJob")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListDeadLettersHandler := connect.NewUnaryHandler(
+		AdminServiceListDeadLettersProcedure,
+		svc.ListDeadLetters,
+		connect.WithSchema(adminServiceMethods.ByName("ListDeadLetters")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceRequeueDeadLetterHandler := connect.NewUnaryHandler(
+		AdminServiceRequeueDeadLetterProcedure,
+		svc.RequeueDeadLetter,
+		connect.WithSchema(adminServiceMethods.ByName("RequeueDeadLetter")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListJobSagasHandler := connect.NewUnaryHandler(
+		AdminServiceListJobSagasProcedure,
+		svc.ListJobSagas,
+		connect.WithSchema(adminServiceMethods.ByName("ListJobSagas")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/hodei.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case AdminServiceResumeJobProcedure:
+			adminServiceResumeJobHandler.ServeHTTP(w, r)
+		case AdminServiceListDeadLettersProcedure:
+			adminServiceListDeadLettersHandler.ServeHTTP(w, r)
+		case AdminServiceRequeueDeadLetterProcedure:
+			adminServiceRequeueDeadLetterHandler.ServeHTTP(w, r)
+		case AdminServiceListJobSagasProcedure:
+			adminServiceListJobSagasHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedAdminServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedAdminServiceHandler struct{}
+
+func (UnimplementedAdminServiceHandler) ResumeJob(context.Context, *connect.Request[v1.ResumeJobRequest]) (*connect.Response[v1.ResumeJobResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ResumeJob is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListDeadLetters is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RequeueDeadLetter(context.Context, *connect.Request[v1.RequeueDeadLetterRequest]) (*connect.Response[v1.RequeueDeadLetterResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.RequeueDeadLetter is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListJobSagas is not implemented"))
 }

@@ -1,0 +1,340 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hodei-jobs/hodei/domain"
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/store"
+)
+
+// Limits of the admin API.
+const (
+	MaxAdminBodyBytes     = 64 << 10 // bytes of one REST request body
+	DefaultDeadLetterList = 100      // ListDeadLetters limit when zero
+	MaxDeadLetterList     = 1000     // ListDeadLetters limit
+)
+
+// AdminLogic is what AdminService needs from the job logic (jobs.Service).
+type AdminLogic interface {
+	// ResumeJob applies an operator's resolution to a job in
+	// MANUAL_INTERVENTION_REQUIRED (a *domain.ValidationError for a bad resolution,
+	// domain.ErrIllegalTransition for another state).
+	ResumeJob(ctx context.Context, jobID, resolution, notes string) (*domain.Job, error)
+	// JobSagas lists the sagas of a job, oldest first.
+	JobSagas(ctx context.Context, jobID string) ([]*hodeiv1.SagaSummary, error)
+}
+
+// DeadLetterStore reads and requeues outbox dead letters; store.OutboxStore satisfies it.
+type DeadLetterStore interface {
+	ListByStatus(ctx context.Context, status store.OutboxStatus, limit int) ([]*store.OutboxMessage, error)
+	Requeue(ctx context.Context, id int64) error
+}
+
+// AdminOptions tunes an AdminService.
+type AdminOptions struct {
+	// Token, when set, is required on every admin request as "Authorization: Bearer
+	// <Token>" (else Unauthenticated / HTTP 401). When empty, only clients connecting
+	// from a loopback address (127.0.0.0/8, ::1) may use the admin API (others get
+	// PermissionDenied / HTTP 403).
+	Token string
+	// Errors maps extra errors to codes (checked before the built-in mapping).
+	Errors []ErrorCode
+	Logger *slog.Logger
+}
+
+// AdminService implements hodeiv1connect.AdminServiceHandler and the admin REST routes
+// (Routes).
+type AdminService struct {
+	logic AdminLogic
+	dead  DeadLetterStore
+	opts  AdminOptions
+	log   *slog.Logger
+}
+
+var _ hodeiv1connect.AdminServiceHandler = (*AdminService)(nil)
+
+// NewAdminService returns the admin API over logic and the outbox's dead letters.
+func NewAdminService(logic AdminLogic, dead DeadLetterStore, opts AdminOptions) (*AdminService, error) {
+	if logic == nil || dead == nil {
+		return nil, errors.New("api: NewAdminService needs the admin logic and a dead letter store")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &AdminService{logic: logic, dead: dead, opts: opts, log: opts.Logger.With("component", "admin")}, nil
+}
+
+var (
+	errNoToken    = errors.New("admin API: missing or wrong bearer token")
+	errNotLocal   = errors.New("admin API: no admin token is configured, so it is served to loopback clients only (start the server with --admin-token)")
+	errBadAuthHdr = errors.New("admin API: Authorization header must be \"Bearer <token>\"")
+)
+
+// authorize checks one request's Authorization header (or, without a configured token,
+// the client's address).
+func (s *AdminService) authorize(h http.Header, remoteAddr string) *connect.Error {
+	if s.opts.Token == "" {
+		host, _, err := net.SplitHostPort(remoteAddr)
+		if err != nil {
+			host = remoteAddr
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			return nil
+		}
+		return connect.NewError(connect.CodePermissionDenied, errNotLocal)
+	}
+	auth := h.Get("Authorization")
+	tok, ok := strings.CutPrefix(auth, "Bearer ")
+	if auth != "" && !ok {
+		return connect.NewError(connect.CodeUnauthenticated, errBadAuthHdr)
+	}
+	if subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.Token)) != 1 {
+		return connect.NewError(connect.CodeUnauthenticated, errNoToken)
+	}
+	return nil
+}
+
+// interceptor refuses unauthorized RPCs.
+func (s *AdminService) interceptor() connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if err := s.authorize(req.Header(), req.Peer().Addr); err != nil {
+				return nil, err
+			}
+			return next(ctx, req)
+		}
+	})
+}
+
+// mount adds the AdminService RPCs (with opts) and the REST routes to mux.
+func (s *AdminService) mount(mux *http.ServeMux, opts []connect.HandlerOption) {
+	mux.Handle(hodeiv1connect.NewAdminServiceHandler(s, append(opts[:len(opts):len(opts)],
+		connect.WithInterceptors(s.interceptor()))...))
+	mux.HandleFunc("POST /api/v1/admin/jobs/{job_id}/resume", s.rest(s.restResume))
+	mux.HandleFunc("GET /api/v1/admin/jobs/{job_id}/sagas", s.rest(s.restSagas))
+	mux.HandleFunc("GET /api/v1/admin/outbox/dead-letters", s.rest(s.restListDead))
+	mux.HandleFunc("POST /api/v1/admin/outbox/{id}/requeue", s.rest(s.restRequeue))
+}
+
+func (s *AdminService) toConnect(err error) error { return toConnect(err, s.opts.Errors) }
+
+// ResumeJob implements AdminService.ResumeJob.
+func (s *AdminService) ResumeJob(ctx context.Context, req *connect.Request[hodeiv1.ResumeJobRequest]) (*connect.Response[hodeiv1.ResumeJobResponse], error) {
+	m := req.Msg
+	if err := validID("job_id", m.GetJobId()); err != nil {
+		return nil, err
+	}
+	j, err := s.logic.ResumeJob(ctx, m.GetJobId(), m.GetResolution(), m.GetNotes())
+	if err != nil {
+		var ve *domain.ValidationError
+		if errors.As(err, &ve) {
+			return nil, invalidArg(ve.Field, "%s", ve.Msg)
+		}
+		return nil, s.toConnect(err)
+	}
+	s.log.Info("job resumed", "job", j.ID, "resolution", m.GetResolution(), "state", j.State)
+	return connect.NewResponse(&hodeiv1.ResumeJobResponse{Job: JobToProto(j)}), nil
+}
+
+// ListDeadLetters implements AdminService.ListDeadLetters.
+func (s *AdminService) ListDeadLetters(ctx context.Context, req *connect.Request[hodeiv1.ListDeadLettersRequest]) (*connect.Response[hodeiv1.ListDeadLettersResponse], error) {
+	limit := int(req.Msg.GetLimit())
+	switch {
+	case limit == 0:
+		limit = DefaultDeadLetterList
+	case limit < 0 || limit > MaxDeadLetterList:
+		return nil, invalidArg("limit", "%d out of range [1, %d]", limit, MaxDeadLetterList)
+	}
+	msgs, err := s.dead.ListByStatus(ctx, store.OutboxDeadLetter, limit)
+	if err != nil {
+		return nil, s.toConnect(err)
+	}
+	out := &hodeiv1.ListDeadLettersResponse{Messages: make([]*hodeiv1.DeadLetter, 0, len(msgs))}
+	for _, m := range msgs {
+		out.Messages = append(out.Messages, &hodeiv1.DeadLetter{Id: m.ID, Kind: m.Kind, Type: m.Type,
+			IdempotencyKey: m.IdempotencyKey, Attempts: int32(m.Attempts), MaxAttempts: int32(m.MaxAttempts),
+			LastError: m.LastError, Payload: string(m.Payload),
+			CreatedAt: timeToProto(m.CreatedAt), UpdatedAt: timeToProto(m.UpdatedAt)})
+	}
+	return connect.NewResponse(out), nil
+}
+
+// RequeueDeadLetter implements AdminService.RequeueDeadLetter.
+func (s *AdminService) RequeueDeadLetter(ctx context.Context, req *connect.Request[hodeiv1.RequeueDeadLetterRequest]) (*connect.Response[hodeiv1.RequeueDeadLetterResponse], error) {
+	id := req.Msg.GetId()
+	if id <= 0 {
+		return nil, invalidArg("id", "%d must be a positive outbox row id", id)
+	}
+	if err := s.dead.Requeue(ctx, id); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, connect.NewError(connect.CodeFailedPrecondition,
+				fmt.Errorf("outbox row %d is not a dead letter: %w", id, err))
+		}
+		return nil, s.toConnect(fmt.Errorf("outbox row %d: %w", id, err))
+	}
+	s.log.Info("dead letter requeued", "id", id)
+	return connect.NewResponse(&hodeiv1.RequeueDeadLetterResponse{}), nil
+}
+
+// ListJobSagas implements AdminService.ListJobSagas.
+func (s *AdminService) ListJobSagas(ctx context.Context, req *connect.Request[hodeiv1.ListJobSagasRequest]) (*connect.Response[hodeiv1.ListJobSagasResponse], error) {
+	if err := validID("job_id", req.Msg.GetJobId()); err != nil {
+		return nil, err
+	}
+	sagas, err := s.logic.JobSagas(ctx, req.Msg.GetJobId())
+	if err != nil {
+		return nil, s.toConnect(err)
+	}
+	return connect.NewResponse(&hodeiv1.ListJobSagasResponse{Sagas: sagas}), nil
+}
+
+// --- REST -------------------------------------------------------------------------
+
+// rest wraps a REST handler: authorization, then h; an error becomes a JSON body
+// {"error": "..."} with the HTTP status of its connect code.
+func (s *AdminService) rest(h func(r *http.Request) (proto.Message, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var (
+			msg proto.Message
+			err error
+		)
+		if cerr := s.authorize(r.Header, r.RemoteAddr); cerr != nil {
+			err = cerr
+		} else {
+			msg, err = h(r)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		if err != nil {
+			status, text := http.StatusInternalServerError, err.Error()
+			var ce *connect.Error
+			if errors.As(err, &ce) {
+				status, text = httpStatus(ce.Code()), ce.Message()
+			}
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="hodei-admin"`)
+			}
+			w.WriteHeader(status)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": text})
+			return
+		}
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
+		if err != nil {
+			w.WriteHeader(http.StatusInternalServerError)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": "encode response: " + err.Error()})
+			return
+		}
+		_, _ = w.Write(append(b, '\n'))
+	}
+}
+
+// httpStatus is the HTTP status of a connect code in the admin REST routes.
+func httpStatus(c connect.Code) int {
+	switch c {
+	case connect.CodeInvalidArgument:
+		return http.StatusBadRequest
+	case connect.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case connect.CodePermissionDenied:
+		return http.StatusForbidden
+	case connect.CodeNotFound:
+		return http.StatusNotFound
+	case connect.CodeFailedPrecondition, connect.CodeAborted, connect.CodeAlreadyExists:
+		return http.StatusConflict
+	case connect.CodeResourceExhausted:
+		return http.StatusRequestEntityTooLarge
+	case connect.CodeCanceled:
+		return 499
+	case connect.CodeDeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case connect.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// resumeBody is the JSON body of POST /api/v1/admin/jobs/{job_id}/resume.
+type resumeBody struct {
+	Resolution string `json:"resolution"`
+	Notes      string `json:"notes"`
+}
+
+func (s *AdminService) restResume(r *http.Request) (proto.Message, error) {
+	var body resumeBody
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, MaxAdminBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, connect.NewError(connect.CodeResourceExhausted,
+				fmt.Errorf("request body exceeds the limit of %d bytes", MaxAdminBodyBytes))
+		}
+		if errors.Is(err, io.EOF) {
+			return nil, invalidArg("body", "empty; want {\"resolution\": ..., \"notes\": ...}")
+		}
+		// encoding/json names an unknown field: `json: unknown field "x"`.
+		return nil, invalidArg("body", "%s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if dec.More() {
+		return nil, invalidArg("body", "trailing data after the JSON object")
+	}
+	res, err := s.ResumeJob(r.Context(), connect.NewRequest(&hodeiv1.ResumeJobRequest{
+		JobId: r.PathValue("job_id"), Resolution: body.Resolution, Notes: body.Notes}))
+	if err != nil {
+		return nil, err
+	}
+	return res.Msg.GetJob(), nil
+}
+
+func (s *AdminService) restSagas(r *http.Request) (proto.Message, error) {
+	res, err := s.ListJobSagas(r.Context(), connect.NewRequest(&hodeiv1.ListJobSagasRequest{JobId: r.PathValue("job_id")}))
+	if err != nil {
+		return nil, err
+	}
+	return res.Msg, nil
+}
+
+func (s *AdminService) restListDead(r *http.Request) (proto.Message, error) {
+	var limit int64
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			return nil, invalidArg("limit", "%q is not an integer", v)
+		}
+		limit = n
+	}
+	res, err := s.ListDeadLetters(r.Context(), connect.NewRequest(&hodeiv1.ListDeadLettersRequest{Limit: int32(limit)}))
+	if err != nil {
+		return nil, err
+	}
+	return res.Msg, nil
+}
+
+func (s *AdminService) restRequeue(r *http.Request) (proto.Message, error) {
+	v := r.PathValue("id")
+	id, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return nil, invalidArg("id", "%q is not an outbox row id", v)
+	}
+	res, err := s.RequeueDeadLetter(r.Context(), connect.NewRequest(&hodeiv1.RequeueDeadLetterRequest{Id: id}))
+	if err != nil {
+		return nil, err
+	}
+	return res.Msg, nil
+}

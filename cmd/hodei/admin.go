@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/jobs"
+	"github.com/hodei-jobs/hodei/store"
+	"github.com/hodei-jobs/hodei/store/postgres"
+)
+
+// envAdminToken is the admin API's bearer token, for `hodei server`/`hodei dev` (the
+// token the server requires) and `hodei admin` (the token sent).
+const envAdminToken = "HODEI_ADMIN_TOKEN"
+
+// adminTokenServerFlag defines --admin-token on `hodei server` and `hodei dev`.
+func adminTokenServerFlag(cmd *cobra.Command, p *string) {
+	stringFlagEnv(cmd, p, "admin-token", envAdminToken, "",
+		"bearer token the admin API (/api/v1/admin/, AdminService) requires; empty: the admin API answers loopback clients only")
+}
+
+// adminFlags are the connection flags of every `hodei admin` command.
+type adminFlags struct {
+	server, token string
+}
+
+func (f *adminFlags) define(cmd *cobra.Command) {
+	serverFlag(cmd, &f.server)
+	stringFlagEnv(cmd, &f.token, "admin-token", envAdminToken, "",
+		"admin token of the server (sent as Authorization: Bearer); not needed for a server on this machine started without one")
+}
+
+// client returns an AdminService client sending the token, and the job client for
+// explaining errors.
+func (f *adminFlags) client() (hodeiv1connect.AdminServiceClient, *apiClient, error) {
+	c, err := newAPIClient(f.server)
+	if err != nil {
+		return nil, nil, err
+	}
+	hc := newHTTPClient(strings.HasPrefix(c.baseURL, "http://"))
+	var opts []connect.ClientOption
+	if f.token != "" {
+		tok := f.token
+		opts = append(opts, connect.WithInterceptors(connect.UnaryInterceptorFunc(
+			func(next connect.UnaryFunc) connect.UnaryFunc {
+				return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+					req.Header().Set("Authorization", "Bearer "+tok)
+					return next(ctx, req)
+				}
+			})))
+	}
+	return hodeiv1connect.NewAdminServiceClient(hc, c.baseURL, opts...), c, nil
+}
+
+// explainAdmin adds the token hint to explain.
+func explainAdmin(c *apiClient, err error) error {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnauthenticated:
+		return fmt.Errorf("the server refused the admin token: %s (set --admin-token or %s)", connectMessage(err), envAdminToken)
+	case connect.CodePermissionDenied:
+		return fmt.Errorf("not allowed: %s", connectMessage(err))
+	}
+	return c.explain(err)
+}
+
+func connectMessage(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Message()
+	}
+	return err.Error()
+}
+
+func newAdminCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "admin",
+		Short: "Operator commands: resume jobs that need manual intervention, handle outbox dead letters",
+		Long: `Operator commands over the server's AdminService. When the server was started with
+--admin-token (HODEI_ADMIN_TOKEN), pass the same token here; a server started without
+one answers admin requests from this machine (loopback) only.`,
+		Args: cobra.NoArgs,
+	}
+	job := &cobra.Command{Use: "job", Short: "Act on jobs", Args: cobra.NoArgs}
+	job.AddCommand(newAdminJobResumeCmd())
+	dl := &cobra.Command{Use: "dead-letters", Short: "List and requeue outbox rows in DEAD_LETTER", Args: cobra.NoArgs}
+	dl.AddCommand(newAdminDeadListCmd(), newAdminDeadRequeueCmd())
+	cmd.AddCommand(job, dl)
+	return cmd
+}
+
+func newAdminJobResumeCmd() *cobra.Command {
+	var (
+		f                 adminFlags
+		resolution, notes string
+		output            string
+	)
+	cmd := &cobra.Command{
+		Use:   "resume ID --resolution retry|manually_fixed|cancelled [--notes TEXT]",
+		Short: "Resume a job in MANUAL_INTERVENTION_REQUIRED",
+		Long: `Resume a job in MANUAL_INTERVENTION_REQUIRED:
+  retry           back to PENDING; it runs again as a new attempt
+  manually_fixed  FAILED, with the resolution and notes recorded (handled outside Hodei)
+  cancelled       CANCELLED`,
+		Example: `  hodei admin job resume 0193… --resolution retry
+  hodei admin job resume 0193… --resolution manually_fixed --notes "restored by hand"`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if err := requireFlags(cmd, "resolution"); err != nil {
+				return err
+			}
+			ac, c, err := f.client()
+			if err != nil {
+				return err
+			}
+			res, err := ac.ResumeJob(cmd.Context(), connect.NewRequest(&hodeiv1.ResumeJobRequest{
+				JobId: args[0], Resolution: resolution, Notes: notes}))
+			if err != nil {
+				return explainAdmin(c, err)
+			}
+			if output == outputJSON {
+				return writeProtoJSON(cmd.OutOrStdout(), res.Msg.GetJob())
+			}
+			j := res.Msg.GetJob()
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s resumed (%s): now %s\n", j.GetId(), resolution, j.GetState())
+			return nil
+		},
+	}
+	f.define(cmd)
+	cmd.Flags().StringVar(&resolution, "resolution", "", "retry, manually_fixed or cancelled")
+	cmd.Flags().StringVar(&notes, "notes", "", "free text recorded on the job")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func newAdminDeadListCmd() *cobra.Command {
+	var (
+		f      adminFlags
+		limit  int
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List outbox messages in DEAD_LETTER (oldest first)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ac, c, err := f.client()
+			if err != nil {
+				return err
+			}
+			res, err := ac.ListDeadLetters(cmd.Context(), connect.NewRequest(&hodeiv1.ListDeadLettersRequest{Limit: int32(limit)}))
+			if err != nil {
+				return explainAdmin(c, err)
+			}
+			if output == outputJSON {
+				return writeProtoJSON(cmd.OutOrStdout(), res.Msg)
+			}
+			writeDeadLetters(cmd.OutOrStdout(), res.Msg.GetMessages())
+			return nil
+		},
+	}
+	f.define(cmd)
+	cmd.Flags().IntVar(&limit, "limit", 0, "most messages listed (0: the server's default, 100)")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func writeDeadLetters(w io.Writer, msgs []*hodeiv1.DeadLetter) {
+	if len(msgs) == 0 {
+		fmt.Fprintln(w, "no dead letters")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKIND\tTYPE\tATTEMPTS\tUPDATED\tKEY\tLAST ERROR")
+	for _, m := range msgs {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", m.GetId(), m.GetKind(), m.GetType(),
+			m.GetAttempts(), m.GetMaxAttempts(), formatTime(m.GetUpdatedAt().AsTime(), m.GetUpdatedAt() != nil),
+			shorten(m.GetIdempotencyKey(), 48), shorten(oneLine(m.GetLastError()), 80))
+	}
+	tw.Flush()
+}
+
+func newAdminDeadRequeueCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "requeue ID",
+		Short: "Return a dead letter to PENDING (zero attempts) so that a relay sends it again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := strconv.ParseInt(args[0], 10, 64)
+			if err != nil || id <= 0 {
+				return fmt.Errorf("ID: want a positive outbox row id, got %q", args[0])
+			}
+			ac, c, err := f.client()
+			if err != nil {
+				return err
+			}
+			if _, err := ac.RequeueDeadLetter(cmd.Context(), connect.NewRequest(&hodeiv1.RequeueDeadLetterRequest{Id: id})); err != nil {
+				return explainAdmin(c, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "outbox message %d requeued\n", id)
+			return nil
+		},
+	}
+	f.define(cmd)
+	return cmd
+}
+
+// writeJobSagas prints the sagas of `hodei job get` (the last execution saga is the
+// current one).
+func writeJobSagas(w io.Writer, sagas []*hodeiv1.SagaSummary) {
+	if len(sagas) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nSAGA\tTYPE\tSTATE\tSTEP\tERROR")
+	for _, s := range sagas {
+		step := fmt.Sprint(s.GetCurrentStep())
+		if s.GetCurrentStepName() != "" {
+			step += " (" + s.GetCurrentStepName() + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.GetId(), s.GetType(), s.GetState(), step, shorten(oneLine(s.GetError()), 80))
+	}
+	tw.Flush()
+}
+
+// jobSagaIDs returns the ids of the sagas that exist for jobID in the database, oldest
+// first: the execution saga(s) and the provisioning saga of each attempt.
+func jobSagaIDs(ctx context.Context, dbURL, jobID string) ([]string, error) {
+	st, err := postgres.Open(ctx, dbURL, postgres.WithMaxConns(2))
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w (check --database-url and that PostgreSQL is up)", err)
+	}
+	defer st.Close()
+	j, err := st.Jobs().Get(ctx, jobID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("no job with id %q in this database: check the id (and --database-url)", jobID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read job %s: %w", jobID, err)
+	}
+	cands := []string{jobs.ExecutionSagaID(jobID)}
+	for n := 2; n <= j.Attempt+1; n++ {
+		cands = append(cands, jobs.RetryExecutionSagaID(jobID, n))
+	}
+	for n := 1; n <= j.Attempt; n++ {
+		cands = append(cands, jobs.ProvisioningSagaID(jobID, n))
+	}
+	type found struct {
+		id string
+		at time.Time
+	}
+	var ids []found
+	for _, id := range cands {
+		rec, err := st.Sagas().Get(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read saga %s: %w", id, err)
+		}
+		ids = append(ids, found{id, rec.CreatedAt})
+	}
+	out := make([]string, 0, len(ids))
+	for i := range ids { // insertion sort by creation: a handful of sagas
+		for k := i; k > 0 && ids[k].at.Before(ids[k-1].at); k-- {
+			ids[k], ids[k-1] = ids[k-1], ids[k]
+		}
+	}
+	for _, f := range ids {
+		out = append(out, f.id)
+	}
+	return out, nil
+}
+
+// showJobSagas prints every saga of jobID with its history (`hodei saga show --job`).
+func showJobSagas(ctx context.Context, w io.Writer, dbURL, jobID string, asJSON bool) error {
+	ids, err := jobSagaIDs(ctx, dbURL, jobID)
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("job %s has no sagas in this database", jobID)
+	}
+	views := make([]*sagaView, 0, len(ids))
+	for _, id := range ids {
+		v, err := loadSagaView(ctx, dbURL, id)
+		if err != nil {
+			return err
+		}
+		views = append(views, v)
+	}
+	if asJSON {
+		return writeJSON(w, views)
+	}
+	for i, v := range views {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		if err := printSagaView(w, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,353 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/domain"
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/saga"
+	"github.com/hodei-jobs/hodei/store"
+)
+
+// The cancellation saga (see the package doc, Cancellation).
+const (
+	SagaCancellation = "cancellation"
+
+	TypeSendCancel         = "job.send_cancel"
+	TypeFinishCancellation = "job.finish_cancellation"
+
+	// cancelRounds is how many times the cancellation saga sends CancelJob (each round
+	// waits Config.CancelGrace plus cancelSlack for the worker's result).
+	cancelRounds = 3
+	cancelSlack  = time.Second
+)
+
+// CancellationSagaID is the id of jobID's cancellation saga (at most one per job).
+func CancellationSagaID(jobID string) string { return saga.IDFor(SagaCancellation, jobID) }
+
+// ErrNotCancellable matches a *NotCancellableError.
+var ErrNotCancellable = errors.New("jobs: job cannot be cancelled")
+
+// NotCancellableError: Cancel of a job that already ended. It also matches
+// domain.ErrIllegalTransition (the API maps it to FailedPrecondition).
+type NotCancellableError struct {
+	JobID string
+	State domain.JobState
+}
+
+func (e *NotCancellableError) Error() string {
+	return fmt.Sprintf("job %s already %s; nothing to cancel", e.JobID, e.State)
+}
+
+// Is makes errors.Is(err, ErrNotCancellable) and errors.Is(err, domain.ErrIllegalTransition) true.
+func (e *NotCancellableError) Is(target error) bool {
+	return target == ErrNotCancellable || target == domain.ErrIllegalTransition
+}
+
+// SendCancel sends CancelJob to the job's worker after commit (a no-op, Aborted, once the
+// job is no longer CANCELLING on that worker).
+type SendCancel struct {
+	Key      string        `json:"key"`
+	JobID    string        `json:"job_id"`
+	WorkerID string        `json:"worker_id"`
+	Reason   string        `json:"reason,omitempty"`
+	Grace    time.Duration `json:"grace,omitempty"`
+	Round    int           `json:"round"`
+}
+
+// FinishCancellation ends a CANCELLING job as CANCELLED (whether or not the worker
+// confirmed) and hands its execution saga a cancelled result so that it ends too.
+type FinishCancellation struct {
+	Key       string `json:"key"`
+	JobID     string `json:"job_id"`
+	WorkerID  string `json:"worker_id"`
+	Confirmed bool   `json:"confirmed,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+func (SendCancel) CommandType() string              { return TypeSendCancel }
+func (FinishCancellation) CommandType() string      { return TypeFinishCancellation }
+func (c SendCancel) IdempotencyKey() string         { return c.Key }
+func (c FinishCancellation) IdempotencyKey() string { return c.Key }
+
+// CancellationCommands lists the command types of the cancellation and timeout sagas.
+func CancellationCommands() []command.Command {
+	return []command.Command{SendCancel{}, FinishCancellation{}, StartJobTimeout{}, TerminateWorker{}}
+}
+
+type cancellationInput struct {
+	JobID    string        `json:"job_id"`
+	WorkerID string        `json:"worker_id"`
+	Reason   string        `json:"reason,omitempty"`
+	Grace    time.Duration `json:"grace,omitempty"`
+}
+
+// cancelRound is the output of a send-cancel or await-cancel step.
+type cancelRound struct {
+	Done      bool   `json:"done,omitempty"`      // the job is no longer CANCELLING on its worker
+	Confirmed bool   `json:"confirmed,omitempty"` // the worker's result arrived
+	Error     string `json:"error,omitempty"`
+}
+
+// Cancel asks for a job to end:
+//
+//   - PENDING: CANCELLED at once (its execution saga is told; it has no worker);
+//   - PROVISIONING: CANCELLED at once; the reserved worker is destroyed and the
+//     provisioning saga cancelled;
+//   - ASSIGNED or RUNNING: CANCELLING and, in the same transaction, the cancellation
+//     saga starts (it tells the worker, waits, and ends the job CANCELLED);
+//   - CANCELLING: nothing to do, the job is returned;
+//   - ended: a *NotCancellableError.
+func (s *Service) Cancel(ctx context.Context, jobID, reason string) (*domain.Job, error) {
+	if reason == "" {
+		reason = "cancelled by user"
+	}
+	var out *domain.Job
+	err := s.st.InTx(ctx, func(ctx context.Context) error {
+		j, err := s.st.Jobs().Get(ctx, jobID)
+		if err != nil {
+			return err
+		}
+		setReason := func(j *domain.Job) { j.LastError = reason }
+		switch j.State {
+		case domain.JobCancelling:
+			out = j
+			return nil
+		case domain.JobPending:
+			if out, err = s.moveJob(ctx, jobID, domain.JobCancelled, reason, setReason); err != nil {
+				return err
+			}
+			return s.signalExecution(ctx, jobID, SignalAborted, abortedSignal{Reason: reason})
+		case domain.JobProvisioning:
+			return s.cancelProvisioning(ctx, j, reason, &out)
+		case domain.JobAssigned, domain.JobRunning:
+			if out, err = s.moveJob(ctx, jobID, domain.JobCancelling, reason, setReason); err != nil {
+				return err
+			}
+			in := cancellationInput{JobID: jobID, WorkerID: j.WorkerID, Reason: reason, Grace: s.cfg.CancelGrace}
+			_, _, err = s.engine.Start(ctx, SagaCancellation, CancellationSagaID(jobID), in)
+			return err
+		default:
+			return &NotCancellableError{JobID: jobID, State: j.State}
+		}
+	})
+	var nc *NotCancellableError
+	if errors.As(err, &nc) {
+		return nil, nc
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jobs: cancel %s: %w", jobID, err)
+	}
+	return out, nil
+}
+
+// cancelProvisioning ends a job that has a reserved worker but no assignment yet.
+func (s *Service) cancelProvisioning(ctx context.Context, j *domain.Job, reason string, out **domain.Job) error {
+	setReason := func(j *domain.Job) { j.LastError = reason }
+	if _, err := s.moveJob(ctx, j.ID, domain.JobCancelling, reason, setReason); err != nil {
+		return err
+	}
+	var err error
+	if *out, err = s.moveJob(ctx, j.ID, domain.JobCancelled, reason, setReason); err != nil {
+		return err
+	}
+	workers, err := s.st.Workers().List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, w := range workers {
+		if w.JobID != j.ID || w.State.IsTerminal() {
+			continue
+		}
+		if _, err := s.destroyWorker(ctx, DestroyWorker{WorkerID: w.ID, Reason: reason}); err != nil {
+			return err
+		}
+	}
+	if err := s.engine.Cancel(ctx, ProvisioningSagaID(j.ID, j.Attempt), reason); err != nil &&
+		!errors.Is(err, saga.ErrFinished) && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return s.signalExecution(ctx, j.ID, SignalAborted, abortedSignal{Reason: reason})
+}
+
+// signalCancellation passes a signal to jobID's cancellation saga if it runs.
+func (s *Service) signalCancellation(ctx context.Context, jobID, name string, payload any) error {
+	err := s.engine.Signal(ctx, CancellationSagaID(jobID), name, payload)
+	if errors.Is(err, saga.ErrFinished) || errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+func cancelMessage(jobID, reason string, grace time.Duration, round int) *hodeiv1.ServerMessage {
+	return &hodeiv1.ServerMessage{MessageId: "cancel/" + jobID + "/" + strconv.Itoa(round),
+		Payload: &hodeiv1.ServerMessage_Cancel{Cancel: &hodeiv1.CancelJob{JobId: jobID, Reason: reason,
+			GracePeriod: durationpb.New(grace)}}}
+}
+
+func (s *Service) sendCancel(ctx context.Context, c SendCancel) (Outcome, error) {
+	j, err := s.st.Jobs().Get(ctx, c.JobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if j.State != domain.JobCancelling || j.WorkerID != c.WorkerID || c.WorkerID == "" {
+		o := skipped(j, nil, "job is not being cancelled on this worker")
+		o.Aborted = true
+		return o, nil
+	}
+	msg := cancelMessage(c.JobID, c.Reason, c.Grace, c.Round)
+	s.afterCommit(ctx, func() { s.send(context.WithoutCancel(ctx), c.WorkerID, msg) })
+	return Outcome{JobState: string(j.State)}, nil
+}
+
+func (s *Service) finishCancellation(ctx context.Context, c FinishCancellation) (Outcome, error) {
+	j, err := s.st.Jobs().Get(ctx, c.JobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if j.State != domain.JobCancelling {
+		return skipped(j, nil, "job is not CANCELLING"), nil
+	}
+	reason := j.LastError
+	if !c.Confirmed {
+		reason += " (the worker did not confirm; it is destroyed)"
+	}
+	o, err := s.completeJob(ctx, CompleteJob{JobID: c.JobID, WorkerID: c.WorkerID, Cancelled: true, Error: reason})
+	if err != nil {
+		return Outcome{}, err
+	}
+	// The execution saga waits for a result: the first one it gets wins, so if the
+	// worker's own result came first this is ignored.
+	if err := s.signalExecution(ctx, c.JobID, SignalJobFinished, finishedSignal{Cancelled: true, Error: reason}); err != nil {
+		return Outcome{}, err
+	}
+	return o, nil
+}
+
+// cancellationSaga: cancelRounds × (send-cancel-N ▶ await-cancel-N) ▶ finish ▶ release.
+// A round whose predecessor saw the result (or found the job no longer cancelling on
+// its worker) does nothing, so the worker is re-sent CancelJob only while it is silent.
+func cancellationSaga() saga.Definition {
+	in := func(sc *saga.StepContext) (cancellationInput, error) {
+		var v cancellationInput
+		err := sc.Input(&v)
+		return v, err
+	}
+	// settled reports whether an earlier round ended the waiting, and how.
+	settled := func(sc *saga.StepContext, upTo int) (cancelRound, error) {
+		for i := 1; i <= upTo; i++ {
+			for _, name := range []string{"send-cancel-" + strconv.Itoa(i), "await-cancel-" + strconv.Itoa(i)} {
+				var r cancelRound
+				if ok, err := sc.Output(name, &r); err != nil {
+					return r, err
+				} else if ok && r.Done {
+					return r, nil
+				}
+			}
+		}
+		return cancelRound{}, nil
+	}
+	var steps []saga.Step
+	for i := 1; i <= cancelRounds; i++ {
+		steps = append(steps, saga.Step{
+			Name: "send-cancel-" + strconv.Itoa(i),
+			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+				v, err := in(sc)
+				if err != nil {
+					return nil, err
+				}
+				if r, err := settled(sc, i-1); err != nil || r.Done {
+					return nil, err
+				}
+				o, err := dispatch(ctx, sc, SendCancel{Key: sc.Key(), JobID: v.JobID, WorkerID: v.WorkerID,
+					Reason: v.Reason, Grace: v.Grace, Round: i})
+				if err != nil {
+					return nil, err
+				}
+				return cancelRound{Done: o.Aborted}, nil
+			},
+		}, saga.Step{
+			Name: "await-cancel-" + strconv.Itoa(i),
+			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+				v, err := in(sc)
+				if err != nil {
+					return nil, err
+				}
+				if r, err := settled(sc, i); err != nil || r.Done {
+					return nil, err
+				}
+				p, err := sc.AwaitSignalTimeout(SignalJobFinished, v.Grace+cancelSlack)
+				if errors.Is(err, saga.ErrSignalTimeout) {
+					return cancelRound{}, nil
+				}
+				if err != nil {
+					return nil, err
+				}
+				var f finishedSignal
+				if err := json.Unmarshal(p, &f); err != nil {
+					return nil, fmt.Errorf("decode %s signal: %w", SignalJobFinished, err)
+				}
+				return cancelRound{Done: true, Confirmed: true, Error: f.Error}, nil
+			},
+		})
+	}
+	steps = append(steps, saga.Step{
+		Name: "finish",
+		Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+			v, err := in(sc)
+			if err != nil {
+				return nil, err
+			}
+			r, err := settled(sc, cancelRounds)
+			if err != nil {
+				return nil, err
+			}
+			return dispatch(ctx, sc, FinishCancellation{Key: sc.Key(), JobID: v.JobID, WorkerID: v.WorkerID,
+				Confirmed: r.Confirmed || r.Done, Error: r.Error})
+		},
+	}, saga.Step{
+		Name:  "release",
+		Retry: saga.RetryPolicy{MaxAttempts: 5, Initial: 200 * time.Millisecond, Max: 5 * time.Second},
+		Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+			v, err := in(sc)
+			if err != nil || v.WorkerID == "" {
+				return nil, err
+			}
+			if _, err := dispatch(ctx, sc, ReleaseWorker{Key: sc.Key() + "/release", WorkerID: v.WorkerID}); err != nil {
+				return nil, err
+			}
+			return dispatch(ctx, sc, DestroyWorker{Key: sc.Key() + "/destroy", WorkerID: v.WorkerID, Reason: "job cancelled"})
+		},
+	})
+	return saga.Definition{Name: SagaCancellation, Version: 1, Steps: steps}
+}
+
+// PendingCancel returns the CancelJob to (re)send when workerID connects: its job if
+// that is CANCELLING on it, else nil (the API re-sends it on every connect, so a
+// CancelJob lost while the worker was between streams still arrives). The agent
+// ignores a CancelJob for a job it no longer runs.
+func (s *Service) PendingCancel(ctx context.Context, workerID string) (*hodeiv1.CancelJob, error) {
+	w, err := s.st.Workers().Get(ctx, workerID)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: pending cancel: %w", err)
+	}
+	if w.JobID == "" || w.State.IsTerminal() {
+		return nil, nil
+	}
+	j, err := s.st.Jobs().Get(ctx, w.JobID)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: pending cancel: %w", err)
+	}
+	if j.State != domain.JobCancelling || j.WorkerID != workerID {
+		return nil, nil
+	}
+	return cancelMessage(j.ID, j.LastError, s.cfg.CancelGrace, 0).GetCancel(), nil
+}

@@ -1,0 +1,203 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/messaging"
+	"github.com/hodei-jobs/hodei/saga"
+)
+
+// EventJobWorkerLost is written by the cleanup run for each job whose worker is lost
+// or gone; the orchestrator starts the job's RecoverySaga from it.
+const EventJobWorkerLost = "job.worker_lost"
+
+// workerLostData is the Data of EventJobWorkerLost.
+type workerLostData struct {
+	WorkerID string `json:"worker_id"`
+	Attempt  int    `json:"attempt"`
+	Reason   string `json:"reason"`
+}
+
+// Route tells the Orchestrator which saga an event type starts. The saga's id is
+// saga.IDFor(Saga, Subject(ev)), so the same event delivered twice starts one saga.
+type Route struct {
+	EventType string
+	Saga      string
+	Subject   func(ev domain.Event) (string, error)
+	Input     func(ev domain.Event) (any, error)
+}
+
+// OrchestratorRoutes returns the routes of the job path: job.worker_lost → recovery.
+func (s *Service) OrchestratorRoutes() []Route {
+	decode := func(ev domain.Event) (workerLostData, error) {
+		var d workerLostData
+		if err := json.Unmarshal(ev.Data, &d); err != nil {
+			return d, fmt.Errorf("decode %s data: %w", ev.Type, err)
+		}
+		if ev.EntityID == "" || d.WorkerID == "" || d.Attempt < 1 {
+			return d, fmt.Errorf("%s event: entity_id, worker_id and attempt are required", ev.Type)
+		}
+		return d, nil
+	}
+	return []Route{{
+		EventType: EventJobWorkerLost,
+		Saga:      SagaRecovery,
+		Subject: func(ev domain.Event) (string, error) {
+			d, err := decode(ev)
+			return ev.EntityID + "/" + strconv.Itoa(d.Attempt), err // = RecoverySagaID
+		},
+		Input: func(ev domain.Event) (any, error) {
+			d, err := decode(ev)
+			return recoveryInput{JobID: ev.EntityID, LostWorkerID: d.WorkerID, Attempt: d.Attempt, Reason: d.Reason,
+				ReplacementTimeout: s.cfg.RegistrationTimeout + replacementSlack}, err
+		},
+	}}
+}
+
+// OrchestratorConfig tunes an Orchestrator (setDefaults, Validate).
+type OrchestratorConfig struct {
+	// Durable is the JetStream consumer's durable name (default "hodei-orchestrator");
+	// every replica uses the same one, so each event goes to one of them.
+	Durable string
+	// AckWait before JetStream redelivers an unacknowledged event (default 30s).
+	AckWait time.Duration
+	// RetryDelay before a failed event is redelivered (default 1s).
+	RetryDelay time.Duration
+	Logger     *slog.Logger
+}
+
+func (c *OrchestratorConfig) setDefaults() {
+	if c.Durable == "" {
+		c.Durable = "hodei-orchestrator"
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.RetryDelay == 0 {
+		c.RetryDelay = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *OrchestratorConfig) Validate() error {
+	switch {
+	case c.AckWait < 100*time.Millisecond || c.AckWait > time.Hour:
+		return fmt.Errorf("jobs: OrchestratorConfig.AckWait %s out of range [100ms, 1h]", c.AckWait)
+	case c.RetryDelay < time.Millisecond || c.RetryDelay > time.Hour:
+		return fmt.Errorf("jobs: OrchestratorConfig.RetryDelay %s out of range [1ms, 1h]", c.RetryDelay)
+	}
+	return nil
+}
+
+// Orchestrator is a durable JetStream consumer on HODEI_EVENTS that starts the saga of
+// each routed event (engine.Start with a deterministic id: a duplicate starts nothing).
+type Orchestrator struct {
+	js      jetstream.JetStream
+	engine  *saga.Engine
+	routes  map[string]Route
+	cfg     OrchestratorConfig
+	handled atomic.Int64
+	started atomic.Int64
+}
+
+// NewOrchestrator builds an Orchestrator for routes.
+func NewOrchestrator(js jetstream.JetStream, engine *saga.Engine, routes []Route, cfg OrchestratorConfig) (*Orchestrator, error) {
+	if js == nil || engine == nil || len(routes) == 0 {
+		return nil, errors.New("jobs: NewOrchestrator needs JetStream, a saga engine and at least one route")
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	o := &Orchestrator{js: js, engine: engine, routes: map[string]Route{}, cfg: cfg}
+	for _, r := range routes {
+		if r.EventType == "" || r.Saga == "" || r.Subject == nil || r.Input == nil {
+			return nil, fmt.Errorf("jobs: orchestrator route %q: EventType, Saga, Subject and Input are required", r.EventType)
+		}
+		o.routes[r.EventType] = r
+	}
+	return o, nil
+}
+
+// Stats returns how many events were handled and how many sagas they created.
+func (o *Orchestrator) Stats() (handled, started int64) { return o.handled.Load(), o.started.Load() }
+
+// Handle starts the saga of one event (encoded domain.Event); an event type without a
+// route is ignored. created reports whether a new saga was created.
+func (o *Orchestrator) Handle(ctx context.Context, data []byte) (created bool, err error) {
+	var ev domain.Event
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return false, fmt.Errorf("jobs: orchestrator: decode event: %w", err)
+	}
+	r, ok := o.routes[ev.Type]
+	if !ok {
+		return false, nil
+	}
+	subject, err := r.Subject(ev)
+	if err != nil {
+		return false, fmt.Errorf("jobs: orchestrator: %w", err)
+	}
+	in, err := r.Input(ev)
+	if err != nil {
+		return false, fmt.Errorf("jobs: orchestrator: %w", err)
+	}
+	_, created, err = o.engine.Start(ctx, r.Saga, saga.IDFor(r.Saga, subject), in)
+	if err != nil {
+		return false, fmt.Errorf("jobs: orchestrator: start %s saga for %s: %w", r.Saga, subject, err)
+	}
+	return created, nil
+}
+
+// Run consumes HODEI_EVENTS (the routed subjects) until ctx ends, then returns nil.
+// An event is acknowledged once its saga exists; a failure is redelivered after
+// RetryDelay; an undecodable event is terminated (logged).
+func (o *Orchestrator) Run(ctx context.Context) error {
+	subjects := make([]string, 0, len(o.routes))
+	for t := range o.routes {
+		subjects = append(subjects, messaging.EventSubject(t))
+	}
+	cons, err := o.js.CreateOrUpdateConsumer(ctx, messaging.EventsStream, jetstream.ConsumerConfig{
+		Durable: o.cfg.Durable, FilterSubjects: subjects, AckPolicy: jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy, AckWait: o.cfg.AckWait})
+	if err != nil {
+		return fmt.Errorf("jobs: orchestrator: consumer %s: %w", o.cfg.Durable, err)
+	}
+	log := o.cfg.Logger.With("component", "orchestrator")
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		created, err := o.Handle(ctx, m.Data())
+		o.handled.Add(1)
+		var syntax *json.SyntaxError
+		switch {
+		case errors.As(err, &syntax):
+			log.Error("undecodable event dropped", "subject", m.Subject(), "err", err)
+			_ = m.Term()
+		case err != nil:
+			log.Warn("event not handled; redelivering", "subject", m.Subject(), "err", err)
+			_ = m.NakWithDelay(o.cfg.RetryDelay)
+		default:
+			if created {
+				o.started.Add(1)
+			}
+			_ = m.Ack()
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("jobs: orchestrator: consume: %w", err)
+	}
+	<-ctx.Done()
+	cc.Stop()
+	return nil
+}

@@ -1,0 +1,450 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/domain"
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/saga"
+	"github.com/hodei-jobs/hodei/store"
+)
+
+// Recovery of a job whose worker was lost (see "Recovery" in doc.go).
+const (
+	SagaRecovery = "recovery"
+
+	// SignalReplacementReady (recovery saga): the replacement worker registered.
+	SignalReplacementReady = "replacement.ready"
+	// signalReassignedPrefix + attempt (execution saga): the job moved to another
+	// worker for that attempt; the execution saga completes and releases that worker.
+	signalReassignedPrefix = "worker.reassigned/"
+
+	// EventJobReassigned is written to the outbox when a job moves to a replacement.
+	EventJobReassigned = "job.reassigned"
+
+	TypeStartRecovery      = "job.start_recovery"
+	TypeReserveReplacement = "job.reserve_replacement"
+	TypeTransferJob        = "job.transfer"
+	TypeAbandonJob         = "job.abandon"
+
+	// replacementSlack is added to the registration timeout for the recovery saga's
+	// wait: the provisioning saga of the replacement gives up (and fails the job) first.
+	replacementSlack = 2 * time.Second
+)
+
+// RecoverySagaID is the id of the recovery saga of jobID's attempt (the attempt whose
+// worker was lost): one recovery per attempt, however often the loss is detected.
+func RecoverySagaID(jobID string, attempt int) string {
+	return saga.IDFor(SagaRecovery, jobID+"/"+strconv.Itoa(attempt))
+}
+
+// StartRecovery starts the recovery saga of the job's current attempt if the job is
+// ASSIGNED or RUNNING on WorkerID (otherwise it is skipped).
+type StartRecovery struct {
+	Key      string `json:"key"`
+	JobID    string `json:"job_id"`
+	WorkerID string `json:"worker_id"`
+	Reason   string `json:"reason"`
+}
+
+// ReserveReplacement (recovery saga) takes the job off its lost worker: with attempts
+// left, a CREATING worker row for the replacement, job → PENDING → PROVISIONING
+// (attempt + 1) and the replacement's provisioning saga, in one transaction under the
+// scheduler's lock; with none left, the job FAILED.
+type ReserveReplacement struct {
+	Key          string `json:"key"`
+	JobID        string `json:"job_id"`
+	LostWorkerID string `json:"lost_worker_id"`
+	Attempt      int    `json:"attempt"`
+	Reason       string `json:"reason"`
+}
+
+// TransferJob (recovery saga) assigns the job to its registered replacement, writes the
+// JobReassigned event, tells the execution saga and sends RunJob (after commit).
+type TransferJob struct {
+	Key          string `json:"key"`
+	JobID        string `json:"job_id"`
+	FromWorkerID string `json:"from_worker_id"`
+	ToWorkerID   string `json:"to_worker_id"`
+	Attempt      int    `json:"attempt"`
+}
+
+// AbandonJob fails the job (CANCELLED if it was being cancelled) with Reason unless it
+// already ended, and ends its execution saga (a job.finished signal carrying Reason).
+type AbandonJob struct {
+	Key    string `json:"key"`
+	JobID  string `json:"job_id"`
+	Reason string `json:"reason"`
+}
+
+func (StartRecovery) CommandType() string      { return TypeStartRecovery }
+func (ReserveReplacement) CommandType() string { return TypeReserveReplacement }
+func (TransferJob) CommandType() string        { return TypeTransferJob }
+func (AbandonJob) CommandType() string         { return TypeAbandonJob }
+
+func (c StartRecovery) IdempotencyKey() string      { return c.Key }
+func (c ReserveReplacement) IdempotencyKey() string { return c.Key }
+func (c TransferJob) IdempotencyKey() string        { return c.Key }
+func (c AbandonJob) IdempotencyKey() string         { return c.Key }
+
+// RecoveryCommands returns a zero value of every recovery command type.
+func RecoveryCommands() []command.Command {
+	return []command.Command{StartRecovery{}, ReserveReplacement{}, TransferJob{}, AbandonJob{}}
+}
+
+// RecoveryOutcome is the result of the recovery commands.
+type RecoveryOutcome struct {
+	SagaID    string `json:"saga_id,omitempty"`
+	Started   bool   `json:"started,omitempty"`
+	WorkerID  string `json:"worker_id,omitempty"` // the replacement
+	Attempt   int    `json:"attempt,omitempty"`
+	Exhausted bool   `json:"exhausted,omitempty"` // no attempt left: the job FAILED
+	Skipped   bool   `json:"skipped,omitempty"`
+	Aborted   bool   `json:"aborted,omitempty"` // the job ended or is being cancelled
+	Reason    string `json:"reason,omitempty"`
+}
+
+type recoveryInput struct {
+	JobID              string        `json:"job_id"`
+	LostWorkerID       string        `json:"lost_worker_id"`
+	Attempt            int           `json:"attempt"`
+	Reason             string        `json:"reason"`
+	ReplacementTimeout time.Duration `json:"replacement_timeout"`
+}
+
+func (s *Service) registerRecovery() {
+	command.Register(s.bus, command.HandlerFunc[StartRecovery, RecoveryOutcome](s.startRecovery))
+	command.Register(s.bus, command.HandlerFunc[ReserveReplacement, RecoveryOutcome](s.reserveReplacement))
+	command.Register(s.bus, command.HandlerFunc[TransferJob, RecoveryOutcome](s.transferJob))
+	command.Register(s.bus, command.HandlerFunc[AbandonJob, RecoveryOutcome](s.abandonJob))
+}
+
+// RecoverJob starts the recovery of jobID if it is ASSIGNED or RUNNING on workerID (a
+// duplicate start finds the saga already there and starts nothing).
+func (s *Service) RecoverJob(ctx context.Context, jobID, workerID, reason string) (RecoveryOutcome, error) {
+	return command.Dispatch[RecoveryOutcome](ctx, s.d, StartRecovery{JobID: jobID, WorkerID: workerID, Reason: reason})
+}
+
+func (s *Service) startRecovery(ctx context.Context, c StartRecovery) (RecoveryOutcome, error) {
+	var out RecoveryOutcome
+	err := s.st.InTx(ctx, func(ctx context.Context) error {
+		j, err := s.st.Jobs().Get(ctx, c.JobID)
+		if err != nil {
+			return err
+		}
+		if (j.State != domain.JobAssigned && j.State != domain.JobRunning) || j.WorkerID != c.WorkerID {
+			out = RecoveryOutcome{Skipped: true, Reason: fmt.Sprintf("job is %s on worker %q", j.State, j.WorkerID)}
+			return nil
+		}
+		id := RecoverySagaID(j.ID, j.Attempt)
+		in := recoveryInput{JobID: j.ID, LostWorkerID: c.WorkerID, Attempt: j.Attempt, Reason: c.Reason,
+			ReplacementTimeout: s.cfg.RegistrationTimeout + replacementSlack}
+		_, created, err := s.engine.Start(ctx, SagaRecovery, id, in)
+		if err != nil {
+			return err
+		}
+		out = RecoveryOutcome{SagaID: id, Started: created, Attempt: j.Attempt}
+		if created {
+			s.log.Warn("worker lost; recovering its job", "job", j.ID, "worker", c.WorkerID,
+				"attempt", j.Attempt, "reason", c.Reason)
+		}
+		return nil
+	})
+	if err != nil {
+		return RecoveryOutcome{}, fmt.Errorf("jobs: start recovery of job %s: %w", c.JobID, err)
+	}
+	return out, nil
+}
+
+func (s *Service) reserveReplacement(ctx context.Context, c ReserveReplacement) (RecoveryOutcome, error) {
+	var out RecoveryOutcome
+	err := s.st.InTx(ctx, func(ctx context.Context) error {
+		if err := s.st.Scheduling().Lock(ctx); err != nil {
+			return err
+		}
+		j, err := s.st.Jobs().Get(ctx, c.JobID)
+		if err != nil {
+			return err
+		}
+		if (j.State != domain.JobAssigned && j.State != domain.JobRunning) || j.WorkerID != c.LostWorkerID || j.Attempt != c.Attempt {
+			out = RecoveryOutcome{Skipped: true, Reason: fmt.Sprintf("job is %s on worker %q, attempt %d", j.State, j.WorkerID, j.Attempt)}
+			return nil
+		}
+		if j.Attempt >= j.Spec.MaxAttempts {
+			reason := fmt.Sprintf("worker %s lost (%s); attempts exhausted (%d of %d)",
+				c.LostWorkerID, c.Reason, j.Attempt, j.Spec.MaxAttempts)
+			if err := s.abandon(ctx, j.ID, reason); err != nil {
+				return err
+			}
+			out = RecoveryOutcome{Exhausted: true, Reason: reason, Attempt: j.Attempt}
+			return nil
+		}
+		wid, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		w := &domain.Worker{ID: wid.String(), Provider: s.cfg.DefaultProvider, State: domain.WorkerCreating,
+			JobID: j.ID, Labels: map[string]string{"hodei.job_id": j.ID, "hodei.replaces": c.LostWorkerID}}
+		if err := s.st.Workers().Create(ctx, w); err != nil {
+			return err
+		}
+		if err := s.st.Credentials().SetOTP(ctx, w.ID, nil, time.Time{}); err != nil {
+			return err
+		}
+		reason := "worker " + c.LostWorkerID + " lost: " + c.Reason
+		if _, err := s.moveJob(ctx, j.ID, domain.JobPending, reason, nil); err != nil {
+			return err
+		}
+		moved, err := s.moveJob(ctx, j.ID, domain.JobProvisioning, "replacement worker "+w.ID, func(j *domain.Job) {
+			j.Attempt++
+			j.WorkerID = w.ID
+			j.LastError = reason
+		})
+		if err != nil {
+			return err
+		}
+		in := provisioningInput{JobID: j.ID, WorkerID: w.ID, Provider: s.cfg.DefaultProvider,
+			Attempt: moved.Attempt, RegistrationTimeout: s.cfg.RegistrationTimeout}
+		if _, _, err := s.engine.Start(ctx, SagaProvisioning, ProvisioningSagaID(j.ID, moved.Attempt), in); err != nil {
+			return err
+		}
+		out = RecoveryOutcome{WorkerID: w.ID, Attempt: moved.Attempt}
+		return nil
+	})
+	if err != nil {
+		return RecoveryOutcome{}, fmt.Errorf("jobs: reserve replacement for job %s: %w", c.JobID, err)
+	}
+	return out, nil
+}
+
+func (s *Service) transferJob(ctx context.Context, c TransferJob) (RecoveryOutcome, error) {
+	var out RecoveryOutcome
+	err := s.st.InTx(ctx, func(ctx context.Context) error {
+		j, err := s.st.Jobs().Get(ctx, c.JobID)
+		if err != nil {
+			return err
+		}
+		switch {
+		case j.State.IsTerminal() || j.State.RequiresManualReview():
+			out = RecoveryOutcome{Aborted: true, Reason: "job already ended (" + string(j.State) + ")"}
+			// the execution saga may still wait (a provisioning failure does not end it)
+			return s.signalExecution(ctx, j.ID, SignalJobFinished, finishedSignal{Error: j.LastError})
+		case j.State == domain.JobCancelling:
+			out = RecoveryOutcome{Aborted: true, Reason: "job is being cancelled"}
+			return s.signalExecution(ctx, j.ID, SignalJobFinished, finishedSignal{Cancelled: true, Error: j.LastError})
+		case j.WorkerID != c.ToWorkerID || j.Attempt != c.Attempt:
+			return fmt.Errorf("jobs: job %s is on worker %q attempt %d, not replacement %s attempt %d",
+				j.ID, j.WorkerID, j.Attempt, c.ToWorkerID, c.Attempt)
+		}
+		if _, err := s.assignWorker(ctx, AssignWorker{JobID: c.JobID, WorkerID: c.ToWorkerID}); err != nil {
+			return err
+		}
+		execID, err := s.executionSagaOf(ctx, c.JobID) // a job retried by an operator has a newer execution saga
+		if err != nil {
+			return err
+		}
+		if err := s.engine.Signal(ctx, execID, signalReassignedPrefix+strconv.Itoa(c.Attempt),
+			workerSignal{WorkerID: c.ToWorkerID}); err != nil && !errors.Is(err, saga.ErrFinished) {
+			return err
+		}
+		ev, err := domain.NewEvent(EventJobReassigned, c.JobID, map[string]any{
+			"from_worker_id": c.FromWorkerID, "to_worker_id": c.ToWorkerID, "attempt": c.Attempt, "at": s.cfg.Now()})
+		if err != nil {
+			return err
+		}
+		if err := s.publish(ctx, ev, fmt.Sprintf("job/%s/%d/reassigned", c.JobID, c.Attempt)); err != nil {
+			return err
+		}
+		if _, err := s.dispatchJob(ctx, DispatchJob{JobID: c.JobID, WorkerID: c.ToWorkerID}); err != nil {
+			return err
+		}
+		// Best effort: should the lost worker still be alive, stop its copy of the job
+		// before it is destroyed.
+		cancel := &hodeiv1.ServerMessage{MessageId: fmt.Sprintf("cancel/%s/%d", c.JobID, c.Attempt-1),
+			Payload: &hodeiv1.ServerMessage_Cancel{Cancel: &hodeiv1.CancelJob{JobId: c.JobID, Reason: "job reassigned"}}}
+		s.afterCommit(ctx, func() { s.send(context.WithoutCancel(ctx), c.FromWorkerID, cancel) })
+		out = RecoveryOutcome{WorkerID: c.ToWorkerID, Attempt: c.Attempt}
+		return nil
+	})
+	if err != nil {
+		return RecoveryOutcome{}, fmt.Errorf("jobs: transfer job %s to %s: %w", c.JobID, c.ToWorkerID, err)
+	}
+	return out, nil
+}
+
+func (s *Service) abandonJob(ctx context.Context, c AbandonJob) (RecoveryOutcome, error) {
+	if err := s.st.InTx(ctx, func(ctx context.Context) error { return s.abandon(ctx, c.JobID, c.Reason) }); err != nil {
+		return RecoveryOutcome{}, fmt.Errorf("jobs: abandon job %s: %w", c.JobID, err)
+	}
+	return RecoveryOutcome{Reason: c.Reason}, nil
+}
+
+// abandon ends the job with reason (FAILED; CANCELLED when it was being cancelled)
+// unless it already ended, and sends its execution saga the job.finished signal so that
+// the saga completes (a no-op on an ended job) and releases its worker.
+func (s *Service) abandon(ctx context.Context, jobID, reason string) error {
+	j, err := s.st.Jobs().Get(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	if !j.State.IsTerminal() && !j.State.RequiresManualReview() {
+		to := domain.JobFailed
+		if j.State == domain.JobCancelling {
+			to = domain.JobCancelled
+		}
+		if _, err := s.moveJob(ctx, jobID, to, reason, func(j *domain.Job) { j.LastError = reason }); err != nil {
+			return err
+		}
+	}
+	return s.signalExecution(ctx, jobID, SignalJobFinished, finishedSignal{Error: reason})
+}
+
+// signalRecovery tells the recovery saga that replaced the job's previous attempt that
+// the replacement registered (called by NotifyWorkerReady; no recovery, no-op).
+func (s *Service) signalRecovery(ctx context.Context, jobID, workerID string) error {
+	j, err := s.st.Jobs().Get(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	if j.Attempt < 2 || j.WorkerID != workerID {
+		return nil
+	}
+	err = s.engine.Signal(ctx, RecoverySagaID(jobID, j.Attempt-1), SignalReplacementReady, workerSignal{WorkerID: workerID})
+	if errors.Is(err, saga.ErrFinished) || errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// reassignedWorker returns the worker of the latest reassignment signalled to an
+// execution saga, if any.
+func reassignedWorker(sc *saga.StepContext) (string, bool, error) {
+	for n := domain.MaxMaxAttempts; n > 1; n-- {
+		p, ok := sc.Signal(signalReassignedPrefix + strconv.Itoa(n))
+		if !ok {
+			continue
+		}
+		var w workerSignal
+		if err := json.Unmarshal(p, &w); err != nil {
+			return "", false, fmt.Errorf("decode %s%d signal: %w", signalReassignedPrefix, n, err)
+		}
+		return w.WorkerID, true, nil
+	}
+	return "", false, nil
+}
+
+func recoveryDispatch(ctx context.Context, sc *saga.StepContext, cmd command.Command) (RecoveryOutcome, error) {
+	return command.Dispatch[RecoveryOutcome](ctx, sc, cmd)
+}
+
+func recoverySaga() saga.Definition {
+	type state struct {
+		in      recoveryInput
+		reserve RecoveryOutcome
+		xfer    RecoveryOutcome
+	}
+	load := func(sc *saga.StepContext) (state, error) {
+		var st state
+		if err := sc.Input(&st.in); err != nil {
+			return st, err
+		}
+		if _, err := sc.Output("reserve-replacement", &st.reserve); err != nil {
+			return st, err
+		}
+		if _, err := sc.Output("transfer", &st.xfer); err != nil {
+			return st, err
+		}
+		return st, nil
+	}
+	done := func(st state) bool { return st.reserve.Skipped || st.reserve.Exhausted }
+	return saga.Definition{Name: SagaRecovery, Version: 1, Steps: []saga.Step{
+		{
+			Name: "reserve-replacement",
+			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+				st, err := load(sc)
+				if err != nil {
+					return nil, err
+				}
+				return recoveryDispatch(ctx, sc, ReserveReplacement{Key: sc.Key(), JobID: st.in.JobID,
+					LostWorkerID: st.in.LostWorkerID, Attempt: st.in.Attempt, Reason: st.in.Reason})
+			},
+			// A later step failing for good: the replacement and the lost worker go, the
+			// job FAILS and its execution saga ends.
+			Compensate: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+				st, err := load(sc)
+				if err != nil || done(st) {
+					return nil, err
+				}
+				for i, w := range []string{st.reserve.WorkerID, st.in.LostWorkerID} {
+					if w == "" {
+						continue
+					}
+					if _, err := dispatch(ctx, sc, DestroyWorker{Key: sc.Key() + "/destroy/" + strconv.Itoa(i),
+						WorkerID: w, Reason: "recovery failed"}); err != nil {
+						return nil, err
+					}
+				}
+				return recoveryDispatch(ctx, sc, AbandonJob{Key: sc.Key() + "/abandon", JobID: st.in.JobID,
+					Reason: fmt.Sprintf("worker %s lost (%s); recovery failed", st.in.LostWorkerID, st.in.Reason)})
+			},
+		},
+		{
+			Name: "await-replacement",
+			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+				st, err := load(sc)
+				if err != nil || done(st) {
+					return nil, err
+				}
+				p, err := sc.AwaitSignalTimeout(SignalReplacementReady, st.in.ReplacementTimeout)
+				if errors.Is(err, saga.ErrSignalTimeout) {
+					return nil, fmt.Errorf("replacement %s not ready within %s: %w", st.reserve.WorkerID, st.in.ReplacementTimeout, err)
+				}
+				if err != nil {
+					return nil, err
+				}
+				return p, nil
+			},
+		},
+		{
+			Name: "transfer",
+			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+				st, err := load(sc)
+				if err != nil || done(st) {
+					return nil, err
+				}
+				return recoveryDispatch(ctx, sc, TransferJob{Key: sc.Key(), JobID: st.in.JobID,
+					FromWorkerID: st.in.LostWorkerID, ToWorkerID: st.reserve.WorkerID, Attempt: st.reserve.Attempt})
+			},
+		},
+		{
+			// The lost worker (and with it its job's processes: provider.Destroy ends
+			// the process group) goes; so does the replacement if the job ended meanwhile.
+			Name:  "terminate-old",
+			Retry: saga.RetryPolicy{MaxAttempts: 5, Initial: 200 * time.Millisecond, Max: 5 * time.Second},
+			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+				st, err := load(sc)
+				if err != nil {
+					return nil, err
+				}
+				if st.reserve.Skipped {
+					return nil, nil // the job moved on; the lost worker is the execution saga's
+				}
+				if st.xfer.Aborted && st.reserve.WorkerID != "" {
+					if _, err := dispatch(ctx, sc, DestroyWorker{Key: sc.Key() + "/replacement", WorkerID: st.reserve.WorkerID,
+						Reason: "job ended during recovery"}); err != nil {
+						return nil, err
+					}
+				}
+				return dispatch(ctx, sc, DestroyWorker{Key: sc.Key(), WorkerID: st.in.LostWorkerID, Reason: "worker lost"})
+			},
+		},
+	}}
+}

@@ -1,0 +1,162 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/provider"
+	"github.com/hodei-jobs/hodei/saga"
+)
+
+// The timeout saga (see the package doc, Timeouts).
+const (
+	SagaTimeout = "timeout"
+
+	TypeStartJobTimeout = "job.start_timeout"
+	TypeTerminateWorker = "worker.terminate"
+
+	// terminateAttempts bounds the terminate step (provider Destroy, then Status).
+	terminateAttempts = 3
+)
+
+// TimeoutSagaID is the id of jobID's timeout saga (at most one per job).
+func TimeoutSagaID(jobID string) string { return saga.IDFor(SagaTimeout, jobID) }
+
+// StartJobTimeout starts the job's timeout saga if the job is still ASSIGNED or RUNNING
+// on WorkerID; otherwise it is Skipped (a cancelled or ended job is not timed out).
+type StartJobTimeout struct {
+	Key      string        `json:"key"`
+	JobID    string        `json:"job_id"`
+	WorkerID string        `json:"worker_id"`
+	Timeout  time.Duration `json:"timeout"`
+}
+
+// TerminateWorker destroys the worker's infrastructure now (provider Destroy, in the
+// command's transaction) and fails, transiently, unless the provider then reports it
+// no longer running.
+type TerminateWorker struct {
+	Key      string `json:"key"`
+	WorkerID string `json:"worker_id"`
+}
+
+func (StartJobTimeout) CommandType() string      { return TypeStartJobTimeout }
+func (TerminateWorker) CommandType() string      { return TypeTerminateWorker }
+func (c StartJobTimeout) IdempotencyKey() string { return c.Key }
+func (c TerminateWorker) IdempotencyKey() string { return c.Key }
+
+type timeoutInput struct {
+	JobID    string        `json:"job_id"`
+	WorkerID string        `json:"worker_id"`
+	Timeout  time.Duration `json:"timeout"`
+}
+
+// terminateOutput is the output of the timeout saga's terminate step.
+type terminateOutput struct {
+	Confirmed bool   `json:"confirmed,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+func (s *Service) startJobTimeout(ctx context.Context, c StartJobTimeout) (Outcome, error) {
+	j, err := s.st.Jobs().Get(ctx, c.JobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if (j.State != domain.JobAssigned && j.State != domain.JobRunning) || j.WorkerID != c.WorkerID {
+		return skipped(j, nil, "job is not running on this worker"), nil
+	}
+	in := timeoutInput{JobID: c.JobID, WorkerID: c.WorkerID, Timeout: c.Timeout}
+	if _, _, err := s.engine.Start(ctx, SagaTimeout, TimeoutSagaID(c.JobID), in); err != nil {
+		return Outcome{}, err
+	}
+	return Outcome{JobState: string(j.State)}, nil
+}
+
+func (s *Service) terminateWorker(ctx context.Context, c TerminateWorker) (Outcome, error) {
+	w, err := s.st.Workers().Get(ctx, c.WorkerID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	p, err := s.providers.Get(w.Provider)
+	if err != nil {
+		return Outcome{}, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.DestroyTimeout)
+	defer cancel()
+	if err := p.Destroy(pctx, c.WorkerID); err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: destroy worker %s: %w", c.WorkerID, err))
+	}
+	st, err := p.Status(pctx, c.WorkerID)
+	if err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: status of worker %s: %w", c.WorkerID, err))
+	}
+	if st == provider.StatusRunning {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: worker %s still running after destroy", c.WorkerID))
+	}
+	return Outcome{WorkerState: string(w.State)}, nil
+}
+
+// timeoutSaga: terminate (provider Destroy + Status, retried) ▶ record (TIMED_OUT and
+// the worker released, or MANUAL_INTERVENTION_REQUIRED when the termination could not
+// be confirmed: the worker is then left as it is for an operator).
+func timeoutSaga() saga.Definition {
+	in := func(sc *saga.StepContext) (timeoutInput, error) {
+		var v timeoutInput
+		err := sc.Input(&v)
+		return v, err
+	}
+	return saga.Definition{Name: SagaTimeout, Version: 1, Steps: []saga.Step{
+		{
+			Name:  "terminate",
+			Retry: saga.RetryPolicy{MaxAttempts: terminateAttempts, Initial: 200 * time.Millisecond, Max: 2 * time.Second},
+			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+				v, err := in(sc)
+				if err != nil {
+					return nil, err
+				}
+				_, err = dispatch(ctx, sc, TerminateWorker{Key: sc.Key(), WorkerID: v.WorkerID})
+				switch {
+				case err == nil:
+					return terminateOutput{Confirmed: true}, nil
+				case command.IsTransient(err) && sc.Attempt() < terminateAttempts:
+					return nil, err
+				}
+				return terminateOutput{Error: err.Error()}, nil
+			},
+		},
+		{
+			Name:  "record",
+			Retry: saga.RetryPolicy{MaxAttempts: 5, Initial: 200 * time.Millisecond, Max: 5 * time.Second},
+			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+				v, err := in(sc)
+				if err != nil {
+					return nil, err
+				}
+				var t terminateOutput
+				if _, err := sc.Output("terminate", &t); err != nil {
+					return nil, err
+				}
+				msg := "timed out after " + v.Timeout.String()
+				if !t.Confirmed {
+					return dispatch(ctx, sc, MarkJobFailed{Key: sc.Key() + "/review", JobID: v.JobID, RequiresManualReview: true,
+						Reason: fmt.Sprintf("%s; worker %s could not be confirmed terminated after %d attempts: %s",
+							msg, v.WorkerID, terminateAttempts, t.Error)})
+				}
+				o, err := dispatch(ctx, sc, CompleteJob{Key: sc.Key() + "/complete", JobID: v.JobID, WorkerID: v.WorkerID,
+					TimedOut: true, Error: msg})
+				if err != nil {
+					return nil, err
+				}
+				if _, err := dispatch(ctx, sc, ReleaseWorker{Key: sc.Key() + "/release", WorkerID: v.WorkerID}); err != nil {
+					return nil, err
+				}
+				if _, err := dispatch(ctx, sc, DestroyWorker{Key: sc.Key() + "/destroy", WorkerID: v.WorkerID, Reason: "job timed out"}); err != nil {
+					return nil, err
+				}
+				return o, nil
+			},
+		},
+	}}
+}
