@@ -20,6 +20,7 @@ import (
 	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/internal/protoconv"
 	"github.com/hodei-jobs/hodei/store"
 )
 
@@ -149,7 +150,7 @@ func (s *AdminService) ResumeJob(ctx context.Context, req *connect.Request[hodei
 		return nil, s.toConnect(err)
 	}
 	s.log.Info("job resumed", "job", j.ID, "resolution", m.GetResolution(), "state", j.State)
-	return connect.NewResponse(&hodeiv1.ResumeJobResponse{Job: JobToProto(j)}), nil
+	return connect.NewResponse(&hodeiv1.ResumeJobResponse{Job: protoconv.JobToProto(j)}), nil
 }
 
 // ListDeadLetters implements AdminService.ListDeadLetters.
@@ -170,7 +171,7 @@ func (s *AdminService) ListDeadLetters(ctx context.Context, req *connect.Request
 		out.Messages = append(out.Messages, &hodeiv1.DeadLetter{Id: m.ID, Kind: m.Kind, Type: m.Type,
 			IdempotencyKey: m.IdempotencyKey, Attempts: int32(m.Attempts), MaxAttempts: int32(m.MaxAttempts),
 			LastError: m.LastError, Payload: string(m.Payload),
-			CreatedAt: timeToProto(m.CreatedAt), UpdatedAt: timeToProto(m.UpdatedAt)})
+			CreatedAt: protoconv.TimeToProto(m.CreatedAt), UpdatedAt: protoconv.TimeToProto(m.UpdatedAt)})
 	}
 	return connect.NewResponse(out), nil
 }

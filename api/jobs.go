@@ -13,6 +13,7 @@ import (
 	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/internal/protoconv"
 	"github.com/hodei-jobs/hodei/store"
 )
 
@@ -102,7 +103,7 @@ func (s *JobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1
 	if req.Msg.GetSpec() == nil {
 		return nil, invalidArg("spec", "is required")
 	}
-	spec := SpecFromProto(req.Msg.GetSpec())
+	spec := protoconv.SpecFromProto(req.Msg.GetSpec())
 	if err := spec.Validate(); err != nil {
 		return nil, s.err(err)
 	}
@@ -111,7 +112,7 @@ func (s *JobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1
 		return nil, s.err(err)
 	}
 	s.opts.Notifier.Notify(jobKey(j.ID))
-	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: JobToProto(j)}), nil
+	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: protoconv.JobToProto(j)}), nil
 }
 
 // GetJob returns one job (NotFound if unknown).
@@ -123,7 +124,7 @@ func (s *JobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.Ge
 	if err != nil {
 		return nil, s.err(err)
 	}
-	res := &hodeiv1.GetJobResponse{Job: JobToProto(j)}
+	res := &hodeiv1.GetJobResponse{Job: protoconv.JobToProto(j)}
 	if s.opts.Sagas != nil {
 		if res.Sagas, err = s.opts.Sagas.JobSagas(ctx, j.ID); err != nil {
 			return nil, s.err(err)
@@ -161,7 +162,7 @@ func (s *JobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.
 				domain.MaxLabelKeyLen, domain.MaxLabelValueLen)
 		}
 	}
-	f.Labels = cloneMap(m.GetLabels())
+	f.Labels = protoconv.CloneMap(m.GetLabels())
 	jobs, next, err := s.jobs.List(ctx, f)
 	if err != nil {
 		// The store's only input error left at this point is an undecodable token.
@@ -172,7 +173,7 @@ func (s *JobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.
 	}
 	out := &hodeiv1.ListJobsResponse{NextPageToken: next, Jobs: make([]*hodeiv1.Job, len(jobs))}
 	for i, j := range jobs {
-		out.Jobs[i] = JobToProto(j)
+		out.Jobs[i] = protoconv.JobToProto(j)
 	}
 	return connect.NewResponse(out), nil
 }
@@ -190,7 +191,7 @@ func (s *JobService) CancelJob(ctx context.Context, req *connect.Request[hodeiv1
 		return nil, s.err(err)
 	}
 	s.opts.Notifier.Notify(jobKey(j.ID))
-	return connect.NewResponse(&hodeiv1.CancelJobResponse{Job: JobToProto(j)}), nil
+	return connect.NewResponse(&hodeiv1.CancelJobResponse{Job: protoconv.JobToProto(j)}), nil
 }
 
 // WatchJob sends the job, then the job again each time its state (or attempt) changed,
@@ -216,7 +217,7 @@ func (s *JobService) WatchJob(ctx context.Context, req *connect.Request[hodeiv1.
 			return s.err(err)
 		}
 		if last == nil || j.State != last.State || j.Attempt != last.Attempt {
-			if err := stream.Send(&hodeiv1.WatchJobResponse{Job: JobToProto(j)}); err != nil {
+			if err := stream.Send(&hodeiv1.WatchJobResponse{Job: protoconv.JobToProto(j)}); err != nil {
 				return err
 			}
 			last = j

@@ -8,6 +8,7 @@ import (
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/internal/protoconv"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/store"
 )
@@ -214,7 +215,7 @@ func runJobMessage(j *domain.Job) *hodeiv1.ServerMessage {
 }
 
 func runJob(j *domain.Job) *hodeiv1.RunJob {
-	return &hodeiv1.RunJob{JobId: j.ID, Spec: specToProto(j.Spec), Attempt: int32(j.Attempt)}
+	return &hodeiv1.RunJob{JobId: j.ID, Spec: protoconv.SpecToProto(j.Spec), Attempt: int32(j.Attempt)}
 }
 
 // completeJob moves the job to its end state. A job that never reported starting goes

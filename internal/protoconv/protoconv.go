@@ -1,4 +1,6 @@
-package api
+// Package protoconv converts between the domain types and the API's protobuf messages;
+// the api package (requests, responses) and the jobs package (RunJob) share it.
+package protoconv
 
 import (
 	"maps"
@@ -26,9 +28,9 @@ func SpecFromProto(p *hodeiv1.JobSpec) domain.JobSpec {
 	s := domain.JobSpec{
 		Name:        p.GetName(),
 		Command:     append([]string(nil), p.GetCommand()...),
-		Env:         cloneMap(p.GetEnv()),
+		Env:         CloneMap(p.GetEnv()),
 		WorkingDir:  p.GetWorkingDir(),
-		Labels:      cloneMap(p.GetLabels()),
+		Labels:      CloneMap(p.GetLabels()),
 		MaxAttempts: int(p.GetMaxAttempts()),
 		Priority:    int(p.GetPriority()),
 	}
@@ -52,9 +54,9 @@ func SpecToProto(s domain.JobSpec) *hodeiv1.JobSpec {
 	p := &hodeiv1.JobSpec{
 		Name:        s.Name,
 		Command:     append([]string(nil), s.Command...),
-		Env:         cloneMap(s.Env),
+		Env:         CloneMap(s.Env),
 		WorkingDir:  s.WorkingDir,
-		Labels:      cloneMap(s.Labels),
+		Labels:      CloneMap(s.Labels),
 		MaxAttempts: int32(s.MaxAttempts),
 		Priority:    int32(s.Priority),
 	}
@@ -84,10 +86,10 @@ func JobToProto(j *domain.Job) *hodeiv1.Job {
 		LastError:  j.LastError,
 		Resolution: j.Resolution,
 		Notes:      j.Notes,
-		CreatedAt:  timeToProto(j.CreatedAt),
-		UpdatedAt:  timeToProto(j.UpdatedAt),
-		StartedAt:  timeToProto(j.StartedAt),
-		FinishedAt: timeToProto(j.FinishedAt),
+		CreatedAt:  TimeToProto(j.CreatedAt),
+		UpdatedAt:  TimeToProto(j.UpdatedAt),
+		StartedAt:  TimeToProto(j.StartedAt),
+		FinishedAt: TimeToProto(j.FinishedAt),
 	}
 	if j.ExitCode != nil {
 		c := int32(*j.ExitCode)
@@ -96,22 +98,16 @@ func JobToProto(j *domain.Job) *hodeiv1.Job {
 	return p
 }
 
-func timeToProto(t time.Time) *timestamppb.Timestamp {
+// TimeToProto converts a time; the zero time gives nil.
+func TimeToProto(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
 		return nil
 	}
 	return timestamppb.New(t)
 }
 
-// timeFromProto converts a timestamp; nil or invalid gives def.
-func timeFromProto(ts *timestamppb.Timestamp, def time.Time) time.Time {
-	if ts == nil || ts.CheckValid() != nil {
-		return def
-	}
-	return ts.AsTime()
-}
-
-func cloneMap(m map[string]string) map[string]string {
+// CloneMap copies m; an empty map gives nil.
+func CloneMap(m map[string]string) map[string]string {
 	if len(m) == 0 {
 		return nil
 	}
