@@ -356,23 +356,10 @@ func (q *TaskQueue) handleAdvisory(data []byte) {
 // DeadTaskIncident is the incident kind RecordDeadTask records.
 const DeadTaskIncident = "task_dead"
 
-// DeadTaskSignal is the name of the signal RecordDeadTask used to record before
-// incidents existed; old histories may still contain it.
-//
-// Deprecated: dead tasks are recorded as incidents of kind DeadTaskIncident.
-const DeadTaskSignal = "hodei.saga.task_dead"
-
 // IncidentRecorder records an incident in a saga's history without changing the saga;
 // *saga.Engine implements it.
 type IncidentRecorder interface {
 	RecordIncident(ctx context.Context, sagaID, kind, detail string) error
-}
-
-// Signaler records a signal in a saga's history; *saga.Engine implements it.
-//
-// Deprecated: RecordDeadTask takes an IncidentRecorder.
-type Signaler interface {
-	Signal(ctx context.Context, sagaID, name string, payload any) error
 }
 
 // DeadTask describes a dead task (the detail of a DeadTaskIncident is its JSON form).
