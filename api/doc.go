@@ -35,6 +35,7 @@
 //	  Register(worker_id, otp) ───────────▶ RegisterWorker ─▶ session token
 //	  Connect, Authorization: Bearer <token> ▶ AuthenticateSession (else Unauthenticated)
 //	                                          subscribe hodei.worker.<id>.inbox (NATS core)
+//	                                          Heartbeat (a stream opening counts as one)
 //	                         ◀── RunJob ──── PendingRun (re-sent on every connect)
 //	                         ◀── RunJob / CancelJob ── Hub.Send from any replica
 //	  heartbeat ──────────────────────────▶ Heartbeat (server clock; no ack)
@@ -48,6 +49,14 @@
 // logic (not this worker's job, job already over) is acked and logged so that the
 // worker stops re-sending it; a failure that may pass (database down) ends the stream
 // with Unavailable, so the worker reconnects and re-sends what was not acked.
+//
+// When a stream ends for any reason other than this server's shutdown (the client went
+// away, a stream error), Connect tells the logic if it implements WorkerDisconnected
+// (jobs.Service: the worker's job is recovered unless the worker is heard of again
+// within a grace period; a reconnect's opening heartbeat counts). A client that goes
+// away cancels the request context too, so shutdown is told apart by NewHTTPServer's
+// base context, which it also stores in every request context; on a server not made by
+// NewHTTPServer every end counts as a disconnect.
 //
 // Server→worker messages are at most once (core NATS, Hub): a message published while
 // the worker is between streams is lost, which is why PendingRun is re-sent on connect

@@ -141,7 +141,19 @@ func NewHTTPServer(h http.Handler, base context.Context) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 	}
 	if base != nil {
-		srv.BaseContext = func(net.Listener) context.Context { return base }
+		// The base travels in the request context too, so that a handler can tell a
+		// server shutdown from a client that went away (serverShuttingDown).
+		withBase := context.WithValue(base, baseContextKey{}, base)
+		srv.BaseContext = func(net.Listener) context.Context { return withBase }
 	}
 	return srv
+}
+
+type baseContextKey struct{}
+
+// serverShuttingDown reports whether ctx is a request of a server made by
+// NewHTTPServer whose base context ended (shutdown began).
+func serverShuttingDown(ctx context.Context) bool {
+	base, ok := ctx.Value(baseContextKey{}).(context.Context)
+	return ok && base.Err() != nil
 }

@@ -2,6 +2,9 @@ package api_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -9,7 +12,11 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hodei-jobs/hodei/api"
+	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/provider"
 )
 
@@ -215,5 +222,218 @@ func TestWorkerPath(t *testing.T) {
 			t.Fatal("worker never destroyed")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A worker's stream opening counts as a heartbeat, and a stream that ends (the client
+// went away, not a server shutdown) tells jobs.Service, which recovers the job unless
+// the worker is back within the grace.
+func TestWorkerStreamCloseRecovers(t *testing.T) {
+	e := newEnv(t, true)
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+	loops, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- e.svc.RunCleanup(loops, jobs.CleanupConfig{Interval: time.Hour, HeartbeatInterval: time.Second,
+			LostAfter: 10 * time.Second, DisconnectGrace: time.Second})
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("RunCleanup: %v", err)
+		}
+	})
+
+	spec := echoSpec(nil)
+	spec.MaxAttempts = 2
+	job := e.submit(t, spec)
+	var ws provider.WorkerSpec
+	select {
+	case ws = <-e.provider.specs:
+	case <-ctx.Done():
+		t.Fatal("the provider was never asked for a worker")
+	}
+	reg, err := e.workers.Register(ctx, connect.NewRequest(&hodeiv1.RegisterRequest{WorkerId: ws.WorkerID, OneTimePassword: ws.OneTimePassword}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := reg.Msg.GetSessionToken()
+
+	// An ack (a no-op for the server) opens a stream without a heartbeat message.
+	noop := &hodeiv1.WorkerMessage{Payload: &hodeiv1.WorkerMessage_Ack{Ack: &hodeiv1.Ack{MessageId: "none"}}}
+	open := func() (*workerStream, context.CancelFunc) {
+		sctx, end := context.WithCancel(context.Background())
+		w := e.connectWorker(t, sctx, token)
+		w.send(noop)
+		w.next("RunJob", func(m *hodeiv1.ServerMessage) bool { return m.GetRunJob() != nil })
+		return w, end
+	}
+	w, end := open() // no heartbeat message: the stream's opening is one
+	wk, err := e.st.Workers().Get(ctx, ws.WorkerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := wk.LastHeartbeat
+	if first.IsZero() {
+		t.Fatal("no heartbeat recorded when the stream opened")
+	}
+	w.send(&hodeiv1.WorkerMessage{MessageId: "s1", Payload: &hodeiv1.WorkerMessage_Started{Started: &hodeiv1.JobStarted{JobId: job.GetId()}}})
+	w.ack("s1")
+
+	// The worker goes away and comes back at once (its job is RUNNING: the RunJob is not
+	// re-sent, so the new stream just stays open): nothing happens.
+	end()
+	time.Sleep(100 * time.Millisecond) // the server sees the close before the reconnect
+	sctx, end2 := context.WithCancel(context.Background())
+	defer end2()
+	e.connectWorker(t, sctx, token).send(noop)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		wk, err := e.st.Workers().Get(ctx, ws.WorkerID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wk.LastHeartbeat.After(first) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat recorded when the worker reconnected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the grace
+	got, err := e.st.Jobs().Get(ctx, job.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != "RUNNING" || got.Attempt != 1 || got.WorkerID != ws.WorkerID {
+		t.Fatalf("job after a reconnect within the grace: %s attempt %d on %s", got.State, got.Attempt, got.WorkerID)
+	}
+
+	// It goes away for good: the job moves to a replacement (attempt 2).
+	end2()
+	select {
+	case repl := <-e.provider.specs:
+		if repl.JobID != job.GetId() || repl.WorkerID == ws.WorkerID {
+			t.Fatalf("replacement spec %+v", repl)
+		}
+	case <-ctx.Done():
+		t.Fatal("no replacement worker after the stream closed")
+	}
+	got, err = e.st.Jobs().Get(ctx, job.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Attempt != 2 || !strings.Contains(got.LastError, "stream closed at") {
+		t.Fatalf("job after the worker left: %s attempt %d, last error %q", got.State, got.Attempt, got.LastError)
+	}
+}
+
+// recordingLogic is jobs.Service with its WorkerDisconnected calls recorded.
+type recordingLogic struct {
+	*jobs.Service
+	closed chan string
+}
+
+func (r *recordingLogic) WorkerDisconnected(workerID string, at time.Time) { r.closed <- workerID }
+
+// A stream ended by the server's shutdown (NewHTTPServer's base context) is no
+// disconnect; one the client ends is.
+func TestWorkerStreamEndShutdownVsClientGone(t *testing.T) {
+	e := newEnv(t, false)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := e.st.Workers().Create(ctx, &domain.Worker{ID: "w-close", Provider: "hand", State: domain.WorkerCreating}); err != nil {
+		t.Fatal(err)
+	}
+	otp := "otp-w-close-0123456789"
+	hash := sha256.Sum256([]byte(otp))
+	if err := e.st.Credentials().SetOTP(ctx, "w-close", hash[:], time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	token := "session-w-close-0123456789"
+	tokenHash := sha256.Sum256([]byte(token))
+	if err := e.st.Credentials().RedeemOTP(ctx, "w-close", hash[:], tokenHash[:], time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	logic := &recordingLogic{Service: e.svc, closed: make(chan string, 4)}
+	hub, err := api.NewHub(e.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	workerAPI, err := api.NewWorkerAgentService(logic, hub, api.WorkerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(hodeiv1connect.NewWorkerAgentServiceHandler(workerAPI))
+	base, shutdown := context.WithCancel(context.Background())
+	defer shutdown()
+	hs := httptest.NewUnstartedServer(mux)
+	hs.Config = api.NewHTTPServer(mux, base)
+	hs.Start()
+	defer hs.Close()
+	client := hodeiv1connect.NewWorkerAgentServiceClient(&http.Client{Transport: &http.Transport{Protocols: h2cOnly()}}, hs.URL)
+
+	open := func(sctx context.Context) *connect.BidiStreamForClient[hodeiv1.WorkerMessage, hodeiv1.ServerMessage] {
+		s := client.Connect(sctx)
+		s.RequestHeader().Set("Authorization", "Bearer "+token)
+		if err := s.Send(&hodeiv1.WorkerMessage{Payload: &hodeiv1.WorkerMessage_Ack{Ack: &hodeiv1.Ack{MessageId: "x"}}}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.CloseRequest(); _ = s.CloseResponse() })
+		return s
+	}
+	waitOpen := func(since time.Time) { // the stream's opening heartbeat
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			w, err := e.st.Workers().Get(ctx, "w-close")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.LastHeartbeat.After(since) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("stream never opened")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	// The client goes away.
+	sctx, end := context.WithCancel(ctx)
+	t0 := time.Now().Add(-time.Millisecond)
+	open(sctx)
+	waitOpen(t0)
+	end()
+	select {
+	case id := <-logic.closed:
+		if id != "w-close" {
+			t.Fatalf("disconnect of %q, want w-close", id)
+		}
+	case <-ctx.Done():
+		t.Fatal("a stream the client ended was not reported")
+	}
+
+	// The server shuts down: the stream ends with Unavailable and nothing is reported.
+	t1 := time.Now()
+	s := open(ctx)
+	waitOpen(t1)
+	shutdown()
+	for {
+		if _, err := s.Receive(); err != nil {
+			if connect.CodeOf(err) != connect.CodeUnavailable {
+				t.Fatalf("stream at shutdown: %v, want Unavailable", err)
+			}
+			break
+		}
+	}
+	select {
+	case id := <-logic.closed:
+		t.Fatalf("stream ended by shutdown reported as a disconnect of %s", id)
+	case <-time.After(300 * time.Millisecond):
 	}
 }

@@ -165,8 +165,12 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 		return err
 	}
 	log := w.log.With("worker", workerID)
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Registered first, so it runs last, after the handler's own cancel: whether this
+	// server is shutting down is read from the server's base context, not from ctx.
+	defer w.streamClosed(parent, workerID, log)
 
 	sub, inbox, err := w.hub.subscribe(ctx, workerID, w.opts.InboxBuffer)
 	if err != nil {
@@ -180,6 +184,11 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 	recvDone := make(chan error, 1)
 	go func() { recvDone <- w.receive(ctx, stream, workerID, replies, log) }()
 
+	// A stream that opens counts as a heartbeat, so that a worker that reconnects
+	// within the disconnect grace is "back" (see doc.go).
+	if err := w.logic.Heartbeat(ctx, workerID, w.opts.Now()); err != nil {
+		log.Warn("heartbeat at stream open not recorded", "err", err)
+	}
 	if run, err := w.logic.PendingRun(ctx, workerID); err != nil {
 		log.Warn("pending run lookup failed", "err", err)
 	} else if run != nil {
@@ -341,4 +350,29 @@ func checkWorkerMessage(m *hodeiv1.WorkerMessage) error {
 // worker the CancelJob of a job being cancelled on it.
 type pendingCanceller interface {
 	PendingCancel(ctx context.Context, workerID string) (*hodeiv1.CancelJob, error)
+}
+
+// disconnectObserver is the optional part of the worker logic told when a worker's
+// stream ends for another reason than this server shutting down (jobs.Service
+// recovers the worker's job if the worker is not back within a grace period).
+type disconnectObserver interface {
+	WorkerDisconnected(workerID string, at time.Time)
+}
+
+// streamClosed tells the logic (a disconnectObserver) that workerID's stream ended,
+// unless the server is shutting down (its base context, set by NewHTTPServer, ended):
+// then the workers reconnect to another server and nothing is lost. A client that goes
+// away also cancels the request context, so parent.Err() alone cannot tell the two
+// apart; without a base context every end counts as a disconnect (harmless: a worker
+// that reconnects within the grace is back).
+func (w *WorkerService) streamClosed(parent context.Context, workerID string, log *slog.Logger) {
+	obs, ok := w.logic.(disconnectObserver)
+	if !ok {
+		return
+	}
+	if serverShuttingDown(parent) {
+		log.Debug("worker stream ended by server shutdown")
+		return
+	}
+	obs.WorkerDisconnected(workerID, w.opts.Now())
 }

@@ -16,8 +16,8 @@
 //	            │             │             │  └────────┤ transferred to a replacement  │
 //	            │             │             │           │                               │
 //	            │             └─────────────┴───────────┴─▶ FAILED, CANCELLING,
-//	            │                           │           │   MANUAL_INTERVENTION_REQUIRED
-//	            │                           └───────────┴─▶ TIMED_OUT
+//	            │             │             │           │   MANUAL_INTERVENTION_REQUIRED
+//	            │             └─────────────┴───────────┴─▶ TIMED_OUT
 //	            ├─▶ FAILED, CANCELLED (nothing started yet: no worker to tell)
 //	            └─▶ CANCELLING ─▶ CANCELLED | SUCCEEDED | FAILED | MANUAL_INTERVENTION_REQUIRED
 //
@@ -27,7 +27,7 @@
 // The table, row by row (from → allowed to):
 //
 //	PENDING                       → PROVISIONING, CANCELLING, CANCELLED, FAILED
-//	PROVISIONING                  → ASSIGNED, PENDING, FAILED, CANCELLING, MANUAL_INTERVENTION_REQUIRED
+//	PROVISIONING                  → ASSIGNED, PENDING, FAILED, TIMED_OUT, CANCELLING, MANUAL_INTERVENTION_REQUIRED
 //	ASSIGNED                      → RUNNING, PENDING, FAILED, CANCELLING, TIMED_OUT, MANUAL_INTERVENTION_REQUIRED
 //	RUNNING                       → SUCCEEDED, FAILED, TIMED_OUT, CANCELLING, PENDING, ASSIGNED, MANUAL_INTERVENTION_REQUIRED
 //	CANCELLING                    → CANCELLED, SUCCEEDED, FAILED, MANUAL_INTERVENTION_REQUIRED
@@ -48,8 +48,10 @@
 //     example a worker that cannot be terminated). Only an operator moves the job on,
 //     and only to PENDING (run again), FAILED or CANCELLED; RequiresManualReview tells
 //     the console and the API which jobs wait for a human.
-//   - TIMED_OUT is reachable only from ASSIGNED and RUNNING: the timeout counts from
-//     the moment the job has a worker.
+//   - TIMED_OUT is reachable from ASSIGNED and RUNNING, and from PROVISIONING: the
+//     timeout counts from the moment the job first has a worker, and a job whose worker
+//     was lost is re-provisioned (RUNNING → PENDING → PROVISIONING) with its clock still
+//     running, so it may time out while its replacement comes up.
 //
 // # Worker states
 //

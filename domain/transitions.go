@@ -35,7 +35,7 @@ func jobNext(from JobState) []JobState {
 	case JobPending:
 		return []JobState{JobProvisioning, JobCancelling, JobCancelled, JobFailed}
 	case JobProvisioning:
-		return []JobState{JobAssigned, JobPending, JobFailed, JobCancelling, JobManualInterventionRequired}
+		return []JobState{JobAssigned, JobPending, JobFailed, JobTimedOut, JobCancelling, JobManualInterventionRequired}
 	case JobAssigned:
 		return []JobState{JobRunning, JobPending, JobFailed, JobCancelling, JobTimedOut, JobManualInterventionRequired}
 	case JobRunning:

@@ -125,8 +125,9 @@ type server struct {
 	dbURL      string // backendPostgres only
 	dataDir    string
 	maxWorkers int
-	listen     string // "127.0.0.1:0" until the first start picked a port
-	url        string // http://127.0.0.1:port once started
+	extraArgs  []string // more flags for every start
+	listen     string   // "127.0.0.1:0" until the first start picked a port
+	url        string   // http://127.0.0.1:port once started
 
 	log   *lockedBuffer // every start's output
 	cmd   *exec.Cmd
@@ -141,7 +142,14 @@ type server struct {
 // reported, and its log is printed if the test failed.
 func startServer(t *testing.T, b backend, maxWorkers int) *server {
 	t.Helper()
+	return startServerArgs(t, b, maxWorkers)
+}
+
+// startServerArgs is startServer with more flags for `hodei server` / `hodei dev`.
+func startServerArgs(t *testing.T, b backend, maxWorkers int, extra ...string) *server {
+	t.Helper()
 	s := &server{
+		extraArgs:  extra,
 		t:          t,
 		backend:    b,
 		dataDir:    t.TempDir(),
@@ -173,6 +181,7 @@ func (s *server) startProcess() {
 	if s.maxWorkers > 0 {
 		args = append(args, "--max-workers", strconv.Itoa(s.maxWorkers))
 	}
+	args = append(args, s.extraArgs...)
 	cmd := exec.Command(hodeiBin, args...)
 	cmd.Env = cleanEnv()
 	pr, pw := io.Pipe()

@@ -30,9 +30,19 @@ type CleanupConfig struct {
 	// 5m; keep it above the Service's RegistrationTimeout, whose provisioning saga
 	// then fails the job).
 	CreatingTimeout time.Duration
+	// DisconnectGrace: a worker whose stream closed (Service.WorkerDisconnected) and
+	// that was not heard of again within this time is lost at once, without waiting
+	// for LostAfter (default 2 heartbeat intervals, at most LostAfter: a worker whose
+	// stream broke reconnects within a fraction of a second, and its next heartbeat
+	// lands within one interval). See "Recovery" in doc.go.
+	DisconnectGrace time.Duration
 	// DryRun reports what a run would do without acting or writing anything.
 	DryRun bool
 }
+
+// SetDefaults fills the zero fields with their defaults (as RunCleanup and Cleanup do),
+// so that a caller can Validate a config up front.
+func (c *CleanupConfig) SetDefaults() { c.setDefaults() }
 
 func (c *CleanupConfig) setDefaults() {
 	if c.Interval == 0 {
@@ -47,6 +57,9 @@ func (c *CleanupConfig) setDefaults() {
 	if c.CreatingTimeout == 0 {
 		c.CreatingTimeout = 5 * time.Minute
 	}
+	if c.DisconnectGrace == 0 {
+		c.DisconnectGrace = min(2*c.HeartbeatInterval, c.LostAfter)
+	}
 }
 
 // Validate reports the first invalid field.
@@ -60,6 +73,10 @@ func (c *CleanupConfig) Validate() error {
 		return fmt.Errorf("jobs: CleanupConfig.LostAfter %s is below HeartbeatInterval %s", c.LostAfter, c.HeartbeatInterval)
 	case c.CreatingTimeout < 10*time.Millisecond || c.CreatingTimeout > 24*time.Hour:
 		return fmt.Errorf("jobs: CleanupConfig.CreatingTimeout %s out of range [10ms, 24h]", c.CreatingTimeout)
+	case c.DisconnectGrace < 10*time.Millisecond:
+		return fmt.Errorf("jobs: CleanupConfig.DisconnectGrace %s is below 10ms", c.DisconnectGrace)
+	case c.DisconnectGrace > c.LostAfter:
+		return fmt.Errorf("jobs: CleanupConfig.DisconnectGrace %s is above LostAfter %s", c.DisconnectGrace, c.LostAfter)
 	}
 	return nil
 }
@@ -86,7 +103,8 @@ type CleanupReport struct {
 var errSlotTaken = errors.New("jobs: cleanup slot already taken")
 
 // RunCleanup runs Cleanup every cfg.Interval until ctx ends (then it returns nil). Run
-// it on every replica: one of them acts per slot.
+// it on every replica: one of them acts per slot. The same loop checks the workers this
+// replica saw disconnect (WorkerDisconnected) once cfg.DisconnectGrace has passed.
 func (s *Service) RunCleanup(ctx context.Context, cfg CleanupConfig) error {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -94,21 +112,43 @@ func (s *Service) RunCleanup(ctx context.Context, cfg CleanupConfig) error {
 	}
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
+	pending := map[string]time.Time{} // worker → latest stream close
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	defer due.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case n := <-s.disconnects:
+			if n.exited {
+				delete(pending, n.workerID)
+				s.checkExited(ctx, cfg, n)
+				break
+			}
+			if at, ok := pending[n.workerID]; !ok || n.at.After(at) {
+				pending[n.workerID] = n.at
+			}
+		case <-due.C:
+			now := s.cfg.Now()
+			for w, at := range pending {
+				if now.Sub(at) >= cfg.DisconnectGrace {
+					delete(pending, w)
+					s.checkDisconnected(ctx, cfg, w, at)
+				}
+			}
 		case <-t.C:
+			r, err := s.Cleanup(ctx, cfg)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				s.log.Error("cleanup run failed; retrying at the next interval", "err", err)
+			case err == nil && !r.Skipped && (r.Destroyed+r.RecoveriesStarted > 0 || r.DryRun):
+				s.log.Info("cleanup run", "dry_run", r.DryRun, "stale_workers", len(r.StaleWorkers),
+					"stuck_creating", len(r.StuckCreating), "lost_jobs", len(r.LostJobs),
+					"orphaned_jobs", len(r.OrphanedJobs), "destroyed", r.Destroyed, "recoveries", r.RecoveriesStarted)
+			}
 		}
-		r, err := s.Cleanup(ctx, cfg)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			s.log.Error("cleanup run failed; retrying at the next interval", "err", err)
-		case err == nil && !r.Skipped && (r.Destroyed+r.RecoveriesStarted > 0 || r.DryRun):
-			s.log.Info("cleanup run", "dry_run", r.DryRun, "stale_workers", len(r.StaleWorkers),
-				"stuck_creating", len(r.StuckCreating), "lost_jobs", len(r.LostJobs),
-				"orphaned_jobs", len(r.OrphanedJobs), "destroyed", r.Destroyed, "recoveries", r.RecoveriesStarted)
-		}
+		s.armDisconnectTimer(due, pending, cfg.DisconnectGrace)
 	}
 }
 
@@ -164,13 +204,7 @@ func (s *Service) cleanupScan(ctx context.Context, cfg CleanupConfig, now time.T
 	for _, w := range workers {
 		live[w.ID] = w
 	}
-	lost := func(w *domain.Worker) bool {
-		seen := w.LastHeartbeat
-		if w.UpdatedAt.After(seen) {
-			seen = w.UpdatedAt
-		}
-		return now.Sub(seen) > cfg.LostAfter
-	}
+	lost := func(w *domain.Worker) bool { return now.Sub(workerSeen(w)) > cfg.LostAfter }
 	// Jobs on a worker: lost or gone → recovery.
 	onJob := map[string]bool{}
 	var jobs []*domain.Job
@@ -204,21 +238,12 @@ func (s *Service) cleanupScan(ctx context.Context, cfg CleanupConfig, now time.T
 		if cfg.DryRun {
 			continue
 		}
-		out, err := command.Dispatch[RecoveryOutcome](ctx, s.d, StartRecovery{Key: key + "/recover/" + j.ID,
-			JobID: j.ID, WorkerID: j.WorkerID, Reason: reason})
+		out, err := s.recoverLostJob(ctx, key+"/recover/"+j.ID, j, reason)
 		if err != nil {
 			return err
 		}
 		if out.Started {
 			r.RecoveriesStarted++
-		}
-		// For other consumers (and the orchestrator's route, which then starts nothing new).
-		ev, err := domain.NewEvent(EventJobWorkerLost, j.ID, workerLostData{WorkerID: j.WorkerID, Attempt: j.Attempt, Reason: reason})
-		if err != nil {
-			return err
-		}
-		if err := s.publish(ctx, ev, fmt.Sprintf("job/%s/%d/worker_lost", j.ID, j.Attempt)); err != nil {
-			return err
 		}
 	}
 	// Workers without a running job: lost or stuck in CREATING → destroy.
@@ -252,4 +277,125 @@ func (s *Service) cleanupScan(ctx context.Context, cfg CleanupConfig, now time.T
 		}
 	}
 	return nil
+}
+
+// workerSeen is when the worker was last heard of: its last heartbeat, or its last
+// state change if later (the liveness rule of cleanup and of the disconnect check).
+func workerSeen(w *domain.Worker) time.Time {
+	if w.UpdatedAt.After(w.LastHeartbeat) {
+		return w.UpdatedAt
+	}
+	return w.LastHeartbeat
+}
+
+// recoverLostJob dispatches StartRecovery (key) for j, ASSIGNED or RUNNING on its lost
+// worker, and, unless the recovery was skipped, writes the job.worker_lost event (for
+// other consumers; the orchestrator's route then starts nothing new). The event's key
+// is per job attempt, so cleanup and the disconnect check publish it once between them.
+func (s *Service) recoverLostJob(ctx context.Context, key string, j *domain.Job, reason string) (RecoveryOutcome, error) {
+	out, err := command.Dispatch[RecoveryOutcome](ctx, s.d, StartRecovery{Key: key, JobID: j.ID, WorkerID: j.WorkerID, Reason: reason})
+	if err != nil {
+		return RecoveryOutcome{}, err
+	}
+	if out.Skipped {
+		return out, nil
+	}
+	ev, err := domain.NewEvent(EventJobWorkerLost, j.ID, workerLostData{WorkerID: j.WorkerID, Attempt: j.Attempt, Reason: reason})
+	if err != nil {
+		return RecoveryOutcome{}, err
+	}
+	if err := s.publish(ctx, ev, fmt.Sprintf("job/%s/%d/worker_lost", j.ID, j.Attempt)); err != nil {
+		return RecoveryOutcome{}, err
+	}
+	return out, nil
+}
+
+// disconnectBuffer bounds the WorkerDisconnected notices waiting for RunCleanup.
+const disconnectBuffer = 1024
+
+type disconnectNotice struct {
+	workerID string
+	at       time.Time
+	exited   bool   // WorkerExited: the process is gone, act now (exited.go)
+	detail   string // WorkerExited: the exit status
+}
+
+// WorkerDisconnected tells the Service that workerID's stream closed at at (for a
+// reason other than this server shutting down). It never blocks: RunCleanup's loop
+// picks the notice up and, once CleanupConfig.DisconnectGrace has passed, recovers the
+// worker's job unless the worker was heard of after at (see "Recovery" in doc.go).
+// When the queue is full (or no RunCleanup runs) the notice is dropped: the heartbeat
+// rule (LostAfter) still finds the worker.
+func (s *Service) WorkerDisconnected(workerID string, at time.Time) {
+	if at.IsZero() {
+		at = s.cfg.Now()
+	}
+	select {
+	case s.disconnects <- disconnectNotice{workerID: workerID, at: at}:
+	default:
+		s.log.Debug("disconnect notice dropped (queue full); the heartbeat rule covers the worker", "worker", workerID)
+	}
+}
+
+// armDisconnectTimer sets due to fire when the oldest pending notice is grace old.
+func (s *Service) armDisconnectTimer(due *time.Timer, pending map[string]time.Time, grace time.Duration) {
+	if len(pending) == 0 {
+		due.Stop()
+		return
+	}
+	var oldest time.Time
+	for _, at := range pending {
+		if oldest.IsZero() || at.Before(oldest) {
+			oldest = at
+		}
+	}
+	due.Reset(max(grace-s.cfg.Now().Sub(oldest), 0))
+}
+
+// checkDisconnected is the one check of a worker whose stream closed at closedAt, run
+// when the grace has passed: if the worker still exists, was not heard of since and
+// has an ASSIGNED or RUNNING job, the job's recovery starts (with the job.worker_lost
+// event). Errors are logged, not retried: the heartbeat rule covers the worker.
+func (s *Service) checkDisconnected(ctx context.Context, cfg CleanupConfig, workerID string, closedAt time.Time) {
+	reason := fmt.Sprintf("stream closed at %s and not back within %s", closedAt.UTC().Format(time.RFC3339), cfg.DisconnectGrace)
+	var (
+		jobID string
+		out   RecoveryOutcome
+	)
+	err := s.st.InTx(ctx, func(ctx context.Context) error {
+		w, err := s.st.Workers().Get(ctx, workerID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if w.State == domain.WorkerTerminated || workerSeen(w).After(closedAt) || w.JobID == "" {
+			return nil // gone, back, or without a job (the heartbeat rule destroys it)
+		}
+		j, err := s.st.Jobs().Get(ctx, w.JobID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if (j.State != domain.JobAssigned && j.State != domain.JobRunning) || j.WorkerID != workerID {
+			return nil
+		}
+		jobID = j.ID
+		if cfg.DryRun {
+			s.log.Info("dry run: would recover the job of a disconnected worker", "job", j.ID, "worker", workerID, "reason", reason)
+			return nil
+		}
+		out, err = s.recoverLostJob(ctx, fmt.Sprintf("disconnect/%s/%d", workerID, closedAt.UnixNano()), j, reason)
+		return err
+	})
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.Warn("disconnect check failed; the heartbeat rule covers the worker", "worker", workerID, "job", jobID, "err", err)
+	case err == nil && jobID != "" && !cfg.DryRun:
+		s.log.Info("disconnect check", "worker", workerID, "job", jobID, "reason", reason,
+			"recovery_started", out.Started, "skipped", out.Skipped, "skip_reason", out.Reason)
+	}
 }

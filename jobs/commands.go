@@ -131,6 +131,7 @@ func Commands() []command.Command {
 	return []command.Command{
 		CreateWorker{}, DestroyWorker{}, ReleaseWorker{}, ValidateReservation{}, AssignWorker{},
 		DispatchJob{}, CompleteJob{}, MarkJobFailed{}, MarkJobRunning{}, NotifyWorkerReady{},
+		RetryProvisioning{},
 	}
 }
 

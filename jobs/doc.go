@@ -111,14 +111,47 @@
 //
 // # Recovery (recovery.go)
 //
-// A worker is lost when the cleanup run (below) has not heard of it for
-// CleanupConfig.LostAfter (default 3 heartbeat intervals): its last heartbeat, or its
-// last state change if later — a timestamp rule, not a state. A worker whose stream
-// closed stops heartbeating, so "stream closed and not back within a grace period" is
-// the same rule with grace LostAfter. For each ASSIGNED/RUNNING job on a lost (or gone:
-// row missing or TERMINATED) worker the run dispatches StartRecovery, which starts the
-// RecoverySaga with id saga.IDFor("recovery", jobID+"/"+attempt): a loss detected twice
-// starts one saga.
+// A worker is lost in three ways. (1) The cleanup run (below) has not heard of it for
+// CleanupConfig.LostAfter (default 3 heartbeat intervals): "heard of" is its last
+// heartbeat, or its last state change if later (workerSeen) — a timestamp rule, not a
+// state. (2) Its stream closed and it was not heard of again within
+// CleanupConfig.DisconnectGrace (default two heartbeat intervals, at most LostAfter):
+// the API calls
+// Service.WorkerDisconnected when a worker's stream ends for any reason but the
+// server's shutdown, and counts every stream opening as a heartbeat, so a reconnect
+// is "back". WorkerDisconnected never blocks (a buffered channel; a full one drops
+// the notice, which rule 1 covers); RunCleanup's loop keeps the latest close per
+// worker and, once it is DisconnectGrace old, checks that worker once: row missing or
+// TERMINATED, seen after the close, or no ASSIGNED/RUNNING job on it → nothing; else
+// StartRecovery (key "disconnect/<worker>/<close unix ns>"). Failed checks are logged,
+// not retried (rule 1 covers them); the check runs on the replica that held the
+// stream only. (3) Its provider saw its process exit (Service.WorkerExited, from
+// local.Config.OnExit; exited.go): the same loop acts at once, no grace — a worker
+// still CREATING fails its provisioning now (a worker.registered signal carrying the
+// failure) instead of after Config.RegistrationTimeout, and an ASSIGNED/RUNNING job on
+// it is recovered. Only the server process that started a worker sees its exit; after
+// a restart rules 1 and 2 remain. Whichever rule fires, each ASSIGNED/RUNNING job on a lost (or gone: row missing or
+// TERMINATED) worker gets StartRecovery and the job.worker_lost event (its key is per
+// job attempt, so both rules publish it once), and StartRecovery starts the
+// RecoverySaga with id saga.IDFor("recovery", jobID+"/"+attempt): a loss detected
+// twice starts one saga. StartRecovery and ReserveReplacement skip a job whose result
+// for its current attempt is already recorded (JobFinished's key
+// "job.finished/<job>/<attempt>"): the worker reported before it vanished (an agent
+// may exit right after its result is acked, before the execution saga's complete
+// step), the execution saga completes the job, and running it again would be wrong.
+// StartRecovery also skips a job whose TimeoutSaga exists: that saga's TerminateWorker
+// is what killed the worker, and the timeout wins. AssignWorker of a worker that is
+// already TERMINATING/TERMINATED (it died between registering and its assignment)
+// assigns the job anyway and starts its recovery in the same transaction.
+//
+// A worker that could not be provisioned (provider error, registration timeout, or
+// its process exited first) does not fail the job while attempts remain: the
+// provisioning saga's compensation dispatches RetryProvisioning, which puts the job
+// back to PENDING (provisioning_retry.go); the execution saga still waits in
+// await-worker, so the scheduler's next attempt simply signals it. A replacement
+// worker of a recovery is the exception: its failure fails the job (the recovery
+// saga's compensation cleans up), since that execution saga waits for a result, not a
+// worker.
 //
 // The job keeps its one ExecutionSaga, parked in await-result (so the job's timeout
 // still bounds the whole job). The RecoverySaga:
@@ -157,5 +190,5 @@
 // CreatingTimeout (→ DestroyWorker; a stuck worker's job is failed by its provisioning
 // saga's registration timeout), and writes the outbox event cleanup.completed with its
 // report, all in one transaction. DryRun reads and reports only: no lease, no command,
-// no event.
+// no event (the disconnect check then only logs what it would do).
 package jobs

@@ -29,6 +29,7 @@ func (s *Service) register() {
 	command.Register(s.bus, command.HandlerFunc[CompleteJob, Outcome](s.completeJob))
 	command.Register(s.bus, command.HandlerFunc[MarkJobFailed, Outcome](s.markJobFailed))
 	command.Register(s.bus, command.HandlerFunc[MarkJobRunning, Outcome](s.markJobRunning))
+	command.Register(s.bus, command.HandlerFunc[RetryProvisioning, Outcome](s.retryProvisioning)) // provisioning_retry.go
 	command.Register(s.bus, command.HandlerFunc[NotifyWorkerReady, Outcome](s.notifyWorkerReady))
 	command.Register(s.bus, command.HandlerFunc[SendCancel, Outcome](s.sendCancel))                 // cancel.go
 	command.Register(s.bus, command.HandlerFunc[FinishCancellation, Outcome](s.finishCancellation)) // cancel.go
@@ -184,7 +185,8 @@ func (s *Service) assignWorker(ctx context.Context, c AssignWorker) (Outcome, er
 	if w.JobID != c.JobID {
 		return Outcome{}, fmt.Errorf("jobs: worker %s was reserved for job %q, not %s", c.WorkerID, w.JobID, c.JobID)
 	}
-	if w.State != domain.WorkerBusy {
+	gone := w.State == domain.WorkerTerminating || w.State == domain.WorkerTerminated
+	if w.State != domain.WorkerBusy && !gone {
 		if w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerBusy, nil); err != nil {
 			return Outcome{}, err
 		}
@@ -192,6 +194,15 @@ func (s *Service) assignWorker(ctx context.Context, c AssignWorker) (Outcome, er
 	j, err = s.moveJob(ctx, c.JobID, domain.JobAssigned, "worker "+c.WorkerID, func(j *domain.Job) { j.WorkerID = c.WorkerID })
 	if err != nil {
 		return Outcome{}, err
+	}
+	if gone {
+		// The worker died (or was destroyed as lost) between its registration and this
+		// assignment. The job is assigned all the same, and its recovery starts in this
+		// transaction: a replacement takes it, as for any worker lost mid-job.
+		reason := "worker " + c.WorkerID + " was " + string(w.State) + " before the job was assigned to it"
+		if _, err := s.recoverLostJob(ctx, fmt.Sprintf("assign/%s/%d/lost", j.ID, j.Attempt), j, reason); err != nil {
+			return Outcome{}, err
+		}
 	}
 	return Outcome{JobState: string(j.State), WorkerState: string(w.State)}, nil
 }

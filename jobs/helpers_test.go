@@ -178,6 +178,7 @@ type env struct {
 	cloud  *fakeCloud
 	svc    *jobs.Service
 	engine *saga.Engine
+	d      command.Dispatcher // the bus behind the idempotency middleware, as the sagas use it
 	logs   *syncBuffer
 	clock  *clock
 
@@ -256,6 +257,7 @@ func (e *env) start(o envOpts) {
 		t.Fatal(err)
 	}
 	e.engine = eng
+	e.d = d
 	capacity := o.capacity
 	if capacity == 0 {
 		capacity = 4

@@ -35,7 +35,7 @@ func TestEveryCommandRegistered(t *testing.T) {
 	if _, err := jobs.New(e.st, bus, eng, providers, nil, jobs.Config{ServerURL: "http://x"}); err != nil {
 		t.Fatal(err)
 	}
-	if len(jobs.Commands()) != 10 {
+	if len(jobs.Commands()) != 11 {
 		t.Fatalf("Commands() lists %d types", len(jobs.Commands()))
 	}
 	commandtest.CheckRegistered(t, bus, jobs.Commands()...)
@@ -393,8 +393,8 @@ func TestRegistrationTimeout(t *testing.T) {
 	}
 	wid, otp := e.manualWorker(j.ID)
 	got := e.waitJob(j.ID, domain.JobFailed, domain.JobSucceeded)
-	if got.State != domain.JobFailed || got.LastError != "worker provisioning failed" {
-		t.Fatalf("job %+v", got)
+	if want := "worker provisioning failed; attempts exhausted (1 of 1)"; got.State != domain.JobFailed || got.LastError != want {
+		t.Fatalf("job %+v, want FAILED with %q", got, want)
 	}
 	e.waitSaga(jobs.ProvisioningSagaID(j.ID, 1), saga.StateCompensated)
 	e.waitSaga(jobs.ExecutionSagaID(j.ID), saga.StateCompleted)
@@ -406,6 +406,50 @@ func TestRegistrationTimeout(t *testing.T) {
 	if _, err := e.svc.RegisterWorker(ctx, wid, otp); !errors.Is(err, jobs.ErrOTPUnknown) {
 		t.Fatalf("late registration: %v", err)
 	}
+}
+
+// TestProvisioningRetried: a job whose first worker never registers gets its next
+// attempt on a new worker (same execution saga), and succeeds there.
+func TestProvisioningRetried(t *testing.T) {
+	e := newEnv(t, envOpts{manual: true, regTimeout: 200 * time.Millisecond})
+	ctx := e.ctx()
+	sp := spec(nil)
+	sp.MaxAttempts = 2
+	j, err := e.svc.Submit(ctx, sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := e.manualWorker(j.ID)
+	e.waitSaga(jobs.ProvisioningSagaID(j.ID, 1), saga.StateCompensated)
+	// The scheduler takes the job again: attempt 2 on another worker, which registers.
+	var second, otp string
+	deadline := time.Now().Add(20 * time.Second)
+	for second == "" || second == first {
+		if time.Now().After(deadline) {
+			t.Fatalf("no second worker for job %s", j.ID)
+		}
+		second, otp = e.manualWorker(j.ID)
+	}
+	got, err := e.st.Jobs().Get(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Attempt != 2 || !strings.Contains(got.LastError, "worker provisioning failed (attempt 1 of 2); trying again") {
+		t.Fatalf("after the failed provisioning: job %+v", got)
+	}
+	e.cloud.register(second, otp)
+	e.waitJob(j.ID, domain.JobAssigned)
+	if err := e.svc.JobFinished(ctx, second, &hodeiv1.JobResult{JobId: j.ID, ExitCode: 0}); err != nil {
+		t.Fatal(err)
+	}
+	done := e.waitJob(j.ID, domain.JobSucceeded, domain.JobFailed)
+	if done.State != domain.JobSucceeded || done.Attempt != 2 {
+		t.Fatalf("job %+v, want SUCCEEDED on attempt 2", done)
+	}
+	if w, err := e.st.Workers().Get(ctx, first); err != nil || w.State != domain.WorkerTerminated {
+		t.Fatalf("first worker %+v, %v", w, err)
+	}
+	e.waitSaga(jobs.ExecutionSagaID(j.ID), saga.StateCompleted)
 }
 
 func TestJobTimeout(t *testing.T) {

@@ -35,6 +35,9 @@ const (
 	TypeTransferJob        = "job.transfer"
 	TypeAbandonJob         = "job.abandon"
 
+	// labelReplaces is the label of a replacement worker: the id of the lost worker.
+	labelReplaces = "hodei.replaces"
+
 	// replacementSlack is added to the registration timeout for the recovery saga's
 	// wait: the provisioning saga of the replacement gives up (and fails the job) first.
 	replacementSlack = 2 * time.Second
@@ -144,6 +147,18 @@ func (s *Service) startRecovery(ctx context.Context, c StartRecovery) (RecoveryO
 			out = RecoveryOutcome{Skipped: true, Reason: fmt.Sprintf("job is %s on worker %q", j.State, j.WorkerID)}
 			return nil
 		}
+		if reported, err := s.resultRecorded(ctx, j.ID, j.Attempt); err != nil || reported {
+			out = RecoveryOutcome{Skipped: true, Reason: resultRecordedReason(j.Attempt)}
+			return err
+		}
+		// A job whose timeout saga runs is being ended: its worker's death may be that
+		// saga's own doing (TerminateWorker), and the timeout wins anyway.
+		if _, err := s.engine.Get(ctx, TimeoutSagaID(j.ID)); err == nil {
+			out = RecoveryOutcome{Skipped: true, Reason: "the job timed out; its timeout saga ends it"}
+			return nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
 		id := RecoverySagaID(j.ID, j.Attempt)
 		in := recoveryInput{JobID: j.ID, LostWorkerID: c.WorkerID, Attempt: j.Attempt, Reason: c.Reason,
 			ReplacementTimeout: s.cfg.RegistrationTimeout + replacementSlack}
@@ -178,6 +193,10 @@ func (s *Service) reserveReplacement(ctx context.Context, c ReserveReplacement) 
 			out = RecoveryOutcome{Skipped: true, Reason: fmt.Sprintf("job is %s on worker %q, attempt %d", j.State, j.WorkerID, j.Attempt)}
 			return nil
 		}
+		if reported, err := s.resultRecorded(ctx, j.ID, j.Attempt); err != nil || reported {
+			out = RecoveryOutcome{Skipped: true, Reason: resultRecordedReason(j.Attempt)}
+			return err
+		}
 		if j.Attempt >= j.Spec.MaxAttempts {
 			reason := fmt.Sprintf("worker %s lost (%s); attempts exhausted (%d of %d)",
 				c.LostWorkerID, c.Reason, j.Attempt, j.Spec.MaxAttempts)
@@ -192,7 +211,7 @@ func (s *Service) reserveReplacement(ctx context.Context, c ReserveReplacement) 
 			return err
 		}
 		w := &domain.Worker{ID: wid.String(), Provider: s.cfg.DefaultProvider, State: domain.WorkerCreating,
-			JobID: j.ID, Labels: map[string]string{"hodei.job_id": j.ID, "hodei.replaces": c.LostWorkerID}}
+			JobID: j.ID, Labels: map[string]string{"hodei.job_id": j.ID, labelReplaces: c.LostWorkerID}}
 		if err := s.st.Workers().Create(ctx, w); err != nil {
 			return err
 		}
@@ -305,6 +324,25 @@ func (s *Service) abandon(ctx context.Context, jobID, reason string) error {
 		}
 	}
 	return s.signalExecution(ctx, jobID, SignalJobFinished, finishedSignal{Error: reason})
+}
+
+// resultRecorded reports whether JobFinished recorded the result of the job's attempt
+// (its key in the idempotency table): the worker reported before it vanished (say, an
+// agent that exits right after its result was acked, before the execution saga's
+// complete step), so the job must not run again; the execution saga completes it.
+func (s *Service) resultRecorded(ctx context.Context, jobID string, attempt int) (bool, error) {
+	_, err := s.st.Idempotency().Get(ctx, fmt.Sprintf("job.finished/%s/%d", jobID, attempt))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
+func resultRecordedReason(attempt int) string {
+	return fmt.Sprintf("the result of attempt %d is already recorded; the job completes without recovery", attempt)
 }
 
 // signalRecovery tells the recovery saga that replaced the job's previous attempt that

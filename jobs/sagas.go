@@ -51,6 +51,9 @@ type provisioningInput struct {
 
 type workerSignal struct {
 	WorkerID string `json:"worker_id"`
+	// Failed (worker.registered only, exited.go): the worker's process ended before it
+	// registered; the provisioning fails at once.
+	Failed string `json:"failed,omitempty"`
 }
 
 type abortedSignal struct {
@@ -120,8 +123,8 @@ func provisioningSaga() saga.Definition {
 					Reason: "provisioning failed"}); err != nil {
 					return nil, err
 				}
-				return dispatch(ctx, sc, MarkJobFailed{Key: sc.Key() + "/fail", JobID: v.JobID,
-					Reason: "worker provisioning failed"})
+				return dispatch(ctx, sc, RetryProvisioning{Key: sc.Key() + "/fail", JobID: v.JobID,
+					WorkerID: v.WorkerID, Reason: "worker provisioning failed"})
 			},
 		},
 		{
@@ -155,6 +158,13 @@ func provisioningSaga() saga.Definition {
 				}
 				if err != nil {
 					return nil, err
+				}
+				var w workerSignal
+				if err := json.Unmarshal(p, &w); err != nil {
+					return nil, fmt.Errorf("decode %s signal: %w", SignalWorkerRegistered, err)
+				}
+				if w.Failed != "" {
+					return nil, registrationFailed(v.WorkerID, w.Failed)
 				}
 				return p, nil
 			},

@@ -174,6 +174,8 @@ type Service struct {
 	cfg       Config
 	log       *slog.Logger
 	wake      chan struct{}
+	// disconnects carries WorkerDisconnected notices to RunCleanup's loop.
+	disconnects chan disconnectNotice
 }
 
 type channelBox struct{ ch WorkerChannel }
@@ -193,7 +195,8 @@ func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provi
 		return nil, fmt.Errorf("jobs: Config.DefaultProvider: %w", err)
 	}
 	s := &Service{st: st, bus: bus, d: cfg.Dispatcher, engine: engine, providers: providers, cfg: cfg,
-		log: cfg.Logger.With("component", "jobs"), wake: make(chan struct{}, 1)}
+		log: cfg.Logger.With("component", "jobs"), wake: make(chan struct{}, 1),
+		disconnects: make(chan disconnectNotice, disconnectBuffer)}
 	if s.d == nil {
 		s.d = bus
 	}

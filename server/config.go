@@ -64,6 +64,9 @@ type Config struct {
 	// admin API (AdminService, /api/v1/admin/); when empty, only loopback clients may
 	// use it (api.AdminOptions.Token).
 	AdminToken string
+	// RegistrationTimeout is how long provisioning waits for a new worker to register
+	// before it destroys it and retries the job (0: jobs.Config's default, 2m).
+	RegistrationTimeout time.Duration
 	// Cleanup tunes the cleanup loop (lost and stuck workers, orphaned jobs); zero
 	// fields get jobs.CleanupConfig defaults.
 	Cleanup jobs.CleanupConfig
@@ -112,6 +115,14 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxWorkers < 0 {
 		return fmt.Errorf("server: Config.MaxWorkers must not be negative, got %d", c.MaxWorkers)
+	}
+	cleanup := c.Cleanup
+	cleanup.SetDefaults()
+	if err := cleanup.Validate(); err != nil {
+		return fmt.Errorf("server: Config.Cleanup: %w", err)
+	}
+	if c.RegistrationTimeout < 0 {
+		return fmt.Errorf("server: Config.RegistrationTimeout must not be negative, got %s", c.RegistrationTimeout)
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("server: Config.ShutdownTimeout must not be negative, got %s", c.ShutdownTimeout)

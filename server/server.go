@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -105,11 +106,23 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 
 	// Provider.
 	providers := provider.NewRegistry()
+	// The job service learns of a worker's death from the provider at once (built
+	// after the provider, so the hook reads it through a pointer).
+	var exits atomic.Pointer[jobs.Service]
 	lp, err := local.New(local.Config{
 		Binary:     cfg.WorkerBinary,
 		StateDir:   filepath.Join(cfg.DataDir, "workers"),
 		MaxWorkers: cfg.MaxWorkers,
 		Logger:     logger,
+		OnExit: func(workerID string, exitErr error) {
+			if svc := exits.Load(); svc != nil {
+				detail := "exit status 0"
+				if exitErr != nil {
+					detail = exitErr.Error()
+				}
+				svc.WorkerExited(workerID, detail)
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("server: local provider: %w", err)
@@ -134,10 +147,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, Logger: logger})
+	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, Logger: logger,
+		RegistrationTimeout: cfg.RegistrationTimeout})
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
 	}
+	exits.Store(svc)
 	orch, err := jobs.NewOrchestrator(js, engine, svc.OrchestratorRoutes(), jobs.OrchestratorConfig{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: orchestrator: %w", err)
@@ -159,7 +174,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	workerAPI, err := api.NewWorkerAgentService(svc, hub, api.WorkerOptions{
-		Notifier: notifier, Errors: errorCodes, Logger: logger})
+		Notifier: notifier, Errors: errorCodes, Logger: logger, HeartbeatInterval: cfg.Cleanup.HeartbeatInterval})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}

@@ -53,6 +53,9 @@ running jobs are not killed.`,
 			if cfg.MaxWorkers < 0 {
 				return fmt.Errorf("--max-workers: must not be negative, got %d", cfg.MaxWorkers)
 			}
+			if err := checkLivenessFlags(&cfg); err != nil {
+				return err
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
@@ -87,6 +90,7 @@ running jobs are not killed.`,
 	stringFlagEnv(cmd, &cfg.DataDir, "data-dir", envDevDataDir, "",
 		"directory for the SQLite database, the NATS store and the workers' state (default $XDG_DATA_HOME/hodei/dev or ~/.local/share/hodei/dev)")
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
+	livenessFlags(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)

@@ -43,6 +43,9 @@ server that comes up on the same address.`,
 			if cfg.MaxWorkers < 0 {
 				return fmt.Errorf("--max-workers: must not be negative, got %d", cfg.MaxWorkers)
 			}
+			if err := checkLivenessFlags(&cfg); err != nil {
+				return err
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
@@ -61,6 +64,7 @@ server that comes up on the same address.`,
 	stringFlagEnv(cmd, &cfg.DataDir, "data-dir", envDataDir, "",
 		"directory for the embedded NATS store and the local workers' state (default "+server.DefaultDataDir()+")")
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
+	livenessFlags(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)

@@ -52,6 +52,12 @@ type Config struct {
 	IdleTimeout time.Duration
 	// KeepLogs keeps <workerID>.log after Destroy.
 	KeepLogs bool
+	// OnExit, if set, is called (from the goroutine that reaps it) when a worker this
+	// Provider started exits, for whatever reason: the control plane learns at once that
+	// a worker died instead of waiting for its heartbeats to stop. It must not block.
+	// Workers started by an earlier process of the server are not its children and are
+	// not reported.
+	OnExit func(workerID string, exitErr error)
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -270,6 +276,9 @@ func (p *Provider) workerEnv(spec provider.WorkerSpec) []string {
 func (p *Provider) reap(id string, cmd *exec.Cmd, done chan struct{}) {
 	err := cmd.Wait()
 	close(done)
+	if p.cfg.OnExit != nil {
+		p.cfg.OnExit(id, err)
+	}
 	if err != nil {
 		p.log.Warn("worker exited", "worker_id", id, "pid", cmd.Process.Pid, "status", err.Error(),
 			"log_tail", tail(p.logPath(id), 2048))

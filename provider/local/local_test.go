@@ -393,3 +393,33 @@ func TestValidWorkerID(t *testing.T) {
 		}
 	}
 }
+
+// TestOnExitReportsDeadWorker: a worker that dies (here SIGKILLed, as by the OOM
+// killer or an operator) is reported through OnExit with its exit status.
+func TestOnExitReportsDeadWorker(t *testing.T) {
+	type exit struct {
+		id  string
+		err error
+	}
+	exits := make(chan exit, 4)
+	p := newProvider(t, t.TempDir(), "good", func(c *Config) {
+		c.OnExit = func(id string, err error) { exits <- exit{id, err} }
+	})
+	if err := p.Create(context.Background(), spec("victim")); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Destroy(context.Background(), "victim") }()
+	pid := pidOf(t, p, "victim")
+	waitMembers(t, pid, 2) // the worker and its "job"
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-exits:
+		if e.id != "victim" || e.err == nil || !strings.Contains(e.err.Error(), "killed") {
+			t.Fatalf("OnExit(%q, %v), want victim killed", e.id, e.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnExit not called within 5s of the worker's death")
+	}
+}

@@ -1,0 +1,157 @@
+package jobs_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/domain"
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/jobs"
+	"github.com/hodei-jobs/hodei/saga"
+)
+
+// TestExitedBeforeRegistering: a worker process that dies before it registers fails its
+// provisioning at once (not after the registration timeout, here a minute) and the job
+// gets its next attempt on a new worker.
+func TestExitedBeforeRegistering(t *testing.T) {
+	e := newEnv(t, envOpts{manual: true, regTimeout: time.Minute})
+	e.runCleanupLoop(disconnectCfg)
+	sp := spec(nil)
+	sp.MaxAttempts = 2
+	j, err := e.svc.Submit(e.ctx(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := e.manualWorker(j.ID)
+	exited := time.Now()
+	e.svc.WorkerExited(first, "signal: killed")
+	e.waitSaga(jobs.ProvisioningSagaID(j.ID, 1), saga.StateCompensated)
+	var second, otp string
+	for second == "" || second == first {
+		if time.Since(exited) > 20*time.Second {
+			t.Fatalf("no second worker for job %s", j.ID)
+		}
+		second, otp = e.manualWorker(j.ID)
+	}
+	t.Logf("worker exit → next attempt's worker created: %s", time.Since(exited))
+	got, err := e.st.Jobs().Get(e.ctx(), j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Attempt != 2 || !strings.Contains(got.LastError, "worker provisioning failed") {
+		t.Fatalf("job %+v", got)
+	}
+	if destroyed, _ := e.cloud.waitDestroyed(first); !destroyed {
+		t.Fatalf("dead worker %s not destroyed (its password revoked)", first)
+	}
+	e.cloud.register(second, otp)
+	e.waitJob(j.ID, domain.JobAssigned)
+	if err := e.svc.JobFinished(e.ctx(), second, &hodeiv1.JobResult{JobId: j.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if done := e.waitJob(j.ID, domain.JobSucceeded, domain.JobFailed); done.State != domain.JobSucceeded {
+		t.Fatalf("job %+v", done)
+	}
+}
+
+// TestExitedWhileRunning: the death of a worker's process starts the recovery of its
+// job at once, without the disconnect grace or the heartbeat rule; the exit of a
+// worker whose job reported its result changes nothing.
+func TestExitedWhileRunning(t *testing.T) {
+	e := newEnv(t, envOpts{manual: true})
+	e.runCleanupLoop(disconnectCfg)
+	sp := spec(nil)
+	sp.MaxAttempts = 2
+	j, old := e.runningOn(sp)
+	exited := time.Now()
+	e.svc.WorkerExited(old, "signal: killed")
+	p := e.waitJob(j.ID, domain.JobProvisioning)
+	if p.Attempt != 2 || p.WorkerID == old || !strings.Contains(p.LastError, "worker process exited (signal: killed)") {
+		t.Fatalf("after the exit: %+v", p)
+	}
+	t.Logf("worker exit → job off the dead worker: %s", time.Since(exited))
+	repl := e.registerManual(p.WorkerID)
+	e.waitJob(j.ID, domain.JobAssigned)
+	if err := e.svc.JobFinished(e.ctx(), repl, &hodeiv1.JobResult{JobId: j.ID}); err != nil {
+		t.Fatal(err)
+	}
+	// The replacement exits right after its result was recorded: nothing more happens.
+	e.svc.WorkerExited(repl, "exit status 0")
+	done := e.waitJob(j.ID, domain.JobSucceeded, domain.JobFailed)
+	if done.State != domain.JobSucceeded || done.Attempt != 2 {
+		t.Fatalf("job %+v", done)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := e.count(`SELECT count(*) FROM sagas WHERE type = 'recovery'`); n != 1 {
+		t.Fatalf("%d recovery sagas, want 1", n)
+	}
+}
+
+// TestAssignToDeadWorker: a worker that registered and then died (destroyed as lost)
+// before its job was assigned to it does not leave the job stuck: the execution
+// saga's assignment goes through and the job's recovery starts at once.
+func TestAssignToDeadWorker(t *testing.T) {
+	o := envOpts{manual: true, regTimeout: time.Minute}
+	e := newEnv(t, o)
+	ctx := e.ctx()
+	sp := spec(nil)
+	sp.MaxAttempts = 2
+	j, err := e.svc.Submit(ctx, sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, otp := e.manualWorker(j.ID)
+	// The control plane stops between the registration and the assignment; meanwhile
+	// the worker is destroyed.
+	e.waitSaga(jobs.ProvisioningSagaID(j.ID, 1), saga.StateWaiting) // parked in await-registration
+	e.stop()
+	if _, err := e.svc.RegisterWorker(ctx, dead, otp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := command.Dispatch[jobs.Outcome](ctx, e.d, jobs.DestroyWorker{Key: "test/destroy", WorkerID: dead, Reason: "lost"}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(o)
+	deadline := time.Now().Add(20 * time.Second)
+	p := e.waitJob(j.ID, domain.JobProvisioning)
+	for p.Attempt < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("job still on attempt %d: %+v", p.Attempt, p)
+		}
+		time.Sleep(10 * time.Millisecond)
+		p = e.waitJob(j.ID, domain.JobProvisioning)
+	}
+	if p.Attempt != 2 || p.WorkerID == dead || !strings.Contains(p.LastError, "TERMINATED before the job was assigned") {
+		t.Fatalf("after the assignment: %+v", p)
+	}
+	repl := e.registerManual(p.WorkerID)
+	e.waitJob(j.ID, domain.JobAssigned)
+	if err := e.svc.JobFinished(ctx, repl, &hodeiv1.JobResult{JobId: j.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if done := e.waitJob(j.ID, domain.JobSucceeded, domain.JobFailed); done.State != domain.JobSucceeded || done.Attempt != 2 {
+		t.Fatalf("job %+v", done)
+	}
+}
+
+// TestNoRecoveryWhileTimingOut: a job whose timeout saga has started is not recovered
+// when its worker dies (the saga's TerminateWorker kills it; the timeout wins).
+func TestNoRecoveryWhileTimingOut(t *testing.T) {
+	e := newEnv(t, envOpts{manual: true})
+	ctx := e.ctx()
+	j, w := e.runningOn(spec(nil))
+	e.stop() // no engine loop: the timeout saga stays at its first step
+	if _, err := command.Dispatch[jobs.Outcome](ctx, e.d, jobs.StartJobTimeout{Key: "test/timeout", JobID: j.ID,
+		WorkerID: w, Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.svc.RecoverJob(ctx, j.ID, w, "worker process exited (exit status 0)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.Skipped || out.Started || !strings.Contains(out.Reason, "timed out") {
+		t.Fatalf("recovery of a timing-out job: %+v, want skipped", out)
+	}
+}
