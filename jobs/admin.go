@@ -131,21 +131,30 @@ func (s *Service) executionSagaOf(ctx context.Context, jobID string) (string, er
 	return ExecutionSagaID(jobID), nil
 }
 
-// JobSagas returns the sagas of a job, oldest first: its execution saga(s) and the
-// provisioning saga of each attempt. An unknown job: store.ErrNotFound.
+// JobSagaIDs returns the ids every saga of a job whose latest attempt is attempt may
+// have (most do not exist): its execution saga and those of operator retries, the
+// provisioning and recovery saga of each attempt, its timeout and its cancellation
+// saga.
+func JobSagaIDs(jobID string, attempt int) []string {
+	ids := []string{ExecutionSagaID(jobID)}
+	for n := 2; n <= attempt+1; n++ {
+		ids = append(ids, RetryExecutionSagaID(jobID, n))
+	}
+	for n := 1; n <= attempt; n++ {
+		ids = append(ids, ProvisioningSagaID(jobID, n), RecoverySagaID(jobID, n))
+	}
+	return append(ids, TimeoutSagaID(jobID), CancellationSagaID(jobID))
+}
+
+// JobSagas returns the sagas of a job, oldest first (JobSagaIDs that exist). An unknown job: store.ErrNotFound.
 func (s *Service) JobSagas(ctx context.Context, jobID string) ([]*hodeiv1.SagaSummary, error) {
 	j, err := s.st.Jobs().Get(ctx, jobID)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: sagas of %s: %w", jobID, err)
 	}
-	ids := []string{ExecutionSagaID(jobID)}
-	for n := 2; n <= j.Attempt+1; n++ {
-		ids = append(ids, RetryExecutionSagaID(jobID, n))
-	}
-	for n := 1; n <= j.Attempt; n++ {
-		ids = append(ids, ProvisioningSagaID(jobID, n))
-	}
-	steps := map[string][]saga.Step{SagaExecution: executionSaga().Steps, SagaProvisioning: provisioningSaga().Steps}
+	ids := JobSagaIDs(jobID, j.Attempt)
+	steps := map[string][]saga.Step{SagaExecution: executionSaga().Steps, SagaProvisioning: provisioningSaga().Steps,
+		SagaRecovery: recoverySaga().Steps, SagaTimeout: timeoutSaga().Steps, SagaCancellation: cancellationSaga().Steps}
 	var out []*hodeiv1.SagaSummary
 	for _, id := range ids {
 		info, err := s.engine.Get(ctx, id)

@@ -47,7 +47,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 
 	// Database.
-	st, err := openStore(ctx, cfg, log)
+	st, err := openStore(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -237,7 +237,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 }
 
 // openStore opens (and migrates) the store of cfg.Driver.
-func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.Store, error) {
+func openStore(ctx context.Context, cfg Config, logger *slog.Logger) (store.Store, error) {
+	log := logger.With("component", "server")
 	switch cfg.Driver {
 	case DriverSQLite:
 		start := time.Now()
@@ -255,7 +256,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.Store, 
 		if len(applied) > 0 {
 			log.Info("database migrated", "applied", applied)
 		}
-		st, err := postgres.Open(ctx, cfg.DatabaseURL)
+		st, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.WithLogger(logger))
 		if err != nil {
 			return nil, fmt.Errorf("server: open database: %w", err)
 		}

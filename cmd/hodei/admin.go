@@ -255,13 +255,7 @@ func jobSagaIDs(ctx context.Context, dbURL, jobID string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read job %s: %w", jobID, err)
 	}
-	cands := []string{jobs.ExecutionSagaID(jobID)}
-	for n := 2; n <= j.Attempt+1; n++ {
-		cands = append(cands, jobs.RetryExecutionSagaID(jobID, n))
-	}
-	for n := 1; n <= j.Attempt; n++ {
-		cands = append(cands, jobs.ProvisioningSagaID(jobID, n))
-	}
+	cands := jobs.JobSagaIDs(jobID, j.Attempt)
 	type found struct {
 		id string
 		at time.Time

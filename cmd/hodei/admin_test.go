@@ -133,8 +133,13 @@ func TestAdminCLI(t *testing.T) {
 	if err != nil || !strings.Contains(o, jobs.ExecutionSagaID(j2.ID)) || !strings.Contains(o, "await-worker") {
 		t.Fatalf("job get with a saga: %v\n%s", err, o)
 	}
+	// Its timeout saga is listed too (every saga type of a job is).
+	if _, _, err := eng.Start(t.Context(), jobs.SagaTimeout, jobs.TimeoutSagaID(j2.ID), map[string]string{"job_id": j2.ID}); err != nil {
+		t.Fatal(err)
+	}
 	o, err = runHodei(t, "saga", "show", "--job", j2.ID, "--database-url", dbURL)
-	if err != nil || !strings.Contains(o, "Saga:") || !strings.Contains(o, jobs.ExecutionSagaID(j2.ID)) || !strings.Contains(o, "execution v1") {
+	if err != nil || !strings.Contains(o, "Saga:") || !strings.Contains(o, jobs.ExecutionSagaID(j2.ID)) || !strings.Contains(o, "execution v1") ||
+		!strings.Contains(o, jobs.TimeoutSagaID(j2.ID)) || !strings.Contains(o, "timeout v1") {
 		t.Fatalf("saga show --job: %v\n%s", err, o)
 	}
 	if _, err := runHodei(t, "saga", "show", "--database-url", dbURL); err == nil || !strings.Contains(err.Error(), "--job") {

@@ -69,7 +69,7 @@ func newSagaShowCmd() *cobra.Command {
 		Long: "Print a saga's row (type, version, state, current step) and its history " +
 			"(seq, time, event type, step, short payload). -o json prints one JSON object " +
 			"with the full payloads. --job prints every saga of a job (execution and " +
-			"provisioning sagas, oldest first; -o json: an array).",
+			"provisioning sagas, recovery, timeout and cancellation sagas, oldest first; -o json: an array).",
 		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {

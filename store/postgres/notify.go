@@ -117,12 +117,18 @@ func (s *Store) listen(ctx context.Context, ch chan struct{}) {
 	}
 	backoff := 50 * time.Millisecond
 	first := true
+	deaf := false // the last attempt failed (logged once until the listener is back)
+	log := s.cfg.Logger.With("component", "postgres.listener")
 	for ctx.Err() == nil {
 		conn, err := s.connectListener(ctx)
 		if err == nil {
 			backoff = 50 * time.Millisecond
 			if !first {
 				signal() // rows may have been inserted while the listener was deaf
+			}
+			if deaf {
+				log.Info("outbox listener reconnected")
+				deaf = false
 			}
 			first = false
 			err = waitNotifications(ctx, conn, signal)
@@ -132,7 +138,13 @@ func (s *Store) listen(ctx context.Context, ch chan struct{}) {
 			return
 		}
 		first = false
-		_ = err // the relay's poll covers the gap; nothing else to do with it
+		if !deaf {
+			// Wake-ups wait for the relay's poll until the listener is back.
+			log.Warn("outbox listener lost its connection; reconnecting", "err", err, "retry_in", backoff)
+			deaf = true
+		} else {
+			log.Debug("outbox listener reconnect failed", "err", err, "retry_in", backoff)
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

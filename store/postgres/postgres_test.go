@@ -1,8 +1,12 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,8 +163,10 @@ func TestWakeupsAcrossStores(t *testing.T) {
 func TestWakeupsListenerReconnects(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	logs := &syncBuffer{}
 	relaySide, err := postgres.Open(ctx, pgtest.NewStore(t).Pool().Config().ConnString(),
-		postgres.WithListenerBackoffMax(100*time.Millisecond))
+		postgres.WithListenerBackoffMax(100*time.Millisecond),
+		postgres.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +192,30 @@ func TestWakeupsListenerReconnects(t *testing.T) {
 	drain(wake)
 	insert(t, writer, "after-reconnect")
 	waitWake(t, wake, 2*time.Second, "insert after reconnect")
+	// The operator can see both in the log.
+	for _, want := range []string{"outbox listener lost its connection", "outbox listener reconnected"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestWakeupsEndWithStore(t *testing.T) {

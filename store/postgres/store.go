@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -39,6 +40,9 @@ type Config struct {
 	NotifyInterval time.Duration
 	// ListenerBackoffMax caps the reconnect backoff of Wakeups listeners (default 5s).
 	ListenerBackoffMax time.Duration
+	// Logger receives the Wakeups listeners' connection losses (Warn; the outbox
+	// relay's poll covers the gap) and reconnections (Info). Default: discard.
+	Logger *slog.Logger
 
 	// disableCommitNotify turns off the after-commit NOTIFY (benchmarks only).
 	disableCommitNotify bool
@@ -53,6 +57,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ListenerBackoffMax == 0 {
 		c.ListenerBackoffMax = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
@@ -83,6 +90,9 @@ func WithNotifyInterval(d time.Duration) Option { return func(c *Config) { c.Not
 func WithListenerBackoffMax(d time.Duration) Option {
 	return func(c *Config) { c.ListenerBackoffMax = d }
 }
+
+// WithLogger sets the logger of the Wakeups listeners.
+func WithLogger(l *slog.Logger) Option { return func(c *Config) { c.Logger = l } }
 
 // Store is the PostgreSQL driver of the store ports. Create it with Open.
 type Store struct {
