@@ -32,7 +32,8 @@ import (
 // no outbox row is stuck. It prints its counts, and how long each recovery took (a
 // worker SIGKILLed while its job ran → that job RUNNING again on a replacement).
 //
-// HODEI_CHAOS_JOBS changes the number of jobs (default 200); HODEI_CHAOS_REPORT names a
+// HODEI_CHAOS_JOBS changes the number of jobs (default 200); HODEI_CHAOS_SEED replays a
+// run's random choices (printed in the report); HODEI_CHAOS_REPORT names a
 // file the report is appended to (CI prints it), besides the test log.
 func TestChaos(t *testing.T) { forEachBackend(t, testChaos) }
 
@@ -96,7 +97,18 @@ func testChaos(t *testing.T, b backend) {
 	run := fmt.Sprintf("chaos-%d", time.Now().UnixNano())
 	labels := map[string]string{"chaos": run}
 	client := hodeiv1connect.NewJobServiceClient(&http.Client{Timeout: 15 * time.Second}, s.url)
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("HODEI_CHAOS_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("HODEI_CHAOS_SEED=%q: want an unsigned integer", v)
+		}
+	}
+	// The seed decides the mix, the delays and which worker is killed (not the timing
+	// of the processes themselves); HODEI_CHAOS_SEED replays a run's choices.
+	rng := rand.New(rand.NewPCG(seed, 7))
+	t.Logf("chaos: HODEI_CHAOS_SEED=%d", seed)
+	killRng := rand.New(rand.NewPCG(seed, 8)) // the killer goroutine's own
 
 	jobs := make([]*chaosJob, n)
 	var weights []string
@@ -169,13 +181,13 @@ func testChaos(t *testing.T, b backend) {
 			select {
 			case <-stopKiller:
 				return
-			case <-time.After(time.Duration(700+rand.IntN(1000)) * time.Millisecond):
+			case <-time.After(time.Duration(700+killRng.IntN(1000)) * time.Millisecond):
 			}
 			procs := workerProcs(url)
 			if len(procs) == 0 {
 				continue
 			}
-			p := procs[rand.IntN(len(procs))]
+			p := procs[killRng.IntN(len(procs))]
 			k := &workerKill{pid: p.pid, workerID: p.id}
 			k.jobID, k.jobState, k.attempt = s.workerJob(p.id)
 			k.at = time.Now()
@@ -194,7 +206,7 @@ func testChaos(t *testing.T, b backend) {
 		time.Sleep(submitTime / (serverKills + 1))
 		s.kill()
 		t.Logf("chaos: SIGKILLed the server (%d of %d) at +%s", i+1, serverKills, time.Since(began).Round(time.Millisecond))
-		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
+		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
 		s.startProcess()
 	}
 	submits.Wait()
@@ -211,7 +223,7 @@ func testChaos(t *testing.T, b backend) {
 	all := s.waitChaosJobs(labels, n, 4*time.Minute)
 	ended := time.Since(began)
 
-	r := chaosReport{backend: b, jobs: n, serverKills: serverKills, workerKills: len(kills),
+	r := chaosReport{backend: b, seed: seed, jobs: n, serverKills: serverKills, workerKills: len(kills),
 		states: map[string]int{}, byKind: map[string]map[string]int{}}
 	bySeq := map[string][]*hodeiv1.Job{}
 	for _, j := range all {
@@ -636,6 +648,7 @@ func appendFile(name, s string) error {
 // chaosReport is what the chaos test counts and prints.
 type chaosReport struct {
 	backend                      backend
+	seed                         uint64
 	jobs, listed                 int
 	serverKills, workerKills     int
 	states                       map[string]int
@@ -654,8 +667,8 @@ type chaosReport struct {
 
 func (r chaosReport) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "chaos report (%s): %d jobs submitted over %s, all ended after %s\n",
-		r.backend, r.jobs, r.submitted.Round(time.Second), r.ended.Round(time.Second))
+	fmt.Fprintf(&b, "chaos report (%s, HODEI_CHAOS_SEED=%d): %d jobs submitted over %s, all ended after %s\n",
+		r.backend, r.seed, r.jobs, r.submitted.Round(time.Second), r.ended.Round(time.Second))
 	fmt.Fprintf(&b, "  server SIGKILLs: %d; worker SIGKILLs: %d (%d while their job ran)\n",
 		r.serverKills, r.workerKills, r.killedRunning)
 	fmt.Fprintf(&b, "  end states: %s\n", formatCounts(r.states))
