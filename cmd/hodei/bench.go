@@ -22,6 +22,7 @@ func newBenchCmd() *cobra.Command {
 		newBenchOutboxCmd(),
 		newBenchSagasCmd(),
 		newBenchJobsCmd(),
+		newBenchRecoveryCmd(),
 	)
 	return cmd
 }
