@@ -149,9 +149,14 @@
 // provisioning saga's compensation dispatches RetryProvisioning, which puts the job
 // back to PENDING (provisioning_retry.go); the execution saga still waits in
 // await-worker, so the scheduler's next attempt simply signals it. A replacement
-// worker of a recovery is the exception: its failure fails the job (the recovery
-// saga's compensation cleans up), since that execution saga waits for a result, not a
-// worker.
+// worker of a recovery is different, since that execution saga waits for a result, not
+// a worker: while attempts remain, RetryProvisioning reserves another replacement at
+// once (reserveReplacementWorker, the next attempt) labelled with the same recovery
+// saga, which NotifyWorkerReady signals (replacement.ready carries the worker and its
+// attempt, and transfer uses them); with none left the job FAILS and the recovery
+// saga's compensation (or AbandonJob, which also destroys a replacement still being
+// provisioned) cleans up. The recovery saga's wait is bounded by the registration
+// timeout (plus slack) times the attempts left.
 //
 // The job keeps its one ExecutionSaga, parked in await-result (so the job's timeout
 // still bounds the whole job). The RecoverySaga:

@@ -155,3 +155,59 @@ func TestNoRecoveryWhileTimingOut(t *testing.T) {
 		t.Fatalf("recovery of a timing-out job: %+v, want skipped", out)
 	}
 }
+
+// TestRecoveryRetriesReplacement: a replacement that dies before registering is
+// followed by another (the next attempt), which the same recovery saga transfers the
+// job to.
+func TestRecoveryRetriesReplacement(t *testing.T) {
+	e := newEnv(t, envOpts{manual: true, regTimeout: time.Minute})
+	e.runCleanupLoop(disconnectCfg)
+	ctx := e.ctx()
+	sp := spec(nil)
+	sp.MaxAttempts = 3
+	j, old := e.runningOn(sp)
+	if _, err := e.svc.RecoverJob(ctx, j.ID, old, "test"); err != nil {
+		t.Fatal(err)
+	}
+	first := e.waitJob(j.ID, domain.JobProvisioning)
+	if first.Attempt != 2 {
+		t.Fatalf("after the loss: %+v", first)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for e.cloud.otp(first.WorkerID) == "" { // created; then it dies before registering
+		if time.Now().After(deadline) {
+			t.Fatalf("replacement %s never created", first.WorkerID)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.svc.WorkerExited(first.WorkerID, "signal: killed")
+	second := e.waitJob(j.ID, domain.JobProvisioning)
+	for second.Attempt != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no second replacement: %+v", second)
+		}
+		time.Sleep(10 * time.Millisecond)
+		second = e.waitJob(j.ID, domain.JobProvisioning, domain.JobFailed)
+	}
+	if second.State != domain.JobProvisioning || second.WorkerID == first.WorkerID || second.WorkerID == old ||
+		!strings.Contains(second.LastError, "another replacement") {
+		t.Fatalf("second replacement: %+v", second)
+	}
+	repl := e.registerManual(second.WorkerID)
+	a := e.waitJob(j.ID, domain.JobAssigned)
+	if a.WorkerID != repl || a.Attempt != 3 {
+		t.Fatalf("job on %s attempt %d, want %s attempt 3", a.WorkerID, a.Attempt, repl)
+	}
+	if err := e.svc.JobFinished(ctx, repl, &hodeiv1.JobResult{JobId: j.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if done := e.waitJob(j.ID, domain.JobSucceeded, domain.JobFailed); done.State != domain.JobSucceeded || done.Attempt != 3 {
+		t.Fatalf("job %+v", done)
+	}
+	e.waitSaga(jobs.RecoverySagaID(j.ID, 1), saga.StateCompleted)
+	for _, w := range []string{old, first.WorkerID, repl} {
+		if destroyed, _ := e.cloud.waitDestroyed(w); !destroyed {
+			t.Errorf("worker %s not destroyed", w)
+		}
+	}
+}

@@ -42,14 +42,28 @@ func (s *Service) retryProvisioning(ctx context.Context, c RetryProvisioning) (O
 			out = skipped(j, nil, fmt.Sprintf("job is %s on worker %q", j.State, j.WorkerID))
 			return nil
 		}
-		// A replacement for a lost worker is the recovery saga's: the execution saga
-		// waits for the job's result, not for a worker, so only that saga can go on
-		// (its compensation ends the job).
-		replacement := false
+		// A replacement for a lost worker belongs to a recovery saga: the execution saga
+		// waits for the job's result, not for a worker, so the next attempt is another
+		// replacement reporting to the same recovery saga (its label); without one (or
+		// attempts) the job fails and the recovery saga's compensation cleans up.
+		var lost, recovery string
 		if w, err := s.st.Workers().Get(ctx, c.WorkerID); err == nil {
-			replacement = w.Labels[labelReplaces] != ""
+			lost, recovery = w.Labels[labelReplaces], w.Labels[labelRecovery]
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
+		}
+		replacement := lost != ""
+		if replacement && recovery != "" && j.State == domain.JobProvisioning && j.Attempt < j.Spec.MaxAttempts {
+			if err := s.st.Scheduling().Lock(ctx); err != nil {
+				return err
+			}
+			reason := fmt.Sprintf("replacement %s failed: %s (attempt %d of %d); another replacement",
+				c.WorkerID, c.Reason, j.Attempt, j.Spec.MaxAttempts)
+			if _, _, err := s.reserveReplacementWorker(ctx, j, lost, recovery, reason); err != nil {
+				return err
+			}
+			out = Outcome{JobState: string(domain.JobProvisioning)}
+			return nil
 		}
 		if j.State == domain.JobProvisioning && j.WorkerID == c.WorkerID && j.Attempt < j.Spec.MaxAttempts && !replacement {
 			reason := fmt.Sprintf("%s (attempt %d of %d); trying again", c.Reason, j.Attempt, j.Spec.MaxAttempts)
@@ -65,7 +79,7 @@ func (s *Service) retryProvisioning(ctx context.Context, c RetryProvisioning) (O
 			return nil
 		}
 		reason := c.Reason
-		if j.State == domain.JobProvisioning && j.WorkerID == c.WorkerID && !replacement {
+		if j.State == domain.JobProvisioning && j.Attempt >= j.Spec.MaxAttempts {
 			reason = fmt.Sprintf("%s; attempts exhausted (%d of %d)", c.Reason, j.Attempt, j.Spec.MaxAttempts)
 		}
 		out, err = s.markJobFailed(ctx, MarkJobFailed{Key: c.Key, JobID: c.JobID, Reason: reason})

@@ -37,6 +37,9 @@ const (
 
 	// labelReplaces is the label of a replacement worker: the id of the lost worker.
 	labelReplaces = "hodei.replaces"
+	// labelRecovery is the label of a replacement worker: the recovery saga waiting for
+	// it (signalled when it is ready).
+	labelRecovery = "hodei.recovery"
 
 	// replacementSlack is added to the registration timeout for the recovery saga's
 	// wait: the provisioning saga of the replacement gives up (and fails the job) first.
@@ -160,8 +163,11 @@ func (s *Service) startRecovery(ctx context.Context, c StartRecovery) (RecoveryO
 			return err
 		}
 		id := RecoverySagaID(j.ID, j.Attempt)
+		// A replacement that fails is followed by another while attempts remain
+		// (RetryProvisioning), each bounded by the registration timeout.
+		left := max(1, j.Spec.MaxAttempts-j.Attempt)
 		in := recoveryInput{JobID: j.ID, LostWorkerID: c.WorkerID, Attempt: j.Attempt, Reason: c.Reason,
-			ReplacementTimeout: s.cfg.RegistrationTimeout + replacementSlack}
+			ReplacementTimeout: time.Duration(left) * (s.cfg.RegistrationTimeout + replacementSlack)}
 		_, created, err := s.engine.Start(ctx, SagaRecovery, id, in)
 		if err != nil {
 			return err
@@ -206,42 +212,55 @@ func (s *Service) reserveReplacement(ctx context.Context, c ReserveReplacement) 
 			out = RecoveryOutcome{Exhausted: true, Reason: reason, Attempt: j.Attempt}
 			return nil
 		}
-		wid, err := uuid.NewV7()
-		if err != nil {
-			return err
-		}
-		w := &domain.Worker{ID: wid.String(), Provider: s.cfg.DefaultProvider, State: domain.WorkerCreating,
-			JobID: j.ID, Labels: map[string]string{"hodei.job_id": j.ID, labelReplaces: c.LostWorkerID}}
-		if err := s.st.Workers().Create(ctx, w); err != nil {
-			return err
-		}
-		if err := s.st.Credentials().SetOTP(ctx, w.ID, nil, time.Time{}); err != nil {
-			return err
-		}
 		reason := "worker " + c.LostWorkerID + " lost: " + c.Reason
-		if _, err := s.moveJob(ctx, j.ID, domain.JobPending, reason, nil); err != nil {
-			return err
-		}
-		moved, err := s.moveJob(ctx, j.ID, domain.JobProvisioning, "replacement worker "+w.ID, func(j *domain.Job) {
-			j.Attempt++
-			j.WorkerID = w.ID
-			j.LastError = reason
-		})
+		wid, attempt, err := s.reserveReplacementWorker(ctx, j, c.LostWorkerID, RecoverySagaID(j.ID, c.Attempt), reason)
 		if err != nil {
 			return err
 		}
-		in := provisioningInput{JobID: j.ID, WorkerID: w.ID, Provider: s.cfg.DefaultProvider,
-			Attempt: moved.Attempt, RegistrationTimeout: s.cfg.RegistrationTimeout}
-		if _, _, err := s.engine.Start(ctx, SagaProvisioning, ProvisioningSagaID(j.ID, moved.Attempt), in); err != nil {
-			return err
-		}
-		out = RecoveryOutcome{WorkerID: w.ID, Attempt: moved.Attempt}
+		out = RecoveryOutcome{WorkerID: wid, Attempt: attempt}
 		return nil
 	})
 	if err != nil {
 		return RecoveryOutcome{}, fmt.Errorf("jobs: reserve replacement for job %s: %w", c.JobID, err)
 	}
 	return out, nil
+}
+
+// reserveReplacementWorker takes job j (ASSIGNED/RUNNING on its lost worker, or
+// PROVISIONING on a replacement that failed) to a new replacement worker, in ctx's
+// transaction and under the scheduler lock the caller holds: a CREATING worker row
+// labelled with the worker it replaces and the recovery saga it reports to, job →
+// PENDING → PROVISIONING (attempt + 1, that worker), and the worker's provisioning saga.
+func (s *Service) reserveReplacementWorker(ctx context.Context, j *domain.Job, lostWorkerID, recoverySaga, reason string) (string, int, error) {
+	wid, err := uuid.NewV7()
+	if err != nil {
+		return "", 0, err
+	}
+	w := &domain.Worker{ID: wid.String(), Provider: s.cfg.DefaultProvider, State: domain.WorkerCreating, JobID: j.ID,
+		Labels: map[string]string{"hodei.job_id": j.ID, labelReplaces: lostWorkerID, labelRecovery: recoverySaga}}
+	if err := s.st.Workers().Create(ctx, w); err != nil {
+		return "", 0, err
+	}
+	if err := s.st.Credentials().SetOTP(ctx, w.ID, nil, time.Time{}); err != nil {
+		return "", 0, err
+	}
+	if _, err := s.moveJob(ctx, j.ID, domain.JobPending, reason, nil); err != nil {
+		return "", 0, err
+	}
+	moved, err := s.moveJob(ctx, j.ID, domain.JobProvisioning, "replacement worker "+w.ID, func(j *domain.Job) {
+		j.Attempt++
+		j.WorkerID = w.ID
+		j.LastError = reason
+	})
+	if err != nil {
+		return "", 0, err
+	}
+	in := provisioningInput{JobID: j.ID, WorkerID: w.ID, Provider: s.cfg.DefaultProvider,
+		Attempt: moved.Attempt, RegistrationTimeout: s.cfg.RegistrationTimeout}
+	if _, _, err := s.engine.Start(ctx, SagaProvisioning, ProvisioningSagaID(j.ID, moved.Attempt), in); err != nil {
+		return "", 0, err
+	}
+	return w.ID, moved.Attempt, nil
 }
 
 func (s *Service) transferJob(ctx context.Context, c TransferJob) (RecoveryOutcome, error) {
@@ -314,6 +333,20 @@ func (s *Service) abandon(ctx context.Context, jobID, reason string) error {
 	if err != nil {
 		return err
 	}
+	// A replacement still being provisioned for the job goes with it (a later one than
+	// the recovery saga knows of, when an earlier one failed).
+	if j.WorkerID != "" {
+		w, err := s.st.Workers().Get(ctx, j.WorkerID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if err == nil && w.Labels[labelReplaces] != "" && w.State != domain.WorkerTerminated {
+			if _, err := s.destroyWorker(ctx, DestroyWorker{Key: "abandon/" + jobID + "/" + w.ID, WorkerID: w.ID,
+				Reason: "job abandoned: " + reason}); err != nil {
+				return err
+			}
+		}
+	}
 	if !j.State.IsTerminal() && !j.State.RequiresManualReview() {
 		to := domain.JobFailed
 		if j.State == domain.JobCancelling {
@@ -355,7 +388,15 @@ func (s *Service) signalRecovery(ctx context.Context, jobID, workerID string) er
 	if j.Attempt < 2 || j.WorkerID != workerID {
 		return nil
 	}
-	err = s.engine.Signal(ctx, RecoverySagaID(jobID, j.Attempt-1), SignalReplacementReady, workerSignal{WorkerID: workerID})
+	id := RecoverySagaID(jobID, j.Attempt-1) // workers reserved before labelRecovery existed
+	w, err := s.st.Workers().Get(ctx, workerID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err == nil && w.Labels[labelRecovery] != "" {
+		id = w.Labels[labelRecovery]
+	}
+	err = s.engine.Signal(ctx, id, SignalReplacementReady, workerSignal{WorkerID: workerID, Attempt: j.Attempt})
 	if errors.Is(err, saga.ErrFinished) || errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -387,7 +428,15 @@ func recoverySaga() saga.Definition {
 	type state struct {
 		in      recoveryInput
 		reserve RecoveryOutcome
+		ready   workerSignal // the replacement that registered (a later one if the first failed)
 		xfer    RecoveryOutcome
+	}
+	// replacement is the worker and attempt the job goes to.
+	replacement := func(st state) (string, int) {
+		if st.ready.WorkerID != "" && st.ready.Attempt > 0 {
+			return st.ready.WorkerID, st.ready.Attempt
+		}
+		return st.reserve.WorkerID, st.reserve.Attempt
 	}
 	load := func(sc *saga.StepContext) (state, error) {
 		var st state
@@ -398,6 +447,9 @@ func recoverySaga() saga.Definition {
 			return st, err
 		}
 		if _, err := sc.Output("transfer", &st.xfer); err != nil {
+			return st, err
+		}
+		if _, err := sc.Output("await-replacement", &st.ready); err != nil {
 			return st, err
 		}
 		return st, nil
@@ -421,7 +473,7 @@ func recoverySaga() saga.Definition {
 				if err != nil || done(st) {
 					return nil, err
 				}
-				for i, w := range []string{st.reserve.WorkerID, st.in.LostWorkerID} {
+				for i, w := range []string{st.reserve.WorkerID, st.in.LostWorkerID, st.ready.WorkerID} {
 					if w == "" {
 						continue
 					}
@@ -458,8 +510,9 @@ func recoverySaga() saga.Definition {
 				if err != nil || done(st) {
 					return nil, err
 				}
+				to, attempt := replacement(st)
 				return recoveryDispatch(ctx, sc, TransferJob{Key: sc.Key(), JobID: st.in.JobID,
-					FromWorkerID: st.in.LostWorkerID, ToWorkerID: st.reserve.WorkerID, Attempt: st.reserve.Attempt})
+					FromWorkerID: st.in.LostWorkerID, ToWorkerID: to, Attempt: attempt})
 			},
 		},
 		{
@@ -475,8 +528,8 @@ func recoverySaga() saga.Definition {
 				if st.reserve.Skipped {
 					return nil, nil // the job moved on; the lost worker is the execution saga's
 				}
-				if st.xfer.Aborted && st.reserve.WorkerID != "" {
-					if _, err := dispatch(ctx, sc, DestroyWorker{Key: sc.Key() + "/replacement", WorkerID: st.reserve.WorkerID,
+				if to, _ := replacement(st); st.xfer.Aborted && to != "" {
+					if _, err := dispatch(ctx, sc, DestroyWorker{Key: sc.Key() + "/replacement", WorkerID: to,
 						Reason: "job ended during recovery"}); err != nil {
 						return nil, err
 					}

@@ -158,8 +158,9 @@ func TestRecoveryAttemptsExhausted(t *testing.T) {
 	}
 }
 
-// A replacement that never registers: the recovery saga compensates (replacement
-// destroyed, job FAILED) and the execution saga ends.
+// Replacements that never register: each failure is followed by another replacement
+// while attempts remain; then the job FAILS, the recovery saga compensates
+// (replacements destroyed) and the execution saga ends.
 func TestRecoveryCompensation(t *testing.T) {
 	e := newEnv(t, envOpts{manual: true, regTimeout: 300 * time.Millisecond})
 	ctx := e.ctx()
@@ -169,9 +170,10 @@ func TestRecoveryCompensation(t *testing.T) {
 	if _, err := e.svc.RecoverJob(ctx, j.ID, old, "test"); err != nil {
 		t.Fatal(err)
 	}
+	// Neither replacement registers (attempts 2 and 3): the job fails when none is left.
 	f := e.waitJob(j.ID, domain.JobFailed)
-	if f.Attempt != 2 || f.WorkerID == old {
-		t.Fatalf("failed job: attempt %d worker %s", f.Attempt, f.WorkerID)
+	if f.Attempt != 3 || f.WorkerID == old || !strings.Contains(f.LastError, "attempts exhausted (3 of 3)") {
+		t.Fatalf("failed job: attempt %d worker %s error %q", f.Attempt, f.WorkerID, f.LastError)
 	}
 	e.waitSaga(jobs.ExecutionSagaID(j.ID), saga.StateCompleted)
 	for _, w := range []string{old, f.WorkerID} {

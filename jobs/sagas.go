@@ -54,6 +54,9 @@ type workerSignal struct {
 	// Failed (worker.registered only, exited.go): the worker's process ended before it
 	// registered; the provisioning fails at once.
 	Failed string `json:"failed,omitempty"`
+	// Attempt (replacement.ready only): the job's attempt on that worker (a recovery
+	// whose first replacement failed waits for a later one).
+	Attempt int `json:"attempt,omitempty"`
 }
 
 type abortedSignal struct {
