@@ -139,6 +139,11 @@ func (s *Service) RunCleanup(ctx context.Context, cfg CleanupConfig) error {
 			}
 		case <-t.C:
 			r, err := s.Cleanup(ctx, cfg)
+			if err == nil && !r.Skipped && !cfg.DryRun {
+				// This replica runs the slot: also look for CREATING workers that died
+				// before registering (exited.go).
+				s.checkCreatingStatus(ctx, cfg, 2*cfg.HeartbeatInterval)
+			}
 			switch {
 			case err != nil && ctx.Err() == nil:
 				s.log.Error("cleanup run failed; retrying at the next interval", "err", err)

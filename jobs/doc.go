@@ -130,7 +130,10 @@
 // still CREATING fails its provisioning now (a worker.registered signal carrying the
 // failure) instead of after Config.RegistrationTimeout, and an ASSIGNED/RUNNING job on
 // it is recovered. Only the server process that started a worker sees its exit; after
-// a restart rules 1 and 2 remain. Whichever rule fires, each ASSIGNED/RUNNING job on a lost (or gone: row missing or
+// a restart rules 1 and 2 remain, and the replica that runs a cleanup slot asks the
+// providers about workers CREATING for more than two heartbeat intervals
+// (checkCreatingStatus, outside any transaction): one reported exited is treated as
+// an exit. Whichever rule fires, each ASSIGNED/RUNNING job on a lost (or gone: row missing or
 // TERMINATED) worker gets StartRecovery and the job.worker_lost event (its key is per
 // job attempt, so both rules publish it once), and StartRecovery starts the
 // RecoverySaga with id saga.IDFor("recovery", jobID+"/"+attempt): a loss detected

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/store"
 )
@@ -98,4 +100,39 @@ func (s *Service) checkExited(ctx context.Context, cfg CleanupConfig, n disconne
 // signal says that it failed instead (WorkerExited).
 func registrationFailed(workerID, failed string) error {
 	return fmt.Errorf("worker %s did not register: %s", workerID, failed)
+}
+
+// checkCreatingStatus asks the providers about workers CREATING for longer than
+// minAge and treats one whose process is reported exited as WorkerExited would. It
+// covers what OnExit cannot: a worker started by an earlier server process (a restart)
+// that died before registering is found within a cleanup interval, not after
+// Config.RegistrationTimeout. Provider calls run outside any transaction; errors are
+// logged (the registration timeout still covers the worker).
+func (s *Service) checkCreatingStatus(ctx context.Context, cfg CleanupConfig, minAge time.Duration) {
+	ws, err := s.st.Workers().List(ctx, domain.WorkerCreating)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("listing CREATING workers failed", "err", err)
+		}
+		return
+	}
+	now := s.cfg.Now()
+	for _, w := range ws {
+		if now.Sub(w.CreatedAt) < minAge {
+			continue
+		}
+		p, err := s.providers.Get(w.Provider)
+		if err != nil {
+			continue
+		}
+		st, err := p.Status(ctx, w.ID)
+		if err != nil {
+			s.log.Debug("provider status of a CREATING worker failed", "worker", w.ID, "err", err)
+			continue
+		}
+		if st == provider.StatusExited {
+			s.checkExited(ctx, cfg, disconnectNotice{workerID: w.ID, at: now, exited: true,
+				detail: "its process is not running (provider status " + string(st) + ")"})
+		}
+	}
 }

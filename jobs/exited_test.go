@@ -211,3 +211,42 @@ func TestRecoveryRetriesReplacement(t *testing.T) {
 		}
 	}
 }
+
+// TestCreatingWorkerFoundDead: a worker that died before registering and whose exit
+// nobody reported (it was started by an earlier server process) is found by the
+// cleanup run asking its provider, not after the registration timeout (a minute here).
+func TestCreatingWorkerFoundDead(t *testing.T) {
+	e := newEnv(t, envOpts{manual: true, regTimeout: time.Minute})
+	e.runCleanupLoop(jobs.CleanupConfig{Interval: 100 * time.Millisecond, HeartbeatInterval: 50 * time.Millisecond,
+		LostAfter: 10 * time.Second, CreatingTimeout: time.Minute})
+	sp := spec(nil)
+	sp.MaxAttempts = 2
+	j, err := e.svc.Submit(e.ctx(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := e.manualWorker(j.ID)
+	died := time.Now()
+	e.cloud.kill(first)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err := e.st.Jobs().Get(e.ctx(), j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Attempt == 2 && got.WorkerID != "" && got.WorkerID != first {
+			if !strings.Contains(got.LastError, "worker provisioning failed") {
+				t.Fatalf("job %+v", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dead CREATING worker was not found: job %+v", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("dead CREATING worker → next attempt: %s", time.Since(died))
+	if !strings.Contains(e.logs.String(), "provider status exited") {
+		t.Errorf("the log does not say why the worker was given up:\n%s", e.logs.String())
+	}
+}

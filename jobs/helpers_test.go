@@ -38,12 +38,13 @@ type fakeCloud struct {
 	maxLive   int
 	creates   map[string]int
 	destroyed map[string]bool
-	ran       map[string]int // job → RunJobs received
+	exited    map[string]bool // died by themselves (kill), not destroyed
+	ran       map[string]int  // job → RunJobs received
 }
 
 func newFakeCloud(t *testing.T, auto bool) *fakeCloud {
 	return &fakeCloud{t: t, auto: auto, otps: map[string]string{}, live: map[string]bool{},
-		creates: map[string]int{}, destroyed: map[string]bool{}, ran: map[string]int{}}
+		creates: map[string]int{}, destroyed: map[string]bool{}, exited: map[string]bool{}, ran: map[string]int{}}
 }
 
 func (f *fakeCloud) Name() string { return "fake" }
@@ -84,13 +85,21 @@ func (f *fakeCloud) Destroy(ctx context.Context, workerID string) error {
 	return nil
 }
 
+// kill makes the worker die by itself (as a SIGKILL would): Status reports it exited.
+func (f *fakeCloud) kill(workerID string) {
+	f.mu.Lock()
+	delete(f.live, workerID)
+	f.exited[workerID] = true
+	f.mu.Unlock()
+}
+
 func (f *fakeCloud) Status(ctx context.Context, workerID string) (provider.Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
 	case f.live[workerID]:
 		return provider.StatusRunning, nil
-	case f.destroyed[workerID]:
+	case f.destroyed[workerID], f.exited[workerID]:
 		return provider.StatusExited, nil
 	}
 	return provider.StatusUnknown, nil
