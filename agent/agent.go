@@ -41,8 +41,10 @@ type Config struct {
 	// yet, connection refused). Default 1m.
 	RegisterTimeout time.Duration
 	// ReconnectMin/Max bound the exponential backoff between stream attempts
-	// (defaults 100ms, 5s); after ReconnectTimeout (default 10m) without a stream the
-	// agent stops its job and exits with an error.
+	// (defaults 100ms, 5s; the maximum is also capped at the heartbeat interval, so that
+	// a worker whose server restarts is back before it could count as lost); after
+	// ReconnectTimeout (default 10m) without a stream the agent stops its job and exits
+	// with an error.
 	ReconnectMin, ReconnectMax, ReconnectTimeout time.Duration
 	// ResultResend: an unacknowledged result is sent again this often on a live stream
 	// (and at once on every new stream). Default 3s.
@@ -236,7 +238,7 @@ func (a *agent) run(ctx context.Context) error {
 					return fmt.Errorf("agent: no stream to %s for %s (ReconnectTimeout): %w", a.cfg.ServerURL, a.cfg.ReconnectTimeout, err)
 				}
 				reconnect.Reset(jitter(backoff))
-				backoff = min(2*backoff, a.cfg.ReconnectMax)
+				backoff = min(2*backoff, a.reconnectMax())
 			}
 
 		case it := <-recv:
@@ -256,7 +258,7 @@ func (a *agent) run(ctx context.Context) error {
 				a.closeConn()
 				disconnectedSince = time.Now()
 				reconnect.Reset(jitter(backoff))
-				backoff = min(2*backoff, a.cfg.ReconnectMax)
+				backoff = min(2*backoff, a.reconnectMax())
 				continue
 			}
 			a.conn.gotMsg = true
@@ -351,7 +353,7 @@ func (a *agent) register(parent context.Context) error {
 			return fmt.Errorf("agent: register with %s: gave up after %s: %w", a.cfg.ServerURL, a.cfg.RegisterTimeout, err)
 		case <-time.After(jitter(backoff)):
 		}
-		backoff = min(2*backoff, a.cfg.ReconnectMax)
+		backoff = min(2*backoff, a.reconnectMax())
 	}
 }
 
@@ -635,4 +637,16 @@ func truncate(s string, n int) string {
 // jitter spreads d by ±20%.
 func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// reconnectMax is the largest pause between two stream attempts: Config.ReconnectMax,
+// but no more than one heartbeat interval once the server told it (the server counts a
+// worker as lost after a few silent intervals, and as disconnected after a grace of
+// about two), and no less than Config.ReconnectMin.
+func (a *agent) reconnectMax() time.Duration {
+	m := a.cfg.ReconnectMax
+	if a.hbEvery > 0 && a.hbEvery < m {
+		m = a.hbEvery
+	}
+	return max(m, a.cfg.ReconnectMin)
 }

@@ -367,3 +367,21 @@ func TestTruncate(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+// The reconnect backoff never exceeds the heartbeat interval the server gave (so a
+// worker whose server restarted is back before it can count as lost), nor goes below
+// ReconnectMin.
+func TestReconnectBackoffCappedByHeartbeat(t *testing.T) {
+	cfg := Config{ReconnectMin: 100 * time.Millisecond, ReconnectMax: 5 * time.Second}
+	for _, c := range []struct{ hb, want time.Duration }{
+		{0, 5 * time.Second},                            // not registered yet
+		{time.Second, time.Second},                      // the server's interval
+		{10 * time.Second, 5 * time.Second},             // ReconnectMax is smaller
+		{10 * time.Millisecond, 100 * time.Millisecond}, // never below ReconnectMin
+	} {
+		a := &agent{cfg: cfg, hbEvery: c.hb}
+		if got := a.reconnectMax(); got != c.want {
+			t.Errorf("heartbeat %s: reconnect backoff max %s, want %s", c.hb, got, c.want)
+		}
+	}
+}
