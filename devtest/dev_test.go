@@ -71,7 +71,7 @@ func TestDevSecondInstanceRefused(t *testing.T) {
 	}
 
 	r := cli(t, "dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir)
-	want := "hodei: data dir " + dataDir + " is in use by another hodei dev (pid " + itoa(d.cmd.Process.Pid) + ")\n"
+	want := "hodei: data dir " + dataDir + " is in use by another hodei dev or hodei server (pid " + itoa(d.cmd.Process.Pid) + ")\n"
 	if r.code != 1 || r.stderr != want || r.stdout != "" {
 		t.Fatalf("second hodei dev: exit %d, stdout %q, stderr %q; want exit 1 and stderr %q", r.code, r.stdout, r.stderr, want)
 	}

@@ -20,12 +20,18 @@ import (
 type Config struct {
 	// RunnerID identifies this replica in claims (default host-pid-random).
 	RunnerID string
-	Clock    Clock     // default SystemClock
-	Codec    Codec     // codec of new events; default JSONCodec
-	Codecs   []Codec   // extra codecs old events may use (json and proto are built in)
-	Waker    Waker     // default a LocalWaker
-	Queue    TaskQueue // default PollQueue
-	Logger   *slog.Logger
+	// ReleaseOnStart: Run first drops every claim RunnerID holds (store
+	// SagaStore.ReleaseRunner), so that sagas a crashed earlier incarnation of this
+	// runner held continue at once instead of when their leases expire. Set it only when
+	// RunnerID is stable across restarts and no other live process can have it (the
+	// server derives it from its locked data directory).
+	ReleaseOnStart bool
+	Clock          Clock     // default SystemClock
+	Codec          Codec     // codec of new events; default JSONCodec
+	Codecs         []Codec   // extra codecs old events may use (json and proto are built in)
+	Waker          Waker     // default a LocalWaker
+	Queue          TaskQueue // default PollQueue
+	Logger         *slog.Logger
 	// Lease is how long a claim on a saga (or timer) lasts; each recorded step extends it.
 	Lease time.Duration // default 30s
 	// PollInterval is the safety poll of Run (the database is the source of truth).

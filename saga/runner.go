@@ -714,6 +714,15 @@ type claimedSaga struct {
 // claimable: held elsewhere, parked or finished) and naked when the run failed. On
 // return, sagas claimed and not started are released.
 func (e *Engine) Run(ctx context.Context) error {
+	if e.cfg.ReleaseOnStart {
+		n, err := e.st.Sagas().ReleaseRunner(ctx, e.cfg.RunnerID)
+		if err != nil {
+			return fmt.Errorf("saga: release the claims of an earlier run of %s: %w", e.cfg.RunnerID, err)
+		}
+		if n > 0 {
+			e.log.Info("released claims held by an earlier run of this runner", "claims", n)
+		}
+	}
 	wake := e.cfg.Waker.Wakeups(ctx)
 	tasks, err := e.cfg.Queue.Tasks(ctx)
 	if err != nil {

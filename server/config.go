@@ -64,6 +64,12 @@ type Config struct {
 	// admin API (AdminService, /api/v1/admin/); when empty, only loopback clients may
 	// use it (api.AdminOptions.Token).
 	AdminToken string
+	// DataDirLocked tells that the caller holds LockDataDir on DataDir (hodei server and
+	// hodei dev take it before Run). The saga engine then claims with a runner id stable
+	// across restarts (DataDir/instance-id) and, when it starts, releases the claims its
+	// previous run held: after a crash the sagas it was running continue at once instead
+	// of when their leases expire (30s).
+	DataDirLocked bool
 	// RegistrationTimeout is how long provisioning waits for a new worker to register
 	// before it destroys it and retries the job (0: jobs.Config's default, 2m).
 	RegistrationTimeout time.Duration

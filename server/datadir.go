@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,7 +27,7 @@ func (e *DataDirInUseError) Error() string {
 	if e.PID > 0 {
 		pid = "pid " + strconv.Itoa(e.PID)
 	}
-	return fmt.Sprintf("data dir %s is in use by another hodei dev (%s)", e.Dir, pid)
+	return fmt.Sprintf("data dir %s is in use by another hodei dev or hodei server (%s)", e.Dir, pid)
 }
 
 // DataDirLock is an exclusive lock on a data directory: an flock on DIR/LOCK, held
@@ -108,4 +109,29 @@ func (l *DataDirLock) Release() error {
 		return fmt.Errorf("release data dir lock: %w", err)
 	}
 	return nil
+}
+
+// InstanceFile holds, in a data directory, the id of the server instance that uses it.
+const InstanceFile = "instance-id"
+
+// instanceID returns the id stored in dir/InstanceFile, creating it (a random UUID) the
+// first time. Only the holder of the directory's lock may rely on it being its own.
+func instanceID(dir string) (string, error) {
+	path := filepath.Join(dir, InstanceFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("server: read %s: %w", path, err)
+	}
+	id := uuid.NewString()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("server: write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("server: %w", err)
+	}
+	return id, nil
 }

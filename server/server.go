@@ -99,7 +99,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: saga waker: %w", err)
 	}
-	engine, err = saga.New(st, reg, dispatcher, saga.Config{Waker: waker, Queue: queue, Logger: logger})
+	sagaCfg := saga.Config{Waker: waker, Queue: queue, Logger: logger}
+	if cfg.DataDirLocked {
+		id, err := instanceID(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		sagaCfg.RunnerID, sagaCfg.ReleaseOnStart = "hodei-"+id, true
+	}
+	engine, err = saga.New(st, reg, dispatcher, sagaCfg)
 	if err != nil {
 		return fmt.Errorf("server: saga engine: %w", err)
 	}

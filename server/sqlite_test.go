@@ -183,7 +183,7 @@ func TestLockDataDir(t *testing.T) {
 	if !errors.As(err, &inUse) {
 		t.Fatalf("second lock: %v, want a *DataDirInUseError", err)
 	}
-	want := "data dir " + dir + " is in use by another hodei dev (pid " + strconv.Itoa(os.Getpid()) + ")"
+	want := "data dir " + dir + " is in use by another hodei dev or hodei server (pid " + strconv.Itoa(os.Getpid()) + ")"
 	if err.Error() != want {
 		t.Fatalf("second lock: %q, want %q", err, want)
 	}

@@ -114,6 +114,12 @@ type SagaStore interface {
 	ClaimIDs(ctx context.Context, ids []string, runnerID string, now time.Time, lease time.Duration) ([]*SagaRecord, error)
 	// Release drops runnerID's claim on id (no-op if another runner holds it).
 	Release(ctx context.Context, id, runnerID string) error
+	// ReleaseRunner drops every claim runnerID holds, on sagas and on timers, and
+	// returns how many it dropped. A runner whose identity survives a restart (a server
+	// holding its data directory's lock) calls it when it starts: its earlier
+	// incarnation died holding those claims, and waiting for their leases to expire
+	// would only stall the sagas.
+	ReleaseRunner(ctx context.Context, runnerID string) (int, error)
 
 	// Savepoint marks the current point of the transaction in ctx (an error when ctx
 	// carries none). Calling rollback undoes every write made in that transaction since

@@ -74,6 +74,7 @@ running jobs are not killed.`,
 			}
 			defer func() { _ = lock.Release() }()
 			cfg.DataDir = lock.Dir()
+			cfg.DataDirLocked = true
 			cfg.Driver = server.DriverSQLite
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			out := cmd.OutOrStdout()

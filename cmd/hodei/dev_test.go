@@ -70,7 +70,7 @@ func TestDevRefusesLockedDataDir(t *testing.T) {
 	}
 	defer lock.Release()
 	out, err := runHodei(t, "dev", "--data-dir", dir, "--listen", "127.0.0.1:0")
-	if err == nil || !strings.Contains(err.Error(), "data dir "+dir+" is in use by another hodei dev (pid ") {
+	if err == nil || !strings.Contains(err.Error(), "data dir "+dir+" is in use by another hodei dev or hodei server (pid ") {
 		t.Fatalf("hodei dev on a locked data dir: %v\n%s", err, out)
 	}
 }

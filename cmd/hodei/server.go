@@ -50,6 +50,17 @@ server that comes up on the same address.`,
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
 			}
+			// One process per data directory (its embedded NATS store, its workers' pid
+			// records, its saga runner id): the lock comes before anything is opened.
+			if cfg.DataDir == "" {
+				cfg.DataDir = server.DefaultDataDir()
+			}
+			lock, err := server.LockDataDir(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = lock.Release() }()
+			cfg.DataDir, cfg.DataDirLocked = lock.Dir(), true
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			out := cmd.OutOrStdout()
 			cfg.OnReady = func(url string) { fmt.Fprintf(out, "hodei server listening on %s\n", url) }

@@ -385,6 +385,25 @@ func (ss sagaStore) Release(ctx context.Context, id, runnerID string) error {
 	return nil
 }
 
+func (ss sagaStore) ReleaseRunner(ctx context.Context, runnerID string) (int, error) {
+	var n int
+	err := ss.s.InTx(ctx, func(ctx context.Context) error {
+		for _, table := range []string{"sagas", "saga_timers"} {
+			tag, err := ss.s.q(ctx).Exec(ctx, `UPDATE `+table+` SET claimed_by = NULL, claim_expires_at = NULL
+				WHERE claimed_by = $1`, runnerID)
+			if err != nil {
+				return err
+			}
+			n += int(tag.RowsAffected())
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: release the claims of runner %s: %w", runnerID, err)
+	}
+	return n, nil
+}
+
 func (ss sagaStore) PutSnapshot(ctx context.Context, snap *store.SagaSnapshot, keep int) error {
 	if snap == nil || snap.SagaID == "" || len(snap.SHA256) == 0 {
 		return errors.New("postgres: put saga snapshot: SagaID and SHA256 are required")

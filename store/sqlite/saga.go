@@ -420,6 +420,30 @@ func (ss sagaStore) Release(ctx context.Context, id, runnerID string) error {
 	return nil
 }
 
+func (ss sagaStore) ReleaseRunner(ctx context.Context, runnerID string) (int, error) {
+	var n int
+	err := ss.s.write(ctx, func(ctx context.Context, q querier) error {
+		n = 0
+		for _, table := range []string{"sagas", "saga_timers"} {
+			res, err := q.ExecContext(ctx, `UPDATE `+table+` SET claimed_by = NULL, claim_expires_at = NULL
+				WHERE claimed_by = ?`, runnerID)
+			if err != nil {
+				return err
+			}
+			k, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			n += int(k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: release the claims of runner %s: %w", runnerID, err)
+	}
+	return n, nil
+}
+
 func (ss sagaStore) PutSnapshot(ctx context.Context, snap *store.SagaSnapshot, keep int) error {
 	if snap == nil || snap.SagaID == "" || len(snap.SHA256) == 0 {
 		return errors.New("sqlite: put saga snapshot: SagaID and SHA256 are required")

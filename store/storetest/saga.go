@@ -221,6 +221,38 @@ func sagaClaim(t *testing.T, st store.Store) {
 	if r, _ = ss.Get(ctx, "s1"); r.ClaimedBy == "" {
 		t.Fatal("Release by a non-holder dropped the claim")
 	}
+	// ReleaseRunner drops every claim of one runner (a restarted one), and only those.
+	held := map[string]string{}
+	for i := range 10 {
+		id := fmt.Sprint("s", i)
+		if r, _ = ss.Get(ctx, id); r.ClaimedBy != "" {
+			held[id] = r.ClaimedBy
+		}
+	}
+	victim := held["s1"]
+	want := 0
+	for _, by := range held {
+		if by == victim {
+			want++
+		}
+	}
+	n, err := ss.ReleaseRunner(ctx, victim)
+	sagaMust(t, err)
+	if n != want {
+		t.Fatalf("ReleaseRunner(%s) released %d claims, want %d (claims %v)", victim, n, want, held)
+	}
+	for id, by := range held {
+		r, _ = ss.Get(ctx, id)
+		if by == victim && r.ClaimedBy != "" {
+			t.Fatalf("saga %s still claimed by %s after ReleaseRunner", id, r.ClaimedBy)
+		}
+		if by != victim && r.ClaimedBy != by {
+			t.Fatalf("ReleaseRunner(%s) changed the claim of saga %s held by %s: %+v", victim, id, by, r)
+		}
+	}
+	if n, err := ss.ReleaseRunner(ctx, victim); err != nil || n != 0 {
+		t.Fatalf("second ReleaseRunner: %d, %v", n, err)
+	}
 }
 
 func sagaSnapshots(t *testing.T, st store.Store) {
