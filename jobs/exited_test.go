@@ -250,3 +250,28 @@ func TestCreatingWorkerFoundDead(t *testing.T) {
 		t.Errorf("the log does not say why the worker was given up:\n%s", e.logs.String())
 	}
 }
+
+// TestCreateReplacesWorkerOfRolledBackAttempt: when CreateWorker runs again for a worker
+// the provider already knows of (an attempt whose transaction did not commit started
+// it; it has since exited, its registration refused), the stale worker is destroyed and
+// a fresh one created, which can register with the password committed now.
+func TestCreateReplacesWorkerOfRolledBackAttempt(t *testing.T) {
+	e := newEnv(t, envOpts{manual: true, regTimeout: time.Minute})
+	ctx := e.ctx()
+	j, err := e.svc.Submit(ctx, spec(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wid, _ := e.manualWorker(j.ID)
+	e.cloud.kill(wid) // the process of the "rolled-back" attempt is gone
+	if _, err := command.Dispatch[jobs.Outcome](ctx, e.d, jobs.CreateWorker{Key: "test/create-again",
+		WorkerID: wid, JobID: j.ID, Provider: "fake"}); err != nil {
+		t.Fatal(err)
+	}
+	if destroyed, creates := e.cloud.wasDestroyed(wid); !destroyed || creates != 2 {
+		t.Fatalf("stale worker destroyed %v, created %d times; want destroyed and created again", destroyed, creates)
+	}
+	if _, err := e.svc.RegisterWorker(ctx, wid, e.cloud.otp(wid)); err != nil {
+		t.Fatalf("the fresh worker cannot register: %v", err)
+	}
+}

@@ -98,10 +98,14 @@ func (s *Service) createWorker(ctx context.Context, c CreateWorker) (Outcome, er
 	if err := s.st.Credentials().SetOTP(ctx, c.WorkerID, hash, s.cfg.Now().Add(s.cfg.OTPTTL)); err != nil {
 		return Outcome{}, err
 	}
+	// A worker the provider already knows of was started by an attempt whose
+	// transaction did not commit (its password never did): running, or already exited
+	// after its registration was refused. Destroy it first, so that Create (idempotent
+	// per worker id) starts a fresh one with the password committed now.
 	if st, err := p.Status(ctx, c.WorkerID); err != nil {
 		return Outcome{}, command.Transient(fmt.Errorf("jobs: status of worker %s: %w", c.WorkerID, err))
-	} else if st == provider.StatusRunning {
-		s.log.Info("destroying a worker left by a rolled-back create", "worker", c.WorkerID)
+	} else if st == provider.StatusRunning || st == provider.StatusExited {
+		s.log.Info("destroying a worker left by a rolled-back create", "worker", c.WorkerID, "status", st)
 		if err := p.Destroy(ctx, c.WorkerID); err != nil {
 			return Outcome{}, command.Transient(fmt.Errorf("jobs: destroy stale worker %s: %w", c.WorkerID, err))
 		}
