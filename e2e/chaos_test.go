@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -615,24 +614,13 @@ func (s *server) deadLetters(maxID int) []string {
 
 // processesWithEnv returns the pids of live processes whose environment holds kv.
 func processesWithEnv(kv string) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
 	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue
-		}
-		if slices.Contains(strings.Split(string(env), "\x00"), kv) && processAlive(pid) {
+	forEachProc(func(pid int, dir string) {
+		env, err := os.ReadFile(dir + "/environ")
+		if err == nil && slices.Contains(strings.Split(string(env), "\x00"), kv) && processAlive(pid) {
 			pids = append(pids, pid)
 		}
-	}
+	})
 	return pids
 }
 

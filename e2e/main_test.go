@@ -498,28 +498,19 @@ func workerPIDs(url string) []int {
 // its check was alive when the first check began (it existed before the scan), so the
 // result is a set of processes that lived at the same time.
 func workerProcs(url string) []workerProc {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
 	var found []workerProc
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		dir := "/proc/" + e.Name()
+	forEachProc(func(pid int, dir string) {
 		cmdline, err := os.ReadFile(dir + "/cmdline")
 		if err != nil {
-			continue
+			return
 		}
 		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 		if len(argv) < 2 || argv[1] != "worker" || filepath.Base(argv[0]) != "hodei" {
-			continue
+			return
 		}
 		environ, err := os.ReadFile(dir + "/environ")
 		if err != nil {
-			continue
+			return
 		}
 		var id string
 		var ours bool
@@ -533,7 +524,7 @@ func workerProcs(url string) []workerProc {
 		if id != "" && ours {
 			found = append(found, workerProc{pid: pid, id: id})
 		}
-	}
+	})
 	alive := found[:0]
 	for _, p := range found {
 		if st, sid, ok := procStat(p.pid); ok && st != 'Z' && st != 'X' && sid == p.pid {
@@ -541,6 +532,19 @@ func workerProcs(url string) []workerProc {
 		}
 	}
 	return alive
+}
+
+// forEachProc calls fn with the pid and /proc directory of every process.
+func forEachProc(fn func(pid int, dir string)) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			fn(pid, "/proc/"+e.Name())
+		}
+	}
 }
 
 // processAlive reports whether pid exists and is not a zombie.

@@ -357,6 +357,26 @@ func (s *Service) armDisconnectTimer(due *time.Timer, pending map[string]time.Ti
 	due.Reset(max(grace-s.cfg.Now().Sub(oldest), 0))
 }
 
+// workerAndJob returns the worker and the job it is on (nil, nil when the worker is
+// unknown; a nil job when it has none, or when that job is on another worker now).
+func (s *Service) workerAndJob(ctx context.Context, workerID string) (*domain.Worker, *domain.Job, error) {
+	w, err := s.st.Workers().Get(ctx, workerID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, nil
+	}
+	if err != nil || w.JobID == "" {
+		return w, nil, err
+	}
+	j, err := s.st.Jobs().Get(ctx, w.JobID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && j.WorkerID != w.ID) {
+		return w, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return w, j, nil
+}
+
 // checkDisconnected is the one check of a worker whose stream closed at closedAt, run
 // when the grace has passed: if the worker still exists, was not heard of since and
 // has an ASSIGNED or RUNNING job, the job's recovery starts (with the job.worker_lost
@@ -368,24 +388,11 @@ func (s *Service) checkDisconnected(ctx context.Context, cfg CleanupConfig, work
 		out   RecoveryOutcome
 	)
 	err := s.st.InTx(ctx, func(ctx context.Context) error {
-		w, err := s.st.Workers().Get(ctx, workerID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
+		w, j, err := s.workerAndJob(ctx, workerID)
+		if err != nil || j == nil || w.State == domain.WorkerTerminated || workerSeen(w).After(closedAt) {
+			return err // gone, back, or without a job (the heartbeat rule destroys it)
 		}
-		if err != nil {
-			return err
-		}
-		if w.State == domain.WorkerTerminated || workerSeen(w).After(closedAt) || w.JobID == "" {
-			return nil // gone, back, or without a job (the heartbeat rule destroys it)
-		}
-		j, err := s.st.Jobs().Get(ctx, w.JobID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if (j.State != domain.JobAssigned && j.State != domain.JobRunning) || j.WorkerID != workerID {
+		if j.State != domain.JobAssigned && j.State != domain.JobRunning {
 			return nil
 		}
 		jobID = j.ID

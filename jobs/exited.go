@@ -44,25 +44,9 @@ func (s *Service) checkExited(ctx context.Context, cfg CleanupConfig, n disconne
 		out           RecoveryOutcome
 	)
 	err := s.st.InTx(ctx, func(ctx context.Context) error {
-		w, err := s.st.Workers().Get(ctx, n.workerID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
+		w, j, err := s.workerAndJob(ctx, n.workerID)
+		if err != nil || j == nil || w.State == domain.WorkerTerminating || w.State == domain.WorkerTerminated {
 			return err
-		}
-		if w.JobID == "" || w.State == domain.WorkerTerminating || w.State == domain.WorkerTerminated {
-			return nil
-		}
-		j, err := s.st.Jobs().Get(ctx, w.JobID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if j.WorkerID != w.ID {
-			return nil
 		}
 		jobID = j.ID
 		switch {

@@ -209,13 +209,8 @@ func RunRecovery(ctx context.Context, cfg RecoveryConfig) (*RecoveryResult, erro
 			if _, err := b.waitRunning(ctx, id, 0); err != nil {
 				return nil, err
 			}
-			k, err := b.killAndMeasure(ctx, id)
+			k, err := b.killMeasureCancel(ctx, id, i)
 			if err != nil {
-				return nil, fmt.Errorf("bench recovery: kill %d of %d: %w", i+1, cfg.Kills, err)
-			}
-			fmt.Fprintf(cfg.Log, "bench recovery: kill %d/%d: job %s RUNNING again after %.0f ms (attempt %d, worker %s)\n",
-				i+1, cfg.Kills, id, k.RecoveryMs, k.AttemptAfter, k.ReplacementID)
-			if k.FinalState, err = b.cancel(ctx, id); err != nil {
 				return nil, err
 			}
 			res.Kills = append(res.Kills, k)
@@ -257,13 +252,8 @@ func RunRecovery(ctx context.Context, cfg RecoveryConfig) (*RecoveryResult, erro
 			return nil, err
 		}
 		for i, id := range ids {
-			k, err := b.killAndMeasure(ctx, id)
+			k, err := b.killMeasureCancel(ctx, id, i)
 			if err != nil {
-				return nil, fmt.Errorf("bench recovery: kill %d of %d: %w", i+1, cfg.Kills, err)
-			}
-			fmt.Fprintf(cfg.Log, "bench recovery: kill %d/%d: job %s RUNNING again after %.0f ms (attempt %d, worker %s)\n",
-				i+1, cfg.Kills, id, k.RecoveryMs, k.AttemptAfter, k.ReplacementID)
-			if k.FinalState, err = b.cancel(ctx, id); err != nil {
 				return nil, err
 			}
 			res.Kills = append(res.Kills, k)
@@ -370,6 +360,19 @@ func (b *recoveryBench) killAndMeasure(ctx context.Context, id string) (Recovery
 }
 
 // cancel cancels the job and waits for its end; anything but CANCELLED is an error.
+// killMeasureCancel is kill number i (from 0): the worker of job id SIGKILLed, the
+// time until the job runs again measured and reported, then the job cancelled.
+func (b *recoveryBench) killMeasureCancel(ctx context.Context, id string, i int) (RecoveryKill, error) {
+	k, err := b.killAndMeasure(ctx, id)
+	if err != nil {
+		return k, fmt.Errorf("bench recovery: kill %d of %d: %w", i+1, b.cfg.Kills, err)
+	}
+	fmt.Fprintf(b.cfg.Log, "bench recovery: kill %d/%d: job %s RUNNING again after %.0f ms (attempt %d, worker %s)\n",
+		i+1, b.cfg.Kills, id, k.RecoveryMs, k.AttemptAfter, k.ReplacementID)
+	k.FinalState, err = b.cancel(ctx, id)
+	return k, err
+}
+
 func (b *recoveryBench) cancel(ctx context.Context, id string) (string, error) {
 	if _, err := b.client.CancelJob(ctx, connect.NewRequest(&hodeiv1.CancelJobRequest{Id: id, Reason: "bench recovery: measured"})); err != nil {
 		return "", fmt.Errorf("bench recovery: cancel job %s: %w", id, err)
