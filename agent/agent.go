@@ -149,6 +149,7 @@ func Run(ctx context.Context, cfg Config) error {
 		client:  hodeiv1connect.NewWorkerAgentServiceClient(cfg.HTTPClient, cfg.ServerURL),
 		events:  make(chan event, 64),
 		seen:    map[string]bool{},
+		msgs:    map[string]bool{},
 		running: map[string]*jobProcess{},
 	}
 	return a.run(ctx)
@@ -161,10 +162,14 @@ type agent struct {
 	token   string
 	hbEvery time.Duration
 
-	events  chan event // from job goroutines to the loop
-	seen    map[string]bool
-	running map[string]*jobProcess
-	ranJob  bool
+	events chan event // from job goroutines to the loop
+	seen   map[string]bool
+	// msgs holds the ids of the server messages handled (oldest first in msgOrder, at
+	// most maxSeenMessages): a re-sent copy of one is acknowledged and not acted on.
+	msgs     map[string]bool
+	msgOrder []string
+	running  map[string]*jobProcess
+	ranJob   bool
 
 	// pending holds reliable messages (started, logs, result) in send order until acked.
 	pending        []*hodeiv1.WorkerMessage
@@ -520,9 +525,13 @@ func (a *agent) handleServer(m *hodeiv1.ServerMessage) {
 		a.ack(p.Ack.GetMessageId())
 		return
 	case *hodeiv1.ServerMessage_RunJob:
-		a.runJob(p.RunJob)
+		if a.firstTime(m.GetMessageId()) {
+			a.runJob(p.RunJob)
+		}
 	case *hodeiv1.ServerMessage_Cancel:
-		a.cancelJob(p.Cancel)
+		if a.firstTime(m.GetMessageId()) {
+			a.cancelJob(p.Cancel)
+		}
 	default:
 		a.log.Warn("unknown server message", "message_id", m.GetMessageId())
 		return
@@ -530,6 +539,28 @@ func (a *agent) handleServer(m *hodeiv1.ServerMessage) {
 	if m.GetMessageId() != "" {
 		a.send(&hodeiv1.WorkerMessage{MessageId: uuid.NewString(), Payload: &hodeiv1.WorkerMessage_Ack{Ack: &hodeiv1.Ack{MessageId: m.GetMessageId()}}})
 	}
+}
+
+// maxSeenMessages bounds the server message ids an agent remembers.
+const maxSeenMessages = 1024
+
+// firstTime reports whether the server message id was not handled before, and
+// remembers it. Messages without an id are always handled.
+func (a *agent) firstTime(id string) bool {
+	if id == "" {
+		return true
+	}
+	if a.msgs[id] {
+		a.log.Debug("duplicate server message dropped", "message_id", id)
+		return false
+	}
+	a.msgs[id] = true
+	a.msgOrder = append(a.msgOrder, id)
+	if len(a.msgOrder) > maxSeenMessages {
+		delete(a.msgs, a.msgOrder[0])
+		a.msgOrder = a.msgOrder[1:]
+	}
+	return true
 }
 
 func (a *agent) runJob(r *hodeiv1.RunJob) {

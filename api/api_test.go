@@ -101,7 +101,15 @@ func (p *handProvider) destroyed(id string) bool {
 	return p.gone[id]
 }
 
-func newEnv(t *testing.T, run bool) *env {
+func newEnv(t *testing.T, run bool) *env { t.Helper(); return newEnvWith(t, run, envHooks{}) }
+
+// envHooks adjust the configuration newEnvWith builds.
+type envHooks struct {
+	jobs    func(*jobs.Config)
+	workers func(*api.WorkerOptions)
+}
+
+func newEnvWith(t *testing.T, run bool, hooks envHooks) *env {
 	t.Helper()
 	ctx := t.Context()
 	st := pgtest.NewStore(t)
@@ -122,7 +130,7 @@ func newEnv(t *testing.T, run bool) *env {
 		t.Fatal(err)
 	}
 	d := command.Chain(bus, command.Idempotency(command.IdempotencyDeps{Tx: st, Keys: st.Idempotency()}, bus))
-	engine, err := saga.New(st, reg, d, saga.Config{PollInterval: 100 * time.Millisecond})
+	engine, err := saga.New(st, reg, d, saga.Config{PollInterval: 100 * time.Millisecond, ActivityDispatcher: bus})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +143,11 @@ func newEnv(t *testing.T, run bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: "http://127.0.0.1:1", Dispatcher: d})
+	jcfg := jobs.Config{ServerURL: "http://127.0.0.1:1", Dispatcher: d}
+	if hooks.jobs != nil {
+		hooks.jobs(&jcfg)
+	}
+	svc, err := jobs.New(st, bus, engine, providers, hub, jcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +181,11 @@ func newEnv(t *testing.T, run bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	workerAPI, err := api.NewWorkerAgentService(svc, hub, api.WorkerOptions{Notifier: notifier, Errors: server.ErrorCodes()})
+	wopts := api.WorkerOptions{Notifier: notifier, Errors: server.ErrorCodes()}
+	if hooks.workers != nil {
+		hooks.workers(&wopts)
+	}
+	workerAPI, err := api.NewWorkerAgentService(svc, hub, wopts)
 	if err != nil {
 		t.Fatal(err)
 	}

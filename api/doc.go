@@ -36,8 +36,9 @@
 //	  Connect, Authorization: Bearer <token> ▶ AuthenticateSession (else Unauthenticated)
 //	                                          subscribe hodei.worker.<id>.inbox (NATS core)
 //	                                          Heartbeat (a stream opening counts as one)
-//	                         ◀── RunJob ──── PendingRun (re-sent on every connect)
-//	                         ◀── RunJob / CancelJob ── Hub.Send from any replica
+//	                         ◀── RunJob / CancelJob ── PendingRun, PendingCancel (every connect)
+//	                         ◀── RunJob / CancelJob ── Hub.RunJob / CancelJob from any replica
+//	  ack(message_id) ────────────────────▶ answers the Hub delivery waiting for it
 //	  heartbeat ──────────────────────────▶ Heartbeat (server clock; no ack)
 //	  logs ───────────────────────────────▶ AppendLogs, then Ack(message_id)
 //	  started ────────────────────────────▶ JobStarted, then Ack(message_id)
@@ -51,16 +52,20 @@
 // with Unavailable, so the worker reconnects and re-sends what was not acked.
 //
 // When a stream ends for any reason other than this server's shutdown (the client went
-// away, a stream error), Connect tells the logic if it implements WorkerDisconnected
-// (jobs.Service: the worker's job is recovered unless the worker is heard of again
+// away, a stream error), Connect tells the logic (WorkerDisconnected
+// in jobs.Service: the worker's job is recovered unless the worker is heard of again
 // within a grace period; a reconnect's opening heartbeat counts). A client that goes
 // away cancels the request context too, so shutdown is told apart by NewHTTPServer's
 // base context, which it also stores in every request context; on a server not made by
 // NewHTTPServer every end counts as a disconnect.
 //
-// Server→worker messages are at most once (core NATS, Hub): a message published while
-// the worker is between streams is lost, which is why PendingRun is re-sent on connect
-// and the agent ignores a RunJob it already has.
+// Server→worker messages are acknowledged (Hub): a delivery is a NATS request on the
+// worker's inbox subject; the replica holding the stream forwards the message and
+// answers the request when the agent acks its message id. No stream (no responder) or
+// no ack in time is an error, and the sender (jobs) sends again. The Hub owns the
+// message ids (RunMessageID, CancelMessageID): a re-sent message has the same id, and
+// the agent acts on an id once. WorkerOptions.Drop is a fault hook for tests that drops
+// messages on their way to the stream.
 //
 // # Admin API (admin.go)
 //

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/internal/protoconv"
 )
 
 // WorkerInboxSubject returns the core NATS subject of a worker's inbox,
@@ -20,16 +23,22 @@ import (
 func WorkerInboxSubject(workerID string) string { return "hodei.worker." + workerID + ".inbox" }
 
 // Hub delivers server messages to connected workers, whichever replica holds their
-// stream: Send publishes the proto-encoded hodeiv1.ServerMessage on the worker's inbox
-// subject and the Connect handler of the worker's stream forwards it. It implements
-// jobs.WorkerChannel. Safe for concurrent use.
+// stream, and waits for the agent's acknowledgement. It implements jobs.WorkerChannel
+// and owns the server→worker message ids (RunMessageID, CancelMessageID). Safe for
+// concurrent use.
 //
-// Delivery is at most once (core NATS): a message for a worker that is not connected
-// at that moment is lost. That is why a connecting worker is also sent its pending
-// RunJob (WorkerLogic.PendingRun) and why the agent ignores a RunJob it already has.
+// Delivery is a NATS request on the worker's inbox subject: the Connect handler of the
+// replica holding the worker's stream forwards the message and answers the request when
+// the agent acks that message id. No stream anywhere (no responder), or no ack within
+// the caller's deadline, is an error, and the caller sends again; the agent drops a
+// message whose id it has seen, so a re-sent message acts once.
 type Hub struct {
 	nc *nats.Conn
 }
+
+// ErrNotConnected matches the error of a delivery to a worker whose stream no replica
+// holds.
+var ErrNotConnected = errors.New("api: worker is not connected")
 
 // NewHub returns a hub publishing and subscribing on nc.
 func NewHub(nc *nats.Conn) (*Hub, error) {
@@ -39,31 +48,65 @@ func NewHub(nc *nats.Conn) (*Hub, error) {
 	return &Hub{nc: nc}, nil
 }
 
-// Send publishes msg to workerID's inbox. A message without a message_id gets a random
-// one (msg itself is not modified).
-func (h *Hub) Send(ctx context.Context, workerID string, msg *hodeiv1.ServerMessage) error {
+// RunMessageID is the id of the RunJob of job jobID's attempt.
+func RunMessageID(jobID string, attempt int) string {
+	return "run/" + jobID + "/" + strconv.Itoa(attempt)
+}
+
+// CancelMessageID is the id of round round of the CancelJob of job jobID's attempt.
+func CancelMessageID(jobID string, attempt, round int) string {
+	return "cancel/" + jobID + "/" + strconv.Itoa(attempt) + "/" + strconv.Itoa(round)
+}
+
+func runJobMessage(j *domain.Job) *hodeiv1.ServerMessage {
+	return &hodeiv1.ServerMessage{MessageId: RunMessageID(j.ID, j.Attempt), Payload: &hodeiv1.ServerMessage_RunJob{
+		RunJob: &hodeiv1.RunJob{JobId: j.ID, Spec: protoconv.SpecToProto(j.Spec), Attempt: int32(j.Attempt)}}}
+}
+
+func cancelJobMessage(c domain.CancelRequest) *hodeiv1.ServerMessage {
+	return &hodeiv1.ServerMessage{MessageId: CancelMessageID(c.JobID, c.Attempt, c.Round),
+		Payload: &hodeiv1.ServerMessage_Cancel{Cancel: &hodeiv1.CancelJob{JobId: c.JobID, Reason: c.Reason,
+			GracePeriod: durationpb.New(c.Grace)}}}
+}
+
+// RunJob delivers job j's current attempt to workerID and returns once the agent acked it.
+func (h *Hub) RunJob(ctx context.Context, workerID string, j *domain.Job) error {
+	if j == nil {
+		return errors.New("api: hub RunJob: job is nil")
+	}
+	return h.deliver(ctx, workerID, runJobMessage(j))
+}
+
+// CancelJob delivers a CancelJob to workerID and returns once the agent acked it.
+func (h *Hub) CancelJob(ctx context.Context, workerID string, c domain.CancelRequest) error {
+	return h.deliver(ctx, workerID, cancelJobMessage(c))
+}
+
+// deliver sends msg to workerID's stream and waits for the agent's ack of its id.
+func (h *Hub) deliver(ctx context.Context, workerID string, msg *hodeiv1.ServerMessage) error {
 	if err := validWorkerID(workerID); err != nil {
-		return fmt.Errorf("api: hub send: %w", err)
-	}
-	if msg == nil {
-		return errors.New("api: hub send: message is nil")
-	}
-	if msg.GetMessageId() == "" {
-		msg = proto.CloneOf(msg)
-		msg.MessageId = uuid.NewString()
+		return fmt.Errorf("api: deliver: %w", err)
 	}
 	data, err := proto.Marshal(msg)
 	if err != nil {
-		return fmt.Errorf("api: hub send to worker %s: encode: %w", workerID, err)
+		return fmt.Errorf("api: deliver %s to worker %s: encode: %w", msg.GetMessageId(), workerID, err)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, deliverTimeout)
+		defer cancel()
 	}
-	if err := h.nc.Publish(WorkerInboxSubject(workerID), data); err != nil {
-		return fmt.Errorf("api: hub send to worker %s: %w", workerID, err)
+	if _, err := h.nc.RequestWithContext(ctx, WorkerInboxSubject(workerID), data); err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("api: deliver %s: %w: %s", msg.GetMessageId(), ErrNotConnected, workerID)
+		}
+		return fmt.Errorf("api: deliver %s to worker %s: no ack: %w", msg.GetMessageId(), workerID, err)
 	}
 	return nil
 }
+
+// deliverTimeout bounds a delivery whose context has no deadline.
+const deliverTimeout = 10 * time.Second
 
 // subscribe opens workerID's inbox: messages arrive on the returned channel (buffer
 // size buf; when it is full NATS drops messages for this subscription, a slow-consumer

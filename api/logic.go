@@ -56,6 +56,12 @@ type WorkerLogic interface {
 	JobFinished(ctx context.Context, workerID string, r *hodeiv1.JobResult) error
 	// AppendLogs stores a batch (idempotent on (job_id, seq)).
 	AppendLogs(ctx context.Context, workerID string, b *hodeiv1.LogBatch) error
-	// PendingRun returns the RunJob to (re)send when workerID connects, or nil.
-	PendingRun(ctx context.Context, workerID string) (*hodeiv1.RunJob, error)
+	// PendingRun returns the job whose RunJob to (re)send when workerID connects, or nil.
+	PendingRun(ctx context.Context, workerID string) (*domain.Job, error)
+	// PendingCancel returns the CancelJob to (re)send when workerID connects, or nil.
+	PendingCancel(ctx context.Context, workerID string) (*domain.CancelRequest, error)
+	// WorkerDisconnected is told when a worker's stream ends for another reason than
+	// this server shutting down (the job logic recovers the worker's job if the worker
+	// is not back within a grace period). It must not block.
+	WorkerDisconnected(workerID string, at time.Time)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -436,4 +437,75 @@ func TestWorkerStreamEndShutdownVsClientGone(t *testing.T) {
 		t.Fatalf("stream ended by shutdown reported as a disconnect of %s", id)
 	case <-time.After(300 * time.Millisecond):
 	}
+}
+
+// TestDroppedRunJobIsResent: the first RunJob on its way to the worker's stream is lost
+// (the Drop fault hook). Nothing acknowledges it, so the execution saga's dispatch
+// activity delivers it again, and the job runs to SUCCEEDED on the same stream.
+func TestDroppedRunJobIsResent(t *testing.T) {
+	var dropped atomic.Int32
+	e := newEnvWith(t, true, envHooks{
+		jobs: func(c *jobs.Config) { c.DeliveryTimeout = 300 * time.Millisecond },
+		workers: func(o *api.WorkerOptions) {
+			o.Drop = func(_ string, m *hodeiv1.ServerMessage) bool {
+				return m.GetRunJob() != nil && dropped.CompareAndSwap(0, 1)
+			}
+		},
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+	job := e.submit(t, echoSpec(nil))
+	var spec provider.WorkerSpec
+	select {
+	case spec = <-e.provider.specs:
+	case <-ctx.Done():
+		t.Fatal("the provider was never asked for a worker")
+	}
+	streamCtx, endStream := context.WithCancel(context.Background())
+	defer endStream()
+	reg, err := e.workers.Register(ctx, connect.NewRequest(&hodeiv1.RegisterRequest{WorkerId: spec.WorkerID, OneTimePassword: spec.OneTimePassword}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.connectWorker(t, streamCtx, reg.Msg.GetSessionToken())
+	w.send(&hodeiv1.WorkerMessage{MessageId: "hb1", Payload: &hodeiv1.WorkerMessage_Heartbeat{Heartbeat: &hodeiv1.Heartbeat{}}})
+	run := w.next("RunJob", func(m *hodeiv1.ServerMessage) bool { return m.GetRunJob() != nil })
+	if dropped.Load() != 1 {
+		t.Fatal("the fault hook dropped no RunJob")
+	}
+	if run.GetRunJob().GetJobId() != job.GetId() || run.GetMessageId() != api.RunMessageID(job.GetId(), 1) {
+		t.Fatalf("RunJob %v, want job %s with message id %s", run, job.GetId(), api.RunMessageID(job.GetId(), 1))
+	}
+	w.send(&hodeiv1.WorkerMessage{MessageId: "a1", Payload: &hodeiv1.WorkerMessage_Ack{Ack: &hodeiv1.Ack{MessageId: run.GetMessageId()}}})
+	w.send(&hodeiv1.WorkerMessage{MessageId: "s1", Payload: &hodeiv1.WorkerMessage_Started{Started: &hodeiv1.JobStarted{JobId: job.GetId()}}})
+	w.ack("s1")
+	w.send(&hodeiv1.WorkerMessage{MessageId: "r1", Payload: &hodeiv1.WorkerMessage_Result{Result: &hodeiv1.JobResult{JobId: job.GetId()}}})
+	w.ack("r1")
+	for {
+		got, err := e.jobs.GetJob(ctx, connect.NewRequest(&hodeiv1.GetJobRequest{Id: job.GetId()}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Msg.GetJob().GetState() == "SUCCEEDED" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("job is %s, want SUCCEEDED", got.Msg.GetJob().GetState())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The dispatch activity recorded the acknowledged delivery.
+	if n := e.countSQL(t, `SELECT count(*) FROM saga_events WHERE saga_id = $1 AND type = 'step.completed' AND step = 'dispatch'`,
+		jobs.ExecutionSagaID(job.GetId())); n != 1 {
+		t.Fatalf("dispatch step completed %d times, want 1", n)
+	}
+}
+
+func (e *env) countSQL(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := e.st.Pool().QueryRow(t.Context(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -44,6 +44,9 @@ type WorkerOptions struct {
 	// server's clock is used, not the worker's, so that clock skew between hosts
 	// does not distort latencies and liveness checks.
 	Now func() time.Time
+	// Drop is a fault hook for tests: a server message for which it returns true is
+	// dropped instead of being sent on the worker's stream (as a lost message would be).
+	Drop func(workerID string, msg *hodeiv1.ServerMessage) bool
 }
 
 func (o *WorkerOptions) setDefaults() {
@@ -179,37 +182,39 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 	defer func() { _ = sub.Unsubscribe() }()
 
 	// Everything sent on the stream goes through this goroutine's loop below; the
-	// receiver goroutine hands its acks over on replies.
+	// receiver goroutine hands its acks over on replies, and the agent's acks of server
+	// messages on acked.
 	replies := make(chan *hodeiv1.ServerMessage, 16)
+	acked := make(chan string, 16)
 	recvDone := make(chan error, 1)
-	go func() { recvDone <- w.receive(ctx, stream, workerID, replies, log) }()
+	go func() { recvDone <- w.receive(ctx, stream, workerID, replies, acked, log) }()
 
 	// A stream that opens counts as a heartbeat, so that a worker that reconnects
 	// within the disconnect grace is "back" (see doc.go).
 	if err := w.logic.Heartbeat(ctx, workerID, w.opts.Now()); err != nil {
 		log.Warn("heartbeat at stream open not recorded", "err", err)
 	}
-	if run, err := w.logic.PendingRun(ctx, workerID); err != nil {
+	if j, err := w.logic.PendingRun(ctx, workerID); err != nil {
 		log.Warn("pending run lookup failed", "err", err)
-	} else if run != nil {
-		if err := stream.Send(&hodeiv1.ServerMessage{MessageId: uuid.NewString(),
-			Payload: &hodeiv1.ServerMessage_RunJob{RunJob: run}}); err != nil {
+	} else if j != nil {
+		if err := w.send(stream, workerID, runJobMessage(j)); err != nil {
 			return err
 		}
-		log.Debug("re-sent pending run", "job", run.GetJobId())
+		log.Debug("re-sent pending run", "job", j.ID)
 	}
-	if pc, ok := w.logic.(pendingCanceller); ok { // jobs/cancel.go: CancelJob is re-sent too
-		if c, err := pc.PendingCancel(ctx, workerID); err != nil {
-			log.Warn("pending cancel lookup failed", "err", err)
-		} else if c != nil {
-			if err := stream.Send(&hodeiv1.ServerMessage{MessageId: uuid.NewString(),
-				Payload: &hodeiv1.ServerMessage_Cancel{Cancel: c}}); err != nil {
-				return err
-			}
-			log.Debug("re-sent pending cancel", "job", c.GetJobId())
+	if c, err := w.logic.PendingCancel(ctx, workerID); err != nil {
+		log.Warn("pending cancel lookup failed", "err", err)
+	} else if c != nil {
+		if err := w.send(stream, workerID, cancelJobMessage(*c)); err != nil {
+			return err
 		}
+		log.Debug("re-sent pending cancel", "job", c.JobID)
 	}
 	log.Debug("worker stream open")
+	// waiting maps a message id to the reply subjects of the deliveries (Hub.deliver)
+	// waiting for its ack: answered when the agent acks it. Entries of messages the
+	// agent never acks are dropped once the map is full (their senders time out).
+	waiting := map[string][]string{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -223,9 +228,22 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 				log.Error("undecodable message in worker inbox", "err", err)
 				continue
 			}
-			if err := stream.Send(msg); err != nil {
+			if m.Reply != "" && msg.GetMessageId() != "" {
+				if len(waiting) >= maxWaitingAcks {
+					clear(waiting)
+				}
+				waiting[msg.GetMessageId()] = append(waiting[msg.GetMessageId()], m.Reply)
+			}
+			if err := w.send(stream, workerID, msg); err != nil {
 				return err
 			}
+		case id := <-acked:
+			for _, reply := range waiting[id] {
+				if err := w.hub.nc.Publish(reply, nil); err != nil {
+					log.Warn("forwarding an ack failed; the sender sends again", "message_id", id, "err", err)
+				}
+			}
+			delete(waiting, id)
 		case msg := <-replies:
 			if err := stream.Send(msg); err != nil {
 				return err
@@ -234,11 +252,23 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 	}
 }
 
+// maxWaitingAcks bounds the deliveries one stream holds waiting for acks.
+const maxWaitingAcks = 1024
+
+// send puts a server message on the stream, unless the Drop fault hook takes it.
+func (w *WorkerService) send(stream *connect.BidiStream[hodeiv1.WorkerMessage, hodeiv1.ServerMessage], workerID string, msg *hodeiv1.ServerMessage) error {
+	if w.opts.Drop != nil && w.opts.Drop(workerID, msg) {
+		w.log.Warn("server message dropped by a fault hook", "worker", workerID, "message_id", msg.GetMessageId())
+		return nil
+	}
+	return stream.Send(msg)
+}
+
 // receive handles the worker's messages in order until the stream ends (nil on a clean
 // close). Acks go to replies. A message that cannot be valid ends the stream with
 // InvalidArgument; a failure to record one that may succeed later (database down)
 // ends it with Unavailable, so the worker reconnects and re-sends what was not acked.
-func (w *WorkerService) receive(ctx context.Context, stream *connect.BidiStream[hodeiv1.WorkerMessage, hodeiv1.ServerMessage], workerID string, replies chan<- *hodeiv1.ServerMessage, log *slog.Logger) error {
+func (w *WorkerService) receive(ctx context.Context, stream *connect.BidiStream[hodeiv1.WorkerMessage, hodeiv1.ServerMessage], workerID string, replies chan<- *hodeiv1.ServerMessage, acked chan<- string, log *slog.Logger) error {
 	for {
 		m, err := stream.Receive()
 		if err != nil {
@@ -250,6 +280,16 @@ func (w *WorkerService) receive(ctx context.Context, stream *connect.BidiStream[
 		if err := checkWorkerMessage(m); err != nil {
 			log.Warn("invalid worker message", "err", err)
 			return err
+		}
+		if a := m.GetAck(); a != nil {
+			if a.GetMessageId() != "" {
+				select {
+				case acked <- a.GetMessageId():
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			continue
 		}
 		ack, err := w.handle(ctx, workerID, m)
 		if err != nil {
@@ -303,9 +343,6 @@ func (w *WorkerService) handle(ctx context.Context, workerID string, m *hodeiv1.
 		w.opts.Notifier.Notify(jobKey(p.Result.GetJobId()))
 		w.opts.Notifier.Notify(logsKey(p.Result.GetJobId()))
 		return true, nil
-	case *hodeiv1.WorkerMessage_Ack:
-		// Server messages are at most once; nothing waits for their acks.
-		return false, nil
 	}
 	return false, nil
 }
@@ -346,33 +383,16 @@ func checkWorkerMessage(m *hodeiv1.WorkerMessage) error {
 	return nil
 }
 
-// pendingCanceller is the optional part of the worker logic that gives a (re)connecting
-// worker the CancelJob of a job being cancelled on it.
-type pendingCanceller interface {
-	PendingCancel(ctx context.Context, workerID string) (*hodeiv1.CancelJob, error)
-}
-
-// disconnectObserver is the optional part of the worker logic told when a worker's
-// stream ends for another reason than this server shutting down (jobs.Service
-// recovers the worker's job if the worker is not back within a grace period).
-type disconnectObserver interface {
-	WorkerDisconnected(workerID string, at time.Time)
-}
-
-// streamClosed tells the logic (a disconnectObserver) that workerID's stream ended,
+// streamClosed tells the logic that workerID's stream ended,
 // unless the server is shutting down (its base context, set by NewHTTPServer, ended):
 // then the workers reconnect to another server and nothing is lost. A client that goes
 // away also cancels the request context, so parent.Err() alone cannot tell the two
 // apart; without a base context every end counts as a disconnect (harmless: a worker
 // that reconnects within the grace is back).
 func (w *WorkerService) streamClosed(parent context.Context, workerID string, log *slog.Logger) {
-	obs, ok := w.logic.(disconnectObserver)
-	if !ok {
-		return
-	}
 	if serverShuttingDown(parent) {
 		log.Debug("worker stream ended by server shutdown")
 		return
 	}
-	obs.WorkerDisconnected(workerID, w.opts.Now())
+	w.logic.WorkerDisconnected(workerID, w.opts.Now())
 }

@@ -153,8 +153,6 @@ func (s *Service) JobSagas(ctx context.Context, jobID string) ([]*hodeiv1.SagaSu
 		return nil, fmt.Errorf("jobs: sagas of %s: %w", jobID, err)
 	}
 	ids := JobSagaIDs(jobID, j.Attempt)
-	steps := map[string][]saga.Step{SagaExecution: executionSaga().Steps, SagaProvisioning: provisioningSaga().Steps,
-		SagaRecovery: recoverySaga().Steps, SagaTimeout: timeoutSaga().Steps, SagaCancellation: cancellationSaga().Steps}
 	var out []*hodeiv1.SagaSummary
 	for _, id := range ids {
 		info, err := s.engine.Get(ctx, id)
@@ -167,8 +165,8 @@ func (s *Service) JobSagas(ctx context.Context, jobID string) ([]*hodeiv1.SagaSu
 		sum := &hodeiv1.SagaSummary{Id: info.ID, Type: info.Type, State: string(info.State),
 			CurrentStep: int32(info.CurrentStep), Error: info.Error,
 			CreatedAt: timestamppb.New(info.CreatedAt), UpdatedAt: timestamppb.New(info.UpdatedAt)}
-		if st := steps[info.Type]; info.CurrentStep >= 0 && info.CurrentStep < len(st) {
-			sum.CurrentStepName = st[info.CurrentStep].Name
+		if d, err := s.defs.Lookup(info.Type, info.Version); err == nil && info.CurrentStep >= 0 && info.CurrentStep < len(d.Steps) {
+			sum.CurrentStepName = d.Steps[info.CurrentStep].Name
 		}
 		out = append(out, sum)
 	}

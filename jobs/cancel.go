@@ -8,11 +8,8 @@ import (
 	"strconv"
 	"time"
 
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/store"
 )
@@ -187,11 +184,12 @@ func (s *Service) signalCancellation(ctx context.Context, jobID, name string, pa
 	return err
 }
 
-func cancelMessage(jobID, reason string, grace time.Duration, round int) *hodeiv1.ServerMessage {
-	return &hodeiv1.ServerMessage{MessageId: "cancel/" + jobID + "/" + strconv.Itoa(round),
-		Payload: &hodeiv1.ServerMessage_Cancel{Cancel: &hodeiv1.CancelJob{JobId: jobID, Reason: reason,
-			GracePeriod: durationpb.New(grace)}}}
-}
+// Rounds of CancelJob messages outside the cancellation saga's own (which count from 1).
+const (
+	pendingCancelRound  = 0  // re-sent to a worker that (re)connects while its job is CANCELLING
+	timedOutCancelRound = -1 // a timed-out job stopped before its worker is destroyed
+	reassignCancelRound = -2 // the lost worker's copy of a job that moved to a replacement
+)
 
 func (s *Service) sendCancel(ctx context.Context, c SendCancel) (Outcome, error) {
 	j, err := s.st.Jobs().Get(ctx, c.JobID)
@@ -203,8 +201,10 @@ func (s *Service) sendCancel(ctx context.Context, c SendCancel) (Outcome, error)
 		o.Aborted = true
 		return o, nil
 	}
-	msg := cancelMessage(c.JobID, c.Reason, c.Grace, c.Round)
-	s.afterCommit(ctx, func() { s.send(context.WithoutCancel(ctx), c.WorkerID, msg) })
+	cr := CancelRequest{JobID: c.JobID, Attempt: j.Attempt, Round: c.Round, Reason: c.Reason, Grace: c.Grace}
+	s.deliverAfterCommit(ctx, c.WorkerID, fmt.Sprintf("CancelJob %s round %d", c.JobID, c.Round), func(ctx context.Context) error {
+		return s.ch.CancelJob(ctx, c.WorkerID, cr)
+	})
 	return Outcome{JobState: string(j.State)}, nil
 }
 
@@ -334,7 +334,7 @@ func cancellationSaga() saga.Definition {
 // that is CANCELLING on it, else nil (the API re-sends it on every connect, so a
 // CancelJob lost while the worker was between streams still arrives). The agent
 // ignores a CancelJob for a job it no longer runs.
-func (s *Service) PendingCancel(ctx context.Context, workerID string) (*hodeiv1.CancelJob, error) {
+func (s *Service) PendingCancel(ctx context.Context, workerID string) (*CancelRequest, error) {
 	w, err := s.st.Workers().Get(ctx, workerID)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: pending cancel: %w", err)
@@ -349,5 +349,5 @@ func (s *Service) PendingCancel(ctx context.Context, workerID string) (*hodeiv1.
 	if j.State != domain.JobCancelling || j.WorkerID != workerID {
 		return nil, nil
 	}
-	return cancelMessage(j.ID, j.LastError, s.cfg.CancelGrace, 0).GetCancel(), nil
+	return &CancelRequest{JobID: j.ID, Attempt: j.Attempt, Round: pendingCancelRound, Reason: j.LastError, Grace: s.cfg.CancelGrace}, nil
 }

@@ -33,7 +33,7 @@ func newEnvWith(t *testing.T, o envOpts, wrap func(*fakeCloud) provider.Provider
 	d := command.Chain(bus, command.Idempotency(command.IdempotencyDeps{Tx: e.st, Keys: e.st.Idempotency()}, bus))
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	eng, err := saga.New(e.st, reg, d, saga.Config{PollInterval: 20 * time.Millisecond,
-		Lease: 10 * time.Second, Concurrency: 8, Logger: logger})
+		Lease: 10 * time.Second, Concurrency: 8, Logger: logger, ActivityDispatcher: bus})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,14 +70,10 @@ type cancelAgent struct {
 	confirm bool
 
 	mu      sync.Mutex
-	cancels []*hodeiv1.CancelJob
+	cancels []domain.CancelRequest
 }
 
-func (a *cancelAgent) Send(ctx context.Context, workerID string, msg *hodeiv1.ServerMessage) error {
-	c := msg.GetCancel()
-	if c == nil {
-		return a.e.cloud.Send(ctx, workerID, msg)
-	}
+func (a *cancelAgent) cancel(ctx context.Context, workerID string, c domain.CancelRequest) error {
 	a.mu.Lock()
 	a.cancels = append(a.cancels, c)
 	a.mu.Unlock()
@@ -85,7 +81,7 @@ func (a *cancelAgent) Send(ctx context.Context, workerID string, msg *hodeiv1.Se
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := a.e.svc.JobFinished(ctx, workerID, &hodeiv1.JobResult{JobId: c.GetJobId(),
+			if err := a.e.svc.JobFinished(ctx, workerID, &hodeiv1.JobResult{JobId: c.JobID,
 				ExitCode: -1, Cancelled: true, Error: "terminated by signal"}); err != nil {
 				a.e.t.Errorf("agent: cancelled result: %v", err)
 			}
@@ -102,7 +98,7 @@ func (a *cancelAgent) count() int {
 
 func (e *env) runningJob(a *cancelAgent) *domain.Job {
 	e.t.Helper()
-	e.svc.SetWorkerChannel(a)
+	e.cloud.setCanceller(a.cancel)
 	j, err := e.svc.Submit(e.ctx(), spec(map[string]string{"FAKE_HANG": "1"}))
 	if err != nil {
 		e.t.Fatal(err)
@@ -128,7 +124,7 @@ func TestCancelRunning(t *testing.T) {
 	a.mu.Lock()
 	c := a.cancels[0]
 	a.mu.Unlock()
-	if c.GetJobId() != j.ID || c.GetReason() != "stop it" || c.GetGracePeriod().AsDuration() != 10*time.Second {
+	if c.JobID != j.ID || c.Reason != "stop it" || c.Grace != 10*time.Second {
 		t.Fatalf("CancelJob %v", c)
 	}
 	if destroyed, _ := e.cloud.waitDestroyed(j.WorkerID); !destroyed {
@@ -155,8 +151,8 @@ func TestCancelUnconfirmed(t *testing.T) {
 		}
 	}
 	// A worker that reconnects now is sent the CancelJob again (PendingCancel).
-	if c, err := e.svc.PendingCancel(e.ctx(), j.WorkerID); err != nil || c.GetJobId() != j.ID ||
-		c.GetReason() != "cancelled by user" || c.GetGracePeriod().AsDuration() != 50*time.Millisecond {
+	if c, err := e.svc.PendingCancel(e.ctx(), j.WorkerID); err != nil || c == nil || c.JobID != j.ID ||
+		c.Reason != "cancelled by user" || c.Grace != 50*time.Millisecond {
 		t.Fatalf("PendingCancel while CANCELLING = %v, %v", c, err)
 	}
 	done := e.waitJob(j.ID, domain.JobCancelled, domain.JobFailed)
@@ -271,7 +267,7 @@ func TestCancellationCommandsRegistered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := jobs.New(e.st, bus, eng, newProviders(t, e.cloud), nil, jobs.Config{ServerURL: "http://x"}); err != nil {
+	if _, err := jobs.New(e.st, bus, eng, newProviders(t, e.cloud), e.cloud, jobs.Config{ServerURL: "http://x"}); err != nil {
 		t.Fatal(err)
 	}
 	commandtest.CheckRegistered(t, bus, jobs.CancellationCommands()...)

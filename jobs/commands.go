@@ -16,6 +16,7 @@ const (
 	TypeValidateReservation = "worker.validate_reservation"
 	TypeAssignWorker        = "job.assign"
 	TypeDispatchJob         = "job.dispatch"
+	TypeDeliverRun          = "job.deliver_run"
 	TypeCompleteJob         = "job.complete"
 	TypeMarkJobFailed       = "job.mark_failed"
 	TypeMarkJobRunning      = "job.mark_running"
@@ -23,7 +24,8 @@ const (
 )
 
 // CreateWorker starts the worker reserved by the scheduler through its provider, with a
-// fresh one-time password (only its hash is stored).
+// fresh one-time password (only its hash is stored), committed before the provider is
+// called. Dispatched by an activity (outside any transaction).
 type CreateWorker struct {
 	Key      string `json:"key"`
 	WorkerID string `json:"worker_id"`
@@ -60,8 +62,16 @@ type AssignWorker struct {
 	WorkerID string `json:"worker_id"`
 }
 
-// DispatchJob sends RunJob to the worker (after commit, through the WorkerChannel).
+// DispatchJob has RunJob delivered to the worker after commit, re-sent until acked.
 type DispatchJob struct {
+	Key      string `json:"key"`
+	JobID    string `json:"job_id"`
+	WorkerID string `json:"worker_id"`
+}
+
+// DeliverRun delivers RunJob to the worker and returns once the agent acknowledged it
+// (the execution saga's dispatch activity; outside any transaction).
+type DeliverRun struct {
 	Key      string `json:"key"`
 	JobID    string `json:"job_id"`
 	WorkerID string `json:"worker_id"`
@@ -109,6 +119,7 @@ func (ReleaseWorker) CommandType() string       { return TypeReleaseWorker }
 func (ValidateReservation) CommandType() string { return TypeValidateReservation }
 func (AssignWorker) CommandType() string        { return TypeAssignWorker }
 func (DispatchJob) CommandType() string         { return TypeDispatchJob }
+func (DeliverRun) CommandType() string          { return TypeDeliverRun }
 func (CompleteJob) CommandType() string         { return TypeCompleteJob }
 func (MarkJobFailed) CommandType() string       { return TypeMarkJobFailed }
 func (MarkJobRunning) CommandType() string      { return TypeMarkJobRunning }
@@ -120,6 +131,7 @@ func (c ReleaseWorker) IdempotencyKey() string       { return c.Key }
 func (c ValidateReservation) IdempotencyKey() string { return c.Key }
 func (c AssignWorker) IdempotencyKey() string        { return c.Key }
 func (c DispatchJob) IdempotencyKey() string         { return c.Key }
+func (c DeliverRun) IdempotencyKey() string          { return c.Key }
 func (c CompleteJob) IdempotencyKey() string         { return c.Key }
 func (c MarkJobFailed) IdempotencyKey() string       { return c.Key }
 func (c MarkJobRunning) IdempotencyKey() string      { return c.Key }
@@ -130,7 +142,7 @@ func (c NotifyWorkerReady) IdempotencyKey() string   { return c.Key }
 func Commands() []command.Command {
 	return []command.Command{
 		CreateWorker{}, DestroyWorker{}, ReleaseWorker{}, ValidateReservation{}, AssignWorker{},
-		DispatchJob{}, CompleteJob{}, MarkJobFailed{}, MarkJobRunning{}, NotifyWorkerReady{},
+		DispatchJob{}, DeliverRun{}, CompleteJob{}, MarkJobFailed{}, MarkJobRunning{}, NotifyWorkerReady{},
 		RetryProvisioning{},
 	}
 }

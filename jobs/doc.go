@@ -7,12 +7,14 @@
 //	             per free slot: next PENDING job (priority DESC, created_at, id; SKIP LOCKED),
 //	             worker row CREATING (the slot), job → PROVISIONING (attempt+1),
 //	             ProvisioningSaga started
-//	ProvisioningSaga: validate-capacity ▶ create-worker (CreateWorker: password hash stored,
+//	ProvisioningSaga: validate-capacity ▶ create-worker (an activity, outside any tx:
+//	             CreateWorker commits a fresh password hash and this node as owner, then
 //	             provider.Create) ▶ await-registration ("worker.registered", timeout) ▶
 //	             notify-execution (signal "worker.ready" to the ExecutionSaga)
 //	RegisterWorker ── one tx: password redeemed, worker READY, signal "worker.registered"
-//	ExecutionSaga: await-worker ▶ assign (job ASSIGNED, worker BUSY) ▶ dispatch (RunJob
-//	             after commit) ▶ await-result ("job.finished", job timeout) ▶ complete
+//	ExecutionSaga: await-worker ▶ assign (job ASSIGNED, worker BUSY) ▶ dispatch (an
+//	             activity: DeliverRun, RunJob until the agent acks it) ▶ await-result
+//	             ("job.finished", job timeout) ▶ complete
 //	             (state + exit code + outbox events, one tx) ▶ release (worker TERMINATING,
 //	             then TERMINATED: the slot frees at that commit; provider.Destroy runs
 //	             after the commit and wakes the scheduler when it returns)
@@ -37,22 +39,52 @@
 // when that Destroy returned, which keeps the processes alive within the capacity too in
 // the common case (the safety poll, Config.SchedulerPoll, can start a job earlier).
 //
-// # Provider side effects and transactions
+// # Side effects: after the commit, on the node that owns the worker (effects.go)
 //
-// DestroyWorker never calls the provider inside its transaction: it revokes the
-// credentials and records TERMINATED, and an after-commit callback runs
-// provider.Destroy in a goroutine (bounded by Config.DestroyTimeout, three attempts).
-// That keeps a database transaction (and a saga step group) from staying open during a
-// process scan or a grace period. Durability: if the control plane dies between the
-// commit and the Destroy, or every attempt fails, the worker sweep (RunScheduler, at
-// start and every Config.SweepInterval) asks each provider that can list its workers
-// (provider/local: the pid records in its StateDir) and destroys every listed worker
-// whose row is TERMINATED or missing. A worker row is committed (CREATING, by the
-// scheduler) before its provider is asked to create it, so a live reservation is never
-// swept. CreateWorker still calls provider.Create in its transaction (see Crash
-// safety): the worker must not register before its password is committed, and the
-// call is short (a fork/exec).
+// No provider call and no message to a worker runs inside a database transaction
+// (DESIGN.md §3, invariant 7). Those a saga step needs are saga activities
+// (saga.Step.Activity): the step.scheduled event that records the intent commits first,
+// the activity dispatches its command (CreateWorker, TerminateWorker, DeliverRun)
+// through the engine's ActivityDispatcher outside any transaction, and its outcome is
+// recorded by the next transaction. They are idempotent per worker id and job attempt,
+// because an activity runs at least once. The provisioning, execution and timeout sagas
+// have them from version 2 on; version 1 (steps that made these calls inside their
+// transaction) stays registered only so that sagas started on it finish.
 //
+// The worker can never register before its password is committed: CreateWorker commits
+// the password hash (RotateOTP, which refuses to replace a password already redeemed)
+// and the worker's owner in a short transaction of its own, and only then asks the
+// provider to start the worker. A copy of the worker left by an earlier run of the
+// activity (running, or exited after its registration was refused) is destroyed first,
+// so that Create (idempotent per worker id) starts one with the new password.
+//
+// Every worker has one owner, the node (replica) that created it (domain.Worker.Owner,
+// the server's instance id). Operations on an existing worker go through
+// Config.Workers (provider/routing.Router): a shared provider's (Docker over its API,
+// Kubernetes) run on any replica; a node-local provider's (local processes) are routed
+// to the owner over NATS. An owner that does not answer is an error, never "unknown, so
+// gone": the timeout saga's terminate fails, and after its retries the job ends
+// MANUAL_INTERVENTION_REQUIRED rather than TIMED_OUT with its process still running.
+//
+// DestroyWorker revokes the credentials and records TERMINATED; the provider's Destroy
+// runs after the commit, on the owner, in a goroutine (bounded by Config.DestroyTimeout,
+// three attempts). If the control plane dies between the commit and the Destroy, or
+// every attempt fails, the worker sweep (RunScheduler, at start and every
+// Config.SweepInterval) asks each provider that lists its workers (provider.Lister;
+// local: the pid records in its StateDir, so each node sweeps its own) and destroys every
+// listed worker whose row is TERMINATED or missing. A worker row is committed (CREATING,
+// by the scheduler) before its provider is asked to create it, so a live reservation is
+// never swept.
+//
+// Messages to workers are acknowledged (WorkerChannel): RunJob is delivered by the
+// dispatch activity, re-sent with backoff until the agent acks it (Config.DeliveryTimeout
+// per try; after deliverAttempts the saga goes on waiting, and a worker that is gone is
+// found lost). CancelJob and the RunJob of a transferred job are delivered after the
+// commit that decided them, re-sent until acked or the worker is terminated. Message
+// ids are the channel's (api.Hub): the same job, attempt and round give the same id, and
+// the agent drops a copy it has seen. A worker that (re)connects is also sent its
+// pending RunJob or CancelJob.
+
 // # Credentials
 //
 // CreateWorker draws 32 random bytes as the one-time password, stores its SHA-256 with
@@ -69,10 +101,9 @@
 // restart: a worker that was running keeps running (its own process group), reconnects
 // with its session token, and its result (re-sent until acknowledged) completes the job;
 // a worker whose job is ASSIGNED gets its RunJob again from PendingRun when it
-// reconnects. CreateWorker calls the provider inside its transaction; if that
-// transaction does not commit, the retry destroys the process the failed attempt
-// started (its password never committed) before creating it again. A worker that
-// registers before CreateWorker's transaction commits waits on the credential row lock.
+// reconnects. An activity that ran but whose outcome was not recorded runs again after
+// the claim's lease: CreateWorker gives the worker a new password and replaces the copy
+// the earlier run started; DeliverRun sends the same RunJob (same message id) again.
 //
 // # Cancellation (cancel.go)
 //
@@ -97,17 +128,14 @@
 // starts the TimeoutSaga if the job is still ASSIGNED or RUNNING on its worker (a
 // CANCELLING job is left to its cancellation); the execution saga's complete and release
 // then skip. The TimeoutSaga's terminate step calls provider Destroy then Status (three
-// attempts); confirmed, the job ends TIMED_OUT and the worker is released and
+// attempts; an activity, on the worker's owner); confirmed, the job ends TIMED_OUT and the worker is released and
 // destroyed; not confirmed, MarkJobFailed with RequiresManualReview ends the job
 // MANUAL_INTERVENTION_REQUIRED with the error in its reason and the worker row is left
 // as it is (its slot stays used) for an operator.
 //
-// Known limits: RunJob and CancelJob are sent over NATS core at most once per send (a
-// connected worker that misses a RunJob waits until it reconnects or the job times
-// out; CancelJob is re-sent per cancellation round and on reconnect); a worker lost
-// mid-job is replaced by the recovery saga (see Recovery); a worker whose
-// Register response is lost cannot register again (its password is spent) and is
-// destroyed when the job times out.
+// Known limits: a worker lost mid-job is replaced by the recovery saga (see Recovery); a
+// worker whose Register response is lost cannot register again (its password is spent)
+// and is destroyed when the job times out.
 //
 // # Recovery (recovery.go)
 //

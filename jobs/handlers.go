@@ -7,17 +7,15 @@ import (
 
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
-	"github.com/hodei-jobs/hodei/internal/protoconv"
-	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/store"
 )
 
 // Command handlers. Each writes through the transaction ctx carries (the saga step's,
 // or the idempotency middleware's) and is idempotent twice over: by its key (the
 // middleware) and by the state machine (a repeated command finds the state it set and
-// reports Skipped). External effects — provider calls, messages to workers — are
-// idempotent per worker id, or run after commit.
+// reports Skipped). External effects — provider calls, messages to workers — run in the
+// handlers of the commands activities dispatch outside any transaction (CreateWorker,
+// TerminateWorker, DeliverRun; effects.go), idempotent per worker id, or after commit.
 
 func (s *Service) register() {
 	command.Register(s.bus, command.HandlerFunc[ValidateReservation, Outcome](s.validateReservation))
@@ -26,6 +24,7 @@ func (s *Service) register() {
 	command.Register(s.bus, command.HandlerFunc[ReleaseWorker, Outcome](s.releaseWorker))
 	command.Register(s.bus, command.HandlerFunc[AssignWorker, Outcome](s.assignWorker))
 	command.Register(s.bus, command.HandlerFunc[DispatchJob, Outcome](s.dispatchJob))
+	command.Register(s.bus, command.HandlerFunc[DeliverRun, Outcome](s.deliverRunJob))
 	command.Register(s.bus, command.HandlerFunc[CompleteJob, Outcome](s.completeJob))
 	command.Register(s.bus, command.HandlerFunc[MarkJobFailed, Outcome](s.markJobFailed))
 	command.Register(s.bus, command.HandlerFunc[MarkJobRunning, Outcome](s.markJobRunning))
@@ -34,7 +33,7 @@ func (s *Service) register() {
 	command.Register(s.bus, command.HandlerFunc[SendCancel, Outcome](s.sendCancel))                 // cancel.go
 	command.Register(s.bus, command.HandlerFunc[FinishCancellation, Outcome](s.finishCancellation)) // cancel.go
 	command.Register(s.bus, command.HandlerFunc[StartJobTimeout, Outcome](s.startJobTimeout))       // timeout.go
-	command.Register(s.bus, command.HandlerFunc[TerminateWorker, Outcome](s.terminateWorker))       // timeout.go
+	command.Register(s.bus, command.HandlerFunc[TerminateWorker, Outcome](s.terminateWorkerCmd))    // timeout.go
 	s.registerRecovery()                                                                            // recovery.go
 }
 
@@ -68,54 +67,11 @@ func (s *Service) validateReservation(ctx context.Context, c ValidateReservation
 	return Outcome{JobState: string(j.State), WorkerState: string(w.State)}, nil
 }
 
-// createWorker stores a fresh password hash for the reserved worker and has the
-// provider start it. The provider call happens inside the transaction: if that
-// transaction then fails, this handler runs again (the key was not recorded) with a new
-// password, so a process left by the failed attempt — whose password never committed
-// and could never register — is destroyed first. The password row is updated before the
-// call, so a worker that registers before the commit waits on the row lock and then sees
-// the committed hash.
+// createWorker starts the worker reserved by the scheduler (startWorker, effects.go).
+// The v2 provisioning saga dispatches it from an activity, outside any transaction;
+// a v1 saga dispatches it inside its step's transaction, as that version always did.
 func (s *Service) createWorker(ctx context.Context, c CreateWorker) (Outcome, error) {
-	w, err := s.st.Workers().Get(ctx, c.WorkerID)
-	if err != nil {
-		return Outcome{}, err
-	}
-	if w.State != domain.WorkerCreating {
-		return skipped(nil, w, "worker is past CREATING"), nil
-	}
-	j, err := s.st.Jobs().Get(ctx, c.JobID)
-	if err != nil {
-		return Outcome{}, err
-	}
-	p, err := s.providers.Get(c.Provider)
-	if err != nil {
-		return Outcome{}, err
-	}
-	otp, hash, err := newSecret()
-	if err != nil {
-		return Outcome{}, command.Transient(err)
-	}
-	if err := s.st.Credentials().SetOTP(ctx, c.WorkerID, hash, s.cfg.Now().Add(s.cfg.OTPTTL)); err != nil {
-		return Outcome{}, err
-	}
-	// A worker the provider already knows of was started by an attempt whose
-	// transaction did not commit (its password never did): running, or already exited
-	// after its registration was refused. Destroy it first, so that Create (idempotent
-	// per worker id) starts a fresh one with the password committed now.
-	if st, err := p.Status(ctx, c.WorkerID); err != nil {
-		return Outcome{}, command.Transient(fmt.Errorf("jobs: status of worker %s: %w", c.WorkerID, err))
-	} else if st == provider.StatusRunning || st == provider.StatusExited {
-		s.log.Info("destroying a worker left by a rolled-back create", "worker", c.WorkerID, "status", st)
-		if err := p.Destroy(ctx, c.WorkerID); err != nil {
-			return Outcome{}, command.Transient(fmt.Errorf("jobs: destroy stale worker %s: %w", c.WorkerID, err))
-		}
-	}
-	spec := provider.WorkerSpec{WorkerID: c.WorkerID, OneTimePassword: otp, ServerURL: s.cfg.ServerURL,
-		JobID: c.JobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": c.JobID}}
-	if err := p.Create(ctx, spec); err != nil {
-		return Outcome{}, command.Transient(fmt.Errorf("jobs: create worker %s with provider %s: %w", c.WorkerID, c.Provider, err))
-	}
-	return Outcome{WorkerState: string(w.State)}, nil
+	return s.startWorker(ctx, c.WorkerID, c.JobID, c.Provider)
 }
 
 // destroyWorker revokes the worker's credentials and marks it TERMINATED, which frees
@@ -136,8 +92,7 @@ func (s *Service) destroyWorker(ctx context.Context, c DestroyWorker) (Outcome, 
 	if w.State.IsTerminal() {
 		return skipped(nil, w, "worker already terminated"), nil
 	}
-	p, err := s.providers.Get(w.Provider)
-	if err != nil {
+	if _, err := s.providers.Get(w.Provider); err != nil {
 		return Outcome{}, err
 	}
 	w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminated, nil)
@@ -146,7 +101,8 @@ func (s *Service) destroyWorker(ctx context.Context, c DestroyWorker) (Outcome, 
 	}
 	// The slot is free from the commit on; the scheduler is woken once the provider's
 	// Destroy returned, so that the processes alive rarely exceed the capacity either.
-	s.afterCommit(ctx, func() { s.destroyAfterCommit(p, c.WorkerID, c.Reason) })
+	t := target(w)
+	s.afterCommit(ctx, func() { s.destroyAfterCommit(t, c.Reason) })
 	return Outcome{WorkerState: string(w.State)}, nil
 }
 
@@ -211,6 +167,13 @@ func (s *Service) assignWorker(ctx context.Context, c AssignWorker) (Outcome, er
 	return Outcome{JobState: string(j.State), WorkerState: string(w.State)}, nil
 }
 
+// dispatchJob has RunJob delivered to the worker after the commit, re-sent until the
+// agent acknowledges it (v1 execution sagas, and a job transferred to a replacement;
+// the v2 execution saga delivers it in its dispatch activity instead).
+func (s *Service) deliverRunJob(ctx context.Context, c DeliverRun) (Outcome, error) {
+	return s.deliverRun(ctx, c.JobID, c.WorkerID)
+}
+
 func (s *Service) dispatchJob(ctx context.Context, c DispatchJob) (Outcome, error) {
 	j, err := s.st.Jobs().Get(ctx, c.JobID)
 	if err != nil {
@@ -219,18 +182,10 @@ func (s *Service) dispatchJob(ctx context.Context, c DispatchJob) (Outcome, erro
 	if j.State != domain.JobAssigned || j.WorkerID != c.WorkerID {
 		return skipped(j, nil, "job is not waiting for its worker to start"), nil
 	}
-	msg := runJobMessage(j)
-	s.afterCommit(ctx, func() { s.send(context.WithoutCancel(ctx), c.WorkerID, msg) })
+	s.deliverAfterCommit(ctx, c.WorkerID, fmt.Sprintf("RunJob %s/%d", j.ID, j.Attempt), func(ctx context.Context) error {
+		return s.ch.RunJob(ctx, c.WorkerID, j)
+	})
 	return Outcome{JobState: string(j.State)}, nil
-}
-
-func runJobMessage(j *domain.Job) *hodeiv1.ServerMessage {
-	return &hodeiv1.ServerMessage{MessageId: fmt.Sprintf("run/%s/%d", j.ID, j.Attempt),
-		Payload: &hodeiv1.ServerMessage_RunJob{RunJob: runJob(j)}}
-}
-
-func runJob(j *domain.Job) *hodeiv1.RunJob {
-	return &hodeiv1.RunJob{JobId: j.ID, Spec: protoconv.SpecToProto(j.Spec), Attempt: int32(j.Attempt)}
 }
 
 // completeJob moves the job to its end state. A job that never reported starting goes
@@ -291,9 +246,10 @@ func (s *Service) completeJob(ctx context.Context, c CompleteJob) (Outcome, erro
 		return Outcome{}, err
 	}
 	if c.TimedOut && c.WorkerID != "" { // stop the job before its worker is destroyed
-		msg := &hodeiv1.ServerMessage{MessageId: "cancel/" + c.JobID,
-			Payload: &hodeiv1.ServerMessage_Cancel{Cancel: &hodeiv1.CancelJob{JobId: c.JobID, Reason: reason}}}
-		s.afterCommit(ctx, func() { s.send(context.WithoutCancel(ctx), c.WorkerID, msg) })
+		cr := CancelRequest{JobID: c.JobID, Attempt: j.Attempt, Round: timedOutCancelRound, Reason: reason, Grace: s.cfg.CancelGrace}
+		s.deliverAfterCommit(ctx, c.WorkerID, "CancelJob "+c.JobID+" (timed out)", func(ctx context.Context) error {
+			return s.ch.CancelJob(ctx, c.WorkerID, cr)
+		})
 	}
 	return Outcome{JobState: string(j.State)}, nil
 }

@@ -3,6 +3,8 @@ package jobs_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/internal/pgtest"
+	"github.com/hodei-jobs/hodei/internal/protoconv"
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/saga"
@@ -40,11 +43,16 @@ type fakeCloud struct {
 	destroyed map[string]bool
 	exited    map[string]bool // died by themselves (kill), not destroyed
 	ran       map[string]int  // job → RunJobs received
+	msgs      map[string]bool // RunJob message ids handled
+
+	dropRun   atomic.Pointer[func(workerID string, j *domain.Job) bool]
+	canceller atomic.Pointer[func(ctx context.Context, workerID string, c domain.CancelRequest) error]
 }
 
 func newFakeCloud(t *testing.T, auto bool) *fakeCloud {
 	return &fakeCloud{t: t, auto: auto, otps: map[string]string{}, live: map[string]bool{},
-		creates: map[string]int{}, destroyed: map[string]bool{}, exited: map[string]bool{}, ran: map[string]int{}}
+		creates: map[string]int{}, destroyed: map[string]bool{}, exited: map[string]bool{}, ran: map[string]int{},
+		msgs: map[string]bool{}}
 }
 
 func (f *fakeCloud) Name() string { return "fake" }
@@ -141,19 +149,35 @@ func (f *fakeCloud) otp(workerID string) string {
 	return f.otps[workerID]
 }
 
-// Send is the WorkerChannel: the fake agent runs the job.
-func (f *fakeCloud) Send(ctx context.Context, workerID string, msg *hodeiv1.ServerMessage) error {
-	rj := msg.GetRunJob()
-	if rj == nil {
-		return nil
+// RunJob is the WorkerChannel: the fake agent runs the job (once per RunJob message id,
+// as the real agent drops a re-sent copy).
+func (f *fakeCloud) RunJob(ctx context.Context, workerID string, j *domain.Job) error {
+	if drop := f.dropRun.Load(); drop != nil && (*drop)(workerID, j) {
+		return errors.New("fake agent: RunJob lost (fault hook)")
 	}
+	id := fmt.Sprintf("run/%s/%d", j.ID, j.Attempt)
 	f.mu.Lock()
-	f.ran[rj.GetJobId()]++
+	f.ran[j.ID]++
+	first := !f.msgs[id]
+	f.msgs[id] = true
 	f.mu.Unlock()
-	if f.auto {
-		go f.run(workerID, rj)
+	if f.auto && first {
+		go f.run(workerID, &hodeiv1.RunJob{JobId: j.ID, Spec: protoconv.SpecToProto(j.Spec), Attempt: int32(j.Attempt)})
 	}
 	return nil
+}
+
+// CancelJob is the WorkerChannel's cancel: handed to the canceller set by a test, if any.
+func (f *fakeCloud) CancelJob(ctx context.Context, workerID string, c domain.CancelRequest) error {
+	if h := f.canceller.Load(); h != nil {
+		return (*h)(ctx, workerID, c)
+	}
+	return nil
+}
+
+// setCanceller routes CancelJob messages to fn.
+func (f *fakeCloud) setCanceller(fn func(ctx context.Context, workerID string, c domain.CancelRequest) error) {
+	f.canceller.Store(&fn)
 }
 
 func (f *fakeCloud) run(workerID string, rj *hodeiv1.RunJob) {
@@ -261,7 +285,7 @@ func (e *env) start(o envOpts) {
 	d := command.Chain(bus, command.Idempotency(command.IdempotencyDeps{Tx: e.st, Keys: e.st.Idempotency()}, bus))
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	eng, err := saga.New(e.st, reg, d, saga.Config{PollInterval: 20 * time.Millisecond,
-		Lease: 10 * time.Second, Concurrency: 8, Logger: logger})
+		Lease: 10 * time.Second, Concurrency: 8, Logger: logger, ActivityDispatcher: bus})
 	if err != nil {
 		t.Fatal(err)
 	}

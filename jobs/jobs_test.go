@@ -32,10 +32,10 @@ func TestEveryCommandRegistered(t *testing.T) {
 		t.Fatal(err)
 	}
 	providers := newProviders(t, e.cloud)
-	if _, err := jobs.New(e.st, bus, eng, providers, nil, jobs.Config{ServerURL: "http://x"}); err != nil {
+	if _, err := jobs.New(e.st, bus, eng, providers, e.cloud, jobs.Config{ServerURL: "http://x"}); err != nil {
 		t.Fatal(err)
 	}
-	if len(jobs.Commands()) != 11 {
+	if len(jobs.Commands()) != 12 {
 		t.Fatalf("Commands() lists %d types", len(jobs.Commands()))
 	}
 	commandtest.CheckRegistered(t, bus, jobs.Commands()...)
@@ -321,7 +321,7 @@ func TestDuplicateResultIsNoop(t *testing.T) {
 	e.waitJob(j.ID, domain.JobAssigned)
 	// PendingRun: what a (re)connecting worker is sent.
 	rj, err := e.svc.PendingRun(ctx, wid)
-	if err != nil || rj == nil || rj.GetJobId() != j.ID || rj.GetSpec().GetCommand()[0] != "echo" || rj.GetAttempt() != 1 {
+	if err != nil || rj == nil || rj.ID != j.ID || rj.Spec.Command[0] != "echo" || rj.Attempt != 1 {
 		t.Fatalf("PendingRun = %v, %v", rj, err)
 	}
 	if err := e.svc.JobStarted(ctx, "someone-else", j.ID, time.Now()); !errors.Is(err, jobs.ErrNotAssigned) {
@@ -516,7 +516,7 @@ func TestRestartResumes(t *testing.T) {
 		t.Fatalf("session after restart: %q, %v", got, err)
 	}
 	rj, err := e.svc.PendingRun(ctx, wid)
-	if err != nil || rj == nil || rj.GetJobId() != j.ID {
+	if err != nil || rj == nil || rj.ID != j.ID {
 		t.Fatalf("PendingRun after restart = %v, %v", rj, err)
 	}
 	if err := e.svc.JobStarted(ctx, wid, j.ID, time.Now()); err != nil {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/store"
 )
@@ -306,9 +305,15 @@ func (s *Service) transferJob(ctx context.Context, c TransferJob) (RecoveryOutco
 		}
 		// Best effort: should the lost worker still be alive, stop its copy of the job
 		// before it is destroyed.
-		cancel := &hodeiv1.ServerMessage{MessageId: fmt.Sprintf("cancel/%s/%d", c.JobID, c.Attempt-1),
-			Payload: &hodeiv1.ServerMessage_Cancel{Cancel: &hodeiv1.CancelJob{JobId: c.JobID, Reason: "job reassigned"}}}
-		s.afterCommit(ctx, func() { s.send(context.WithoutCancel(ctx), c.FromWorkerID, cancel) })
+		cr := CancelRequest{JobID: c.JobID, Attempt: c.Attempt - 1, Round: reassignCancelRound, Reason: "job reassigned",
+			Grace: s.cfg.CancelGrace}
+		s.afterCommit(ctx, func() {
+			go func() { // one try: the lost worker is most likely gone, and is destroyed anyway
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DeliveryTimeout)
+				defer cancel()
+				_ = s.ch.CancelJob(dctx, c.FromWorkerID, cr)
+			}()
+		})
 		out = RecoveryOutcome{WorkerID: c.ToWorkerID, Attempt: c.Attempt}
 		return nil
 	})
@@ -405,7 +410,9 @@ func (s *Service) signalRecovery(ctx context.Context, jobID, workerID string) er
 
 // reassignedWorker returns the worker of the latest reassignment signalled to an
 // execution saga, if any.
-func reassignedWorker(sc *saga.StepContext) (string, bool, error) {
+func reassignedWorker(sc interface {
+	Signal(string) (json.RawMessage, bool)
+}) (string, bool, error) {
 	for n := domain.MaxMaxAttempts; n > 1; n-- {
 		p, ok := sc.Signal(signalReassignedPrefix + strconv.Itoa(n))
 		if !ok {

@@ -25,7 +25,7 @@ func TestRecoveryCommandsRegistered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := jobs.New(e.st, bus, eng, newProviders(t, e.cloud), nil, jobs.Config{ServerURL: "http://x"}); err != nil {
+	if _, err := jobs.New(e.st, bus, eng, newProviders(t, e.cloud), e.cloud, jobs.Config{ServerURL: "http://x"}); err != nil {
 		t.Fatal(err)
 	}
 	commandtest.CheckRegistered(t, bus, jobs.RecoveryCommands()...)
@@ -111,7 +111,7 @@ func TestRecoveryReplacesLostWorker(t *testing.T) {
 	if err := e.svc.JobFinished(ctx, old, &hodeiv1.JobResult{JobId: j.ID}); err == nil {
 		t.Fatal("JobFinished from the lost worker succeeded")
 	}
-	if run, err := e.svc.PendingRun(ctx, repl); err != nil || run.GetJobId() != j.ID || run.GetAttempt() != 2 {
+	if run, err := e.svc.PendingRun(ctx, repl); err != nil || run == nil || run.ID != j.ID || run.Attempt != 2 {
 		t.Fatalf("PendingRun(replacement) = %v, %v", run, err)
 	}
 	if err := e.svc.JobStarted(ctx, repl, j.ID, time.Now()); err != nil {

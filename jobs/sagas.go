@@ -82,27 +82,39 @@ type awaitWorkerOutput struct {
 // RegisterSagas adds the provisioning and execution saga definitions to reg. The steps
 // need nothing but the commands' handlers (registered on the bus by New) and their
 // saga's input, so this can run before the engine and the Service exist.
+//
+// Version 2 of the provisioning, execution and timeout sagas runs their provider calls
+// and worker messages as activities (outside any transaction); version 1, whose steps
+// made them inside the step's transaction, stays registered so that sagas started on
+// it finish on its steps (new sagas start on the latest version).
 func RegisterSagas(reg *saga.Registry) error {
-	for _, d := range []saga.Definition{provisioningSaga(), cancellationSaga(), timeoutSaga(), recoverySaga() /* recovery.go */} {
+	defs := []saga.Definition{cancellationSaga(), recoverySaga() /* recovery.go */}
+	for _, v := range []int{1, 2} {
+		defs = append(defs, provisioningSaga(v), executionSaga(v), timeoutSaga(v) /* timeout.go */)
+	}
+	for _, d := range defs {
 		if err := reg.Register(d); err != nil {
 			return err
 		}
 	}
-	return reg.Register(executionSaga())
+	return nil
 }
 
-// dispatch sends cmd through the step's dispatcher.
-func dispatch(ctx context.Context, sc *saga.StepContext, cmd command.Command) (Outcome, error) {
+// dispatch sends cmd through the step's (or activity's) dispatcher.
+func dispatch(ctx context.Context, sc command.Dispatcher, cmd command.Command) (Outcome, error) {
 	return command.Dispatch[Outcome](ctx, sc, cmd)
 }
 
-func provisioningSaga() saga.Definition {
-	in := func(sc *saga.StepContext) (provisioningInput, error) {
-		var v provisioningInput
-		err := sc.Input(&v)
-		return v, err
-	}
-	return saga.Definition{Name: SagaProvisioning, Version: 1, Steps: []saga.Step{
+// inputOf decodes a saga's input (a StepContext or an ActivityContext).
+func inputOf[T any](c interface{ Input(any) error }) (T, error) {
+	var v T
+	err := c.Input(&v)
+	return v, err
+}
+
+func provisioningSaga(version int) saga.Definition {
+	in := inputOf[provisioningInput]
+	return saga.Definition{Name: SagaProvisioning, Version: version, Steps: []saga.Step{
 		{
 			// The scheduler checked capacity and reserved the slot (a CREATING worker
 			// row) under its advisory lock, in the transaction that started this saga;
@@ -130,24 +142,10 @@ func provisioningSaga() saga.Definition {
 					WorkerID: v.WorkerID, Reason: "worker provisioning failed"})
 			},
 		},
-		{
-			Name:  "create-worker",
-			Retry: saga.RetryPolicy{MaxAttempts: 5, Initial: 200 * time.Millisecond, Max: 5 * time.Second},
-			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
-				v, err := in(sc)
-				if err != nil {
-					return nil, err
-				}
-				return dispatch(ctx, sc, CreateWorker{Key: sc.Key(), WorkerID: v.WorkerID, JobID: v.JobID, Provider: v.Provider})
-			},
-			Compensate: func(ctx context.Context, sc *saga.StepContext) (any, error) {
-				v, err := in(sc)
-				if err != nil {
-					return nil, err
-				}
-				return dispatch(ctx, sc, DestroyWorker{Key: sc.Key(), WorkerID: v.WorkerID, Reason: "provisioning failed"})
-			},
-		},
+		// The worker row and its reservation committed with the saga's start; the
+		// password is committed by CreateWorker before the provider is called, so the
+		// worker can never register before it.
+		createStep(version, func(c interface{ Input(any) error }) (provisioningInput, error) { return in(c) }),
 		{
 			Name: "await-registration",
 			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
@@ -193,7 +191,16 @@ type execState struct {
 	cancelled bool // assign found the job being cancelled: skip to complete
 }
 
-func loadExec(sc *saga.StepContext) (execState, error) {
+// stepReader is what loadExec reads: a StepContext or an ActivityContext.
+type stepReader interface {
+	Input(v any) error
+	Output(step string, v any) (bool, error)
+	Signal(name string) (json.RawMessage, bool)
+}
+
+func loadExec(sc *saga.StepContext) (execState, error) { return loadExecFrom(sc) }
+
+func loadExecFrom(sc stepReader) (execState, error) {
 	var s execState
 	if err := sc.Input(&s.in); err != nil {
 		return s, err
@@ -219,8 +226,8 @@ func loadExec(sc *saga.StepContext) (execState, error) {
 	return s, nil
 }
 
-func executionSaga() saga.Definition {
-	return saga.Definition{Name: SagaExecution, Version: 1, Steps: []saga.Step{
+func executionSaga(version int) saga.Definition {
+	return saga.Definition{Name: SagaExecution, Version: version, Steps: []saga.Step{
 		{
 			// Waits (parked, no goroutine) until the scheduler granted capacity and the
 			// provisioning saga has a registered worker, or the job was aborted.
@@ -264,16 +271,7 @@ func executionSaga() saga.Definition {
 					Reason: "execution saga failed"})
 			},
 		},
-		{
-			Name: "dispatch",
-			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
-				s, err := loadExec(sc)
-				if err != nil || s.aborted || s.cancelled {
-					return nil, err
-				}
-				return dispatch(ctx, sc, DispatchJob{Key: sc.Key(), JobID: s.in.JobID, WorkerID: s.workerID})
-			},
-		},
+		dispatchStep(version),
 		{
 			// Waits for the worker's result; bounded by the job's timeout if it has one.
 			Name: "await-result",
@@ -349,4 +347,80 @@ func executionSaga() saga.Definition {
 			},
 		},
 	}}
+}
+
+// createStep is the provisioning saga's create-worker step: an activity from v2 on.
+func createStep(version int, in func(interface{ Input(any) error }) (provisioningInput, error)) saga.Step {
+	st := saga.Step{
+		Name:  "create-worker",
+		Retry: saga.RetryPolicy{MaxAttempts: 5, Initial: 200 * time.Millisecond, Max: 5 * time.Second},
+		Compensate: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+			v, err := in(sc)
+			if err != nil {
+				return nil, err
+			}
+			return dispatch(ctx, sc, DestroyWorker{Key: sc.Key(), WorkerID: v.WorkerID, Reason: "provisioning failed"})
+		},
+	}
+	if version >= 2 {
+		st.Activity = func(ctx context.Context, ac *saga.ActivityContext) (any, error) {
+			v, err := in(ac)
+			if err != nil {
+				return nil, err
+			}
+			return dispatch(ctx, ac, CreateWorker{Key: ac.Key(), WorkerID: v.WorkerID, JobID: v.JobID, Provider: v.Provider})
+		}
+		return st
+	}
+	st.Do = func(ctx context.Context, sc *saga.StepContext) (any, error) {
+		v, err := in(sc)
+		if err != nil {
+			return nil, err
+		}
+		return dispatch(ctx, sc, CreateWorker{Key: sc.Key(), WorkerID: v.WorkerID, JobID: v.JobID, Provider: v.Provider})
+	}
+	return st
+}
+
+// deliverAttempts bounds the dispatch activity's deliveries of RunJob (≈ 20 s with its
+// backoff); past them the saga goes on waiting for the result: a worker that is gone
+// is found lost (and its job recovered), one that reconnects gets the job then.
+const deliverAttempts = 8
+
+// dispatchOutput is the output of the v2 execution saga's dispatch step.
+type dispatchOutput struct {
+	Outcome
+	NotDelivered string `json:"not_delivered,omitempty"`
+}
+
+// dispatchStep is the execution saga's dispatch step. From v2 on it is an activity that
+// delivers RunJob and returns once the agent acknowledged it, re-sent with backoff.
+func dispatchStep(version int) saga.Step {
+	if version < 2 {
+		return saga.Step{
+			Name: "dispatch",
+			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
+				s, err := loadExec(sc)
+				if err != nil || s.aborted || s.cancelled {
+					return nil, err
+				}
+				return dispatch(ctx, sc, DispatchJob{Key: sc.Key(), JobID: s.in.JobID, WorkerID: s.workerID})
+			},
+		}
+	}
+	return saga.Step{
+		Name:  "dispatch",
+		Retry: saga.RetryPolicy{MaxAttempts: deliverAttempts, Initial: 100 * time.Millisecond, Max: 5 * time.Second},
+		Activity: func(ctx context.Context, ac *saga.ActivityContext) (any, error) {
+			s, err := loadExecFrom(ac)
+			if err != nil || s.aborted || s.cancelled {
+				return nil, err
+			}
+			o, err := dispatch(ctx, ac, DeliverRun{Key: ac.Key(), JobID: s.in.JobID, WorkerID: s.workerID})
+			if err != nil && command.IsTransient(err) && ac.Attempt() >= deliverAttempts {
+				return dispatchOutput{NotDelivered: err.Error()}, nil
+			}
+			return dispatchOutput{Outcome: o}, err
+		},
+	}
 }

@@ -130,46 +130,11 @@ func (s *Service) reserve(ctx context.Context, j *domain.Job) error {
 	return err
 }
 
-// workerLister is implemented by providers that can list the workers they run
-// (provider/local: its StateDir), so the sweep can find workers left behind.
-type workerLister interface {
-	List(ctx context.Context) ([]string, error)
-}
-
-// destroyAfterCommit has the provider destroy a worker whose TERMINATED state has
-// committed, in its own goroutine (the caller is an after-commit callback). A failure is
-// retried a few times, then left to the next sweep. The scheduler is woken when it
-// ends (the worker's slot is free).
-func (s *Service) destroyAfterCommit(p provider.Provider, workerID, reason string) {
-	go func() {
-		defer s.WakeScheduler()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DestroyTimeout)
-		defer cancel()
-		backoff := 100 * time.Millisecond
-		for attempt := 1; ; attempt++ {
-			err := p.Destroy(ctx, workerID)
-			if err == nil {
-				s.log.Debug("worker destroyed", "worker", workerID, "reason", reason)
-				return
-			}
-			if attempt == 3 || ctx.Err() != nil {
-				s.log.Warn("destroy of a terminated worker failed; the worker sweep retries it",
-					"worker", workerID, "err", err, "sweep_interval", s.cfg.SweepInterval)
-				return
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff *= 2
-		}
-	}()
-}
-
 // sweepWorkers destroys every worker a provider still lists whose database row is
 // TERMINATED or missing: a Destroy lost because the process died between the commit
 // of DestroyWorker and the provider call (or after a failed destroyAfterCommit). It runs
-// when RunScheduler starts and every Config.SweepInterval.
+// when RunScheduler starts and every Config.SweepInterval. A node-local provider lists
+// only this node's workers, so every node sweeps its own.
 func (s *Service) sweepWorkers(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
@@ -178,7 +143,7 @@ func (s *Service) sweepWorkers(ctx context.Context) (int, error) {
 		if err != nil {
 			continue
 		}
-		l, ok := p.(workerLister)
+		l, ok := p.(provider.Lister)
 		if !ok {
 			continue
 		}

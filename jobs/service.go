@@ -6,16 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/outbox"
 	"github.com/hodei-jobs/hodei/provider"
+	"github.com/hodei-jobs/hodei/provider/routing"
 	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/store"
 )
@@ -48,12 +47,29 @@ const (
 	MaxErrorBytes   = 4 << 10  // bytes of JobResult.Error kept
 )
 
-// WorkerChannel delivers a server message to a connected worker (on any replica). The
-// api package implements it over NATS core subject "hodei.worker.<workerID>.inbox".
-// Delivery is at most once: when a worker (re)connects the API asks PendingRun for the
-// RunJob to re-send.
+// WorkerChannel delivers messages to a connected worker, on whichever replica holds its
+// stream (api.Hub over NATS). It owns the wire format and the message ids: a message
+// about the same job, attempt and round always has the same id, so the agent drops a
+// re-sent copy. Both methods return once the agent acknowledged the message, or an
+// error (the worker is not connected, or no ack came in time): the caller re-sends.
 type WorkerChannel interface {
-	Send(ctx context.Context, workerID string, msg *hodeiv1.ServerMessage) error
+	// RunJob hands job j (its current attempt) to workerID.
+	RunJob(ctx context.Context, workerID string, j *domain.Job) error
+	// CancelJob asks workerID to stop c.JobID.
+	CancelJob(ctx context.Context, workerID string, c CancelRequest) error
+}
+
+// CancelRequest asks a worker to stop a job (domain.CancelRequest).
+type CancelRequest = domain.CancelRequest
+
+// WorkerOps runs provider operations on existing workers where they may run: on this
+// node, or routed to the node that owns a worker of a node-local provider
+// (provider/routing.Router). "Not mine" is an error, never "gone".
+type WorkerOps interface {
+	// Node is this node's id, recorded as the owner of the workers it creates.
+	Node() string
+	Destroy(ctx context.Context, t routing.Target) error
+	Status(ctx context.Context, t routing.Target) (provider.Status, error)
 }
 
 // Config tunes a Service. Zero fields get defaults (setDefaults); Validate names the
@@ -87,7 +103,13 @@ type Config struct {
 	// Dispatcher is used for the commands the Service dispatches itself (JobStarted);
 	// default the bus. Saga steps dispatch through the engine's dispatcher.
 	Dispatcher command.Dispatcher
-	Logger     *slog.Logger
+	// Workers runs Destroy and Status on existing workers (default: a routing.Router of
+	// node "local" without a message bus, for a single node).
+	Workers WorkerOps
+	// DeliveryTimeout bounds one delivery of a message to a worker, ack included
+	// (default 5s); an unacknowledged message is sent again.
+	DeliveryTimeout time.Duration
+	Logger          *slog.Logger
 	// Now is the clock of credential expiry (default time.Now).
 	Now func() time.Time
 }
@@ -127,6 +149,9 @@ func (c *Config) setDefaults(providers *provider.Registry) {
 	if c.CancelGrace == 0 {
 		c.CancelGrace = 10 * time.Second
 	}
+	if c.DeliveryTimeout == 0 {
+		c.DeliveryTimeout = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -158,6 +183,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("jobs: Config.DestroyTimeout %s out of range [10ms, 1h]", c.DestroyTimeout)
 	case c.CancelGrace < 10*time.Millisecond || c.CancelGrace > time.Hour:
 		return fmt.Errorf("jobs: Config.CancelGrace %s out of range [10ms, 1h]", c.CancelGrace)
+	case c.DeliveryTimeout < 10*time.Millisecond || c.DeliveryTimeout > time.Minute:
+		return fmt.Errorf("jobs: Config.DeliveryTimeout %s out of range [10ms, 1m]", c.DeliveryTimeout)
 	}
 	return nil
 }
@@ -170,7 +197,9 @@ type Service struct {
 	d         command.Dispatcher
 	engine    *saga.Engine
 	providers *provider.Registry
-	ch        atomic.Pointer[channelBox]
+	workers   WorkerOps
+	ch        WorkerChannel
+	defs      *saga.Registry // the job path's saga definitions, for step names
 	cfg       Config
 	log       *slog.Logger
 	wake      chan struct{}
@@ -178,14 +207,12 @@ type Service struct {
 	disconnects chan disconnectNotice
 }
 
-type channelBox struct{ ch WorkerChannel }
-
 // New builds the Service and registers the handlers of Commands() on bus. The engine
-// must run the definitions RegisterSagas added to its registry. ch may be nil (then set
-// it with SetWorkerChannel before workers connect).
+// must run the definitions RegisterSagas added to its registry. The Service subscribes
+// to the exits of every provider that reports them (provider.ExitNotifier).
 func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provider.Registry, ch WorkerChannel, cfg Config) (*Service, error) {
-	if st == nil || bus == nil || engine == nil || providers == nil {
-		return nil, errors.New("jobs: New needs a store, a bus, a saga engine and a provider registry")
+	if st == nil || bus == nil || engine == nil || providers == nil || ch == nil {
+		return nil, errors.New("jobs: New needs a store, a bus, a saga engine, a provider registry and a worker channel")
 	}
 	cfg.setDefaults(providers)
 	if err := cfg.Validate(); err != nil {
@@ -194,36 +221,41 @@ func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provi
 	if _, err := providers.Get(cfg.DefaultProvider); err != nil {
 		return nil, fmt.Errorf("jobs: Config.DefaultProvider: %w", err)
 	}
-	s := &Service{st: st, bus: bus, d: cfg.Dispatcher, engine: engine, providers: providers, cfg: cfg,
-		log: cfg.Logger.With("component", "jobs"), wake: make(chan struct{}, 1),
+	if cfg.Workers == nil {
+		r, err := routing.New(nil, "local", providers, routing.Config{Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Workers = r
+	}
+	defs := saga.NewRegistry()
+	if err := RegisterSagas(defs); err != nil {
+		return nil, err
+	}
+	s := &Service{defs: defs, st: st, bus: bus, d: cfg.Dispatcher, engine: engine, providers: providers, workers: cfg.Workers,
+		ch: ch, cfg: cfg, log: cfg.Logger.With("component", "jobs"), wake: make(chan struct{}, 1),
 		disconnects: make(chan disconnectNotice, disconnectBuffer)}
 	if s.d == nil {
 		s.d = bus
 	}
-	s.SetWorkerChannel(ch)
+	for _, name := range providers.Names() {
+		p, _ := providers.Get(name)
+		if n, ok := p.(provider.ExitNotifier); ok {
+			n.OnExit(func(workerID string, exitErr error) {
+				detail := "exit status 0"
+				if exitErr != nil {
+					detail = exitErr.Error()
+				}
+				s.WorkerExited(workerID, detail)
+			})
+		}
+	}
 	s.register()
 	return s, nil
 }
 
-// SetWorkerChannel sets (or replaces) the channel RunJob and CancelJob go through.
-func (s *Service) SetWorkerChannel(ch WorkerChannel) { s.ch.Store(&channelBox{ch}) }
-
 // Capacity returns the configured worker capacity.
 func (s *Service) Capacity() int { return s.cfg.Capacity }
-
-// send delivers msg to workerID, best effort (logged; the worker gets PendingRun on
-// reconnect).
-func (s *Service) send(ctx context.Context, workerID string, msg *hodeiv1.ServerMessage) {
-	b := s.ch.Load()
-	if b == nil || b.ch == nil {
-		s.log.Warn("no worker channel; message dropped", "worker", workerID, "message", msg.GetMessageId())
-		return
-	}
-	if err := b.ch.Send(ctx, workerID, msg); err != nil {
-		s.log.Warn("send to worker failed; it gets pending work when it reconnects",
-			"worker", workerID, "message", msg.GetMessageId(), "err", err)
-	}
-}
 
 // afterCommit runs fn after ctx's transaction commits (now when there is none).
 func (s *Service) afterCommit(ctx context.Context, fn func()) {

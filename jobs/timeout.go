@@ -7,7 +7,6 @@ import (
 
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
-	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/saga"
 )
 
@@ -34,9 +33,9 @@ type StartJobTimeout struct {
 	Timeout  time.Duration `json:"timeout"`
 }
 
-// TerminateWorker destroys the worker's infrastructure now (provider Destroy, in the
-// command's transaction) and fails, transiently, unless the provider then reports it
-// no longer running.
+// TerminateWorker destroys the worker's infrastructure now (provider Destroy, on the
+// node that owns the worker) and fails, transiently, unless the provider then reports
+// it no longer running. Dispatched by an activity (outside any transaction).
 type TerminateWorker struct {
 	Key      string `json:"key"`
 	WorkerID string `json:"worker_id"`
@@ -74,58 +73,50 @@ func (s *Service) startJobTimeout(ctx context.Context, c StartJobTimeout) (Outco
 	return Outcome{JobState: string(j.State)}, nil
 }
 
-func (s *Service) terminateWorker(ctx context.Context, c TerminateWorker) (Outcome, error) {
-	w, err := s.st.Workers().Get(ctx, c.WorkerID)
-	if err != nil {
-		return Outcome{}, err
-	}
-	p, err := s.providers.Get(w.Provider)
-	if err != nil {
-		return Outcome{}, err
-	}
+func (s *Service) terminateWorkerCmd(ctx context.Context, c TerminateWorker) (Outcome, error) {
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.DestroyTimeout)
 	defer cancel()
-	if err := p.Destroy(pctx, c.WorkerID); err != nil {
-		return Outcome{}, command.Transient(fmt.Errorf("jobs: destroy worker %s: %w", c.WorkerID, err))
-	}
-	st, err := p.Status(pctx, c.WorkerID)
-	if err != nil {
-		return Outcome{}, command.Transient(fmt.Errorf("jobs: status of worker %s: %w", c.WorkerID, err))
-	}
-	if st == provider.StatusRunning {
-		return Outcome{}, command.Transient(fmt.Errorf("jobs: worker %s still running after destroy", c.WorkerID))
-	}
-	return Outcome{WorkerState: string(w.State)}, nil
+	return s.terminateWorker(pctx, c.WorkerID)
 }
 
 // timeoutSaga: terminate (provider Destroy + Status, retried) ▶ record (TIMED_OUT and
 // the worker released, or MANUAL_INTERVENTION_REQUIRED when the termination could not
 // be confirmed: the worker is then left as it is for an operator).
-func timeoutSaga() saga.Definition {
-	in := func(sc *saga.StepContext) (timeoutInput, error) {
-		var v timeoutInput
-		err := sc.Input(&v)
-		return v, err
+func timeoutSaga(version int) saga.Definition {
+	in := inputOf[timeoutInput]
+	terminate := func(ctx context.Context, d command.Dispatcher, key string, attempt int, v timeoutInput) (any, error) {
+		_, err := dispatch(ctx, d, TerminateWorker{Key: key, WorkerID: v.WorkerID})
+		switch {
+		case err == nil:
+			return terminateOutput{Confirmed: true}, nil
+		case command.IsTransient(err) && attempt < terminateAttempts:
+			return nil, err
+		}
+		return terminateOutput{Error: err.Error()}, nil
 	}
-	return saga.Definition{Name: SagaTimeout, Version: 1, Steps: []saga.Step{
-		{
-			Name:  "terminate",
-			Retry: saga.RetryPolicy{MaxAttempts: terminateAttempts, Initial: 200 * time.Millisecond, Max: 2 * time.Second},
-			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
-				v, err := in(sc)
-				if err != nil {
-					return nil, err
-				}
-				_, err = dispatch(ctx, sc, TerminateWorker{Key: sc.Key(), WorkerID: v.WorkerID})
-				switch {
-				case err == nil:
-					return terminateOutput{Confirmed: true}, nil
-				case command.IsTransient(err) && sc.Attempt() < terminateAttempts:
-					return nil, err
-				}
-				return terminateOutput{Error: err.Error()}, nil
-			},
-		},
+	term := saga.Step{
+		Name:  "terminate",
+		Retry: saga.RetryPolicy{MaxAttempts: terminateAttempts, Initial: 200 * time.Millisecond, Max: 2 * time.Second},
+	}
+	if version >= 2 { // an activity: the provider call (on the worker's owner) holds no transaction
+		term.Activity = func(ctx context.Context, ac *saga.ActivityContext) (any, error) {
+			v, err := in(ac)
+			if err != nil {
+				return nil, err
+			}
+			return terminate(ctx, ac, ac.Key(), ac.Attempt(), v)
+		}
+	} else {
+		term.Do = func(ctx context.Context, sc *saga.StepContext) (any, error) {
+			v, err := in(sc)
+			if err != nil {
+				return nil, err
+			}
+			return terminate(ctx, sc, sc.Key(), sc.Attempt(), v)
+		}
+	}
+	return saga.Definition{Name: SagaTimeout, Version: version, Steps: []saga.Step{
+		term,
 		{
 			Name:  "record",
 			Retry: saga.RetryPolicy{MaxAttempts: 5, Initial: 200 * time.Millisecond, Max: 5 * time.Second},

@@ -91,7 +91,7 @@ func TestTimeoutUnconfirmedTermination(t *testing.T) {
 func TestTimeoutWhileCancelling(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	a := &cancelAgent{e: e}
-	e.svc.SetWorkerChannel(a)
+	e.cloud.setCanceller(a.cancel)
 	s := spec(map[string]string{"FAKE_HANG": "1"})
 	s.Timeout = 500 * time.Millisecond
 	j, err := e.svc.Submit(e.ctx(), s)

@@ -275,10 +275,10 @@ func (s *Service) ReadLogs(ctx context.Context, jobID string, afterSeq int64, li
 	return out, nil
 }
 
-// PendingRun returns the RunJob to (re)send when workerID connects: its job if that is
-// ASSIGNED to it (not yet reported started), else nil. The agent ignores a RunJob for a
-// job it already runs, so a duplicate is harmless.
-func (s *Service) PendingRun(ctx context.Context, workerID string) (*hodeiv1.RunJob, error) {
+// PendingRun returns the job to (re)send to workerID when it connects: its job if that
+// is ASSIGNED to it (not yet reported started), else nil. The agent ignores a RunJob
+// for a job it already runs, so a duplicate is harmless.
+func (s *Service) PendingRun(ctx context.Context, workerID string) (*domain.Job, error) {
 	w, err := s.st.Workers().Get(ctx, workerID)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: pending run: %w", err)
@@ -293,7 +293,7 @@ func (s *Service) PendingRun(ctx context.Context, workerID string) (*hodeiv1.Run
 	if j.State != domain.JobAssigned || j.WorkerID != workerID {
 		return nil, nil
 	}
-	return runJob(j), nil
+	return j, nil
 }
 
 func (s *Service) dispatchOutcome(ctx context.Context, c command.Command) (Outcome, error) {

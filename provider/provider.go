@@ -46,10 +46,15 @@ const (
 	StatusUnknown Status = "unknown" // the provider has no record of the worker
 )
 
-// Capabilities describes a provider's capacity and what it enforces.
+// Capabilities describes a provider's capacity, reach and what it enforces.
 type Capabilities struct {
 	// MaxWorkers is the number of workers the provider runs at once; Create beyond it fails.
 	MaxWorkers int
+	// Shared: every replica of the control plane reaches the same infrastructure (a
+	// Docker engine over its API, a Kubernetes cluster), so any replica may operate any
+	// of its workers. False (node-local, e.g. local processes): only the node that created
+	// a worker knows it, and operations on it are routed to that node (provider/routing).
+	Shared bool
 	// Enforced lists the resource limits actually applied, e.g. "rlimit_as".
 	Enforced []string
 }
@@ -64,6 +69,21 @@ type Provider interface {
 	Destroy(ctx context.Context, workerID string) error
 	// Status reports whether the worker lives.
 	Status(ctx context.Context, workerID string) (Status, error)
+}
+
+// Lister is implemented by providers that can list the workers they run (for local:
+// the records in its state directory), so that a sweep can find workers left behind.
+type Lister interface {
+	// List returns the ids of the workers the provider runs or has records of.
+	List(ctx context.Context) ([]string, error)
+}
+
+// ExitNotifier is implemented by providers that learn at once when a worker's
+// infrastructure ends (local: the provider reaps its child processes). The handler set
+// last receives every later exit, on the provider's goroutines; it must not block.
+type ExitNotifier interface {
+	// OnExit sets the handler of worker exits (nil: none). err is nil for a clean exit.
+	OnExit(handler func(workerID string, err error))
 }
 
 // ErrCapacity is returned (wrapped) by Create when the provider runs MaxWorkers workers.

@@ -90,6 +90,32 @@
 // effects outside the database of those steps must be idempotent by key, as for any
 // rolled-back attempt.
 //
+// # Activities
+//
+// A step that must act on the outside world (create or destroy a worker through a
+// provider, deliver a message to a worker) is an activity: Step.Activity instead of
+// Step.Do. Temporal's activities are the model. The intent is recorded first: the
+// activity's step.scheduled event commits (with the step group before it, if any) before
+// the activity runs. The activity then runs outside any transaction, holding no row lock
+// and, on SQLite, not blocking the only writer, for at most its Timeout (default and
+// maximum: half the Lease, so the runner's claim outlives it). Its outcome is recorded
+// like a step's: step.completed with its output in a new transaction, which also runs
+// the ready steps after it as a group, or step.failed and a retry with backoff, or the
+// final failure and compensation.
+//
+// An activity runs at least once per attempt. A runner that dies between the effect
+// and the record runs it again, with the same attempt and key, after the lease expires,
+// so activities are idempotent by ActivityContext.Key or by the identity of what they
+// act on (the worker id). A signal or timer appended while the activity runs makes the
+// record's append conflict; the runner reloads the saga and records the outcome it
+// already has when the same attempt is still scheduled, so it does not repeat the effect.
+// A cancel meanwhile discards the outcome, and compensation runs instead.
+//
+// Because the effect comes after the commit that records its intent, whatever the
+// activity needs from the database (a worker's row, its password hash) is visible to
+// the outside world before the effect can be observed: a worker created by an activity
+// can never register before its password is committed.
+//
 // # Crash safety
 //
 // A step runs like this:

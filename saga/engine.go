@@ -51,6 +51,10 @@ type Config struct {
 	MaxStepsPerTx int
 	// Rand is the jitter source of retry backoffs (nil: math/rand).
 	Rand func() float64
+	// ActivityDispatcher is what activities dispatch their commands through
+	// (ActivityContext.Dispatch): a dispatcher for callers outside transactions, with
+	// no middleware that opens one. Nil: activities cannot dispatch.
+	ActivityDispatcher command.Dispatcher
 }
 
 func (c *Config) setDefaults() {
@@ -146,6 +150,9 @@ func New(st store.Store, reg *Registry, d command.Dispatcher, cfg Config) (*Engi
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkActivities(reg, cfg.Lease); err != nil {
 		return nil, err
 	}
 	return &Engine{st: st, sagas: st.Sagas(), reg: reg, d: d, cfg: cfg,

@@ -78,14 +78,28 @@ func (p *RetryPolicy) Validate() error {
 	return nil
 }
 
-// Step is one step of a saga type.
+// ActivityFunc is the body of an activity step: an effect on the outside world (a
+// provider call, a message to a worker) that runs outside any transaction, after the
+// step.scheduled event that records the intent has committed. Its output (nil allowed) is
+// recorded by a transaction of its own, like a step's. It runs at least once per
+// attempt: a runner that dies (or loses its claim) between the effect and the recording
+// runs it again with the same attempt, so it must be idempotent by ActivityContext.Key
+// or by the identity of what it acts on. Its error is a step error: transient ones are
+// retried by the step's RetryPolicy, others fail the step.
+type ActivityFunc func(ctx context.Context, ac *ActivityContext) (any, error)
+
+// Step is one step of a saga type. Exactly one of Do and Activity is set: Do runs inside
+// the transaction that records its outcome (and may share it with neighbouring steps,
+// see "Step groups" in doc.go); Activity runs outside any transaction (see "Activities").
 type Step struct {
 	Name       string
 	Do         StepFunc
+	Activity   ActivityFunc
 	Compensate StepFunc // nil: nothing to undo
 	Retry      RetryPolicy
-	// Timeout bounds one run of Do (or Compensate); exceeding it is a transient failure.
-	// Default 30s.
+	// Timeout bounds one run of Do, Activity or Compensate; exceeding it is a transient
+	// failure. Default 30s, for an activity half the engine's Config.Lease, which it must
+	// not exceed (New checks), so that the runner's claim outlives it.
 	Timeout time.Duration
 }
 
@@ -110,8 +124,8 @@ func (d *Definition) validate() error {
 	seen := map[string]bool{}
 	for i := range d.Steps {
 		s := &d.Steps[i]
-		if s.Name == "" || s.Do == nil {
-			return fmt.Errorf("saga: %s v%d: Steps[%d]: Name and Do are required", d.Name, d.Version, i)
+		if s.Name == "" || (s.Do == nil) == (s.Activity == nil) {
+			return fmt.Errorf("saga: %s v%d: Steps[%d]: Name and exactly one of Do and Activity are required", d.Name, d.Version, i)
 		}
 		if seen[s.Name] {
 			return fmt.Errorf("saga: %s v%d: Steps[%d]: duplicate step name %q", d.Name, d.Version, i, s.Name)
@@ -121,8 +135,8 @@ func (d *Definition) validate() error {
 		if err := s.Retry.Validate(); err != nil {
 			return fmt.Errorf("saga: %s v%d: step %s: %w", d.Name, d.Version, s.Name, err)
 		}
-		if s.Timeout == 0 {
-			s.Timeout = 30 * time.Second
+		if s.Timeout == 0 && s.Activity == nil { // an activity's default depends on the lease
+			s.Timeout = defaultStepTimeout
 		}
 		if s.Timeout < 0 {
 			return fmt.Errorf("saga: %s v%d: step %s: Timeout %s is negative", d.Name, d.Version, s.Name, s.Timeout)
@@ -130,6 +144,9 @@ func (d *Definition) validate() error {
 	}
 	return nil
 }
+
+// defaultStepTimeout is the Timeout of a step that sets none.
+const defaultStepTimeout = 30 * time.Second
 
 // ErrUnknownSaga: no definition is registered for a saga type/version.
 var ErrUnknownSaga = errors.New("saga: unknown saga type or version")
@@ -199,4 +216,17 @@ var namespace = uuid.MustParse("5b0f6b8e-8f2a-4c59-9a51-3c1d0a6e7f42")
 // twice starts it once.
 func IDFor(sagaType, subject string) string {
 	return uuid.NewSHA1(namespace, []byte(sagaType+"\x00"+subject)).String()
+}
+
+// all returns every registered definition.
+func (r *Registry) all() []*Definition {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*Definition
+	for _, vs := range r.defs {
+		for _, d := range vs {
+			out = append(out, d)
+		}
+	}
+	return out
 }

@@ -276,12 +276,13 @@ func (e *Engine) advanceFrom(ctx context.Context, rec *store.SagaRecord, hist []
 		e.release(ctx, rec.ID)
 		return err
 	}
+	var act *activityResult // an activity's outcome not yet recorded (kept across conflicts)
 	for range e.cfg.MaxTransitions {
 		if ctx.Err() != nil {
 			e.release(ctx, rec.ID)
 			return ctx.Err()
 		}
-		next, done, err := e.transition(ctx, rec, def, st)
+		next, done, err := e.transition(ctx, rec, def, st, &act)
 		if errors.Is(err, store.ErrConflict) {
 			// Someone else appended (a signal, a timer, another runner). Keep going only
 			// if the saga is still ours.
@@ -304,7 +305,7 @@ func (e *Engine) advanceFrom(ctx context.Context, rec *store.SagaRecord, hist []
 			e.release(ctx, rec.ID)
 			return err
 		}
-		st = next
+		st, act = next, nil
 		if done {
 			return nil
 		}
@@ -314,7 +315,9 @@ func (e *Engine) advanceFrom(ctx context.Context, rec *store.SagaRecord, hist []
 }
 
 // transition makes one recorded move of the saga. done means the saga was handed back.
-func (e *Engine) transition(ctx context.Context, rec *store.SagaRecord, def *Definition, st *sagaState) (*sagaState, bool, error) {
+// An activity step runs here, outside any transaction, before its outcome is recorded;
+// *act keeps that outcome until it is recorded (see activityResult).
+func (e *Engine) transition(ctx context.Context, rec *store.SagaRecord, def *Definition, st *sagaState, act **activityResult) (*sagaState, bool, error) {
 	now := e.cfg.Clock.Now()
 	p := &pending{}
 	switch st.Status {
@@ -333,7 +336,16 @@ func (e *Engine) transition(ctx context.Context, rec *store.SagaRecord, def *Def
 			next, err := e.commit(ctx, rec.ID, st, p, true) // re-park until the backoff ends
 			return next, true, err
 		}
-		return e.runSteps(ctx, rec, def, st)
+		if step := &def.Steps[st.Step]; step.Activity != nil && !(*act).matches(st) {
+			*act = e.runActivity(ctx, rec, st, step)
+			if ctx.Err() != nil {
+				return nil, false, ctx.Err() // stopping: record nothing; the activity runs again
+			}
+		}
+		if !(*act).matches(st) {
+			*act = nil
+		}
+		return e.runSteps(ctx, rec, def, st, *act)
 	case StateCompensating:
 		if !st.Scheduled {
 			pos := st.Comp
@@ -360,7 +372,7 @@ func (e *Engine) transition(ctx context.Context, rec *store.SagaRecord, def *Def
 			next, err := e.commit(ctx, rec.ID, st, p, true)
 			return next, true, err
 		}
-		return e.runStep(ctx, rec, def, st, true)
+		return e.runStep(ctx, rec, def, st, true, nil)
 	default: // WAITING (woken by nothing new) or terminal: make the row say so, hand back.
 		next, err := e.commit(ctx, rec.ID, st, p, true)
 		return next, true, err
@@ -376,7 +388,11 @@ func (s *stepError) Unwrap() error { return s.err }
 // call runs fn (a step's Do or Compensate) under the step's timeout and returns its
 // output as JSON, or the step's error (a timeout becomes a transient error).
 func call(ctx context.Context, step *Step, fn StepFunc, sc *StepContext) ([]byte, error) {
-	sctx, cancel := context.WithTimeout(ctx, step.Timeout)
+	timeout := step.Timeout
+	if timeout == 0 { // an activity step's compensation: the default of steps
+		timeout = defaultStepTimeout
+	}
+	sctx, cancel := context.WithTimeout(ctx, timeout)
 	out, err := fn(sctx, sc)
 	timedOut := sctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
 	cancel()
@@ -385,7 +401,7 @@ func call(ctx context.Context, step *Step, fn StepFunc, sc *StepContext) ([]byte
 	}
 	if err != nil {
 		if timedOut && !errors.Is(err, ErrWaiting) {
-			err = command.Transient(fmt.Errorf("step timed out after %s: %w", step.Timeout, err))
+			err = command.Transient(fmt.Errorf("step timed out after %s: %w", timeout, err))
 		}
 		return nil, err
 	}
@@ -416,9 +432,13 @@ type groupFailure struct {
 // are recorded as completed and its failure (or wait) is recorded after them, all in the
 // same transaction. If the first step fails, the transaction is rolled back and the
 // failure recorded on its own, as for a single step.
-func (e *Engine) runSteps(ctx context.Context, rec *store.SagaRecord, def *Definition, st *sagaState) (*sagaState, bool, error) {
+//
+// act is the outcome of the first step when it is an activity (run before, outside the
+// transaction); the group ends before any later activity step, whose step.scheduled is
+// then committed with the group.
+func (e *Engine) runSteps(ctx context.Context, rec *store.SagaRecord, def *Definition, st *sagaState, act *activityResult) (*sagaState, bool, error) {
 	if e.cfg.MaxStepsPerTx == 1 {
-		return e.runStep(ctx, rec, def, st, false)
+		return e.runStep(ctx, rec, def, st, false, act)
 	}
 	began := e.cfg.Clock.Now()
 	var (
@@ -435,6 +455,9 @@ func (e *Engine) runSteps(ctx context.Context, rec *store.SagaRecord, def *Defin
 		for n := 0; ; n++ {
 			idx := cur.Step
 			step := &def.Steps[idx]
+			if n > 0 && step.Activity != nil {
+				break // it runs after this commit, outside the transaction
+			}
 			sc := e.stepContext(rec, cur, step, idx, false)
 			var rollback func(context.Context) error
 			if n == 0 {
@@ -446,7 +469,15 @@ func (e *Engine) runSteps(ctx context.Context, rec *store.SagaRecord, def *Defin
 				}
 				rollback = rb
 			}
-			out, serr := call(ctx, step, step.Do, sc)
+			var (
+				out  []byte
+				serr error
+			)
+			if n == 0 && act != nil {
+				out, serr = act.out, act.err
+			} else {
+				out, serr = call(ctx, step, step.Do, sc)
+			}
 			if serr != nil {
 				if n == 0 {
 					return &stepError{serr}
@@ -515,7 +546,9 @@ func (e *Engine) runSteps(ctx context.Context, rec *store.SagaRecord, def *Defin
 
 // runStep runs the scheduled step (or compensation) alone inside the transaction that
 // records its outcome, then records a failure, a wait or a retry when it did not succeed.
-func (e *Engine) runStep(ctx context.Context, rec *store.SagaRecord, def *Definition, st *sagaState, comp bool) (*sagaState, bool, error) {
+// act is the outcome of the step when it is an activity (run before, outside the
+// transaction).
+func (e *Engine) runStep(ctx context.Context, rec *store.SagaRecord, def *Definition, st *sagaState, comp bool, act *activityResult) (*sagaState, bool, error) {
 	idx := st.Step
 	if comp {
 		idx = st.Completed[st.Comp]
@@ -528,7 +561,15 @@ func (e *Engine) runStep(ctx context.Context, rec *store.SagaRecord, def *Defini
 	sc := e.stepContext(rec, st, step, idx, comp)
 	var next *sagaState
 	err := e.st.InTx(ctx, func(ctx context.Context) error {
-		outJSON, err := call(ctx, step, fn, sc)
+		var (
+			outJSON []byte
+			err     error
+		)
+		if act != nil && !comp {
+			outJSON, err = act.out, act.err
+		} else {
+			outJSON, err = call(ctx, step, fn, sc)
+		}
 		if err != nil {
 			return &stepError{err}
 		}

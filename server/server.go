@@ -9,11 +9,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
@@ -24,6 +24,7 @@ import (
 	"github.com/hodei-jobs/hodei/outbox"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/provider/local"
+	"github.com/hodei-jobs/hodei/provider/routing"
 	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/saga/natsq"
 	"github.com/hodei-jobs/hodei/store"
@@ -99,14 +100,22 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: saga waker: %w", err)
 	}
-	sagaCfg := saga.Config{Waker: waker, Queue: queue, Logger: logger}
+	// The activities' commands run outside any transaction: no idempotency middleware
+	// (it opens one), and no retry (the saga step's retry policy retries them).
+	activities := command.Chain(bus, command.Logging(logger), command.Tracing(nil))
+	sagaCfg := saga.Config{Waker: waker, Queue: queue, Logger: logger, ActivityDispatcher: activities}
+	// The node id names this replica: its saga runner, and the owner of the workers it
+	// creates with node-local providers (stable across restarts with a locked data dir).
+	node := "hodei-" + uuid.NewString()
 	if cfg.DataDirLocked {
 		id, err := instanceID(cfg.DataDir)
 		if err != nil {
 			return err
 		}
-		sagaCfg.RunnerID, sagaCfg.ReleaseOnStart = "hodei-"+id, true
+		node = "hodei-" + id
+		sagaCfg.ReleaseOnStart = true
 	}
+	sagaCfg.RunnerID = node
 	engine, err = saga.New(st, reg, dispatcher, sagaCfg)
 	if err != nil {
 		return fmt.Errorf("server: saga engine: %w", err)
@@ -114,23 +123,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 
 	// Provider.
 	providers := provider.NewRegistry()
-	// The job service learns of a worker's death from the provider at once (built
-	// after the provider, so the hook reads it through a pointer).
-	var exits atomic.Pointer[jobs.Service]
 	lp, err := local.New(local.Config{
 		Binary:     cfg.WorkerBinary,
 		StateDir:   filepath.Join(cfg.DataDir, "workers"),
 		MaxWorkers: cfg.MaxWorkers,
 		Logger:     logger,
-		OnExit: func(workerID string, exitErr error) {
-			if svc := exits.Load(); svc != nil {
-				detail := "exit status 0"
-				if exitErr != nil {
-					detail = exitErr.Error()
-				}
-				svc.WorkerExited(workerID, detail)
-			}
-		},
 	})
 	if err != nil {
 		return fmt.Errorf("server: local provider: %w", err)
@@ -138,6 +135,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err := providers.Register(local.Name, lp); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	// Operations on workers of node-local providers run on the node that owns them.
+	router, err := routing.New(nc, node, providers, routing.Config{Logger: logger})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	stopRouting, err := router.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	defer stopRouting()
 
 	// Listen before building the job logic: workers need the real address.
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -156,11 +163,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, Logger: logger,
-		RegistrationTimeout: cfg.RegistrationTimeout})
+		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router})
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
 	}
-	exits.Store(svc)
 	orch, err := jobs.NewOrchestrator(js, engine, svc.OrchestratorRoutes(), jobs.OrchestratorConfig{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: orchestrator: %w", err)

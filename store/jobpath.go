@@ -55,6 +55,11 @@ type CredentialStore interface {
 	// yet: a later SetOTP in another transaction then holds the row, and a concurrent
 	// RedeemOTP waits for that transaction instead of missing the row.
 	SetOTP(ctx context.Context, workerID string, otpHash []byte, expiresAt time.Time) error
+	// RotateOTP replaces workerID's password while it is unused: an attempt that starts
+	// a worker anew gives it a fresh password. It returns ErrOTPUsed (writing nothing)
+	// once the worker registered, and ErrNotFound when the worker has no row. It locks
+	// the row like RedeemOTP, so of a rotation and a registration racing, one wins.
+	RotateOTP(ctx context.Context, workerID string, otpHash []byte, expiresAt time.Time) error
 	// RedeemOTP locks workerID's row and, if otpHash matches an unused password that
 	// has not expired at now, marks it used and stores sessionHash, in ctx's
 	// transaction (or its own). Errors: ErrNotFound (no row, no password or a different

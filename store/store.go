@@ -76,6 +76,9 @@ type WorkerStore interface {
 	UpdateState(ctx context.Context, id string, to domain.WorkerState, mutate func(*domain.Worker)) (*domain.Worker, error)
 	Heartbeat(ctx context.Context, id string, at time.Time) error
 	List(ctx context.Context, states ...domain.WorkerState) ([]*domain.Worker, error)
+	// SetOwner records the node that owns worker id (domain.Worker.Owner); ErrNotFound
+	// when it does not exist.
+	SetOwner(ctx context.Context, id, owner string) error
 }
 
 // Outbox message kinds.

@@ -138,8 +138,8 @@ func TestAdminCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	o, err = runHodei(t, "saga", "show", "--job", j2.ID, "--database-url", dbURL)
-	if err != nil || !strings.Contains(o, "Saga:") || !strings.Contains(o, jobs.ExecutionSagaID(j2.ID)) || !strings.Contains(o, "execution v1") ||
-		!strings.Contains(o, jobs.TimeoutSagaID(j2.ID)) || !strings.Contains(o, "timeout v1") {
+	if err != nil || !strings.Contains(o, "Saga:") || !strings.Contains(o, jobs.ExecutionSagaID(j2.ID)) || !strings.Contains(o, "execution v2") ||
+		!strings.Contains(o, jobs.TimeoutSagaID(j2.ID)) || !strings.Contains(o, "timeout v2") {
 		t.Fatalf("saga show --job: %v\n%s", err, o)
 	}
 	if _, err := runHodei(t, "saga", "show", "--database-url", dbURL); err == nil || !strings.Contains(err.Error(), "--job") {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,12 +53,6 @@ type Config struct {
 	IdleTimeout time.Duration
 	// KeepLogs keeps <workerID>.log after Destroy.
 	KeepLogs bool
-	// OnExit, if set, is called (from the goroutine that reaps it) when a worker this
-	// Provider started exits, for whatever reason: the control plane learns at once that
-	// a worker died instead of waiting for its heartbeats to stop. It must not block.
-	// Workers started by an earlier process of the server are not its children and are
-	// not reported.
-	OnExit func(workerID string, exitErr error)
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -115,8 +110,9 @@ func (c *Config) Validate() error {
 
 // Provider runs workers as local processes. Safe for concurrent use.
 type Provider struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	onExit atomic.Pointer[func(workerID string, exitErr error)]
 
 	mu       sync.Mutex
 	children map[string]*child // started by this instance
@@ -137,7 +133,24 @@ type record struct {
 	StartedAt time.Time `json:"started_at"`
 }
 
-var _ provider.Provider = (*Provider)(nil)
+var (
+	_ provider.Provider     = (*Provider)(nil)
+	_ provider.Lister       = (*Provider)(nil)
+	_ provider.ExitNotifier = (*Provider)(nil)
+)
+
+// OnExit sets the handler called (from the goroutine that reaps it) when a worker this
+// Provider started exits, for whatever reason: the control plane learns at once that a
+// worker died instead of waiting for its heartbeats to stop. It must not block. Workers
+// started by an earlier process of the server are not its children and are not
+// reported.
+func (p *Provider) OnExit(handler func(workerID string, exitErr error)) {
+	if handler == nil {
+		p.onExit.Store(nil)
+		return
+	}
+	p.onExit.Store(&handler)
+}
 
 // New builds a local provider and creates its StateDir (0700).
 func New(cfg Config) (*Provider, error) {
@@ -162,7 +175,7 @@ func (p *Provider) Name() string { return Name }
 
 // Capabilities reports MaxWorkers and the enforced limits.
 func (p *Provider) Capabilities() provider.Capabilities {
-	return provider.Capabilities{MaxWorkers: p.cfg.MaxWorkers, Enforced: []string{"rlimit_as"}}
+	return provider.Capabilities{MaxWorkers: p.cfg.MaxWorkers, Enforced: []string{"rlimit_as"}} // node-local
 }
 
 // validWorkerID reports whether id is 1-200 characters of [A-Za-z0-9._-], not starting
@@ -276,8 +289,8 @@ func (p *Provider) workerEnv(spec provider.WorkerSpec) []string {
 func (p *Provider) reap(id string, cmd *exec.Cmd, done chan struct{}) {
 	err := cmd.Wait()
 	close(done)
-	if p.cfg.OnExit != nil {
-		p.cfg.OnExit(id, err)
+	if h := p.onExit.Load(); h != nil {
+		(*h)(id, err)
 	}
 	if err != nil {
 		p.log.Warn("worker exited", "worker_id", id, "pid", cmd.Process.Pid, "status", err.Error(),

@@ -402,9 +402,8 @@ func TestOnExitReportsDeadWorker(t *testing.T) {
 		err error
 	}
 	exits := make(chan exit, 4)
-	p := newProvider(t, t.TempDir(), "good", func(c *Config) {
-		c.OnExit = func(id string, err error) { exits <- exit{id, err} }
-	})
+	p := newProvider(t, t.TempDir(), "good", nil)
+	p.OnExit(func(id string, err error) { exits <- exit{id, err} })
 	if err := p.Create(context.Background(), spec("victim")); err != nil {
 		t.Fatal(err)
 	}

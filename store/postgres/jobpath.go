@@ -114,6 +114,30 @@ func (cs credentialStore) SetOTP(ctx context.Context, workerID string, otpHash [
 	return nil
 }
 
+func (cs credentialStore) RotateOTP(ctx context.Context, workerID string, otpHash []byte, expiresAt time.Time) error {
+	if len(otpHash) == 0 {
+		return fmt.Errorf("postgres: rotate one-time password of worker %s: otpHash is empty", workerID)
+	}
+	var used bool
+	err := cs.s.q(ctx).QueryRow(ctx, `WITH cur AS (
+			SELECT worker_id, otp_used_at IS NOT NULL AS used FROM worker_credentials WHERE worker_id = $1 FOR UPDATE
+		), upd AS (
+			UPDATE worker_credentials c SET otp_hash = $2, otp_expires_at = $3, updated_at = now()
+			FROM cur WHERE c.worker_id = cur.worker_id AND NOT cur.used
+		)
+		SELECT used FROM cur`, workerID, otpHash, nullTime(normTime(expiresAt))).Scan(&used)
+	if errNoRows(err) {
+		return fmt.Errorf("postgres: rotate one-time password of worker %s: %w", workerID, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: rotate one-time password of worker %s: %w", workerID, err)
+	}
+	if used {
+		return fmt.Errorf("postgres: rotate one-time password of worker %s: %w", workerID, store.ErrOTPUsed)
+	}
+	return nil
+}
+
 func (cs credentialStore) RedeemOTP(ctx context.Context, workerID string, otpHash, sessionHash []byte, at time.Time) error {
 	if len(sessionHash) == 0 {
 		return fmt.Errorf("postgres: redeem one-time password of worker %s: sessionHash is empty", workerID)

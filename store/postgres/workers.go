@@ -17,7 +17,7 @@ import (
 
 type workerStore struct{ s *Store }
 
-const workerColumns = `id, provider, state, job_id, labels, last_heartbeat, created_at, updated_at`
+const workerColumns = `id, provider, state, job_id, labels, last_heartbeat, created_at, updated_at, owner`
 
 func scanWorker(row pgx.Row) (*domain.Worker, error) {
 	var (
@@ -27,7 +27,7 @@ func scanWorker(row pgx.Row) (*domain.Worker, error) {
 		hb                 pgtype.Timestamptz
 		createdAt, updated time.Time
 	)
-	if err := row.Scan(&w.ID, &w.Provider, &state, &w.JobID, &labels, &hb, &createdAt, &updated); err != nil {
+	if err := row.Scan(&w.ID, &w.Provider, &state, &w.JobID, &labels, &hb, &createdAt, &updated, &w.Owner); err != nil {
 		return nil, err
 	}
 	w.State = domain.WorkerState(state)
@@ -71,8 +71,8 @@ func (ws *workerStore) Create(ctx context.Context, w *domain.Worker) error {
 		return fmt.Errorf("postgres: create worker %s: encode labels: %w", w.ID, err)
 	}
 	_, err = ws.s.q(ctx).Exec(ctx, `INSERT INTO workers (id, provider, state, job_id, labels,
-		last_heartbeat, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		w.ID, w.Provider, string(w.State), w.JobID, labels, nullTime(w.LastHeartbeat), w.CreatedAt, w.UpdatedAt)
+		last_heartbeat, created_at, updated_at, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		w.ID, w.Provider, string(w.State), w.JobID, labels, nullTime(w.LastHeartbeat), w.CreatedAt, w.UpdatedAt, w.Owner)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("postgres: create worker %s: %w", w.ID, store.ErrConflict)
 	}
@@ -119,8 +119,8 @@ func (ws *workerStore) UpdateState(ctx context.Context, id string, to domain.Wor
 			return fmt.Errorf("postgres: worker %s: encode labels: %w", id, err)
 		}
 		if _, err := q.Exec(ctx, `UPDATE workers SET provider = $2, state = $3, job_id = $4, labels = $5,
-			last_heartbeat = $6, updated_at = $7 WHERE id = $1`,
-			id, w.Provider, string(w.State), w.JobID, labels, nullTime(w.LastHeartbeat), w.UpdatedAt); err != nil {
+			last_heartbeat = $6, updated_at = $7, owner = $8 WHERE id = $1`,
+			id, w.Provider, string(w.State), w.JobID, labels, nullTime(w.LastHeartbeat), w.UpdatedAt, w.Owner); err != nil {
 			return fmt.Errorf("postgres: update worker %s: %w", id, err)
 		}
 		out = w
@@ -178,4 +178,16 @@ func (ws *workerStore) List(ctx context.Context, states ...domain.WorkerState) (
 		return nil, fmt.Errorf("postgres: list workers: %w", err)
 	}
 	return out, nil
+}
+
+// SetOwner records the node that owns the worker.
+func (ws *workerStore) SetOwner(ctx context.Context, id, owner string) error {
+	tag, err := ws.s.q(ctx).Exec(ctx, `UPDATE workers SET owner = $2, updated_at = now() WHERE id = $1`, id, owner)
+	if err != nil {
+		return fmt.Errorf("postgres: set owner of worker %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: worker %s: %w", id, store.ErrNotFound)
+	}
+	return nil
 }

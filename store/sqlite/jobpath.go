@@ -142,6 +142,32 @@ func (cs credentialStore) SetOTP(ctx context.Context, workerID string, otpHash [
 
 // RedeemOTP reads and updates the row on the writer connection, so concurrent redeems
 // run one after the other and exactly one can succeed.
+func (cs credentialStore) RotateOTP(ctx context.Context, workerID string, otpHash []byte, expiresAt time.Time) error {
+	if len(otpHash) == 0 {
+		return fmt.Errorf("sqlite: rotate one-time password of worker %s: otpHash is empty", workerID)
+	}
+	err := cs.s.write(ctx, func(ctx context.Context, q querier) error {
+		var used sql.NullInt64
+		err := q.QueryRowContext(ctx, `SELECT otp_used_at FROM worker_credentials WHERE worker_id = ?`, workerID).Scan(&used)
+		if noRows(err) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if used.Valid {
+			return store.ErrOTPUsed
+		}
+		_, err = q.ExecContext(ctx, `UPDATE worker_credentials SET otp_hash = ?, otp_expires_at = ?, updated_at = ?
+			WHERE worker_id = ?`, blob(otpHash), ts(normTime(expiresAt)), nanos(now()), workerID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: rotate one-time password of worker %s: %w", workerID, err)
+	}
+	return nil
+}
+
 func (cs credentialStore) RedeemOTP(ctx context.Context, workerID string, otpHash, sessionHash []byte, at time.Time) error {
 	if len(sessionHash) == 0 {
 		return fmt.Errorf("sqlite: redeem one-time password of worker %s: sessionHash is empty", workerID)

@@ -17,7 +17,7 @@ import (
 
 type workerStore struct{ s *Store }
 
-const workerColumns = `id, provider, state, job_id, labels, last_heartbeat, created_at, updated_at`
+const workerColumns = `id, provider, state, job_id, labels, last_heartbeat, created_at, updated_at, owner`
 
 func scanWorker(row scanner) (*domain.Worker, error) {
 	var (
@@ -26,7 +26,7 @@ func scanWorker(row scanner) (*domain.Worker, error) {
 		hb                 sql.NullInt64
 		createdAt, updated int64
 	)
-	if err := row.Scan(&w.ID, &w.Provider, &state, &w.JobID, &labels, &hb, &createdAt, &updated); err != nil {
+	if err := row.Scan(&w.ID, &w.Provider, &state, &w.JobID, &labels, &hb, &createdAt, &updated, &w.Owner); err != nil {
 		return nil, err
 	}
 	w.State = domain.WorkerState(state)
@@ -72,8 +72,8 @@ func (ws *workerStore) Create(ctx context.Context, w *domain.Worker) error {
 	}
 	err = ws.s.write(ctx, func(ctx context.Context, q querier) error {
 		_, err := q.ExecContext(ctx, `INSERT INTO workers (id, provider, state, job_id, labels,
-			last_heartbeat, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			w.ID, w.Provider, string(w.State), w.JobID, labels, ts(w.LastHeartbeat), nanos(w.CreatedAt), nanos(w.UpdatedAt))
+			last_heartbeat, created_at, updated_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			w.ID, w.Provider, string(w.State), w.JobID, labels, ts(w.LastHeartbeat), nanos(w.CreatedAt), nanos(w.UpdatedAt), w.Owner)
 		return err
 	})
 	if isUniqueViolation(err) {
@@ -121,8 +121,8 @@ func (ws *workerStore) UpdateState(ctx context.Context, id string, to domain.Wor
 			return fmt.Errorf("sqlite: worker %s: encode labels: %w", id, err)
 		}
 		if _, err := q.ExecContext(ctx, `UPDATE workers SET provider = ?, state = ?, job_id = ?, labels = ?,
-			last_heartbeat = ?, updated_at = ? WHERE id = ?`,
-			w.Provider, string(w.State), w.JobID, labels, ts(w.LastHeartbeat), nanos(w.UpdatedAt), id); err != nil {
+			last_heartbeat = ?, updated_at = ?, owner = ? WHERE id = ?`,
+			w.Provider, string(w.State), w.JobID, labels, ts(w.LastHeartbeat), nanos(w.UpdatedAt), w.Owner, id); err != nil {
 			return fmt.Errorf("sqlite: update worker %s: %w", id, err)
 		}
 		out = w
@@ -188,4 +188,24 @@ func (ws *workerStore) List(ctx context.Context, states ...domain.WorkerState) (
 		return nil, fmt.Errorf("sqlite: list workers: %w", err)
 	}
 	return out, nil
+}
+
+// SetOwner records the node that owns the worker.
+func (ws *workerStore) SetOwner(ctx context.Context, id, owner string) error {
+	err := ws.s.write(ctx, func(ctx context.Context, q querier) error {
+		res, err := q.ExecContext(ctx, `UPDATE workers SET owner = ?, updated_at = ? WHERE id = ?`, owner, nanos(now()), id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return store.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: set owner of worker %s: %w", id, err)
+	}
+	return nil
 }

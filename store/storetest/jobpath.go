@@ -22,6 +22,8 @@ func RunJobPath(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("LogsJoinTx", func(t *testing.T) { logsTx(t, newStore(t)) })
 	t.Run("CredentialsOTP", func(t *testing.T) { credentialsOTP(t, newStore(t)) })
 	t.Run("CredentialsRedeemOnce", func(t *testing.T) { credentialsRedeemOnce(t, newStore(t)) })
+	t.Run("CredentialsRotate", func(t *testing.T) { credentialsRotate(t, newStore(t)) })
+	t.Run("WorkerOwner", func(t *testing.T) { workerOwner(t, newStore(t)) })
 	t.Run("SchedulingOrder", func(t *testing.T) { schedulingOrder(t, newStore(t)) })
 	t.Run("SchedulingLockAndSkipLocked", func(t *testing.T) { schedulingLock(t, newStore(t)) })
 }
@@ -280,4 +282,44 @@ func schedulingLock(t *testing.T, s store.Store) {
 	if at := <-gotLock; at.Before(releasedAt) {
 		t.Fatal("second Lock returned before the first was released")
 	}
+}
+
+// credentialsRotate: an unused password is replaced; a redeemed one is kept (the
+// worker registered) and the rotation reports ErrOTPUsed.
+func credentialsRotate(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	c := s.Credentials()
+	now := time.Date(2031, 5, 6, 7, 0, 0, 0, time.UTC)
+	wantErr(t, c.RotateOTP(ctx, "w1", hashOf("a"), now.Add(time.Minute)), store.ErrNotFound)
+	must(t, c.SetOTP(ctx, "w1", nil, time.Time{}))
+	must(t, c.RotateOTP(ctx, "w1", hashOf("a"), now.Add(time.Minute)))
+	must(t, c.RotateOTP(ctx, "w1", hashOf("b"), now.Add(time.Minute)))
+	wantErr(t, c.RedeemOTP(ctx, "w1", hashOf("a"), hashOf("s1"), now), store.ErrNotFound)
+	must(t, c.RedeemOTP(ctx, "w1", hashOf("b"), hashOf("s1"), now))
+	wantErr(t, c.RotateOTP(ctx, "w1", hashOf("c"), now.Add(time.Minute)), store.ErrOTPUsed)
+	if id, err := c.WorkerForSession(ctx, hashOf("s1")); err != nil || id != "w1" {
+		t.Fatalf("session after a refused rotation: %q, %v", id, err)
+	}
+}
+
+// workerOwner: the owner is stored, read back and listed.
+func workerOwner(t *testing.T, s store.Store) {
+	ctx := ctxT(t)
+	w := &domain.Worker{ID: "w-own", Provider: "local", State: domain.WorkerCreating, Owner: "node-a"}
+	must(t, s.Workers().Create(ctx, w))
+	got, err := s.Workers().Get(ctx, "w-own")
+	must(t, err)
+	if got.Owner != "node-a" {
+		t.Fatalf("owner %q, want node-a", got.Owner)
+	}
+	must(t, s.Workers().SetOwner(ctx, "w-own", "node-b"))
+	if _, err := s.Workers().UpdateState(ctx, "w-own", domain.WorkerReady, nil); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := s.Workers().List(ctx, domain.WorkerReady)
+	must(t, err)
+	if len(ws) != 1 || ws[0].Owner != "node-b" {
+		t.Fatalf("listed %+v, want w-own owned by node-b", ws)
+	}
+	wantErr(t, s.Workers().SetOwner(ctx, "nobody", "node-a"), store.ErrNotFound)
 }

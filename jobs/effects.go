@@ -1,0 +1,193 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/provider"
+	"github.com/hodei-jobs/hodei/provider/routing"
+	"github.com/hodei-jobs/hodei/store"
+)
+
+// Effects on the outside world: provider calls and messages to workers. None of them
+// runs inside a database transaction (see "Side effects" in doc.go). The saga steps
+// that need one are activities (saga.Step.Activity); the others run after the commit of
+// the transaction that recorded their intent.
+
+// target is where w's provider operations run.
+func target(w *domain.Worker) routing.Target {
+	return routing.Target{WorkerID: w.ID, Provider: w.Provider, Owner: w.Owner}
+}
+
+// startWorker is the body of the provisioning saga's create-worker activity: it gives
+// the reserved worker a fresh one-time password and this node as its owner, commits
+// both, and only then has the provider start it. A worker that registered meanwhile (a
+// previous run of this activity started it and died before recording that) is left
+// alone. A copy started by a previous run is destroyed first, on the node that owns
+// it: its password is replaced here, so it could never register anyway.
+func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName string) (Outcome, error) {
+	w, err := s.st.Workers().Get(ctx, workerID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if w.State != domain.WorkerCreating {
+		return skipped(nil, w, "worker is past CREATING"), nil
+	}
+	j, err := s.st.Jobs().Get(ctx, jobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	p, err := s.providers.Get(providerName)
+	if err != nil {
+		return Outcome{}, err
+	}
+	node := s.workers.Node()
+	if w.Owner != "" && w.Owner != node && !p.Capabilities().Shared {
+		// An earlier run on another node may have started it there.
+		if err := s.workers.Destroy(ctx, target(w)); err != nil {
+			s.log.Warn("could not destroy a copy of a worker started by another node; its password is replaced, so it cannot register",
+				"worker", workerID, "owner", w.Owner, "err", err)
+		}
+	}
+	otp, hash, err := newSecret()
+	if err != nil {
+		return Outcome{}, command.Transient(err)
+	}
+	err = s.st.InTx(ctx, func(ctx context.Context) error {
+		if err := s.st.Credentials().RotateOTP(ctx, workerID, hash, s.cfg.Now().Add(s.cfg.OTPTTL)); err != nil {
+			return err
+		}
+		if w.Owner != node {
+			return s.st.Workers().SetOwner(ctx, workerID, node)
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrOTPUsed) {
+		return skipped(nil, w, "worker already registered"), nil
+	}
+	if err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: prepare worker %s: %w", workerID, err))
+	}
+	// The password is committed: from here on the worker may register. A copy this
+	// node started in an earlier run (running, or exited after its registration was
+	// refused) is destroyed, so that Create (idempotent per worker id) starts a fresh one.
+	if st, err := p.Status(ctx, workerID); err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: status of worker %s: %w", workerID, err))
+	} else if st == provider.StatusRunning || st == provider.StatusExited {
+		s.log.Info("destroying a copy of the worker left by an earlier attempt", "worker", workerID, "status", st)
+		if err := p.Destroy(ctx, workerID); err != nil {
+			return Outcome{}, command.Transient(fmt.Errorf("jobs: destroy stale worker %s: %w", workerID, err))
+		}
+	}
+	spec := provider.WorkerSpec{WorkerID: workerID, OneTimePassword: otp, ServerURL: s.cfg.ServerURL,
+		JobID: jobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": jobID}}
+	if err := p.Create(ctx, spec); err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: create worker %s with provider %s: %w", workerID, providerName, err))
+	}
+	return Outcome{WorkerState: string(domain.WorkerCreating)}, nil
+}
+
+// terminateWorker is the body of the timeout saga's terminate activity: the provider
+// destroys the worker, on the node that owns it, and must then report it not running.
+// Every failure (the owner does not answer, the worker still runs) is transient.
+func (s *Service) terminateWorker(ctx context.Context, workerID string) (Outcome, error) {
+	w, err := s.st.Workers().Get(ctx, workerID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	t := target(w)
+	if err := s.workers.Destroy(ctx, t); err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: destroy worker %s: %w", workerID, err))
+	}
+	st, err := s.workers.Status(ctx, t)
+	if err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: status of worker %s: %w", workerID, err))
+	}
+	if st == provider.StatusRunning {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: worker %s still running after destroy", workerID))
+	}
+	return Outcome{WorkerState: string(w.State)}, nil
+}
+
+// deliverRun is the body of the execution saga's dispatch activity: RunJob goes to the
+// worker until the agent acknowledges it. A job no longer waiting on this worker
+// (started already, moved, ended) needs nothing.
+func (s *Service) deliverRun(ctx context.Context, jobID, workerID string) (Outcome, error) {
+	j, err := s.st.Jobs().Get(ctx, jobID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if j.State != domain.JobAssigned || j.WorkerID != workerID {
+		return skipped(j, nil, "job is not waiting for its worker to start"), nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.DeliveryTimeout)
+	defer cancel()
+	if err := s.ch.RunJob(dctx, workerID, j); err != nil {
+		return Outcome{}, command.Transient(fmt.Errorf("jobs: deliver job %s to worker %s: %w", jobID, workerID, err))
+	}
+	return Outcome{JobState: string(j.State)}, nil
+}
+
+// deliverAfterCommit has send deliver a message to workerID once ctx's transaction
+// commits, re-sending until the agent acknowledges it, the worker is terminated, or
+// Config.DeliveryTimeout × 20 has passed (the worker is then lost, or gets the message
+// when it reconnects: PendingRun, PendingCancel). what names the message in logs.
+func (s *Service) deliverAfterCommit(ctx context.Context, workerID, what string, send func(ctx context.Context) error) {
+	s.afterCommit(ctx, func() {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*s.cfg.DeliveryTimeout)
+			defer cancel()
+			for attempt := 0; ; attempt++ {
+				dctx, dcancel := context.WithTimeout(ctx, s.cfg.DeliveryTimeout)
+				err := send(dctx)
+				dcancel()
+				if err == nil {
+					return
+				}
+				if w, gerr := s.st.Workers().Get(ctx, workerID); gerr == nil && w.State.IsTerminal() {
+					return
+				}
+				delay := command.Backoff(attempt, 100*time.Millisecond, 2*time.Second, 0.2, nil)
+				select {
+				case <-ctx.Done():
+					s.log.Warn("message to worker not acknowledged; it is sent again when the worker reconnects",
+						"worker", workerID, "message", what, "err", err)
+					return
+				case <-time.After(delay):
+				}
+			}
+		}()
+	})
+}
+
+// destroyAfterCommit has the provider destroy a worker whose TERMINATED state has
+// committed, on the node that owns it, in its own goroutine (the caller is an
+// after-commit callback). A failure is retried a few times, then left to the owner's
+// next sweep. The scheduler is woken when it ends (the worker's slot is free).
+func (s *Service) destroyAfterCommit(t routing.Target, reason string) {
+	go func() {
+		defer s.WakeScheduler()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DestroyTimeout)
+		defer cancel()
+		for attempt := 0; ; attempt++ {
+			err := s.workers.Destroy(ctx, t)
+			if err == nil {
+				s.log.Debug("worker destroyed", "worker", t.WorkerID, "reason", reason)
+				return
+			}
+			if attempt == 2 || ctx.Err() != nil {
+				s.log.Warn("destroy of a terminated worker failed; the worker sweep retries it",
+					"worker", t.WorkerID, "owner", t.Owner, "err", err, "sweep_interval", s.cfg.SweepInterval)
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(command.Backoff(attempt, 100*time.Millisecond, time.Second, 0.2, nil)):
+			}
+		}
+	}()
+}
