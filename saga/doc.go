@@ -130,6 +130,12 @@
 // (AdminService.GetSagaHistory) filters by it. A new event type must get one: a test
 // enumerates the package's Event… constants.
 //
+// # Testing sagas
+//
+// Package saga/sagatest runs a definition on a real store (SQLite in a temporary
+// directory) with a ManualClock, one recorded move at a time, with injected step
+// failures, signals and timers, and asserts the history; see its example.
+//
 // # Incidents
 //
 // Engine.RecordIncident appends "incident.recorded" (a kind and a detail) for things an
