@@ -64,21 +64,23 @@ type AdminOptions struct {
 type AdminService struct {
 	logic AdminLogic
 	dead  DeadLetterStore
+	sagas SagaReader
 	opts  AdminOptions
 	log   *slog.Logger
 }
 
 var _ hodeiv1connect.AdminServiceHandler = (*AdminService)(nil)
 
-// NewAdminService returns the admin API over logic and the outbox's dead letters.
-func NewAdminService(logic AdminLogic, dead DeadLetterStore, opts AdminOptions) (*AdminService, error) {
-	if logic == nil || dead == nil {
-		return nil, errors.New("api: NewAdminService needs the admin logic and a dead letter store")
+// NewAdminService returns the admin API over logic, the outbox's dead letters and the
+// saga engine's histories.
+func NewAdminService(logic AdminLogic, dead DeadLetterStore, sagas SagaReader, opts AdminOptions) (*AdminService, error) {
+	if logic == nil || dead == nil || sagas == nil {
+		return nil, errors.New("api: NewAdminService needs the admin logic, a dead letter store and a saga reader")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &AdminService{logic: logic, dead: dead, opts: opts, log: opts.Logger.With("component", "admin")}, nil
+	return &AdminService{logic: logic, dead: dead, sagas: sagas, opts: opts, log: opts.Logger.With("component", "admin")}, nil
 }
 
 var (
@@ -111,12 +113,44 @@ func (s *AdminService) authorize(h http.Header, remoteAddr string) *connect.Erro
 	return nil
 }
 
-// interceptor refuses unauthorized RPCs.
+// adminAccess is who may call an admin procedure.
+type adminAccess int
+
+const (
+	accessNone adminAccess = iota
+	// accessAdmin: the admin token or, when none is configured, a loopback client
+	// (authorize). The reading procedures need it too: dead letters carry command
+	// payloads and saga histories carry step outputs and errors, which are operator data.
+	accessAdmin
+)
+
+// adminProcedureAccess is the access policy of every AdminService procedure, in one
+// place. A procedure missing here is refused (PermissionDenied) whatever the token: a
+// new RPC is closed until its policy is written down (TestAdminPolicyCoversEveryRPC).
+func adminProcedureAccess(procedure string) adminAccess {
+	switch procedure {
+	case hodeiv1connect.AdminServiceResumeJobProcedure,
+		hodeiv1connect.AdminServiceListDeadLettersProcedure,
+		hodeiv1connect.AdminServiceRequeueDeadLetterProcedure,
+		hodeiv1connect.AdminServiceListJobSagasProcedure,
+		hodeiv1connect.AdminServiceGetSagaHistoryProcedure:
+		return accessAdmin
+	}
+	return accessNone
+}
+
+// interceptor refuses RPCs the policy (adminProcedureAccess) does not let through.
 func (s *AdminService) interceptor() connect.Interceptor {
 	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			if err := s.authorize(req.Header(), req.Peer().Addr); err != nil {
-				return nil, err
+			switch proc := req.Spec().Procedure; adminProcedureAccess(proc) {
+			case accessAdmin:
+				if err := s.authorize(req.Header(), req.Peer().Addr); err != nil {
+					return nil, err
+				}
+			default:
+				return nil, connect.NewError(connect.CodePermissionDenied,
+					fmt.Errorf("admin API: %s has no access policy", proc))
 			}
 			return next(ctx, req)
 		}
@@ -129,6 +163,7 @@ func (s *AdminService) mount(mux *http.ServeMux, opts []connect.HandlerOption) {
 		connect.WithInterceptors(s.interceptor()))...))
 	mux.HandleFunc("POST /api/v1/admin/jobs/{job_id}/resume", s.rest(s.restResume))
 	mux.HandleFunc("GET /api/v1/admin/jobs/{job_id}/sagas", s.rest(s.restSagas))
+	mux.HandleFunc("GET /api/v1/admin/sagas/{saga_id}", s.rest(s.restSagaHistory))
 	mux.HandleFunc("GET /api/v1/admin/outbox/dead-letters", s.rest(s.restListDead))
 	mux.HandleFunc("POST /api/v1/admin/outbox/{id}/requeue", s.rest(s.restRequeue))
 }

@@ -47,7 +47,7 @@ func newAdminEnv(t *testing.T, run bool, token string) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminAPI, err := api.NewAdminService(e.svc, e.st.Outbox(), api.AdminOptions{Token: token, Errors: server.ErrorCodes()})
+	adminAPI, err := api.NewAdminService(e.svc, e.st.Outbox(), e.engine, api.AdminOptions{Token: token, Errors: server.ErrorCodes()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,7 @@ type env struct {
 	st       *postgres.Store
 	nc       *nats.Conn
 	svc      *jobs.Service
+	engine   *saga.Engine
 	url      string
 	client   *http.Client
 	jobs     hodeiv1connect.JobServiceClient
@@ -209,7 +210,7 @@ func newEnvWith(t *testing.T, run bool, hooks envHooks) *env {
 
 	client := &http.Client{Transport: &http.Transport{Protocols: h2cOnly()}}
 	return &env{
-		st: st, nc: nc, svc: svc, url: hs.URL, client: client, ready: rt, provider: hp,
+		st: st, nc: nc, svc: svc, engine: engine, url: hs.URL, client: client, ready: rt, provider: hp,
 		jobs:    hodeiv1connect.NewJobServiceClient(client, hs.URL),
 		workers: hodeiv1connect.NewWorkerAgentServiceClient(client, hs.URL),
 	}

@@ -69,11 +69,13 @@
 //
 // # Admin API (admin.go)
 //
-// AdminService (ResumeJob, ListDeadLetters, RequeueDeadLetter, ListJobSagas) and the
-// same operations as JSON REST routes, mounted by NewMux when MuxConfig.Admin is set:
+// AdminService (ResumeJob, ListDeadLetters, RequeueDeadLetter, ListJobSagas,
+// GetSagaHistory) and the same operations as JSON REST routes, mounted by NewMux when
+// MuxConfig.Admin is set:
 //
 //	POST /api/v1/admin/jobs/{job_id}/resume   {"resolution": "retry"|"manually_fixed"|"cancelled", "notes": "…"}
 //	GET  /api/v1/admin/jobs/{job_id}/sagas
+//	GET  /api/v1/admin/sagas/{saga_id}?category=C…  (sagas.go: the saga and its history)
 //	GET  /api/v1/admin/outbox/dead-letters?limit=N
 //	POST /api/v1/admin/outbox/{id}/requeue
 //
@@ -81,7 +83,13 @@
 // 400 (bad field, unknown JSON field, named), 401 (token), 403, 404, 409 (job not in
 // MANUAL_INTERVENTION_REQUIRED, row not a dead letter), 413 (body over 64 KiB).
 //
-// Access: with AdminOptions.Token (`hodei server --admin-token`, HODEI_ADMIN_TOKEN)
+// GetSagaHistory reads through a SagaReader (the saga engine): the saga's row and its
+// decoded events, each with its category (saga.CategoryOf) and its data as a JSON
+// object, optionally only some categories. It is how `hodei saga show` works against
+// any server, `hodei dev` included.
+//
+// Access: one policy for every AdminService procedure (adminProcedureAccess; a
+// procedure missing there is refused). With AdminOptions.Token (`hodei server --admin-token`, HODEI_ADMIN_TOKEN)
 // every admin route and RPC needs "Authorization: Bearer <token>" (compared in constant
 // time), else Unauthenticated / 401. Without a token the admin API is served only to
 // clients whose address is loopback (127.0.0.0/8, ::1), others get PermissionDenied /

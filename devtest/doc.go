@@ -1,7 +1,7 @@
 // Package devtest holds the process-level tests of `hodei dev`: they build the hodei
 // binary once (TestMain, into a temporary directory), start `hodei dev` as a real
 // process on a temporary data directory and a free port, and drive it with the real
-// CLI (`hodei job run|submit|get|list|logs --server URL`), as a user would. Nothing
+// CLI (`hodei job run|submit|get|list|logs --server URL`, `hodei saga show`), as a user would. Nothing
 // external is needed: no PostgreSQL, no NATS.
 //
 // How a test starts `hodei dev` (also usable by the e2e scenarios):

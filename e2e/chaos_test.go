@@ -376,10 +376,8 @@ func (s *server) waitChaosJobs(labels map[string]string, n int, timeout time.Dur
 				if i == 5 {
 					break
 				}
-				sagas := "(hodei saga show reads PostgreSQL only)"
-				if s.backend == backendPostgres {
-					sagas = s.hodei("saga", "show", "--database-url", s.dbURL, "--job", j.GetId()).stdout
-				}
+				r := s.hodei("saga", "show", "--job", j.GetId())
+				sagas := r.stdout + r.stderr
 				s.t.Logf("job not ended:\n%s\n%s", s.hodei("job", "get", j.GetId()).stdout, sagas)
 			}
 			s.t.Fatalf("after %s: %d jobs labelled %v, %d not ended, want %d ended; states %v",

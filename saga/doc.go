@@ -148,6 +148,20 @@
 // exactly one replica fires a timer. A timer that fell due while no process ran is due at
 // the first poll after start. Timers of a step that finishes are cancelled with it.
 //
+// # Event categories
+//
+// Every history event type has a category (CategoryOf, Event.Category): lifecycle
+// (the saga started, was asked to cancel, took a snapshot, ended), step, compensation,
+// timer, signal or incident. `hodei saga show` prints it as a column and the admin API
+// (AdminService.GetSagaHistory) filters by it. A new event type must get one: a test
+// enumerates the package's Event… constants.
+//
+// # Testing sagas
+//
+// Package saga/sagatest runs a definition on a real store (SQLite in a temporary
+// directory) with a ManualClock, one recorded move at a time, with injected step
+// failures, signals and timers, and asserts the history; see its example.
+//
 // # Incidents
 //
 // Engine.RecordIncident appends "incident.recorded" (a kind and a detail) for things an

@@ -96,56 +96,6 @@ func TestStartTwiceIsNoOp(t *testing.T) {
 	}
 }
 
-func TestTransientFailureThenSuccess(t *testing.T) {
-	e := newEnv(t)
-	fails := 2
-	must(t, e.reg.Register(Definition{Name: "flaky", Version: 1, Steps: []Step{
-		e.effectStep("a", func(sc *StepContext) error {
-			if sc.Attempt() <= fails {
-				return command.Transient(errBoom) // after the effect: the effect must roll back
-			}
-			return nil
-		}),
-	}}))
-	eng := e.engine("r1", nil)
-	id := IDFor("flaky", "1")
-	_, _, err := eng.Start(e.ctx(), "flaky", id, nil)
-	must(t, err)
-	e.drain(eng)
-	r, _ := e.st.Sagas().Get(e.ctx(), id)
-	// Backoff after the first failure: Initial (1s), jitter centred by Rand=0.5.
-	if r.State != string(StateRunning) || !r.RunnableAt.Equal(t0.Add(time.Second)) || r.ClaimedBy != "" {
-		t.Fatalf("after first failure: %+v, want RUNNING, runnable at t0+1s, unclaimed", r)
-	}
-	e.drain(eng) // not due yet: nothing happens
-	if e.callsOf("a") != 1 {
-		t.Fatalf("step ran %d times before its backoff ended", e.callsOf("a"))
-	}
-	e.clock.Advance(time.Second)
-	e.drain(eng)
-	r, _ = e.st.Sagas().Get(e.ctx(), id)
-	if !r.RunnableAt.Equal(t0.Add(3 * time.Second)) { // second delay 2s
-		t.Fatalf("after second failure runnable at %s, want t0+3s", r.RunnableAt)
-	}
-	e.clock.Advance(2 * time.Second)
-	e.drain(eng)
-	if got := e.state(eng, id); got.State != StateCompleted {
-		t.Fatalf("state %s, want COMPLETED", got.State)
-	}
-	if n := e.effects(id, "a"); n != 1 || e.callsOf("a") != 3 {
-		t.Fatalf("%d effects over %d runs, want 1 over 3", n, e.callsOf("a"))
-	}
-	want := []string{"saga.started:", "step.scheduled:a", "step.failed:a", "step.scheduled:a", "step.failed:a",
-		"step.scheduled:a", "step.completed:a", "saga.completed:"}
-	h := e.history(eng, id)
-	if got := kinds(h); !slices.Equal(got, want) {
-		t.Fatalf("history\n got %v\nwant %v", got, want)
-	}
-	if h[5].Attempt != 3 || h[6].Attempt != 3 || h[2].Data.Final {
-		t.Fatalf("attempts/final flags wrong: %+v %+v %+v", h[2], h[5], h[6])
-	}
-}
-
 func TestPermanentFailureCompensatesInReverse(t *testing.T) {
 	e := newEnv(t)
 	noComp := e.effectStep("b", nil)

@@ -34,6 +34,57 @@ const (
 	EventIncidentRecorded = "incident.recorded"
 )
 
+// EventCategory groups history event types so that a reader (an operator, `hodei saga
+// show`, the admin API's filter) can pick out what it looks for.
+type EventCategory string
+
+// Event categories.
+const (
+	// CategoryLifecycle: the saga as a whole: started, cancel requested, snapshot taken,
+	// and its end (completed, failed, compensated, compensation failed, cancelled).
+	CategoryLifecycle EventCategory = "lifecycle"
+	// CategoryStep: a forward step scheduled, completed, failed or waiting.
+	CategoryStep EventCategory = "step"
+	// CategoryCompensation: a compensation started, completed or failed.
+	CategoryCompensation EventCategory = "compensation"
+	// CategoryTimer: a durable timer created, fired or cancelled.
+	CategoryTimer EventCategory = "timer"
+	// CategorySignal: a signal received.
+	CategorySignal EventCategory = "signal"
+	// CategoryIncident: an observation recorded by Engine.RecordIncident.
+	CategoryIncident EventCategory = "incident"
+)
+
+// Categories lists every EventCategory.
+func Categories() []EventCategory {
+	return []EventCategory{CategoryLifecycle, CategoryStep, CategoryCompensation, CategoryTimer,
+		CategorySignal, CategoryIncident}
+}
+
+// CategoryOf returns the category of a history event type, or "" for a type this
+// version of the engine does not know.
+func CategoryOf(eventType string) EventCategory {
+	switch eventType {
+	case EventStarted, EventCancelRequested, EventSnapshotTaken, EventCompleted, EventFailed,
+		EventCompensated, EventCompensationGaveUp, EventCancelled:
+		return CategoryLifecycle
+	case EventStepScheduled, EventStepCompleted, EventStepFailed, EventStepWaiting:
+		return CategoryStep
+	case EventCompensationStarted, EventCompensationCompleted, EventCompensationFailed:
+		return CategoryCompensation
+	case EventTimerCreated, EventTimerFired, EventTimerCancelled:
+		return CategoryTimer
+	case EventSignalReceived:
+		return CategorySignal
+	case EventIncidentRecorded:
+		return CategoryIncident
+	}
+	return ""
+}
+
+// Category is CategoryOf(e.Type).
+func (e *Event) Category() EventCategory { return CategoryOf(e.Type) }
+
 // Event is a decoded history event.
 type Event struct {
 	Seq          int64

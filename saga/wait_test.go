@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -136,51 +135,6 @@ func TestTimerWakesParkedSaga(t *testing.T) {
 	want := []string{"timer.created:nap", "step.waiting:nap", "timer.fired:", "step.completed:nap"}
 	if got := kinds(e.history(eng, id), EventTimerCreated, EventStepWaiting, EventTimerFired, EventStepCompleted)[:4]; !slices.Equal(got, want) {
 		t.Fatalf("history %v, want %v", got, want)
-	}
-}
-
-func TestSignalTimeoutCancelsOrFiresTimer(t *testing.T) {
-	e := newEnv(t)
-	must(t, e.reg.Register(Definition{Name: "await", Version: 1, Steps: []Step{{Name: "result",
-		Do: func(ctx context.Context, sc *StepContext) (any, error) {
-			p, err := sc.AwaitSignalTimeout("done", time.Minute)
-			if errors.Is(err, ErrSignalTimeout) {
-				return "timed out", nil
-			}
-			return p, err
-		}}}}))
-	eng := e.engine("r1", nil)
-	// Signal first: the timer is cancelled.
-	id1 := IDFor("await", "1")
-	id2 := IDFor("await", "2")
-	for _, id := range []string{id1, id2} {
-		_, _, err := eng.Start(e.ctx(), "await", id, nil)
-		must(t, err)
-	}
-	e.drain(eng)
-	must(t, eng.Signal(e.ctx(), id1, "done", "ok"))
-	e.drain(eng)
-	ts, _ := e.st.Sagas().Timers(e.ctx(), id1)
-	if len(ts) != 1 || ts[0].Status != store.TimerCancelled {
-		t.Fatalf("timer of the signalled saga %+v, want CANCELLED", ts)
-	}
-	if n := len(kinds(e.history(eng, id1), EventTimerCancelled)); n != 1 {
-		t.Fatalf("%d timer.cancelled events, want 1", n)
-	}
-	// No signal: the timer fires and the step sees the timeout.
-	e.clock.Advance(time.Minute)
-	n, err := eng.FireDueTimers(e.ctx())
-	must(t, err)
-	e.drain(eng)
-	h := e.history(eng, id2)
-	var out string
-	for _, ev := range h {
-		if ev.Type == EventStepCompleted {
-			_ = json.Unmarshal(ev.Data.Output, &out)
-		}
-	}
-	if n != 1 || out != "timed out" || e.state(eng, id2).State != StateCompleted {
-		t.Fatalf("fired %d, output %q, state %s", n, out, e.state(eng, id2).State)
 	}
 }
 

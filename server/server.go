@@ -192,7 +192,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	adminAPI, err := api.NewAdminService(svc, st.Outbox(), api.AdminOptions{Token: cfg.AdminToken, Errors: errorCodes, Logger: logger})
+	adminAPI, err := api.NewAdminService(svc, st.Outbox(), engine, api.AdminOptions{Token: cfg.AdminToken, Errors: errorCodes, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}

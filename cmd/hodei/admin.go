@@ -8,16 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-jobs/hodei/jobs"
-	"github.com/hodei-jobs/hodei/store"
-	"github.com/hodei-jobs/hodei/store/postgres"
 )
 
 // envAdminToken is the admin API's bearer token, for `hodei server`/`hodei dev` (the
@@ -238,78 +234,4 @@ func writeJobSagas(w io.Writer, sagas []*hodeiv1.SagaSummary) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.GetId(), s.GetType(), s.GetState(), step, shorten(oneLine(s.GetError()), 80))
 	}
 	tw.Flush()
-}
-
-// jobSagaIDs returns the ids of the sagas that exist for jobID in the database, oldest
-// first: the execution saga(s) and the provisioning saga of each attempt.
-func jobSagaIDs(ctx context.Context, dbURL, jobID string) ([]string, error) {
-	st, err := postgres.Open(ctx, dbURL, postgres.WithMaxConns(2))
-	if err != nil {
-		return nil, fmt.Errorf("open database: %w (check --database-url and that PostgreSQL is up)", err)
-	}
-	defer st.Close()
-	j, err := st.Jobs().Get(ctx, jobID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("no job with id %q in this database: check the id (and --database-url)", jobID)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read job %s: %w", jobID, err)
-	}
-	cands := jobs.JobSagaIDs(jobID, j.Attempt)
-	type found struct {
-		id string
-		at time.Time
-	}
-	var ids []found
-	for _, id := range cands {
-		rec, err := st.Sagas().Get(ctx, id)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read saga %s: %w", id, err)
-		}
-		ids = append(ids, found{id, rec.CreatedAt})
-	}
-	out := make([]string, 0, len(ids))
-	for i := range ids { // insertion sort by creation: a handful of sagas
-		for k := i; k > 0 && ids[k].at.Before(ids[k-1].at); k-- {
-			ids[k], ids[k-1] = ids[k-1], ids[k]
-		}
-	}
-	for _, f := range ids {
-		out = append(out, f.id)
-	}
-	return out, nil
-}
-
-// showJobSagas prints every saga of jobID with its history (`hodei saga show --job`).
-func showJobSagas(ctx context.Context, w io.Writer, dbURL, jobID string, asJSON bool) error {
-	ids, err := jobSagaIDs(ctx, dbURL, jobID)
-	if err != nil {
-		return err
-	}
-	if len(ids) == 0 {
-		return fmt.Errorf("job %s has no sagas in this database", jobID)
-	}
-	views := make([]*sagaView, 0, len(ids))
-	for _, id := range ids {
-		v, err := loadSagaView(ctx, dbURL, id)
-		if err != nil {
-			return err
-		}
-		views = append(views, v)
-	}
-	if asJSON {
-		return writeJSON(w, views)
-	}
-	for i, v := range views {
-		if i > 0 {
-			fmt.Fprintln(w)
-		}
-		if err := printSagaView(w, v); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -18,18 +18,17 @@ import (
 	"github.com/hodei-jobs/hodei/store/postgres"
 )
 
-// TestAdminCLI runs `hodei server --admin-token` and drives `hodei admin` against it:
-// token refused/accepted, dead letters listed and requeued, a job resumed.
-func TestAdminCLI(t *testing.T) {
-	const tok = "cli-admin-token"
-	dbURL := pgtest.NewDatabase(t)
+// startServer runs `hodei server` in this process on dbURL (an ephemeral port, embedded
+// NATS, extra flags appended), stops it when the test ends and returns its URL.
+func startServer(t *testing.T, dbURL string, extra ...string) string {
+	t.Helper()
 	t.Setenv("HODEI_ADMIN_TOKEN", "")
 	root := newRootCmd()
 	out, logs := &lockedBuffer{}, &lockedBuffer{}
 	root.SetOut(out)
 	root.SetErr(logs)
-	root.SetArgs([]string{"server", "--database-url", dbURL, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
-		"--nats-url", "", "--admin-token", tok})
+	root.SetArgs(append([]string{"server", "--database-url", dbURL, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--nats-url", ""}, extra...))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
@@ -42,11 +41,9 @@ func TestAdminCLI(t *testing.T) {
 		}
 	})
 	line := regexp.MustCompile(`hodei server listening on (http://127\.0\.0\.1:\d+)`)
-	var url string
-	for deadline := time.Now().Add(60 * time.Second); url == ""; {
+	for deadline := time.Now().Add(60 * time.Second); ; {
 		if m := line.FindStringSubmatch(out.String()); m != nil {
-			url = m[1]
-			break
+			return m[1]
 		}
 		select {
 		case err := <-done:
@@ -57,6 +54,14 @@ func TestAdminCLI(t *testing.T) {
 			t.Fatalf("no listening line\n%s", logs)
 		}
 	}
+}
+
+// TestAdminCLI runs `hodei server --admin-token` and drives `hodei admin` against it:
+// token refused/accepted, dead letters listed and requeued, a job resumed.
+func TestAdminCLI(t *testing.T) {
+	const tok = "cli-admin-token"
+	dbURL := pgtest.NewDatabase(t)
+	url := startServer(t, dbURL, "--admin-token", tok)
 
 	st, err := postgres.Open(t.Context(), dbURL)
 	if err != nil {
@@ -108,7 +113,7 @@ func TestAdminCLI(t *testing.T) {
 	if err != nil || !strings.Contains(o, "FAILED") || !strings.Contains(o, "attempt") {
 		t.Fatalf("job get: %v\n%s", err, o)
 	}
-	if _, err := runHodei(t, "saga", "show", "--job", j.ID, "--database-url", dbURL); err == nil ||
+	if _, err := runHodei(t, "saga", "show", "--job", j.ID, "--server", url, "--admin-token", tok); err == nil ||
 		!strings.Contains(err.Error(), "no sagas") {
 		t.Fatalf("saga show --job of a job without sagas: %v", err)
 	}
@@ -137,12 +142,15 @@ func TestAdminCLI(t *testing.T) {
 	if _, _, err := eng.Start(t.Context(), jobs.SagaTimeout, jobs.TimeoutSagaID(j2.ID), map[string]string{"job_id": j2.ID}); err != nil {
 		t.Fatal(err)
 	}
-	o, err = runHodei(t, "saga", "show", "--job", j2.ID, "--database-url", dbURL)
+	if _, err := runHodei(t, "saga", "show", "--job", j2.ID, "--server", url); err == nil || !strings.Contains(err.Error(), "admin token") {
+		t.Fatalf("saga show --job without the admin token: %v", err)
+	}
+	o, err = runHodei(t, "saga", "show", "--job", j2.ID, "--server", url, "--admin-token", tok)
 	if err != nil || !strings.Contains(o, "Saga:") || !strings.Contains(o, jobs.ExecutionSagaID(j2.ID)) || !strings.Contains(o, "execution v2") ||
 		!strings.Contains(o, jobs.TimeoutSagaID(j2.ID)) || !strings.Contains(o, "timeout v2") {
 		t.Fatalf("saga show --job: %v\n%s", err, o)
 	}
-	if _, err := runHodei(t, "saga", "show", "--database-url", dbURL); err == nil || !strings.Contains(err.Error(), "--job") {
+	if _, err := runHodei(t, "saga", "show", "--server", url); err == nil || !strings.Contains(err.Error(), "--job") {
 		t.Fatalf("saga show without an id: %v", err)
 	}
 }

@@ -13,13 +13,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
-	"github.com/hodei-jobs/hodei/command"
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-jobs/hodei/internal/bench"
-	"github.com/hodei-jobs/hodei/saga"
-	"github.com/hodei-jobs/hodei/store"
-	"github.com/hodei-jobs/hodei/store/postgres"
 )
 
 // maxPayloadText is the width of the payload column of `hodei saga show`.
@@ -52,138 +51,133 @@ type sagaView struct {
 }
 
 type sagaEventView struct {
-	Seq     int64           `json:"seq"`
-	Time    time.Time       `json:"time"`
-	Type    string          `json:"type"`
-	Step    string          `json:"step,omitempty"`
-	Attempt int             `json:"attempt,omitempty"`
-	Codec   string          `json:"codec"`
-	Payload json.RawMessage `json:"payload"`
+	Seq      int64           `json:"seq"`
+	Time     time.Time       `json:"time"`
+	Type     string          `json:"type"`
+	Category string          `json:"category"`
+	Step     string          `json:"step,omitempty"`
+	Attempt  int             `json:"attempt,omitempty"`
+	Codec    string          `json:"codec"`
+	Payload  json.RawMessage `json:"payload"`
 }
 
 func newSagaShowCmd() *cobra.Command {
-	var dbURL, output, jobID string
+	var (
+		f             adminFlags
+		output, jobID string
+		categories    []string
+	)
 	cmd := &cobra.Command{
 		Use:   "show SAGA_ID | --job JOB_ID",
 		Short: "Print a saga's state and its event history",
 		Long: "Print a saga's row (type, version, state, current step) and its history " +
-			"(seq, time, event type, step, short payload). -o json prints one JSON object " +
-			"with the full payloads. --job prints every saga of a job (execution and " +
-			"provisioning sagas, recovery, timeout and cancellation sagas, oldest first; -o json: an array).",
+			"(seq, time, category, event type, step, short payload), read from the server's " +
+			"admin API (AdminService.GetSagaHistory), so it works against `hodei dev` as well " +
+			"as `hodei server`. -o json prints one JSON object with the full payloads. --job " +
+			"prints every saga of a job (execution and provisioning sagas, recovery, timeout " +
+			"and cancellation sagas, oldest first; -o json: an array). --category keeps only " +
+			"events of those categories: lifecycle, step, compensation, timer, signal, incident.",
+		Example: `  hodei saga show 5f0c…
+  hodei saga show --job 0193… --category step,compensation
+  HODEI_SERVER=http://10.0.0.5:7070 HODEI_ADMIN_TOKEN=… hodei saga show --job 0193… -o json`,
 		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			if err := requireFlags(cmd, "database-url"); err != nil {
-				return err
-			}
 			if (jobID == "") == (len(args) == 0) {
 				return errors.New("give either SAGA_ID or --job JOB_ID")
 			}
-			if jobID != "" {
-				return showJobSagas(cmd.Context(), cmd.OutOrStdout(), dbURL, jobID, output == outputJSON) // admin.go
+			ac, c, err := f.client()
+			if err != nil {
+				return err
 			}
-			v, err := loadSagaView(cmd.Context(), dbURL, args[0])
+			ctx, out := cmd.Context(), cmd.OutOrStdout()
+			if jobID != "" {
+				return showJobSagas(ctx, out, ac, c, jobID, categories, output == outputJSON)
+			}
+			v, err := loadSagaView(ctx, ac, c, args[0], categories)
 			if err != nil {
 				return err
 			}
 			if output == outputJSON {
-				return writeJSON(cmd.OutOrStdout(), v)
+				return writeJSON(out, v)
 			}
-			return printSagaView(cmd.OutOrStdout(), v)
+			return printSagaView(out, v)
 		},
 	}
-	databaseURLFlag(cmd, &dbURL)
+	f.define(cmd)
 	outputFlag(cmd, &output)
 	cmd.Flags().StringVar(&jobID, "job", "", "show every saga of this job instead of one saga")
+	cmd.Flags().StringSliceVar(&categories, "category", nil,
+		"only events of these categories (comma-separated or repeated): lifecycle, step, compensation, timer, signal, incident")
 	return cmd
 }
 
-func loadSagaView(ctx context.Context, dbURL, id string) (*sagaView, error) {
-	st, err := postgres.Open(ctx, dbURL, postgres.WithMaxConns(2))
+// loadSagaView reads saga id and its history (only the given categories, if any) from
+// the admin API.
+func loadSagaView(ctx context.Context, ac hodeiv1connect.AdminServiceClient, c *apiClient, id string, categories []string) (*sagaView, error) {
+	res, err := ac.GetSagaHistory(ctx, connect.NewRequest(&hodeiv1.GetSagaHistoryRequest{SagaId: id, Categories: categories}))
 	if err != nil {
-		return nil, fmt.Errorf("open database: %w (check --database-url and that PostgreSQL is up)", err)
+		return nil, explainAdmin(c, err)
 	}
-	defer st.Close()
-	// A read-only engine: no steps are registered and nothing is dispatched; it is used
-	// for its codecs, which decode every event whatever codec wrote it.
-	eng, err := saga.New(st, saga.NewRegistry(), command.NewBus(), saga.Config{RunnerID: "hodei-saga-show"})
-	if err != nil {
-		return nil, err
-	}
-	info, err := eng.Get(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("no saga with id %q in this database: check the id (and --database-url)", id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read saga %s: %w (has the database been migrated? run `hodei migrate`)", id, err)
-	}
-	hist, err := eng.History(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("read history of saga %s: %w", id, err)
-	}
-	v := &sagaView{ID: info.ID, Type: info.Type, Version: info.Version, State: string(info.State),
-		CurrentStep: info.CurrentStep, LastSeq: info.LastSeq, Error: info.Error,
-		CreatedAt: info.CreatedAt.UTC(), UpdatedAt: info.UpdatedAt.UTC(), Events: []sagaEventView{}}
-	if !info.RunnableAt.IsZero() {
-		t := info.RunnableAt.UTC()
+	return sagaViewOf(res.Msg)
+}
+
+// sagaViewOf converts the API's answer into what the command prints.
+func sagaViewOf(m *hodeiv1.GetSagaHistoryResponse) (*sagaView, error) {
+	s := m.GetSaga()
+	v := &sagaView{ID: s.GetId(), Type: s.GetType(), Version: int(m.GetVersion()), State: s.GetState(),
+		CurrentStep: int(s.GetCurrentStep()), CurrentStepName: s.GetCurrentStepName(), LastSeq: m.GetLastSeq(),
+		Error: s.GetError(), CreatedAt: s.GetCreatedAt().AsTime(), UpdatedAt: s.GetUpdatedAt().AsTime(),
+		Events: make([]sagaEventView, 0, len(m.GetEvents()))}
+	if m.GetRunnableAt() != nil {
+		t := m.GetRunnableAt().AsTime()
 		v.RunnableAt = &t
 	}
-	for _, ev := range hist {
-		p, err := payloadJSON(&ev.Data)
-		if err != nil {
-			return nil, fmt.Errorf("saga %s event %d: %w", id, ev.Seq, err)
+	for _, ev := range m.GetEvents() {
+		p := json.RawMessage(ev.GetPayload())
+		if len(p) == 0 {
+			p = json.RawMessage("{}")
 		}
-		v.Events = append(v.Events, sagaEventView{Seq: ev.Seq, Time: ev.Time.UTC(), Type: ev.Type,
-			Step: ev.Step, Attempt: ev.Attempt, Codec: ev.Codec, Payload: p})
-		if ev.Type == saga.EventStepScheduled && ev.Data.Index == info.CurrentStep {
-			v.CurrentStepName = ev.Step
+		if !json.Valid(p) {
+			return nil, fmt.Errorf("saga %s event %d: the server sent a payload that is not JSON", v.ID, ev.GetSeq())
 		}
+		v.Events = append(v.Events, sagaEventView{Seq: ev.GetSeq(), Time: ev.GetTime().AsTime(), Type: ev.GetType(),
+			Category: ev.GetCategory(), Step: ev.GetStep(), Attempt: int(ev.GetAttempt()), Codec: ev.GetCodec(), Payload: p})
 	}
 	return v, nil
 }
 
-// payloadJSON renders decoded event data as JSON, with the step output (or signal
-// payload) inline when it is JSON.
-func payloadJSON(d *saga.EventData) (json.RawMessage, error) {
-	m := map[string]any{}
-	if len(d.Output) > 0 {
-		if json.Valid(d.Output) {
-			m["output"] = json.RawMessage(d.Output)
-		} else {
-			m["output"] = d.Output // base64
+// showJobSagas prints every saga of jobID with its history (`hodei saga show --job`).
+func showJobSagas(ctx context.Context, w io.Writer, ac hodeiv1connect.AdminServiceClient, c *apiClient, jobID string, categories []string, asJSON bool) error {
+	res, err := ac.ListJobSagas(ctx, connect.NewRequest(&hodeiv1.ListJobSagasRequest{JobId: jobID}))
+	if err != nil {
+		return explainAdmin(c, err)
+	}
+	if len(res.Msg.GetSagas()) == 0 {
+		return fmt.Errorf("job %s has no sagas yet", jobID)
+	}
+	views := make([]*sagaView, 0, len(res.Msg.GetSagas()))
+	for _, s := range res.Msg.GetSagas() {
+		v, err := loadSagaView(ctx, ac, c, s.GetId(), categories)
+		if err != nil {
+			return err
+		}
+		views = append(views, v)
+	}
+	if asJSON {
+		return writeJSON(w, views)
+	}
+	for i, v := range views {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		if err := printSagaView(w, v); err != nil {
+			return err
 		}
 	}
-	if d.Error != "" {
-		m["error"] = d.Error
-	}
-	if d.Final {
-		m["final"] = true
-	}
-	if d.Name != "" {
-		m["name"] = d.Name
-	}
-	if d.TimerID != "" {
-		m["timer_id"] = d.TimerID
-	}
-	if !d.FireAt.IsZero() {
-		m["fire_at"] = d.FireAt.UTC()
-	}
-	if !d.NotBefore.IsZero() {
-		m["not_before"] = d.NotBefore.UTC()
-	}
-	if d.Seq != 0 {
-		m["seq"] = d.Seq
-	}
-	if d.Index != 0 {
-		m["index"] = d.Index
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("encode payload: %w", err)
-	}
-	return b, nil
+	return nil
 }
 
 // shorten cuts s to at most n runes, marking the cut with "…".
@@ -215,15 +209,15 @@ func printSagaView(w io.Writer, v *sagaView) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tSTEP\tPAYLOAD")
+	fmt.Fprintln(tw, "SEQ\tTIME\tCATEGORY\tEVENT\tSTEP\tPAYLOAD")
 	for _, ev := range v.Events {
 		p := string(ev.Payload)
 		if p == "{}" {
 			p = ""
 		}
 		p = strings.NewReplacer("\n", " ", "\t", " ").Replace(p)
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Format("2006-01-02T15:04:05.000Z07:00"),
-			ev.Type, ev.Step, shorten(p, maxPayloadText))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Format("2006-01-02T15:04:05.000Z07:00"),
+			ev.Category, ev.Type, ev.Step, shorten(p, maxPayloadText))
 	}
 	return tw.Flush()
 }

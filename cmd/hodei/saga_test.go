@@ -64,25 +64,33 @@ func runTestSaga(t *testing.T) (string, string) {
 }
 
 func TestSagaShow(t *testing.T) {
-	url, id := runTestSaga(t)
+	dbURL, id := runTestSaga(t)
+	url := startServer(t, dbURL) // no admin token: loopback clients only
 
-	out, err := runHodei(t, "saga", "show", id, "--database-url", url)
+	out, err := runHodei(t, "saga", "show", id, "--server", url)
 	if err != nil {
 		t.Fatalf("saga show: %v\n%s", err, out)
 	}
-	for _, want := range []string{id, "show v2", "COMPLETED", "SEQ", "saga.started", "step.scheduled",
+	for _, want := range []string{id, "show v2", "COMPLETED", "SEQ", "CATEGORY", "saga.started", "step.scheduled",
 		"step.completed", "saga.completed", "first", "second"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
 	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, "step.completed") && !strings.Contains(line, "…") {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.Contains(f[3], ".") {
+			continue // not an event line
+		}
+		if want := string(saga.CategoryOf(f[3])); f[2] != want {
+			t.Errorf("event line %q: category column %q, want %q", line, f[2], want)
+		}
+		if f[3] == saga.EventStepCompleted && !strings.Contains(line, "…") {
 			t.Errorf("long payload not shortened: %q", line)
 		}
 	}
 
-	out, err = runHodei(t, "saga", "show", id, "--database-url", url, "-o", "json")
+	out, err = runHodei(t, "saga", "show", id, "--server", url, "-o", "json")
 	if err != nil {
 		t.Fatalf("saga show -o json: %v\n%s", err, out)
 	}
@@ -94,7 +102,7 @@ func TestSagaShow(t *testing.T) {
 		t.Fatalf("json view = %+v", v)
 	}
 	last := v.Events[len(v.Events)-1]
-	if last.Type != saga.EventCompleted || last.Seq != v.LastSeq {
+	if last.Type != saga.EventCompleted || last.Seq != v.LastSeq || last.Category != "lifecycle" {
 		t.Fatalf("last event = %+v, last seq %d", last, v.LastSeq)
 	}
 	var sawOutput bool
@@ -112,20 +120,55 @@ func TestSagaShow(t *testing.T) {
 	if !sawOutput {
 		t.Fatal("no step.completed event in JSON")
 	}
+
+	// --category keeps only those events (comma-separated or repeated).
+	for _, args := range [][]string{{"--category", "lifecycle"}, {"--category", "lifecycle,signal"},
+		{"--category", "lifecycle", "--category", "timer"}} {
+		out, err = runHodei(t, append([]string{"saga", "show", id, "--server", url, "-o", "json"}, args...)...)
+		if err != nil {
+			t.Fatalf("saga show %v: %v\n%s", args, err, out)
+		}
+		var f sagaView
+		if err := json.Unmarshal([]byte(out), &f); err != nil {
+			t.Fatal(err)
+		}
+		if len(f.Events) != 2 || f.Events[0].Type != saga.EventStarted || f.Events[1].Type != saga.EventCompleted {
+			t.Fatalf("saga show %v: events %+v, want saga.started and saga.completed", args, f.Events)
+		}
+	}
 }
 
 func TestSagaShowErrors(t *testing.T) {
-	url, _ := runTestSaga(t)
-	_, err := runHodei(t, "saga", "show", "no-such-saga", "--database-url", url)
-	if err == nil || !strings.Contains(err.Error(), "no saga with id") || !strings.Contains(err.Error(), "check the id") {
-		t.Fatalf("unknown id: err = %v", err)
+	dbURL, id := runTestSaga(t)
+	url := startServer(t, dbURL)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"no-such-saga"}, `not found: saga_id: no saga "no-such-saga"`},
+		{[]string{strings.Repeat("x", 300)}, "saga_id: is 300 bytes"},
+		{[]string{id, "--category", "steps"}, `categories[0]: "steps" is not one of lifecycle, step`},
+		{[]string{"--job", "no-such-job"}, "not found"},
+		{[]string{}, "give either SAGA_ID or --job JOB_ID"},
+		{[]string{id, "--job", "j"}, "give either SAGA_ID or --job JOB_ID"},
+		{[]string{id, "-o", "yaml"}, "--output"},
+	} {
+		_, err := runHodei(t, append([]string{"saga", "show", "--server", url}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("saga show %.60v: error %v, want it to contain %q", tc.args, err, tc.want)
+		}
 	}
-	t.Setenv("HODEI_DATABASE_URL", "")
-	if _, err := runHodei(t, "saga", "show", "x"); err == nil || !strings.Contains(err.Error(), "HODEI_DATABASE_URL") {
-		t.Fatalf("missing url: err = %v", err)
+	// No server there: the hint names --server and HODEI_SERVER.
+	srv := closedServerURL(t)
+	_, err := runHodei(t, "saga", "show", id, "--server", srv)
+	if want := "cannot reach the Hodei server at " + srv; err == nil || !strings.Contains(err.Error(), want) ||
+		!strings.Contains(err.Error(), envServer) {
+		t.Fatalf("unreachable server: %v", err)
 	}
-	if _, err := runHodei(t, "saga", "show", "--database-url", url); err == nil {
-		t.Fatal("missing SAGA_ID accepted")
+	// HODEI_SERVER is the default of --server.
+	t.Setenv(envServer, url)
+	if out, err := runHodei(t, "saga", "show", id); err != nil || !strings.Contains(out, id) {
+		t.Fatalf("saga show with %s: %v\n%s", envServer, err, out)
 	}
 }
 

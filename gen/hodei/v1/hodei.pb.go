@@ -2549,6 +2549,247 @@ func (x *ListJobSagasResponse) GetSagas() []*SagaSummary {
 	return nil
 }
 
+// SagaEvent is one event of a saga's history, decoded.
+type SagaEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   int64                  `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// The event type, e.g. "step.completed".
+	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	// lifecycle, step, compensation, timer, signal or incident; empty for a type the
+	// server does not know.
+	Category string `protobuf:"bytes,4,opt,name=category,proto3" json:"category,omitempty"`
+	Step     string `protobuf:"bytes,5,opt,name=step,proto3" json:"step,omitempty"`
+	Attempt  int32  `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The codec the event was stored with ("json", "proto").
+	Codec string `protobuf:"bytes,7,opt,name=codec,proto3" json:"codec,omitempty"`
+	// The event's data as a JSON object (keys: output, error, final, name, timer_id,
+	// fire_at, not_before, seq, index; only those set), the step output or signal payload
+	// inline when it is JSON. "{}" when the event carries none.
+	Payload       string `protobuf:"bytes,8,opt,name=payload,proto3" json:"payload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SagaEvent) Reset() {
+	*x = SagaEvent{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SagaEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SagaEvent) ProtoMessage() {}
+
+func (x *SagaEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SagaEvent.ProtoReflect.Descriptor instead.
+func (*SagaEvent) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SagaEvent) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SagaEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *SagaEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *SagaEvent) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *SagaEvent) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *SagaEvent) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *SagaEvent) GetCodec() string {
+	if x != nil {
+		return x.Codec
+	}
+	return ""
+}
+
+func (x *SagaEvent) GetPayload() string {
+	if x != nil {
+		return x.Payload
+	}
+	return ""
+}
+
+type GetSagaHistoryRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	SagaId string                 `protobuf:"bytes,1,opt,name=saga_id,json=sagaId,proto3" json:"saga_id,omitempty"`
+	// Only events of these categories (see SagaEvent.category); empty: all.
+	Categories    []string `protobuf:"bytes,2,rep,name=categories,proto3" json:"categories,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSagaHistoryRequest) Reset() {
+	*x = GetSagaHistoryRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSagaHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSagaHistoryRequest) ProtoMessage() {}
+
+func (x *GetSagaHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSagaHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetSagaHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GetSagaHistoryRequest) GetSagaId() string {
+	if x != nil {
+		return x.SagaId
+	}
+	return ""
+}
+
+func (x *GetSagaHistoryRequest) GetCategories() []string {
+	if x != nil {
+		return x.Categories
+	}
+	return nil
+}
+
+type GetSagaHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Saga  *SagaSummary           `protobuf:"bytes,1,opt,name=saga,proto3" json:"saga,omitempty"`
+	// The saga definition's version the saga runs on.
+	Version int32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Seq of the last event in the history (also when categories filtered it out).
+	LastSeq int64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// When the saga is next due to run; unset while it waits or after it ended.
+	RunnableAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=runnable_at,json=runnableAt,proto3" json:"runnable_at,omitempty"`
+	// Oldest first.
+	Events        []*SagaEvent `protobuf:"bytes,5,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSagaHistoryResponse) Reset() {
+	*x = GetSagaHistoryResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSagaHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSagaHistoryResponse) ProtoMessage() {}
+
+func (x *GetSagaHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSagaHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetSagaHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *GetSagaHistoryResponse) GetSaga() *SagaSummary {
+	if x != nil {
+		return x.Saga
+	}
+	return nil
+}
+
+func (x *GetSagaHistoryResponse) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *GetSagaHistoryResponse) GetLastSeq() int64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *GetSagaHistoryResponse) GetRunnableAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunnableAt
+	}
+	return nil
+}
+
+func (x *GetSagaHistoryResponse) GetEvents() []*SagaEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 var File_hodei_v1_hodei_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_hodei_proto_rawDesc = "" +
@@ -2745,7 +2986,28 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x13ListJobSagasRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"C\n" +
 	"\x14ListJobSagasResponse\x12+\n" +
-	"\x05sagas\x18\x01 \x03(\v2\x15.hodei.v1.SagaSummaryR\x05sagas*\xae\x02\n" +
+	"\x05sagas\x18\x01 \x03(\v2\x15.hodei.v1.SagaSummaryR\x05sagas\"\xdb\x01\n" +
+	"\tSagaEvent\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x1a\n" +
+	"\bcategory\x18\x04 \x01(\tR\bcategory\x12\x12\n" +
+	"\x04step\x18\x05 \x01(\tR\x04step\x12\x18\n" +
+	"\aattempt\x18\x06 \x01(\x05R\aattempt\x12\x14\n" +
+	"\x05codec\x18\a \x01(\tR\x05codec\x12\x18\n" +
+	"\apayload\x18\b \x01(\tR\apayload\"P\n" +
+	"\x15GetSagaHistoryRequest\x12\x17\n" +
+	"\asaga_id\x18\x01 \x01(\tR\x06sagaId\x12\x1e\n" +
+	"\n" +
+	"categories\x18\x02 \x03(\tR\n" +
+	"categories\"\xe2\x01\n" +
+	"\x16GetSagaHistoryResponse\x12)\n" +
+	"\x04saga\x18\x01 \x01(\v2\x15.hodei.v1.SagaSummaryR\x04saga\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x05R\aversion\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x03R\alastSeq\x12;\n" +
+	"\vrunnable_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"runnableAt\x12+\n" +
+	"\x06events\x18\x05 \x03(\v2\x13.hodei.v1.SagaEventR\x06events*\xae\x02\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -2774,12 +3036,13 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"StreamLogs\x12\x1b.hodei.v1.StreamLogsRequest\x1a\x1c.hodei.v1.StreamLogsResponse0\x012\x98\x01\n" +
 	"\x12WorkerAgentService\x12A\n" +
 	"\bRegister\x12\x19.hodei.v1.RegisterRequest\x1a\x1a.hodei.v1.RegisterResponse\x12?\n" +
-	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xd9\x02\n" +
+	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xae\x03\n" +
 	"\fAdminService\x12D\n" +
 	"\tResumeJob\x12\x1a.hodei.v1.ResumeJobRequest\x1a\x1b.hodei.v1.ResumeJobResponse\x12V\n" +
 	"\x0fListDeadLetters\x12 .hodei.v1.ListDeadLettersRequest\x1a!.hodei.v1.ListDeadLettersResponse\x12\\\n" +
 	"\x11RequeueDeadLetter\x12\".hodei.v1.RequeueDeadLetterRequest\x1a#.hodei.v1.RequeueDeadLetterResponse\x12M\n" +
-	"\fListJobSagas\x12\x1d.hodei.v1.ListJobSagasRequest\x1a\x1e.hodei.v1.ListJobSagasResponseB2Z0github.com/hodei-jobs/hodei/gen/hodei/v1;hodeiv1b\x06proto3"
+	"\fListJobSagas\x12\x1d.hodei.v1.ListJobSagasRequest\x1a\x1e.hodei.v1.ListJobSagasResponse\x12S\n" +
+	"\x0eGetSagaHistory\x12\x1f.hodei.v1.GetSagaHistoryRequest\x1a .hodei.v1.GetSagaHistoryResponseB2Z0github.com/hodei-jobs/hodei/gen/hodei/v1;hodeiv1b\x06proto3"
 
 var (
 	file_hodei_v1_hodei_proto_rawDescOnce sync.Once
@@ -2794,7 +3057,7 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_hodei_v1_hodei_proto_goTypes = []any{
 	(JobState)(0),                     // 0: hodei.v1.JobState
 	(LogStream)(0),                    // 1: hodei.v1.LogStream
@@ -2836,86 +3099,95 @@ var file_hodei_v1_hodei_proto_goTypes = []any{
 	(*SagaSummary)(nil),               // 37: hodei.v1.SagaSummary
 	(*ListJobSagasRequest)(nil),       // 38: hodei.v1.ListJobSagasRequest
 	(*ListJobSagasResponse)(nil),      // 39: hodei.v1.ListJobSagasResponse
-	nil,                               // 40: hodei.v1.JobSpec.EnvEntry
-	nil,                               // 41: hodei.v1.JobSpec.LabelsEntry
-	nil,                               // 42: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),       // 43: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 44: google.protobuf.Timestamp
+	(*SagaEvent)(nil),                 // 40: hodei.v1.SagaEvent
+	(*GetSagaHistoryRequest)(nil),     // 41: hodei.v1.GetSagaHistoryRequest
+	(*GetSagaHistoryResponse)(nil),    // 42: hodei.v1.GetSagaHistoryResponse
+	nil,                               // 43: hodei.v1.JobSpec.EnvEntry
+	nil,                               // 44: hodei.v1.JobSpec.LabelsEntry
+	nil,                               // 45: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),       // 46: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 47: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
-	40, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	43, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	41, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	43, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	44, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	46, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
 	4,  // 5: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	44, // 6: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	44, // 7: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	44, // 8: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	44, // 9: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	47, // 6: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	47, // 7: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 8: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	47, // 9: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	4,  // 10: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
 	5,  // 11: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
 	5,  // 12: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
 	37, // 13: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
-	42, // 14: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	45, // 14: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
 	5,  // 15: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
 	5,  // 16: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
 	5,  // 17: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
 	1,  // 18: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	44, // 19: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	47, // 19: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	17, // 20: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	43, // 21: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	44, // 22: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	46, // 21: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	47, // 22: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
 	17, // 23: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	44, // 24: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	44, // 25: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	44, // 26: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	47, // 24: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	47, // 25: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	47, // 26: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
 	21, // 27: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
 	22, // 28: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
 	23, // 29: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
 	25, // 30: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
 	24, // 31: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
 	4,  // 32: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	43, // 33: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	46, // 33: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
 	27, // 34: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
 	28, // 35: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
 	25, // 36: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
 	5,  // 37: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
-	44, // 38: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	44, // 39: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 38: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	47, // 39: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
 	32, // 40: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
-	44, // 41: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
-	44, // 42: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 41: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	47, // 42: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
 	37, // 43: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
-	6,  // 44: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	8,  // 45: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	10, // 46: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	12, // 47: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	14, // 48: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	16, // 49: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	19, // 50: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	26, // 51: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	30, // 52: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
-	33, // 53: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	35, // 54: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
-	38, // 55: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
-	7,  // 56: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	9,  // 57: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	11, // 58: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	13, // 59: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	15, // 60: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	18, // 61: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	20, // 62: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	29, // 63: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	31, // 64: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
-	34, // 65: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	36, // 66: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
-	39, // 67: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
-	56, // [56:68] is the sub-list for method output_type
-	44, // [44:56] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	47, // 44: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
+	37, // 45: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
+	47, // 46: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
+	40, // 47: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
+	6,  // 48: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	8,  // 49: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	10, // 50: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	12, // 51: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	14, // 52: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	16, // 53: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
+	19, // 54: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	26, // 55: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	30, // 56: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	33, // 57: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	35, // 58: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	38, // 59: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	41, // 60: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
+	7,  // 61: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	9,  // 62: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	11, // 63: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	13, // 64: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	15, // 65: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	18, // 66: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	20, // 67: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	29, // 68: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	31, // 69: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	34, // 70: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	36, // 71: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	39, // 72: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	42, // 73: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
+	61, // [61:74] is the sub-list for method output_type
+	48, // [48:61] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_hodei_proto_init() }
@@ -2942,7 +3214,7 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

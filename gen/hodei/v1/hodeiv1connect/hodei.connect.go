@@ -66,6 +66,9 @@ const (
 	// AdminServiceListJobSagasProcedure is the fully-qualified name of the AdminService's ListJobSagas
 	// RPC.
 	AdminServiceListJobSagasProcedure = "/hodei.v1.AdminService/ListJobSagas"
+	// AdminServiceGetSagaHistoryProcedure is the fully-qualified name of the AdminService's
+	// GetSagaHistory RPC.
+	AdminServiceGetSagaHistoryProcedure = "/hodei.v1.AdminService/GetSagaHistory"
 )
 
 // JobServiceClient is a client for the hodei.v1.JobService service.
@@ -372,6 +375,8 @@ type AdminServiceClient interface {
 	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
 	RequeueDeadLetter(context.Context, *connect.Request[v1.RequeueDeadLetterRequest]) (*connect.Response[v1.RequeueDeadLetterResponse], error)
 	ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error)
+	// A saga's row and its event history (`hodei saga show`).
+	GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the hodei.v1.AdminService service. By default, it
@@ -409,6 +414,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("ListJobSagas")),
 			connect.WithClientOptions(opts...),
 		),
+		getSagaHistory: connect.NewClient[v1.GetSagaHistoryRequest, v1.GetSagaHistoryResponse](
+			httpClient,
+			baseURL+AdminServiceGetSagaHistoryProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetSagaHistory")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -418,6 +429,7 @@ type adminServiceClient struct {
 	listDeadLetters   *connect.Client[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse]
 	requeueDeadLetter *connect.Client[v1.RequeueDeadLetterRequest, v1.RequeueDeadLetterResponse]
 	listJobSagas      *connect.Client[v1.ListJobSagasRequest, v1.ListJobSagasResponse]
+	getSagaHistory    *connect.Client[v1.GetSagaHistoryRequest, v1.GetSagaHistoryResponse]
 }
 
 // ResumeJob calls hodei.v1.AdminService.ResumeJob.
@@ -440,12 +452,19 @@ func (c *adminServiceClient) ListJobSagas(ctx context.Context, req *connect.Requ
 	return c.listJobSagas.CallUnary(ctx, req)
 }
 
+// GetSagaHistory calls hodei.v1.AdminService.GetSagaHistory.
+func (c *adminServiceClient) GetSagaHistory(ctx context.Context, req *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error) {
+	return c.getSagaHistory.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the hodei.v1.AdminService service.
 type AdminServiceHandler interface {
 	ResumeJob(context.Context, *connect.Request[v1.ResumeJobRequest]) (*connect.Response[v1.ResumeJobResponse], error)
 	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
 	RequeueDeadLetter(context.Context, *connect.Request[v1.RequeueDeadLetterRequest]) (*connect.Response[v1.RequeueDeadLetterResponse], error)
 	ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error)
+	// A saga's row and its event history (`hodei saga show`).
+	GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -479,6 +498,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("ListJobSagas")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceGetSagaHistoryHandler := connect.NewUnaryHandler(
+		AdminServiceGetSagaHistoryProcedure,
+		svc.GetSagaHistory,
+		connect.WithSchema(adminServiceMethods.ByName("GetSagaHistory")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hodei.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceResumeJobProcedure:
@@ -489,6 +514,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRequeueDeadLetterHandler.ServeHTTP(w, r)
 		case AdminServiceListJobSagasProcedure:
 			adminServiceListJobSagasHandler.ServeHTTP(w, r)
+		case AdminServiceGetSagaHistoryProcedure:
+			adminServiceGetSagaHistoryHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -512,4 +539,8 @@ func (UnimplementedAdminServiceHandler) RequeueDeadLetter(context.Context, *conn
 
 func (UnimplementedAdminServiceHandler) ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListJobSagas is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.GetSagaHistory is not implemented"))
 }
