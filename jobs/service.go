@@ -77,6 +77,7 @@ type Config struct {
 	SchedulerPoll time.Duration
 	// SweepInterval is how often RunScheduler looks for workers a provider still runs
 	// although their database row is TERMINATED (a destroy lost in a crash); default 1m.
+	// The sweep runs on every replica, leader or not (it asks this node's providers).
 	SweepInterval time.Duration
 	// DestroyTimeout bounds one provider Destroy run after commit (default 30s).
 	DestroyTimeout time.Duration
@@ -87,7 +88,10 @@ type Config struct {
 	// Dispatcher is used for the commands the Service dispatches itself (JobStarted);
 	// default the bus. Saga steps dispatch through the engine's dispatcher.
 	Dispatcher command.Dispatcher
-	Logger     *slog.Logger
+	// Leader tells whether this replica leads: only the leader schedules and runs the
+	// cleanup scan (default: always leads, for one replica and for tests).
+	Leader Leadership
+	Logger *slog.Logger
 	// Now is the clock of credential expiry (default time.Now).
 	Now func() time.Time
 }
@@ -126,6 +130,9 @@ func (c *Config) setDefaults(providers *provider.Registry) {
 	}
 	if c.CancelGrace == 0 {
 		c.CancelGrace = 10 * time.Second
+	}
+	if c.Leader == nil {
+		c.Leader = alwaysLeader{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
