@@ -14,11 +14,14 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hodei-jobs/hodei/api"
 	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/internal/leadership"
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/messaging"
 	"github.com/hodei-jobs/hodei/outbox"
@@ -100,12 +103,19 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: saga waker: %w", err)
 	}
 	sagaCfg := saga.Config{Waker: waker, Queue: queue, Logger: logger}
+	// The replica's id: stable across restarts when this process holds the data dir.
+	replicaID := "hodei-" + uuid.NewString()
 	if cfg.DataDirLocked {
 		id, err := instanceID(cfg.DataDir)
 		if err != nil {
 			return err
 		}
-		sagaCfg.RunnerID, sagaCfg.ReleaseOnStart = "hodei-"+id, true
+		replicaID = "hodei-" + id
+		sagaCfg.RunnerID, sagaCfg.ReleaseOnStart = replicaID, true
+	}
+	elector, err := newElector(st, cfg, replicaID, logger)
+	if err != nil {
+		return err
 	}
 	engine, err = saga.New(st, reg, dispatcher, sagaCfg)
 	if err != nil {
@@ -156,7 +166,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, Logger: logger,
-		RegistrationTimeout: cfg.RegistrationTimeout})
+		RegistrationTimeout: cfg.RegistrationTimeout, Leader: elector})
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
 	}
@@ -186,7 +196,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	adminAPI, err := api.NewAdminService(svc, st.Outbox(), api.AdminOptions{Token: cfg.AdminToken, Errors: errorCodes, Logger: logger})
+	replica := replicaStatus(elector)
+	adminAPI, err := api.NewAdminService(svc, st.Outbox(), api.AdminOptions{Token: cfg.AdminToken, Errors: errorCodes,
+		Replica: replica, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -198,7 +210,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			{Name: "database", Check: st.Ping},
 			{Name: "nats", Check: natsReady(nc)},
 		},
-		Logger: logger,
+		Replica: replica,
+		Logger:  logger,
 	})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -210,6 +223,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	streams, endStreams := context.WithCancel(context.WithoutCancel(ctx))
 	defer endStreams()
 	srv := api.NewHTTPServer(handler, streams)
+	g.Go(func() error { return loop("leader election", elector.Run(gctx)) })
+	// A job submitted on another replica wakes the leader's scheduler (its job.queued
+	// event); the scheduler's poll is the safety net.
+	queued, err := nc.Subscribe(messaging.EventSubject(domain.EventJobQueued), func(*nats.Msg) { svc.WakeScheduler() })
+	if err != nil {
+		return fmt.Errorf("server: subscribe to job.queued: %w", err)
+	}
+	defer func() { _ = queued.Unsubscribe() }()
 	g.Go(func() error { return loop("saga engine", engine.Run(gctx)) })
 	g.Go(func() error { return loop("outbox relay", relay.Run(gctx)) })
 	g.Go(func() error { return loop("scheduler", svc.RunScheduler(gctx)) })
@@ -234,7 +255,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		}
 		return nil
 	})
-	log.Info("server ready", "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir, "driver", cfg.Driver,
+	log.Info("server ready", "replica", replicaID, "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir, "driver", cfg.Driver,
 		"nats", natsURL, "max_workers", lp.Capabilities().MaxWorkers)
 	if cfg.OnReady != nil {
 		cfg.OnReady(baseURL)
@@ -269,6 +290,32 @@ func openStore(ctx context.Context, cfg Config, logger *slog.Logger) (store.Stor
 			return nil, fmt.Errorf("server: open database: %w", err)
 		}
 		return st, nil
+	}
+}
+
+// newElector returns the leader election of this replica: a lease on PostgreSQL, always
+// leader on SQLite (one process).
+func newElector(st store.Store, cfg Config, id string, logger *slog.Logger) (*leadership.Elector, error) {
+	var (
+		e   *leadership.Elector
+		err error
+	)
+	if cfg.Driver == DriverSQLite {
+		e, err = leadership.NewAlwaysLeader(id)
+	} else {
+		e, err = leadership.New(st.Leader(), leadership.Config{ID: id, TTL: cfg.LeaderTTL, Logger: logger})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("server: leader election: %w", err)
+	}
+	return e, nil
+}
+
+// replicaStatus is the elector's view as the API shows it.
+func replicaStatus(e *leadership.Elector) func() api.ReplicaStatus {
+	return func() api.ReplicaStatus {
+		s := e.Status()
+		return api.ReplicaStatus{ID: s.ID, Leading: s.Leading, Leader: s.Leader, LeaderUntil: s.Until}
 	}
 }
 
