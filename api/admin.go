@@ -56,7 +56,9 @@ type AdminOptions struct {
 	Token string
 	// Errors maps extra errors to codes (checked before the built-in mapping).
 	Errors []ErrorCode
-	Logger *slog.Logger
+	// Replica, if set, answers GET /api/v1/admin/status (this replica and the leader).
+	Replica func() ReplicaStatus
+	Logger  *slog.Logger
 }
 
 // AdminService implements hodeiv1connect.AdminServiceHandler and the admin REST routes
@@ -166,6 +168,9 @@ func (s *AdminService) mount(mux *http.ServeMux, opts []connect.HandlerOption) {
 	mux.HandleFunc("GET /api/v1/admin/sagas/{saga_id}", s.rest(s.restSagaHistory))
 	mux.HandleFunc("GET /api/v1/admin/outbox/dead-letters", s.rest(s.restListDead))
 	mux.HandleFunc("POST /api/v1/admin/outbox/{id}/requeue", s.rest(s.restRequeue))
+	if s.opts.Replica != nil {
+		mux.HandleFunc("GET /api/v1/admin/status", s.restStatus)
+	}
 }
 
 func (s *AdminService) toConnect(err error) error { return toConnect(err, s.opts.Errors) }
@@ -258,16 +263,7 @@ func (s *AdminService) rest(h func(r *http.Request) (proto.Message, error)) http
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		if err != nil {
-			status, text := http.StatusInternalServerError, err.Error()
-			var ce *connect.Error
-			if errors.As(err, &ce) {
-				status, text = httpStatus(ce.Code()), ce.Message()
-			}
-			if status == http.StatusUnauthorized {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="hodei-admin"`)
-			}
-			w.WriteHeader(status)
-			_ = json.NewEncoder(w).Encode(map[string]string{"error": text})
+			writeRESTError(w, err)
 			return
 		}
 		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
@@ -278,6 +274,33 @@ func (s *AdminService) rest(h func(r *http.Request) (proto.Message, error)) http
 		}
 		_, _ = w.Write(append(b, '\n'))
 	}
+}
+
+// writeRESTError writes err as a JSON body {"error": "..."} with the HTTP status of its
+// connect code.
+func writeRESTError(w http.ResponseWriter, err error) {
+	status, text := http.StatusInternalServerError, err.Error()
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		status, text = httpStatus(ce.Code()), ce.Message()
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="hodei-admin"`)
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": text})
+}
+
+// restStatus answers GET /api/v1/admin/status with this replica's ReplicaStatus as
+// JSON (the admin policy applies: it names the replicas of the platform).
+func (s *AdminService) restStatus(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := s.authorize(r.Header, r.RemoteAddr); err != nil {
+		writeRESTError(w, err)
+		return
+	}
+	_ = json.NewEncoder(w).Encode(s.opts.Replica())
 }
 
 // httpStatus is the HTTP status of a connect code in the admin REST routes.

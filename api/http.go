@@ -34,6 +34,9 @@ type MuxConfig struct {
 	Admin *AdminService
 	// Ready are the probes of GET /readyz (database, NATS). All must pass for 200.
 	Ready []Check
+	// Replica, if set, reports which replica this is and which leads; /readyz's body
+	// shows it (lines "replica: <id>" and "leader: <id>").
+	Replica func() ReplicaStatus
 	// ReadyTimeout bounds all probes of one /readyz request (default 2s).
 	ReadyTimeout time.Duration
 	// MaxMessageBytes bounds each message read (default DefaultMaxMessageBytes).
@@ -73,9 +76,32 @@ func (c *MuxConfig) Validate() error {
 	return nil
 }
 
+// ReplicaStatus is this replica's view of the leadership.
+type ReplicaStatus struct {
+	// ID of this replica.
+	ID string `json:"replica"`
+	// Leading: this replica leads (it runs the scheduler and the cleanup scan).
+	Leading bool `json:"leading"`
+	// Leader is the id of the replica that leads, as far as this one knows ("" when
+	// it knows of none).
+	Leader string `json:"leader"`
+	// LeaderUntil is when the leader's lease expires as last seen (zero when unknown).
+	LeaderUntil time.Time `json:"leader_until,omitzero"`
+}
+
+// lines is the status as /readyz shows it.
+func (r ReplicaStatus) lines() string {
+	leader := r.Leader
+	if leader == "" {
+		leader = "(none known)"
+	}
+	return "replica: " + r.ID + "\nleader: " + leader + "\n"
+}
+
 // NewMux returns the API's HTTP handler: both Connect services (Connect, gRPC and
 // gRPC-Web protocols), GET /healthz (200 "ok" while the process serves) and GET /readyz
-// (200 "ok" when every probe passes, else 503 naming the failed probes).
+// (200 "ok" when every probe passes, else 503 naming the failed probes; then, with
+// MuxConfig.Replica, this replica's id and the leader's).
 func NewMux(cfg MuxConfig) (http.Handler, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -107,14 +133,18 @@ func NewMux(cfg MuxConfig) (http.Handler, error) {
 				failed = append(failed, ch.Name+": "+err.Error())
 			}
 		}
+		var replica string
+		if cfg.Replica != nil {
+			replica = cfg.Replica().lines()
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		if len(failed) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: " + strings.Join(failed, "; ") + "\n"))
+			_, _ = w.Write([]byte("not ready: " + strings.Join(failed, "; ") + "\n" + replica))
 			return
 		}
-		_, _ = w.Write([]byte("ok\n"))
+		_, _ = w.Write([]byte("ok\n" + replica))
 	})
 	return mux, nil
 }

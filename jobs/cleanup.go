@@ -19,7 +19,8 @@ const EventCleanupCompleted = "cleanup.completed"
 // Validate names the first bad field.
 type CleanupConfig struct {
 	// Interval between runs (default 15s). Runs are numbered by Interval slots of the
-	// Service clock; one replica runs each slot (see "Cleanup" in doc.go).
+	// Service clock (their commands' keys); the leader runs them (see "Cleanup" in
+	// doc.go).
 	Interval time.Duration
 	// HeartbeatInterval is the workers' heartbeat period (default 5s).
 	HeartbeatInterval time.Duration
@@ -87,8 +88,6 @@ type CleanupReport struct {
 	At     time.Time `json:"at"`
 	Slot   int64     `json:"slot"`
 	DryRun bool      `json:"dry_run,omitempty"`
-	// Skipped: another runner already ran this slot; nothing was looked at.
-	Skipped bool `json:"skipped,omitempty"`
 
 	StaleWorkers  []string `json:"stale_workers,omitempty"`  // lost workers without a job on them
 	StuckCreating []string `json:"stuck_creating,omitempty"` // CREATING past CreatingTimeout
@@ -99,12 +98,12 @@ type CleanupReport struct {
 	RecoveriesStarted int `json:"recoveries_started"`
 }
 
-// errSlotTaken rolls back a run whose slot another runner holds.
-var errSlotTaken = errors.New("jobs: cleanup slot already taken")
-
-// RunCleanup runs Cleanup every cfg.Interval until ctx ends (then it returns nil). Run
-// it on every replica: one of them acts per slot. The same loop checks the workers this
-// replica saw disconnect (WorkerDisconnected) once cfg.DisconnectGrace has passed.
+// RunCleanup runs until ctx ends (then it returns nil). Run it on every replica. Every
+// cfg.Interval the replica that leads (Config.Leader) runs Cleanup, and every replica
+// asks its providers about the workers stuck in CREATING (checkCreatingStatus: a
+// node-local provider knows only its own node's workers). The same loop checks the
+// workers this replica saw disconnect (WorkerDisconnected) once cfg.DisconnectGrace has
+// passed, and those whose exit its providers reported (WorkerExited), at once.
 func (s *Service) RunCleanup(ctx context.Context, cfg CleanupConfig) error {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -138,16 +137,18 @@ func (s *Service) RunCleanup(ctx context.Context, cfg CleanupConfig) error {
 				}
 			}
 		case <-t.C:
-			r, err := s.Cleanup(ctx, cfg)
-			if err == nil && !r.Skipped && !cfg.DryRun {
-				// This replica runs the slot: also look for CREATING workers that died
-				// before registering (exited.go).
+			if !cfg.DryRun {
+				// CREATING workers of this node that died before registering (exited.go).
 				s.checkCreatingStatus(ctx, cfg, 2*cfg.HeartbeatInterval)
 			}
+			if !s.cfg.Leader.IsLeader() {
+				break
+			}
+			r, err := s.Cleanup(ctx, cfg)
 			switch {
 			case err != nil && ctx.Err() == nil:
 				s.log.Error("cleanup run failed; retrying at the next interval", "err", err)
-			case err == nil && !r.Skipped && (r.Destroyed+r.RecoveriesStarted > 0 || r.DryRun):
+			case err == nil && (r.Destroyed+r.RecoveriesStarted > 0 || r.DryRun):
 				s.log.Info("cleanup run", "dry_run", r.DryRun, "stale_workers", len(r.StaleWorkers),
 					"stuck_creating", len(r.StuckCreating), "lost_jobs", len(r.LostJobs),
 					"orphaned_jobs", len(r.OrphanedJobs), "destroyed", r.Destroyed, "recoveries", r.RecoveriesStarted)
@@ -157,10 +158,12 @@ func (s *Service) RunCleanup(ctx context.Context, cfg CleanupConfig) error {
 	}
 }
 
-// Cleanup is one run: in one transaction it claims the current slot (a key in the
-// idempotency table, so a second runner of the slot gets Skipped), finds lost and stuck
-// workers and orphaned jobs, acts through commands (DestroyWorker, StartRecovery) and
-// writes the cleanup.completed event. With DryRun it only reads.
+// Cleanup is one run: in one transaction it finds lost and stuck workers and orphaned
+// jobs, acts through commands (DestroyWorker, StartRecovery, keyed by the run's slot)
+// and writes the cleanup.completed event. With DryRun it only reads. Two runs at once
+// (two replicas that both believe they lead, at a TTL boundary) act once between them:
+// the keys, the state machine and the deterministic saga ids make the second a no-op,
+// or fail it with a conflict (store.ErrConflict) that the next interval retries.
 func (s *Service) Cleanup(ctx context.Context, cfg CleanupConfig) (*CleanupReport, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -172,13 +175,6 @@ func (s *Service) Cleanup(ctx context.Context, cfg CleanupConfig) (*CleanupRepor
 	err := s.st.InTx(ctx, func(ctx context.Context) error {
 		r = &CleanupReport{At: now, Slot: slot, DryRun: cfg.DryRun}
 		key := fmt.Sprintf("cleanup/%d/%d", int64(cfg.Interval), slot)
-		if !cfg.DryRun {
-			if err := s.st.Idempotency().Put(ctx, key, EventCleanupCompleted, nil); errors.Is(err, store.ErrConflict) {
-				return errSlotTaken
-			} else if err != nil {
-				return err
-			}
-		}
 		if err := s.cleanupScan(ctx, cfg, now, key, r); err != nil {
 			return err
 		}
@@ -191,9 +187,6 @@ func (s *Service) Cleanup(ctx context.Context, cfg CleanupConfig) (*CleanupRepor
 		}
 		return s.publish(ctx, ev, key)
 	})
-	if errors.Is(err, errSlotTaken) {
-		return &CleanupReport{At: now, Slot: slot, Skipped: true}, nil
-	}
 	if err != nil {
 		return nil, fmt.Errorf("jobs: cleanup: %w", err)
 	}

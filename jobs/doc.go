@@ -3,7 +3,7 @@
 // # Flow
 //
 //	Submit ── one tx: job PENDING + ExecutionSaga started + outbox job.queued ──▶ wake scheduler
-//	scheduler ── one tx under pg_advisory_xact_lock: count workers not TERMINATED;
+//	scheduler (leader only) ── one tx under pg_advisory_xact_lock: count workers not TERMINATED;
 //	             per free slot: next PENDING job (priority DESC, created_at, id; SKIP LOCKED),
 //	             worker row CREATING (the slot), job → PROVISIONING (attempt+1),
 //	             ProvisioningSaga started
@@ -32,8 +32,9 @@
 //
 // A worker row that is not TERMINATED is a used slot. The scheduler creates the row in
 // the same transaction that takes the job out of PENDING, while holding the scheduler's
-// advisory lock, and every replica's scheduler takes the same lock before counting, so
-// the number of such rows never exceeds Config.Capacity. A slot frees when DestroyWorker
+// advisory lock, and whoever else counts and reserves (a second leader, reserve-
+// replacement) takes the same lock first, so the number of such rows never exceeds
+// Config.Capacity. A slot frees when DestroyWorker
 // commits the worker TERMINATED; the provider's Destroy runs after that commit, so for a
 // moment a TERMINATED worker's process may still be exiting. The scheduler is woken only
 // when that Destroy returned, which keeps the processes alive within the capacity too in
@@ -158,8 +159,8 @@
 // still CREATING fails its provisioning now (a worker.registered signal carrying the
 // failure) instead of after Config.RegistrationTimeout, and an ASSIGNED/RUNNING job on
 // it is recovered. Only the server process that started a worker sees its exit; after
-// a restart rules 1 and 2 remain, and the replica that runs a cleanup slot asks the
-// providers about workers CREATING for more than two heartbeat intervals
+// a restart rules 1 and 2 remain, and every replica asks its providers each cleanup
+// interval about workers CREATING for more than two heartbeat intervals
 // (checkCreatingStatus, outside any transaction): one reported exited is treated as
 // an exit. Whichever rule fires, each ASSIGNED/RUNNING job on a lost (or gone: row missing or
 // TERMINATED) worker gets StartRecovery and the job.worker_lost event (its key is per
@@ -214,17 +215,43 @@
 // (ErrNotAssigned). Capacity: the lost worker's row counts until terminate-old, so a
 // recovery may exceed Config.Capacity by one worker for that short window.
 //
+// # Leader (leader.go)
+//
+// One replica leads (Config.Leader; internal/leadership elects it with a lease row on
+// PostgreSQL, and the only process of hodei dev always leads). The leader runs what
+// must happen once for the platform: the capacity scheduler's passes (RunScheduler
+// skips them on a follower and runs one at once when the replica becomes leader) and
+// the cleanup scan (Cleanup, from RunCleanup). Every replica runs the rest: saga
+// steps, its API's notices (WorkerDisconnected, WorkerExited), the check of CREATING
+// workers with its providers, and the worker sweep, because those ask this node's
+// providers about the workers this node started (a node-local provider knows no
+// other node's processes; a follower's leftovers must still be swept).
+//
+// The lease does not make two leaders impossible: a leader paused past its TTL (a
+// stopped process, a long GC) resumes its pass after another replica was elected.
+// What the leader writes stays correct anyway. The scheduler keeps its advisory lock
+// (Scheduling.Lock, one pg_advisory_xact_lock per pass, uncontended in the common
+// case): two schedulers count and reserve one after the other, and so does the
+// recovery saga's reserve-replacement, which runs on any replica; the lock is the
+// capacity invariant's fence, the lease only keeps the other replicas from trying.
+// Two cleanup runs act once between them (keys, the state machine, deterministic saga
+// ids); see Cleanup.
+//
 // # Cleanup (cleanup.go)
 //
-// Service.RunCleanup runs Service.Cleanup every CleanupConfig.Interval on every
-// replica; one replica acts per interval slot: a run first inserts the key
-// "cleanup/<interval>/<slot>" into the idempotency table in its transaction (portable:
-// PostgreSQL and SQLite), and a second runner of the slot conflicts and reports
-// Skipped. The run finds lost workers with a job (→ StartRecovery), ASSIGNED/RUNNING
-// jobs whose worker is gone (→ StartRecovery, whose reserve step fails them when no
-// attempt is left), lost workers without a job and workers CREATING for longer than
-// CreatingTimeout (→ DestroyWorker; a stuck worker's job is failed by its provisioning
-// saga's registration timeout), and writes the outbox event cleanup.completed with its
-// report, all in one transaction. DryRun reads and reports only: no lease, no command,
-// no event (the disconnect check then only logs what it would do).
+// Service.RunCleanup runs on every replica; every CleanupConfig.Interval the leader
+// runs Service.Cleanup. A run finds lost workers with a job (→ StartRecovery),
+// ASSIGNED/RUNNING jobs whose worker is gone (→ StartRecovery, whose reserve step
+// fails them when no attempt is left), lost workers without a job and workers CREATING
+// for longer than CreatingTimeout (→ DestroyWorker; a stuck worker's job is failed by
+// its provisioning saga's registration timeout), and writes the outbox event
+// cleanup.completed with its report, all in one transaction. Its commands' keys and
+// the event's are derived from the interval slot ("cleanup/<interval>/<slot>"), so a
+// second run of the same slot (a second leader at a TTL boundary) repeats nothing,
+// and the state machine and the deterministic saga ids make a later slot's run a
+// no-op for what was already done; a run that loses a race on a key fails with
+// store.ErrConflict and the next interval runs again. (Before the leader lease, every
+// replica ran Cleanup and claimed the slot's key in the idempotency table first.)
+// DryRun reads and reports only: no command, no event (the disconnect check then only
+// logs what it would do).
 package jobs

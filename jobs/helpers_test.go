@@ -20,6 +20,7 @@ import (
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/saga"
+	"github.com/hodei-jobs/hodei/store"
 	"github.com/hodei-jobs/hodei/store/postgres"
 )
 
@@ -261,6 +262,8 @@ type envOpts struct {
 	regTimeout   time.Duration
 	noScheduler  bool
 	noEngineLoop bool
+	// leader, if set, builds the Service's Config.Leader over the test's store.
+	leader func(st store.Store) jobs.Leadership
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -295,7 +298,12 @@ func (e *env) start(o envOpts) {
 	if capacity == 0 {
 		capacity = 4
 	}
+	var leader jobs.Leadership
+	if o.leader != nil {
+		leader = o.leader(e.st)
+	}
 	svc, err := jobs.New(e.st, bus, eng, newProviders(t, e.cloud), e.cloud, jobs.Config{ServerURL: "http://127.0.0.1:1",
+		Leader:   leader,
 		Capacity: capacity, RegistrationTimeout: o.regTimeout, SchedulerPoll: 50 * time.Millisecond,
 		SweepInterval: 100 * time.Millisecond,
 		Logger:        logger, Now: e.clock.Now})

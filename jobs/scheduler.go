@@ -22,13 +22,15 @@ func (s *Service) WakeScheduler() {
 	}
 }
 
-// RunScheduler starts PENDING jobs while capacity allows, until ctx ends (then it
-// returns nil). It runs on every wake-up (after a submit commits, after a worker is
-// destroyed) and every Config.SchedulerPoll. Run one per replica: the advisory lock makes
-// their passes take turns.
+// RunScheduler starts PENDING jobs while capacity allows and this replica leads
+// (Config.Leader), until ctx ends (then it returns nil). It runs on every wake-up
+// (after a submit commits, after a worker is destroyed), when this replica becomes
+// leader and every Config.SchedulerPoll; a replica that does not lead skips its passes.
+// Run one per replica: the replica that leads schedules (see "Leader" in doc.go).
 //
 // It also runs the worker sweep (sweepWorkers) at start and every Config.SweepInterval,
-// in a goroutine of its own, and waits for it before returning.
+// in a goroutine of its own, on every replica (the sweep asks this node's providers
+// about the workers they run), and waits for it before returning.
 func (s *Service) RunScheduler(ctx context.Context) error {
 	var sweeper sync.WaitGroup
 	sweeper.Go(func() { s.runSweeper(ctx) })
@@ -36,14 +38,18 @@ func (s *Service) RunScheduler(ctx context.Context) error {
 	tick := time.NewTicker(s.cfg.SchedulerPoll)
 	defer tick.Stop()
 	for {
-		if _, err := s.Schedule(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("scheduler pass failed; retrying at the next poll", "err", err)
+		changed := s.cfg.Leader.Changed()
+		if s.cfg.Leader.IsLeader() {
+			if _, err := s.Schedule(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("scheduler pass failed; retrying at the next poll", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.wake:
 		case <-tick.C:
+		case <-changed:
 		}
 	}
 }
@@ -62,8 +68,9 @@ func (s *Service) Schedule(ctx context.Context) (int, error) {
 	return total, nil
 }
 
-// scheduleOnce is one transaction: under the scheduler's advisory lock it counts the
-// workers that are not TERMINATED, and for each free slot (at most SchedulerBatch) takes
+// scheduleOnce is one transaction: under the scheduler's advisory lock (the fence
+// against a second leader at a TTL boundary and against reserve-replacement, see
+// "Leader" in doc.go) it counts the workers that are not TERMINATED, and for each free slot (at most SchedulerBatch) takes
 // the next PENDING job (highest priority, then oldest; SKIP LOCKED), reserves a worker
 // for it (a CREATING row, which counts against capacity from this commit on), moves the
 // job to PROVISIONING (attempt + 1) and starts its provisioning saga.

@@ -93,6 +93,7 @@ type Config struct {
 	SchedulerPoll time.Duration
 	// SweepInterval is how often RunScheduler looks for workers a provider still runs
 	// although their database row is TERMINATED (a destroy lost in a crash); default 1m.
+	// The sweep runs on every replica, leader or not (it asks this node's providers).
 	SweepInterval time.Duration
 	// DestroyTimeout bounds one provider Destroy run after commit (default 30s).
 	DestroyTimeout time.Duration
@@ -109,7 +110,10 @@ type Config struct {
 	// DeliveryTimeout bounds one delivery of a message to a worker, ack included
 	// (default 5s); an unacknowledged message is sent again.
 	DeliveryTimeout time.Duration
-	Logger          *slog.Logger
+	// Leader tells whether this replica leads: only the leader schedules and runs the
+	// cleanup scan (default: always leads, for one replica and for tests).
+	Leader Leadership
+	Logger *slog.Logger
 	// Now is the clock of credential expiry (default time.Now).
 	Now func() time.Time
 }
@@ -151,6 +155,9 @@ func (c *Config) setDefaults(providers *provider.Registry) {
 	}
 	if c.DeliveryTimeout == 0 {
 		c.DeliveryTimeout = 5 * time.Second
+	}
+	if c.Leader == nil {
+		c.Leader = alwaysLeader{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -73,6 +73,11 @@ type Config struct {
 	// RegistrationTimeout is how long provisioning waits for a new worker to register
 	// before it destroys it and retries the job (0: jobs.Config's default, 2m).
 	RegistrationTimeout time.Duration
+	// LeaderTTL is how long the leader's lease lasts without renewal (PostgreSQL only:
+	// with SQLite the one process always leads). A leader that dies is replaced within
+	// it; the leader renews every LeaderTTL/3. 0: internal/leadership's default, 15s;
+	// else within [1s, 10m].
+	LeaderTTL time.Duration
 	// Cleanup tunes the cleanup loop (lost and stuck workers, orphaned jobs); zero
 	// fields get jobs.CleanupConfig defaults.
 	Cleanup jobs.CleanupConfig
@@ -126,6 +131,9 @@ func (c *Config) Validate() error {
 	cleanup.SetDefaults()
 	if err := cleanup.Validate(); err != nil {
 		return fmt.Errorf("server: Config.Cleanup: %w", err)
+	}
+	if c.LeaderTTL != 0 && (c.LeaderTTL < time.Second || c.LeaderTTL > 10*time.Minute) {
+		return fmt.Errorf("server: Config.LeaderTTL %s out of range [1s, 10m]", c.LeaderTTL)
 	}
 	if c.RegistrationTimeout < 0 {
 		return fmt.Errorf("server: Config.RegistrationTimeout must not be negative, got %s", c.RegistrationTimeout)

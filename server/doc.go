@@ -27,8 +27,21 @@
 // on DataDir/LOCK holding its pid) before Run opens anything, and a second `hodei dev`
 // on the directory fails with a *DataDirInUseError without touching it.
 //
-// Loops (one errgroup; the first failure stops them all and is returned): saga engine,
-// outbox relay, scheduler, job-event listener (wakes WatchJob/StreamLogs streams), HTTP.
+// Loops (one errgroup; the first failure stops them all and is returned): leader
+// election, saga engine, outbox relay, scheduler, cleanup, orchestrator, job-event
+// listener (wakes WatchJob/StreamLogs streams), HTTP.
+//
+// # Leader
+//
+// The replica's id is "hodei-" + DataDir/instance-id when the caller holds the data dir
+// (Config.DataDirLocked; the saga runner id is the same), else "hodei-" + a random UUID.
+// On PostgreSQL the replicas elect one leader with a lease row (internal/leadership,
+// Config.LeaderTTL); with SQLite the one process always leads. jobs.Service runs the
+// scheduler's passes and the cleanup scan only on the leader (jobs/doc.go, "Leader"); a
+// job submitted on a follower wakes the leader's scheduler through its job.queued event
+// on NATS. /readyz's body and GET /api/v1/admin/status (`hodei admin status`) name the
+// replica and the leader. On shutdown the leader resigns, so another replica leads at
+// once instead of after the TTL.
 //
 // Shutdown on ctx's end (SIGTERM in `hodei server`): the base context of all requests is
 // cancelled so long-lived streams end; http.Server.Shutdown stops accepting and drains

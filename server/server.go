@@ -19,6 +19,8 @@ import (
 
 	"github.com/hodei-jobs/hodei/api"
 	"github.com/hodei-jobs/hodei/command"
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/internal/leadership"
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/messaging"
 	"github.com/hodei-jobs/hodei/outbox"
@@ -115,6 +117,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		node = "hodei-" + id
 		sagaCfg.ReleaseOnStart = true
 	}
+	elector, err := newElector(st, cfg, node, logger)
+	if err != nil {
+		return err
+	}
 	sagaCfg.RunnerID = node
 	engine, err = saga.New(st, reg, dispatcher, sagaCfg)
 	if err != nil {
@@ -163,7 +169,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, Logger: logger,
-		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router})
+		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router, Leader: elector})
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
 	}
@@ -192,7 +198,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	adminAPI, err := api.NewAdminService(svc, st.Outbox(), engine, api.AdminOptions{Token: cfg.AdminToken, Errors: errorCodes, Logger: logger})
+	replica := replicaStatus(elector)
+	adminAPI, err := api.NewAdminService(svc, st.Outbox(), engine, api.AdminOptions{Token: cfg.AdminToken, Errors: errorCodes,
+		Replica: replica, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -204,7 +212,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			{Name: "database", Check: st.Ping},
 			{Name: "nats", Check: natsReady(nc)},
 		},
-		Logger: logger,
+		Replica: replica,
+		Logger:  logger,
 	})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -216,6 +225,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	streams, endStreams := context.WithCancel(context.WithoutCancel(ctx))
 	defer endStreams()
 	srv := api.NewHTTPServer(handler, streams)
+	g.Go(func() error { return loop("leader election", elector.Run(gctx)) })
+	// A job submitted on another replica wakes the leader's scheduler (its job.queued
+	// event); the scheduler's poll is the safety net.
+	queued, err := nc.Subscribe(messaging.EventSubject(domain.EventJobQueued), func(*nats.Msg) { svc.WakeScheduler() })
+	if err != nil {
+		return fmt.Errorf("server: subscribe to job.queued: %w", err)
+	}
+	defer func() { _ = queued.Unsubscribe() }()
 	g.Go(func() error { return loop("saga engine", engine.Run(gctx)) })
 	g.Go(func() error { return loop("outbox relay", relay.Run(gctx)) })
 	g.Go(func() error { return loop("scheduler", svc.RunScheduler(gctx)) })
@@ -240,7 +257,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		}
 		return nil
 	})
-	log.Info("server ready", "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir, "driver", cfg.Driver,
+	log.Info("server ready", "replica", node, "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir, "driver", cfg.Driver,
 		"nats", natsURL, "max_workers", lp.Capabilities().MaxWorkers)
 	if cfg.OnReady != nil {
 		cfg.OnReady(baseURL)
@@ -275,6 +292,32 @@ func openStore(ctx context.Context, cfg Config, logger *slog.Logger) (store.Stor
 			return nil, fmt.Errorf("server: open database: %w", err)
 		}
 		return st, nil
+	}
+}
+
+// newElector returns the leader election of this replica: a lease on PostgreSQL, always
+// leader on SQLite (one process).
+func newElector(st store.Store, cfg Config, id string, logger *slog.Logger) (*leadership.Elector, error) {
+	var (
+		e   *leadership.Elector
+		err error
+	)
+	if cfg.Driver == DriverSQLite {
+		e, err = leadership.NewAlwaysLeader(id)
+	} else {
+		e, err = leadership.New(st.Leader(), leadership.Config{ID: id, TTL: cfg.LeaderTTL, Logger: logger})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("server: leader election: %w", err)
+	}
+	return e, nil
+}
+
+// replicaStatus is the elector's view as the API shows it.
+func replicaStatus(e *leadership.Elector) func() api.ReplicaStatus {
+	return func() api.ReplicaStatus {
+		s := e.Status()
+		return api.ReplicaStatus{ID: s.ID, Leading: s.Leading, Leader: s.Leader, LeaderUntil: s.Until}
 	}
 }
 

@@ -3,9 +3,11 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -73,15 +75,18 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	p.SetUnencryptedHTTP2(true)
 	p.SetHTTP1(true)
 	client := &http.Client{Transport: &http.Transport{Protocols: &p}, Timeout: 30 * time.Second}
+	readyBody := regexp.MustCompile(`^ok\nreplica: (hodei-[0-9a-f-]+)\nleader: (hodei-[0-9a-f-]+)\n$`)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res, err := client.Get(base + "/readyz")
 		if err == nil {
 			body, _ := io.ReadAll(res.Body)
 			res.Body.Close()
-			if res.StatusCode == 200 && strings.TrimSpace(string(body)) == "ok" {
+			// "ok", then this replica's id and the leader's: the only replica leads.
+			if m := readyBody.FindStringSubmatch(string(body)); res.StatusCode == 200 && m != nil && m[1] == m[2] {
 				break
 			}
+			err = fmt.Errorf("%s: %q", res.Status, body)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("/readyz never 200 (last err %v)\nlogs:\n%s", err, logs)
@@ -145,5 +150,9 @@ func TestConfigValidate(t *testing.T) {
 	err = server.Run(context.Background(), server.Config{DatabaseURL: "postgres://x", Listen: "nope"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "Listen") {
 		t.Fatalf("Run with a bad listen address: %v", err)
+	}
+	err = server.Run(context.Background(), server.Config{DatabaseURL: "postgres://x", LeaderTTL: 10 * time.Millisecond}, nil)
+	if err == nil || !strings.Contains(err.Error(), "Config.LeaderTTL") {
+		t.Fatalf("Run with a 10ms leader TTL: %v", err)
 	}
 }

@@ -44,6 +44,8 @@ type Store interface {
 	Logs() LogStore
 	Credentials() CredentialStore
 	Scheduling() SchedulingStore
+	// Leader leases (store/leader.go).
+	Leader() LeaderStore
 
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error

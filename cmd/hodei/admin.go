@@ -81,7 +81,7 @@ func connectMessage(err error) string {
 func newAdminCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "admin",
-		Short: "Operator commands: resume jobs that need manual intervention, handle outbox dead letters",
+		Short: "Operator commands: resume jobs that need manual intervention, handle outbox dead letters, show the leader",
 		Long: `Operator commands over the server's AdminService. When the server was started with
 --admin-token (HODEI_ADMIN_TOKEN), pass the same token here; a server started without
 one answers admin requests from this machine (loopback) only.`,
@@ -91,7 +91,7 @@ one answers admin requests from this machine (loopback) only.`,
 	job.AddCommand(newAdminJobResumeCmd())
 	dl := &cobra.Command{Use: "dead-letters", Short: "List and requeue outbox rows in DEAD_LETTER", Args: cobra.NoArgs}
 	dl.AddCommand(newAdminDeadListCmd(), newAdminDeadRequeueCmd())
-	cmd.AddCommand(job, dl)
+	cmd.AddCommand(job, dl, newAdminStatusCmd())
 	return cmd
 }
 

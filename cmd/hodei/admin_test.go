@@ -90,6 +90,35 @@ func TestAdminCLI(t *testing.T) {
 		t.Fatalf("requeue: %v\n%s", err, o)
 	}
 
+	// The only replica leads; admin status says so, under the admin token.
+	if _, err := runHodei(t, "admin", "status", "--server", url); err == nil || !strings.Contains(err.Error(), "admin token") {
+		t.Fatalf("status without token: %v", err)
+	}
+	var rs struct {
+		Replica string `json:"replica"`
+		Leading bool   `json:"leading"`
+		Leader  string `json:"leader"`
+	}
+	for deadline := time.Now().Add(20 * time.Second); !rs.Leading; time.Sleep(50 * time.Millisecond) {
+		o, err = runHodei(t, "admin", "status", "--server", url, "--admin-token", tok, "-o", "json")
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		if err := json.Unmarshal([]byte(o), &rs); err != nil {
+			t.Fatalf("status -o json printed %q: %v", o, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the only replica does not lead: %s", o)
+		}
+	}
+	if !strings.HasPrefix(rs.Replica, "hodei-") || rs.Leader != rs.Replica {
+		t.Fatalf("status %+v: want the replica (hodei-…) leading", rs)
+	}
+	o, err = runHodei(t, "admin", "status", "--server", url, "--admin-token", tok)
+	if err != nil || !regexp.MustCompile(`(?m)^replica\s+`+rs.Replica+`\n^leading\s+yes\n^leader\s+`+rs.Replica).MatchString(o) {
+		t.Fatalf("status: %v\n%s", err, o)
+	}
+
 	// A job that needs an operator (written straight into that state).
 	j := &domain.Job{ID: "cli-review-job", Spec: domain.JobSpec{Command: []string{"true"}}.WithDefaults(),
 		State: domain.JobManualInterventionRequired, Attempt: 1, LastError: "lost"}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,6 +16,7 @@ const (
 	envNATSURL    = "HODEI_NATS_URL"
 	envDataDir    = "HODEI_DATA_DIR"
 	envMaxWorkers = "HODEI_MAX_WORKERS"
+	envLeaderTTL  = "HODEI_LEADER_TTL"
 )
 
 func newServerCmd() *cobra.Command {
@@ -45,6 +47,9 @@ server that comes up on the same address.`,
 			}
 			if err := checkLivenessFlags(&cfg); err != nil {
 				return err
+			}
+			if cfg.LeaderTTL < time.Second || cfg.LeaderTTL > 10*time.Minute {
+				return fmt.Errorf("--leader-ttl: %s out of range [1s, 10m]", cfg.LeaderTTL)
 			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -79,6 +84,9 @@ server that comes up on the same address.`,
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)
+	cmd.Flags().DurationVar(&cfg.LeaderTTL, "leader-ttl", 15*time.Second,
+		"lifetime of the leader's lease: the replicas on one database elect one leader (it runs the scheduler and the cleanup scan), renewed every third of it; a dead leader is replaced within it")
+	bindEnv(cmd, "leader-ttl", envLeaderTTL)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }

@@ -19,8 +19,8 @@ func TestServerHelpNamesFlagsAndEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"--listen", "--database-url", "--nats-url", "--data-dir", "--max-workers",
-		"HODEI_LISTEN", "HODEI_DATABASE_URL", "HODEI_NATS_URL", "HODEI_DATA_DIR", "HODEI_MAX_WORKERS", "127.0.0.1:7070"} {
+	for _, s := range []string{"--listen", "--database-url", "--nats-url", "--data-dir", "--max-workers", "--leader-ttl",
+		"HODEI_LEADER_TTL", "HODEI_LISTEN", "HODEI_DATABASE_URL", "HODEI_NATS_URL", "HODEI_DATA_DIR", "HODEI_MAX_WORKERS", "127.0.0.1:7070"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("server --help does not mention %s:\n%s", s, out)
 		}
@@ -36,6 +36,10 @@ func TestServerRequiresDatabaseURL(t *testing.T) {
 	_, err = runHodei(t, "server", "--database-url", "postgres://x", "--max-workers", "-1")
 	if err == nil || !strings.Contains(err.Error(), "--max-workers") {
 		t.Fatalf("negative --max-workers: %v", err)
+	}
+	_, err = runHodei(t, "server", "--database-url", "postgres://x", "--leader-ttl", "500ms")
+	if err == nil || !strings.Contains(err.Error(), "--leader-ttl") {
+		t.Fatalf("--leader-ttl 500ms: %v", err)
 	}
 }
 

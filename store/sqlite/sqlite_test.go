@@ -35,6 +35,8 @@ func TestSagaConformance(t *testing.T) { storetest.RunSaga(t, factory) }
 
 func TestJobPathConformance(t *testing.T) { storetest.RunJobPath(t, factory) }
 
+func TestLeaderConformance(t *testing.T) { storetest.RunLeader(t, factory) }
+
 func TestOpenValidates(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
