@@ -78,6 +78,10 @@ type Config struct {
 	// it; the leader renews every LeaderTTL/3. 0: internal/leadership's default, 15s;
 	// else within [1s, 10m].
 	LeaderTTL time.Duration
+	// NodeTimeout bounds a provider operation routed to the replica that owns a worker
+	// of a node-local provider (provider/routing); a replica that does not answer within
+	// it is unreachable (0: 10s; else within [100ms, 5m]).
+	NodeTimeout time.Duration
 	// Cleanup tunes the cleanup loop (lost and stuck workers, orphaned jobs); zero
 	// fields get jobs.CleanupConfig defaults.
 	Cleanup jobs.CleanupConfig
@@ -101,6 +105,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.NodeTimeout == 0 {
+		c.NodeTimeout = 10 * time.Second
 	}
 }
 
@@ -134,6 +141,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LeaderTTL != 0 && (c.LeaderTTL < time.Second || c.LeaderTTL > 10*time.Minute) {
 		return fmt.Errorf("server: Config.LeaderTTL %s out of range [1s, 10m]", c.LeaderTTL)
+	}
+	if c.NodeTimeout != 0 && (c.NodeTimeout < 100*time.Millisecond || c.NodeTimeout > 5*time.Minute) {
+		return fmt.Errorf("server: Config.NodeTimeout %s out of range [100ms, 5m]", c.NodeTimeout)
 	}
 	if c.RegistrationTimeout < 0 {
 		return fmt.Errorf("server: Config.RegistrationTimeout must not be negative, got %s", c.RegistrationTimeout)

@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	// Operations on workers of node-local providers run on the node that owns them.
-	router, err := routing.New(nc, node, providers, routing.Config{Logger: logger})
+	router, err := routing.New(nc, node, providers, routing.Config{Timeout: cfg.NodeTimeout, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}

@@ -12,11 +12,12 @@ import (
 
 // Environment variables of `hodei server`.
 const (
-	envListen     = "HODEI_LISTEN"
-	envNATSURL    = "HODEI_NATS_URL"
-	envDataDir    = "HODEI_DATA_DIR"
-	envMaxWorkers = "HODEI_MAX_WORKERS"
-	envLeaderTTL  = "HODEI_LEADER_TTL"
+	envListen      = "HODEI_LISTEN"
+	envNATSURL     = "HODEI_NATS_URL"
+	envDataDir     = "HODEI_DATA_DIR"
+	envMaxWorkers  = "HODEI_MAX_WORKERS"
+	envLeaderTTL   = "HODEI_LEADER_TTL"
+	envNodeTimeout = "HODEI_NODE_TIMEOUT"
 )
 
 func newServerCmd() *cobra.Command {
@@ -50,6 +51,9 @@ server that comes up on the same address.`,
 			}
 			if cfg.LeaderTTL < time.Second || cfg.LeaderTTL > 10*time.Minute {
 				return fmt.Errorf("--leader-ttl: %s out of range [1s, 10m]", cfg.LeaderTTL)
+			}
+			if cfg.NodeTimeout < 100*time.Millisecond || cfg.NodeTimeout > 5*time.Minute {
+				return fmt.Errorf("--node-timeout: %s out of range [100ms, 5m]", cfg.NodeTimeout)
 			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -87,6 +91,9 @@ server that comes up on the same address.`,
 	cmd.Flags().DurationVar(&cfg.LeaderTTL, "leader-ttl", 15*time.Second,
 		"lifetime of the leader's lease: the replicas on one database elect one leader (it runs the scheduler and the cleanup scan), renewed every third of it; a dead leader is replaced within it")
 	bindEnv(cmd, "leader-ttl", envLeaderTTL)
+	cmd.Flags().DurationVar(&cfg.NodeTimeout, "node-timeout", 10*time.Second,
+		"how long a replica waits for another one to stop or inspect a local worker that replica started; one that does not answer in time is unreachable (a timed-out job whose worker cannot be confirmed stopped then needs a human)")
+	bindEnv(cmd, "node-timeout", envNodeTimeout)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
