@@ -227,13 +227,7 @@ func (s *Service) send(ctx context.Context, workerID string, msg *hodeiv1.Server
 
 // afterCommit runs fn after ctx's transaction commits (now when there is none).
 func (s *Service) afterCommit(ctx context.Context, fn func()) {
-	if ac, ok := s.st.(interface {
-		AfterCommit(context.Context, func())
-	}); ok {
-		ac.AfterCommit(ctx, fn)
-		return
-	}
-	fn()
+	s.st.AfterCommit(ctx, fn)
 }
 
 // Submit validates spec (domain.ValidationErrors; nothing is written) and, in one
