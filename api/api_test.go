@@ -121,8 +121,10 @@ func newEnv(t *testing.T, run bool) *env {
 	if err := jobs.RegisterSagas(reg); err != nil {
 		t.Fatal(err)
 	}
-	d := command.Chain(bus, command.Idempotency(command.IdempotencyDeps{Tx: st, Keys: st.Idempotency()}, bus))
-	engine, err := saga.New(st, reg, d, saga.Config{PollInterval: 100 * time.Millisecond})
+	// Wired as server.Run wires it.
+	chain := command.ChainConfig{Idempotency: command.StoreDeps(st)}
+	inTx, edge := command.InTxChain(bus, chain), command.EdgeChain(bus, chain)
+	engine, err := saga.New(st, reg, inTx, saga.Config{PollInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +137,8 @@ func newEnv(t *testing.T, run bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: "http://127.0.0.1:1", Dispatcher: d})
+	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: "http://127.0.0.1:1",
+		Dispatcher: edge, TxDispatcher: inTx})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +151,7 @@ func newEnv(t *testing.T, run bool) *env {
 		if err := messaging.EnsureStreams(ctx, js); err != nil {
 			t.Fatal(err)
 		}
-		relay, err := outbox.NewRelay(st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: d},
+		relay, err := outbox.NewRelay(st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: edge},
 			outbox.NewJetStreamPublisher(js), outbox.Config{PollInterval: 100 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)

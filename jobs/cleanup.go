@@ -273,7 +273,7 @@ func (s *Service) cleanupScan(ctx context.Context, cfg CleanupConfig, now time.T
 		if cfg.DryRun {
 			continue
 		}
-		out, err := command.Dispatch[Outcome](ctx, s.d, DestroyWorker{Key: key + "/destroy/" + w.ID, WorkerID: w.ID, Reason: reason})
+		out, err := command.Dispatch[Outcome](ctx, s.dtx, DestroyWorker{Key: key + "/destroy/" + w.ID, WorkerID: w.ID, Reason: reason})
 		if err != nil {
 			return err
 		}
@@ -298,7 +298,7 @@ func workerSeen(w *domain.Worker) time.Time {
 // other consumers; the orchestrator's route then starts nothing new). The event's key
 // is per job attempt, so cleanup and the disconnect check publish it once between them.
 func (s *Service) recoverLostJob(ctx context.Context, key string, j *domain.Job, reason string) (RecoveryOutcome, error) {
-	out, err := command.Dispatch[RecoveryOutcome](ctx, s.d, StartRecovery{Key: key, JobID: j.ID, WorkerID: j.WorkerID, Reason: reason})
+	out, err := command.Dispatch[RecoveryOutcome](ctx, s.dtx, StartRecovery{Key: key, JobID: j.ID, WorkerID: j.WorkerID, Reason: reason})
 	if err != nil {
 		return RecoveryOutcome{}, err
 	}

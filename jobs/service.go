@@ -84,8 +84,14 @@ type Config struct {
 	CancelGrace time.Duration
 	// SchedulerBatch bounds the jobs started by one scheduler transaction (default 64).
 	SchedulerBatch int
-	// Dispatcher is used for the commands the Service dispatches itself (JobStarted);
-	// default the bus. Saga steps dispatch through the engine's dispatcher.
+	// TxDispatcher is used for the commands the Service dispatches inside its own
+	// transactions (cleanup, the lost-worker checks); default command.InTxChain over
+	// the bus and the store.
+	TxDispatcher command.Dispatcher
+
+	// Dispatcher is used for the commands the Service dispatches outside a transaction
+	// (JobStarted, RecoverJob); default command.EdgeChain. Saga steps dispatch through
+	// the engine's dispatcher.
 	Dispatcher command.Dispatcher
 	Logger     *slog.Logger
 	// Now is the clock of credential expiry (default time.Now).
@@ -167,7 +173,8 @@ func (c *Config) Validate() error {
 type Service struct {
 	st        store.Store
 	bus       *command.Bus
-	d         command.Dispatcher
+	d         command.Dispatcher // outside transactions (Config.Dispatcher)
+	dtx       command.Dispatcher // inside transactions (Config.TxDispatcher)
 	engine    *saga.Engine
 	providers *provider.Registry
 	ch        atomic.Pointer[channelBox]
@@ -194,11 +201,15 @@ func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provi
 	if _, err := providers.Get(cfg.DefaultProvider); err != nil {
 		return nil, fmt.Errorf("jobs: Config.DefaultProvider: %w", err)
 	}
-	s := &Service{st: st, bus: bus, d: cfg.Dispatcher, engine: engine, providers: providers, cfg: cfg,
+	s := &Service{st: st, bus: bus, d: cfg.Dispatcher, dtx: cfg.TxDispatcher, engine: engine, providers: providers, cfg: cfg,
 		log: cfg.Logger.With("component", "jobs"), wake: make(chan struct{}, 1),
 		disconnects: make(chan disconnectNotice, disconnectBuffer)}
+	chain := command.ChainConfig{Idempotency: command.StoreDeps(st), Logger: cfg.Logger}
 	if s.d == nil {
-		s.d = bus
+		s.d = command.EdgeChain(bus, chain)
+	}
+	if s.dtx == nil {
+		s.dtx = command.InTxChain(bus, chain)
 	}
 	s.SetWorkerChannel(ch)
 	s.register()
