@@ -26,6 +26,9 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	// ErrConflict: a unique key or an optimistic-lock check failed; nothing was written.
 	ErrConflict = errors.New("store: conflict")
+	// ErrInvalidPageToken: a List page token that no List returned (garbled, or from
+	// another driver); nothing was read.
+	ErrInvalidPageToken = errors.New("store: invalid page token")
 )
 
 // txMarker is the context key InTransaction looks for (a private type, so no other
