@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/internal/backoff"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/store"
 )
@@ -145,7 +146,7 @@ func (s *Service) destroyAfterCommit(p provider.Provider, workerID, reason strin
 		defer s.WakeScheduler()
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DestroyTimeout)
 		defer cancel()
-		backoff := 100 * time.Millisecond
+		pace := backoff.Pacer{Base: 100 * time.Millisecond, Max: time.Second}
 		for attempt := 1; ; attempt++ {
 			err := p.Destroy(ctx, workerID)
 			if err == nil {
@@ -159,9 +160,8 @@ func (s *Service) destroyAfterCommit(p provider.Provider, workerID, reason strin
 			}
 			select {
 			case <-ctx.Done():
-			case <-time.After(backoff):
+			case <-time.After(pace.Next()):
 			}
-			backoff *= 2
 		}
 	}()
 }
