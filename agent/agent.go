@@ -234,7 +234,7 @@ func (a *agent) run(ctx context.Context) error {
 			if err := a.openConn(ctx, recv); err != nil {
 				pace.Max = a.reconnectMax()
 				d := pace.Next()
-				a.log.Warn("connect stream failed", "error", err, "retry_in", d)
+				a.log.Warn("connect stream failed", "err", err, "retry_in", d)
 				if time.Since(disconnectedSince) > a.cfg.ReconnectTimeout {
 					a.stopJobs()
 					return fmt.Errorf("agent: no stream to %s for %s (ReconnectTimeout): %w", a.cfg.ServerURL, a.cfg.ReconnectTimeout, err)
@@ -257,7 +257,7 @@ func (a *agent) run(ctx context.Context) error {
 				}
 				pace.Max = a.reconnectMax()
 				d := pace.Next()
-				a.log.Warn("stream broken; reconnecting", "error", it.err, "retry_in", d)
+				a.log.Warn("stream broken; reconnecting", "err", it.err, "retry_in", d)
 				a.closeConn()
 				disconnectedSince = time.Now()
 				reconnect.Reset(d)
@@ -343,12 +343,12 @@ func (a *agent) register(parent context.Context) error {
 		switch connect.CodeOf(err) {
 		case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeInvalidArgument,
 			connect.CodeNotFound, connect.CodeFailedPrecondition, connect.CodeUnimplemented:
-			a.log.Error("registration refused", "code", connect.CodeOf(err).String(), "error", err)
+			a.log.Error("registration refused", "code", connect.CodeOf(err).String(), "err", err)
 			return &RegistrationError{Code: connect.CodeOf(err), Err: fmt.Errorf("register: %w", err)}
 		}
 		pace.Max = a.reconnectMax()
 		d := pace.Next()
-		a.log.Warn("register failed; retrying", "error", err, "retry_in", d)
+		a.log.Warn("register failed; retrying", "err", err, "retry_in", d)
 		select {
 		case <-ctx.Done():
 			if parent.Err() != nil {
@@ -424,7 +424,7 @@ func (a *agent) send(m *hodeiv1.WorkerMessage) {
 		return
 	}
 	if err := a.conn.stream.Send(m); err != nil {
-		a.log.Debug("send failed", "error", err)
+		a.log.Debug("send failed", "err", err)
 		a.conn.cancel() // unblocks the reader, which reports the error
 	}
 }
@@ -553,7 +553,7 @@ func (a *agent) runJob(r *hodeiv1.RunJob) {
 	}
 	p, err := startJob(id, r.GetSpec(), a.cfg.exec, sink)
 	if err != nil {
-		log.Warn("job failed to start", "error", err)
+		log.Warn("job failed to start", "err", err)
 		a.finish(&finishedJob{jobID: id, res: startFailure(err, time.Now())})
 		return
 	}
@@ -590,7 +590,7 @@ func (a *agent) cancelJob(c *hodeiv1.CancelJob) {
 func (a *agent) finish(f *finishedJob) {
 	delete(a.running, f.jobID)
 	r := f.res
-	a.log.Info("job finished", "job_id", f.jobID, "exit_code", r.ExitCode, "error", r.Err, "cancelled", r.Cancelled,
+	a.log.Info("job finished", "job_id", f.jobID, "exit_code", r.ExitCode, "err", r.Err, "cancelled", r.Cancelled,
 		"duration", r.FinishedAt.Sub(r.StartedAt))
 	a.queue(&hodeiv1.WorkerMessage{MessageId: uuid.NewString(), Payload: &hodeiv1.WorkerMessage_Result{Result: &hodeiv1.JobResult{
 		JobId:      f.jobID,
