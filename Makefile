@@ -4,7 +4,7 @@ GO ?= go
 # Extra flags for go test, e.g. make test GOTESTFLAGS="-race -timeout 25m"
 GOTESTFLAGS ?=
 
-.PHONY: all build test lint ensure-postgres generate
+.PHONY: all build test cover lint ensure-postgres generate
 
 all: lint build test
 
@@ -20,6 +20,20 @@ ensure-postgres:
 ## test: run every test against real PostgreSQL (started by the tests themselves)
 test: ensure-postgres
 	$(GO) test $(GOTESTFLAGS) ./...
+
+## cover: run the tests with coverage and print each package's statement coverage,
+## then a table of them (CI's flags via GOTESTFLAGS; PKGS=./saga/... for a part)
+PKGS ?= ./...
+cover: ensure-postgres
+	@log=$$(mktemp); status=0; \
+	$(GO) test $(GOTESTFLAGS) -cover $(PKGS) 2>&1 | tee "$$log" || status=1; \
+	grep -q '^FAIL' "$$log" && status=1; \
+	echo "--- coverage per package"; \
+	awk '{ c = ""; for (i = 1; i < NF; i++) if ($$i == "coverage:") c = $$(i+1) } \
+		$$1 == "coverage:" { pending = c; next } \
+		$$1 == "FAIL" && NF >= 2 && $$2 != "" { printf "%-48s %s (tests FAILED)\n", $$2, pending; pending = ""; next } \
+		c != "" { printf "%-48s %s\n", ($$1 == "ok" ? $$2 : $$1), c }' "$$log" | sort; \
+	rm -f "$$log"; exit $$status
 
 ## lint: fail on unformatted files, then go vet
 lint:

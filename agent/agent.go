@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/internal/backoff"
 )
 
 // Version is reported to the server at registration.
@@ -223,7 +223,7 @@ func (a *agent) run(ctx context.Context) error {
 	defer idle.Stop()
 	reconnect := time.NewTimer(0) // connect at once
 	defer reconnect.Stop()
-	backoff := a.cfg.ReconnectMin
+	pace := a.pacer()
 	disconnectedSince := time.Now()
 	wasBusy := false
 	defer a.closeConn()
@@ -237,13 +237,14 @@ func (a *agent) run(ctx context.Context) error {
 
 		case <-reconnect.C:
 			if err := a.openConn(ctx, recv); err != nil {
-				a.log.Warn("connect stream failed", "error", err, "retry_in", backoff)
+				pace.Max = a.reconnectMax()
+				d := pace.Next()
+				a.log.Warn("connect stream failed", "err", err, "retry_in", d)
 				if time.Since(disconnectedSince) > a.cfg.ReconnectTimeout {
 					a.stopJobs()
 					return fmt.Errorf("agent: no stream to %s for %s (ReconnectTimeout): %w", a.cfg.ServerURL, a.cfg.ReconnectTimeout, err)
 				}
-				reconnect.Reset(jitter(backoff))
-				backoff = min(2*backoff, a.reconnectMax())
+				reconnect.Reset(d)
 			}
 
 		case it := <-recv:
@@ -257,13 +258,14 @@ func (a *agent) run(ctx context.Context) error {
 					return &RegistrationError{Code: ce.Code(), Err: fmt.Errorf("connect stream: %w", it.err)}
 				}
 				if a.conn.gotMsg || time.Since(a.conn.opened) > a.cfg.ReconnectMax {
-					backoff = a.cfg.ReconnectMin // the stream was healthy: start over
+					pace.Reset() // the stream was healthy: start over
 				}
-				a.log.Warn("stream broken; reconnecting", "error", it.err, "retry_in", backoff)
+				pace.Max = a.reconnectMax()
+				d := pace.Next()
+				a.log.Warn("stream broken; reconnecting", "err", it.err, "retry_in", d)
 				a.closeConn()
 				disconnectedSince = time.Now()
-				reconnect.Reset(jitter(backoff))
-				backoff = min(2*backoff, a.reconnectMax())
+				reconnect.Reset(d)
 				continue
 			}
 			a.conn.gotMsg = true
@@ -319,7 +321,7 @@ func (a *agent) run(ctx context.Context) error {
 func (a *agent) register(parent context.Context) error {
 	ctx, cancel := context.WithTimeout(parent, a.cfg.RegisterTimeout)
 	defer cancel()
-	backoff := a.cfg.ReconnectMin
+	pace := a.pacer()
 	for {
 		resp, err := a.client.Register(ctx, connect.NewRequest(&hodeiv1.RegisterRequest{
 			WorkerId:        a.cfg.WorkerID,
@@ -346,19 +348,20 @@ func (a *agent) register(parent context.Context) error {
 		switch connect.CodeOf(err) {
 		case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeInvalidArgument,
 			connect.CodeNotFound, connect.CodeFailedPrecondition, connect.CodeUnimplemented:
-			a.log.Error("registration refused", "code", connect.CodeOf(err).String(), "error", err)
+			a.log.Error("registration refused", "code", connect.CodeOf(err).String(), "err", err)
 			return &RegistrationError{Code: connect.CodeOf(err), Err: fmt.Errorf("register: %w", err)}
 		}
-		a.log.Warn("register failed; retrying", "error", err, "retry_in", backoff)
+		pace.Max = a.reconnectMax()
+		d := pace.Next()
+		a.log.Warn("register failed; retrying", "err", err, "retry_in", d)
 		select {
 		case <-ctx.Done():
 			if parent.Err() != nil {
 				return errStopped
 			}
 			return fmt.Errorf("agent: register with %s: gave up after %s: %w", a.cfg.ServerURL, a.cfg.RegisterTimeout, err)
-		case <-time.After(jitter(backoff)):
+		case <-time.After(d):
 		}
-		backoff = min(2*backoff, a.reconnectMax())
 	}
 }
 
@@ -426,7 +429,7 @@ func (a *agent) send(m *hodeiv1.WorkerMessage) {
 		return
 	}
 	if err := a.conn.stream.Send(m); err != nil {
-		a.log.Debug("send failed", "error", err)
+		a.log.Debug("send failed", "err", err)
 		a.conn.cancel() // unblocks the reader, which reports the error
 	}
 }
@@ -581,7 +584,7 @@ func (a *agent) runJob(r *hodeiv1.RunJob) {
 	}
 	p, err := startJob(id, r.GetSpec(), a.cfg.exec, sink)
 	if err != nil {
-		log.Warn("job failed to start", "error", err)
+		log.Warn("job failed to start", "err", err)
 		a.finish(&finishedJob{jobID: id, res: startFailure(err, time.Now())})
 		return
 	}
@@ -618,7 +621,7 @@ func (a *agent) cancelJob(c *hodeiv1.CancelJob) {
 func (a *agent) finish(f *finishedJob) {
 	delete(a.running, f.jobID)
 	r := f.res
-	a.log.Info("job finished", "job_id", f.jobID, "exit_code", r.ExitCode, "error", r.Err, "cancelled", r.Cancelled,
+	a.log.Info("job finished", "job_id", f.jobID, "exit_code", r.ExitCode, "err", r.Err, "cancelled", r.Cancelled,
 		"duration", r.FinishedAt.Sub(r.StartedAt))
 	a.queue(&hodeiv1.WorkerMessage{MessageId: uuid.NewString(), Payload: &hodeiv1.WorkerMessage_Result{Result: &hodeiv1.JobResult{
 		JobId:      f.jobID,
@@ -666,8 +669,11 @@ func truncate(s string, n int) string {
 }
 
 // jitter spreads d by ±20%.
-func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+// pacer paces one reconnect or registration loop: from ReconnectMin, doubling up to
+// reconnectMax (set before each Next), ±20 % so that the workers of a restarted
+// server do not all come back at once.
+func (a *agent) pacer() *backoff.Pacer {
+	return &backoff.Pacer{Base: a.cfg.ReconnectMin, Max: a.reconnectMax(), Jitter: 0.2}
 }
 
 // reconnectMax is the largest pause between two stream attempts: Config.ReconnectMax,

@@ -130,8 +130,11 @@ func newEnvWith(t *testing.T, run bool, hooks envHooks) *env {
 	if err := jobs.RegisterSagas(reg); err != nil {
 		t.Fatal(err)
 	}
-	d := command.Chain(bus, command.Idempotency(command.IdempotencyDeps{Tx: st, Keys: st.Idempotency()}, bus))
-	engine, err := saga.New(st, reg, d, saga.Config{PollInterval: 100 * time.Millisecond, ActivityDispatcher: bus})
+	// Wired as server.Run wires it.
+	chain := command.ChainConfig{Idempotency: command.StoreDeps(st)}
+	inTx, edge := command.InTxChain(bus, chain), command.EdgeChain(bus, chain)
+	engine, err := saga.New(st, reg, inTx, saga.Config{PollInterval: 100 * time.Millisecond,
+		ActivityDispatcher: command.ActivityChain(bus, chain)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +147,7 @@ func newEnvWith(t *testing.T, run bool, hooks envHooks) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jcfg := jobs.Config{ServerURL: "http://127.0.0.1:1", Dispatcher: d}
+	jcfg := jobs.Config{ServerURL: "http://127.0.0.1:1", Dispatcher: edge, TxDispatcher: inTx}
 	if hooks.jobs != nil {
 		hooks.jobs(&jcfg)
 	}
@@ -161,7 +164,7 @@ func newEnvWith(t *testing.T, run bool, hooks envHooks) *env {
 		if err := messaging.EnsureStreams(ctx, js); err != nil {
 			t.Fatal(err)
 		}
-		relay, err := outbox.NewRelay(st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: d},
+		relay, err := outbox.NewRelay(st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: edge},
 			outbox.NewJetStreamPublisher(js), outbox.Config{PollInterval: 100 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)

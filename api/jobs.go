@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -165,8 +164,7 @@ func (s *JobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.
 	f.Labels = protoconv.CloneMap(m.GetLabels())
 	jobs, next, err := s.jobs.List(ctx, f)
 	if err != nil {
-		// The store's only input error left at this point is an undecodable token.
-		if strings.Contains(err.Error(), "PageToken") {
+		if errors.Is(err, store.ErrInvalidPageToken) {
 			return nil, invalidArg("page_token", "is malformed (use next_page_token of a previous response)")
 		}
 		return nil, s.err(err)

@@ -1,9 +1,9 @@
 package command
 
 import (
-	"math"
-	"math/rand/v2"
 	"time"
+
+	"github.com/hodei-jobs/hodei/internal/backoff"
 )
 
 // Backoff returns the delay before retry number attempt+1: min(base·2^attempt, max),
@@ -16,38 +16,8 @@ import (
 // in [0, 1) (nil uses math/rand/v2); tests pass a fixed function to get exact values.
 //
 // The retry middleware, the outbox relay and the saga runner share this function so
-// that one formula governs every retry in Hodei.
+// that one formula governs every retry in Hodei; it is internal/backoff's Delay, which
+// the reconnect loops (agent, outbox listener, CLI) pace themselves with.
 func Backoff(attempt int, base, max time.Duration, jitter float64, rnd func() float64) time.Duration {
-	if base <= 0 {
-		return 0
-	}
-	if max < base {
-		max = base
-	}
-	if attempt < 0 {
-		attempt = 0
-	}
-	d := max
-	// base·2^attempt without overflow: shift only while it stays below max.
-	if attempt < 63 && base <= max>>uint(attempt) {
-		d = base << uint(attempt)
-	}
-	if jitter <= 0 {
-		return d
-	}
-	if jitter > 1 {
-		jitter = 1
-	}
-	if rnd == nil {
-		rnd = rand.Float64
-	}
-	f := 1 + jitter*(2*rnd()-1) // in [1-jitter, 1+jitter)
-	out := float64(d) * f
-	if out >= math.MaxInt64 {
-		return time.Duration(math.MaxInt64)
-	}
-	if out < 0 {
-		return 0
-	}
-	return time.Duration(out)
+	return backoff.Delay(attempt, base, max, jitter, rnd)
 }

@@ -5,6 +5,10 @@
 //	caller ──Dispatch[R]──▶ logging ─▶ tracing ─▶ retry ─▶ idempotency ─▶ Bus ─▶ Handler[C,R]
 //
 // Middleware lives one per file (logging.go, retry.go, idempotency.go, tracing.go).
+// chain.go builds the two dispatchers every process uses: InTxChain (no retry) for
+// callers inside a transaction, such as saga steps, and EdgeChain (with retry) for
+// callers outside one. Retry refuses a context that carries a transaction
+// (ErrRetryInTransaction): retrying there would reuse a transaction that failed.
 // The Bus holds no lock while a handler runs: handlers run concurrently and may dispatch
 // nested commands. Errors are values: ErrHandlerNotFound, ErrTypeMismatch (via
 // *TypeMismatchError), *HandlerError wrapping the handler's error, and Transient(err),

@@ -8,6 +8,11 @@ import (
 // ErrHandlerNotFound: no handler is registered for the command's type.
 var ErrHandlerNotFound = errors.New("command: no handler registered")
 
+// ErrRetryInTransaction: a dispatch through the Retry middleware whose context carries
+// a transaction. Retrying inside a transaction would reuse a transaction that may have
+// failed; the dispatcher was wired wrongly (use InTxChain inside transactions).
+var ErrRetryInTransaction = errors.New("command: retry middleware called inside a transaction (dispatch through InTxChain there)")
+
 // ErrTypeMismatch is matched (errors.Is) by every *TypeMismatchError.
 var ErrTypeMismatch = errors.New("command: type mismatch")
 

@@ -13,7 +13,7 @@ const (
 	LogKeyKey      = "command.key"
 	LogKeyDuration = "duration"
 	LogKeyOutcome  = "outcome"
-	LogKeyError    = "error"
+	LogKeyError    = "err" // the one key of errors in every log record of Hodei
 )
 
 // Logging returns middleware that writes one record per dispatch with the command type,

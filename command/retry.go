@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/hodei-jobs/hodei/store"
 )
 
 // RetryConfig configures the Retry middleware. The zero value is usable: setDefaults
@@ -24,6 +26,11 @@ type RetryConfig struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Rand returns a number in [0, 1) for the jitter. Default: math/rand/v2.
 	Rand func() float64
+	// RetryAll retries every error, not only those marked Transient (user story 50.7's
+	// "retry everything" mode). Off by default: an error that is not Transient is
+	// final, and retrying it usually repeats the same failure. Turn it on only for
+	// commands whose handlers are idempotent and whose failures are not classified.
+	RetryAll bool
 }
 
 func (c *RetryConfig) setDefaults() {
@@ -63,13 +70,19 @@ func (c *RetryConfig) Validate() error {
 }
 
 // Retry returns middleware that calls next again, after Backoff(n, BaseDelay,
-// MaxDelay, Jitter), when it fails with an error marked Transient. Other errors are
-// returned at once. When the attempts are used up it returns the last error (wrapped,
-// so errors.Is/As and IsTransient still see it). When ctx ends while waiting it stops
-// and returns an error matching both ctx's error and the last error.
+// MaxDelay, Jitter), when it fails with an error marked Transient (any error with
+// RetryAll). Other errors are returned at once. When the attempts are used up it
+// returns the last error (wrapped, so errors.Is/As and IsTransient still see it). When
+// ctx ends while waiting it stops and returns an error matching both ctx's error and
+// the last error.
 //
-// Place Retry outside Idempotency and outside any transaction: each attempt then runs
-// in a fresh transaction, and a PostgreSQL transaction that failed cannot be reused.
+// Retry belongs outside Idempotency and outside any transaction (EdgeChain): each
+// attempt then runs in a fresh transaction, since a PostgreSQL transaction that failed
+// cannot be reused and a joined idempotency conflict must roll the caller's
+// transaction back, not be retried inside it. A dispatch whose ctx carries a
+// transaction (store.InTransaction) is therefore refused: Retry returns an error
+// matching ErrRetryInTransaction without calling next. Inside a transaction, dispatch
+// through InTxChain.
 //
 // Retry panics if cfg is invalid after defaults: that is a start-up programming error,
 // like registering a handler twice.
@@ -80,9 +93,12 @@ func Retry(cfg RetryConfig) Middleware {
 	}
 	return func(next Dispatcher) Dispatcher {
 		return DispatcherFunc(func(ctx context.Context, cmd Command) (any, error) {
+			if store.InTransaction(ctx) {
+				return nil, fmt.Errorf("command %s: %w", cmd.CommandType(), ErrRetryInTransaction)
+			}
 			for attempt := 1; ; attempt++ {
 				res, err := next.DispatchAny(ctx, cmd)
-				if err == nil || !IsTransient(err) {
+				if err == nil || !(cfg.RetryAll || IsTransient(err)) {
 					return res, err
 				}
 				if attempt >= cfg.MaxAttempts {

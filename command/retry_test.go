@@ -166,3 +166,34 @@ func equalDurations(a, b []time.Duration) bool {
 	}
 	return true
 }
+
+func TestRetryAllRetriesEveryError(t *testing.T) {
+	var s sleeps
+	plain := errors.New("connection reset")
+	f := &flaky{errs: []error{plain, plain}}
+	d := command.Retry(command.RetryConfig{MaxAttempts: 3, BaseDelay: time.Second, MaxDelay: time.Minute, Jitter: -1,
+		Sleep: s.sleep, RetryAll: true})(f)
+	got, err := d.DispatchAny(context.Background(), echo{})
+	if err != nil || got != "done" || f.calls != 3 {
+		t.Fatalf("RetryAll: DispatchAny = %v, %v after %d calls; want done, nil, 3", got, err, f.calls)
+	}
+	if want := []time.Duration{time.Second, 2 * time.Second}; !equalDurations(s.got, want) {
+		t.Errorf("sleeps = %v, want %v", s.got, want)
+	}
+
+	// Exhausted: the last plain error comes back, wrapped, not marked Transient.
+	f = &flaky{errs: []error{plain, plain, plain}}
+	d = command.Retry(command.RetryConfig{MaxAttempts: 3, Sleep: (&sleeps{}).sleep, RetryAll: true})(f)
+	_, err = d.DispatchAny(context.Background(), echo{})
+	if !errors.Is(err, plain) || command.IsTransient(err) || f.calls != 3 {
+		t.Fatalf("RetryAll exhausted: err %v (transient %v) after %d calls; want the plain error after 3",
+			err, command.IsTransient(err), f.calls)
+	}
+
+	// Off by default: the same error is final.
+	f = &flaky{errs: []error{plain}}
+	d = command.Retry(command.RetryConfig{Sleep: (&sleeps{}).sleep})(f)
+	if _, err := d.DispatchAny(context.Background(), echo{}); !errors.Is(err, plain) || f.calls != 1 {
+		t.Fatalf("default mode: err %v after %d calls; want the error after 1 call", err, f.calls)
+	}
+}

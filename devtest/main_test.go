@@ -103,7 +103,12 @@ type dev struct {
 	startup time.Duration // start to /readyz 200
 }
 
-// startDev starts `hodei dev` on dataDir and listen, waits for its banner and /readyz,
+// bannerEnd ends the last line of `hodei dev`'s banner (the example job).
+const bannerEnd = " -- echo hello"
+
+// startDev starts `hodei dev` on dataDir and listen, waits for its whole banner (up to
+// the example line: the banner is several lines, and a reader that stops at the first
+// may see the rest missing) and for /readyz,
 // and registers a cleanup that stops it (SIGTERM, then SIGKILL) and kills any workers
 // it left behind. On failure of the test its output is logged.
 func startDev(t *testing.T, dataDir, listen string, extra ...string) *dev {
@@ -135,24 +140,38 @@ func startDev(t *testing.T, dataDir, listen string, extra ...string) *dev {
 		}
 	})
 	urlc := make(chan string, 1)
+	bannerDone := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pr)
+		listening := false
 		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "hodei dev listening on "); ok {
-				select {
-				case urlc <- strings.TrimSpace(u):
-				default:
-				}
+			line := sc.Text()
+			if u, ok := strings.CutPrefix(line, "hodei dev listening on "); ok && !listening {
+				listening = true
+				urlc <- strings.TrimSpace(u)
+			}
+			if listening && strings.HasSuffix(line, bannerEnd) {
+				close(bannerDone)
+				break
 			}
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
+	bannerDeadline := time.After(60 * time.Second)
 	select {
 	case d.url = <-urlc:
 	case <-d.done:
 		t.Fatalf("hodei dev exited before listening: %v\n%s", d.waitErr, d.out)
-	case <-time.After(60 * time.Second):
+	case <-bannerDeadline:
 		t.Fatalf("hodei dev did not print its address within 60s\n%s", d.out)
+	}
+	// d.banner has every byte the scanner saw: MultiWriter writes it before the pipe.
+	select {
+	case <-bannerDone:
+	case <-d.done:
+		t.Fatalf("hodei dev exited before the end of its banner: %v\n%s", d.waitErr, d.out)
+	case <-bannerDeadline:
+		t.Fatalf("hodei dev did not print the end of its banner (a line ending %q) within 60s\n%s", bannerEnd, d.out)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -30,10 +30,13 @@ func newEnvWith(t *testing.T, o envOpts, wrap func(*fakeCloud) provider.Provider
 	if err := jobs.RegisterSagas(reg); err != nil {
 		t.Fatal(err)
 	}
-	d := command.Chain(bus, command.Idempotency(command.IdempotencyDeps{Tx: e.st, Keys: e.st.Idempotency()}, bus))
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// Wired as server.Run wires it: the engine's steps dispatch through the in-transaction
+	// chain; jobs.New builds the Service's own chains from the same constructors.
+	chain := command.ChainConfig{Idempotency: command.StoreDeps(e.st), Logger: logger}
+	d := command.InTxChain(bus, chain)
 	eng, err := saga.New(e.st, reg, d, saga.Config{PollInterval: 20 * time.Millisecond,
-		Lease: 10 * time.Second, Concurrency: 8, Logger: logger, ActivityDispatcher: bus})
+		Lease: 10 * time.Second, Concurrency: 8, Logger: logger, ActivityDispatcher: command.ActivityChain(bus, chain)})
 	if err != nil {
 		t.Fatal(err)
 	}

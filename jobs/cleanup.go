@@ -159,7 +159,7 @@ func (s *Service) RunCleanup(ctx context.Context, cfg CleanupConfig) error {
 }
 
 // Cleanup is one run: in one transaction it finds lost and stuck workers and orphaned
-// jobs, acts through commands (DestroyWorker, StartRecovery, keyed by the run's slot)
+// jobs, acts through commands (DestroyWorker, StartRecovery, keyed by the run)
 // and writes the cleanup.completed event. With DryRun it only reads. Two runs at once
 // (two replicas that both believe they lead, at a TTL boundary) act once between them:
 // the keys, the state machine and the deterministic saga ids make the second a no-op,
@@ -174,7 +174,11 @@ func (s *Service) Cleanup(ctx context.Context, cfg CleanupConfig) (*CleanupRepor
 	var r *CleanupReport
 	err := s.st.InTx(ctx, func(ctx context.Context) error {
 		r = &CleanupReport{At: now, Slot: slot, DryRun: cfg.DryRun}
-		key := fmt.Sprintf("cleanup/%d/%d", int64(cfg.Interval), slot)
+		// The run's own key: its commands are idempotent by the state machine and the
+		// deterministic saga ids, which is what makes overlapping runs act once. A key
+		// shared by runs would replay the first run's outcomes (say, "recovery started")
+		// in a later run's report.
+		key := fmt.Sprintf("cleanup/%d", now.UnixNano())
 		if err := s.cleanupScan(ctx, cfg, now, key, r); err != nil {
 			return err
 		}
@@ -266,7 +270,7 @@ func (s *Service) cleanupScan(ctx context.Context, cfg CleanupConfig, now time.T
 		if cfg.DryRun {
 			continue
 		}
-		out, err := command.Dispatch[Outcome](ctx, s.d, DestroyWorker{Key: key + "/destroy/" + w.ID, WorkerID: w.ID, Reason: reason})
+		out, err := command.Dispatch[Outcome](ctx, s.dtx, DestroyWorker{Key: key + "/destroy/" + w.ID, WorkerID: w.ID, Reason: reason})
 		if err != nil {
 			return err
 		}
@@ -291,7 +295,7 @@ func workerSeen(w *domain.Worker) time.Time {
 // other consumers; the orchestrator's route then starts nothing new). The event's key
 // is per job attempt, so cleanup and the disconnect check publish it once between them.
 func (s *Service) recoverLostJob(ctx context.Context, key string, j *domain.Job, reason string) (RecoveryOutcome, error) {
-	out, err := command.Dispatch[RecoveryOutcome](ctx, s.d, StartRecovery{Key: key, JobID: j.ID, WorkerID: j.WorkerID, Reason: reason})
+	out, err := command.Dispatch[RecoveryOutcome](ctx, s.dtx, StartRecovery{Key: key, JobID: j.ID, WorkerID: j.WorkerID, Reason: reason})
 	if err != nil {
 		return RecoveryOutcome{}, err
 	}

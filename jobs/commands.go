@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"slices"
 	"time"
 
 	"github.com/hodei-jobs/hodei/command"
@@ -137,14 +138,14 @@ func (c MarkJobFailed) IdempotencyKey() string       { return c.Key }
 func (c MarkJobRunning) IdempotencyKey() string      { return c.Key }
 func (c NotifyWorkerReady) IdempotencyKey() string   { return c.Key }
 
-// Commands returns a zero value of every command type of this package (for
-// commandtest.CheckRegistered).
+// Commands returns a zero value of every command type of this package, those of the
+// cancellation, timeout and recovery sagas included (for commandtest.CheckRegistered).
 func Commands() []command.Command {
-	return []command.Command{
+	return slices.Concat([]command.Command{
 		CreateWorker{}, DestroyWorker{}, ReleaseWorker{}, ValidateReservation{}, AssignWorker{},
 		DispatchJob{}, DeliverRun{}, CompleteJob{}, MarkJobFailed{}, MarkJobRunning{}, NotifyWorkerReady{},
 		RetryProvisioning{},
-	}
+	}, CancellationCommands(), RecoveryCommands())
 }
 
 // Outcome is the result of every job path command: the states after it ran, and

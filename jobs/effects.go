@@ -8,6 +8,7 @@ import (
 
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/internal/backoff"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/provider/routing"
 	"github.com/hodei-jobs/hodei/store"
@@ -141,7 +142,8 @@ func (s *Service) deliverAfterCommit(ctx context.Context, workerID, what string,
 		go func() {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*s.cfg.DeliveryTimeout)
 			defer cancel()
-			for attempt := 0; ; attempt++ {
+			pace := backoff.Pacer{Base: 100 * time.Millisecond, Max: 2 * time.Second}
+			for {
 				dctx, dcancel := context.WithTimeout(ctx, s.cfg.DeliveryTimeout)
 				err := send(dctx)
 				dcancel()
@@ -151,7 +153,7 @@ func (s *Service) deliverAfterCommit(ctx context.Context, workerID, what string,
 				if w, gerr := s.st.Workers().Get(ctx, workerID); gerr == nil && w.State.IsTerminal() {
 					return
 				}
-				delay := command.Backoff(attempt, 100*time.Millisecond, 2*time.Second, 0.2, nil)
+				delay := pace.Next()
 				select {
 				case <-ctx.Done():
 					s.log.Warn("message to worker not acknowledged; it is sent again when the worker reconnects",
@@ -173,6 +175,7 @@ func (s *Service) destroyAfterCommit(t routing.Target, reason string) {
 		defer s.WakeScheduler()
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DestroyTimeout)
 		defer cancel()
+		pace := backoff.Pacer{Base: 100 * time.Millisecond, Max: time.Second}
 		for attempt := 0; ; attempt++ {
 			err := s.workers.Destroy(ctx, t)
 			if err == nil {
@@ -186,7 +189,7 @@ func (s *Service) destroyAfterCommit(t routing.Target, reason string) {
 			}
 			select {
 			case <-ctx.Done():
-			case <-time.After(command.Backoff(attempt, 100*time.Millisecond, time.Second, 0.2, nil)):
+			case <-time.After(pace.Next()):
 			}
 		}
 	}()

@@ -59,9 +59,9 @@ func TestSlowCreateHoldsNoTransaction(t *testing.T) {
 	if err := jobs.RegisterSagas(reg); err != nil {
 		t.Fatal(err)
 	}
-	d := command.Chain(bus, command.Idempotency(command.IdempotencyDeps{Tx: st, Keys: st.Idempotency()}, bus))
-	eng, err := saga.New(st, reg, d, saga.Config{PollInterval: 20 * time.Millisecond, Lease: 10 * time.Second,
-		ActivityDispatcher: bus})
+	chain := command.ChainConfig{Idempotency: command.StoreDeps(st)}
+	eng, err := saga.New(st, reg, command.InTxChain(bus, chain), saga.Config{PollInterval: 20 * time.Millisecond,
+		Lease: 10 * time.Second, ActivityDispatcher: command.ActivityChain(bus, chain)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,41 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hodei-jobs/hodei/command"
-	"github.com/hodei-jobs/hodei/command/commandtest"
 	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/saga"
 )
-
-func TestEveryCommandRegistered(t *testing.T) {
-	e := newEnv(t, envOpts{noScheduler: true, noEngineLoop: true})
-	bus := command.NewBus()
-	// New registers on the bus it is given; build a second Service over a fresh bus to
-	// inspect it.
-	reg := saga.NewRegistry()
-	if err := jobs.RegisterSagas(reg); err != nil {
-		t.Fatal(err)
-	}
-	eng, err := saga.New(e.st, reg, bus, saga.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	providers := newProviders(t, e.cloud)
-	if _, err := jobs.New(e.st, bus, eng, providers, e.cloud, jobs.Config{ServerURL: "http://x"}); err != nil {
-		t.Fatal(err)
-	}
-	if len(jobs.Commands()) != 12 {
-		t.Fatalf("Commands() lists %d types", len(jobs.Commands()))
-	}
-	commandtest.CheckRegistered(t, bus, jobs.Commands()...)
-	for _, c := range jobs.Commands() {
-		if rt, err := bus.ResultType(c.CommandType()); err != nil || rt.Name() != "Outcome" {
-			t.Errorf("%s: result type %v, %v", c.CommandType(), rt, err)
-		}
-	}
-}
 
 func TestSubmitRunsToSucceeded(t *testing.T) {
 	e := newEnv(t, envOpts{})

@@ -101,8 +101,14 @@ type Config struct {
 	CancelGrace time.Duration
 	// SchedulerBatch bounds the jobs started by one scheduler transaction (default 64).
 	SchedulerBatch int
-	// Dispatcher is used for the commands the Service dispatches itself (JobStarted);
-	// default the bus. Saga steps dispatch through the engine's dispatcher.
+	// TxDispatcher is used for the commands the Service dispatches inside its own
+	// transactions (cleanup, the lost-worker checks); default command.InTxChain over
+	// the bus and the store.
+	TxDispatcher command.Dispatcher
+
+	// Dispatcher is used for the commands the Service dispatches outside a transaction
+	// (JobStarted, RecoverJob); default command.EdgeChain. Saga steps dispatch through
+	// the engine's dispatcher.
 	Dispatcher command.Dispatcher
 	// Workers runs Destroy and Status on existing workers (default: a routing.Router of
 	// node "local" without a message bus, for a single node).
@@ -201,7 +207,8 @@ func (c *Config) Validate() error {
 type Service struct {
 	st        store.Store
 	bus       *command.Bus
-	d         command.Dispatcher
+	d         command.Dispatcher // outside transactions (Config.Dispatcher)
+	dtx       command.Dispatcher // inside transactions (Config.TxDispatcher)
 	engine    *saga.Engine
 	providers *provider.Registry
 	workers   WorkerOps
@@ -239,11 +246,15 @@ func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provi
 	if err := RegisterSagas(defs); err != nil {
 		return nil, err
 	}
-	s := &Service{defs: defs, st: st, bus: bus, d: cfg.Dispatcher, engine: engine, providers: providers, workers: cfg.Workers,
+	s := &Service{defs: defs, st: st, bus: bus, d: cfg.Dispatcher, dtx: cfg.TxDispatcher, engine: engine, providers: providers, workers: cfg.Workers,
 		ch: ch, cfg: cfg, log: cfg.Logger.With("component", "jobs"), wake: make(chan struct{}, 1),
 		disconnects: make(chan disconnectNotice, disconnectBuffer)}
+	chain := command.ChainConfig{Idempotency: command.StoreDeps(st), Logger: cfg.Logger}
 	if s.d == nil {
-		s.d = bus
+		s.d = command.EdgeChain(bus, chain)
+	}
+	if s.dtx == nil {
+		s.dtx = command.InTxChain(bus, chain)
 	}
 	for _, name := range providers.Names() {
 		p, _ := providers.Get(name)
@@ -266,13 +277,7 @@ func (s *Service) Capacity() int { return s.cfg.Capacity }
 
 // afterCommit runs fn after ctx's transaction commits (now when there is none).
 func (s *Service) afterCommit(ctx context.Context, fn func()) {
-	if ac, ok := s.st.(interface {
-		AfterCommit(context.Context, func())
-	}); ok {
-		ac.AfterCommit(ctx, fn)
-		return
-	}
-	fn()
+	s.st.AfterCommit(ctx, fn)
 }
 
 // Submit validates spec (domain.ValidationErrors; nothing is written) and, in one

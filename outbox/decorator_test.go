@@ -95,7 +95,7 @@ func TestFailedCommandRunsAgainWithSameKey(t *testing.T) {
 		}
 		return "done " + w.Key, nil
 	}))
-	dispatcher := command.Chain(bus, command.Idempotency(command.IdempotencyDeps{Tx: st, Keys: st.Idempotency()}, bus))
+	dispatcher := command.EdgeChain(bus, command.ChainConfig{Idempotency: command.StoreDeps(st)}) // the relay's, as in server.Run
 	dec, err := outbox.NewDecorator(st.Outbox(), outbox.DecoratorOptions{MaxAttempts: 1})
 	if err != nil {
 		t.Fatal(err)

@@ -182,15 +182,9 @@ func infoOf(r *store.SagaRecord) *Info {
 		LastSeq: r.LastSeq, Error: r.Error, RunnableAt: r.RunnableAt, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
 }
 
-// afterCommit runs fn after ctx's transaction commits when the store supports it.
+// afterCommit runs fn after ctx's transaction commits (now when there is none).
 func (e *Engine) afterCommit(ctx context.Context, fn func()) {
-	if ac, ok := e.st.(interface {
-		AfterCommit(context.Context, func())
-	}); ok {
-		ac.AfterCommit(ctx, fn)
-		return
-	}
-	fn()
+	e.st.AfterCommit(ctx, fn)
 }
 
 // announce wakes runners and enqueues a task for id after ctx's transaction commits.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -66,7 +68,8 @@ func newEnv(t *testing.T) *env {
 		}
 		return effectResult{JobID: id}, nil
 	}))
-	e.d = command.Chain(e.bus, command.Idempotency(command.IdempotencyDeps{Tx: e.st, Keys: e.st.Idempotency()}, e.bus))
+	e.d = command.InTxChain(e.bus, command.ChainConfig{Idempotency: command.StoreDeps(e.st),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	return e
 }
 

@@ -82,12 +82,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err := jobs.RegisterSagas(reg); err != nil {
 		return fmt.Errorf("server: register sagas: %w", err)
 	}
-	dispatcher := command.Chain(bus,
-		command.Logging(logger),
-		command.Tracing(nil), // the global OpenTelemetry provider: a no-op unless one is installed
-		command.Retry(command.RetryConfig{}),
-		command.Idempotency(command.IdempotencyDeps{Tx: st, Keys: st.Idempotency()}, bus),
-	)
+	// Saga steps run inside their step group's transaction: they dispatch without
+	// retry (the runner retries the step). Everything outside a transaction (the
+	// relay, the job service's API-facing methods) dispatches through the edge chain.
+	// Tracing uses the global OpenTelemetry provider: a no-op unless one is installed.
+	chainCfg := command.ChainConfig{Idempotency: command.StoreDeps(st), Logger: logger}
+	inTx := command.InTxChain(bus, chainCfg)
+	edge := command.EdgeChain(bus, chainCfg)
 	var engine *saga.Engine
 	queue, err := natsq.NewTaskQueue(ctx, js, natsq.QueueConfig{
 		Logger: logger,
@@ -104,7 +105,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	// The activities' commands run outside any transaction: no idempotency middleware
 	// (it opens one), and no retry (the saga step's retry policy retries them).
-	activities := command.Chain(bus, command.Logging(logger), command.Tracing(nil))
+	activities := command.ActivityChain(bus, chainCfg)
 	sagaCfg := saga.Config{Waker: waker, Queue: queue, Logger: logger, ActivityDispatcher: activities}
 	// The node id names this replica: its saga runner, and the owner of the workers it
 	// creates with node-local providers (stable across restarts with a locked data dir).
@@ -122,7 +123,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return err
 	}
 	sagaCfg.RunnerID = node
-	engine, err = saga.New(st, reg, dispatcher, sagaCfg)
+	engine, err = saga.New(st, reg, inTx, sagaCfg)
 	if err != nil {
 		return fmt.Errorf("server: saga engine: %w", err)
 	}
@@ -169,7 +170,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, Logger: logger,
-		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router, Leader: elector})
+		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router, Leader: elector, Dispatcher: edge, TxDispatcher: inTx})
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
 	}
@@ -177,7 +178,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: orchestrator: %w", err)
 	}
-	relay, err := outbox.NewRelay(st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: dispatcher},
+	relay, err := outbox.NewRelay(st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: edge},
 		outbox.NewJetStreamPublisher(js), outbox.Config{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: outbox relay: %w", err)

@@ -26,7 +26,29 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	// ErrConflict: a unique key or an optimistic-lock check failed; nothing was written.
 	ErrConflict = errors.New("store: conflict")
+	// ErrInvalidPageToken: a List page token that no List returned (garbled, or from
+	// another driver); nothing was read.
+	ErrInvalidPageToken = errors.New("store: invalid page token")
 )
+
+// txMarker is the context key InTransaction looks for (a private type, so no other
+// package can set or collide with it).
+type txMarker struct{}
+
+// WithTransaction returns ctx marked as carrying a transaction. Drivers call it on the
+// context InTx hands to fn, so that code which must never run inside a transaction
+// (command.Retry) can tell, whatever the driver.
+func WithTransaction(ctx context.Context) context.Context {
+	return context.WithValue(ctx, txMarker{}, true)
+}
+
+// InTransaction reports whether ctx carries a transaction opened by some Store's InTx
+// (a context derived from the one InTx handed to fn, also after that transaction
+// ended: do not keep such a context beyond fn).
+func InTransaction(ctx context.Context) bool {
+	v, _ := ctx.Value(txMarker{}).(bool)
+	return v
+}
 
 // Store is the root port implemented by a driver. All methods are safe for concurrent use.
 type Store interface {
@@ -34,6 +56,11 @@ type Store interface {
 	// fn joins it and the outer InTx decides commit or rollback. fn's error rolls back.
 	// Callbacks registered with AfterCommit run once the outermost transaction commits.
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
+	// AfterCommit registers fn to run after the outermost transaction in ctx commits; it
+	// is dropped if that transaction rolls back. Without a transaction in ctx, fn runs
+	// now. Effects outside the database (a message to a worker, a wake-up) go here, never
+	// inside the transaction.
+	AfterCommit(ctx context.Context, fn func())
 
 	Jobs() JobStore
 	Workers() WorkerStore

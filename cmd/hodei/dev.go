@@ -119,9 +119,10 @@ func printDevBanner(w io.Writer, url, dataDir string) {
 	if url != defaultServerURL {
 		example += " --server " + url
 	}
-	fmt.Fprintf(w, "hodei dev listening on %s\n", url)
-	fmt.Fprintf(w, "data in %s (SQLite database, NATS store, workers); Ctrl-C stops\n", dataDir)
-	fmt.Fprintf(w, "\nRun a job from another terminal:\n\n    %s -- echo hello\n\n", example)
+	// One write, so that a reader of the first line does not race the rest.
+	fmt.Fprintf(w, "hodei dev listening on %s\n"+
+		"data in %s (SQLite database, NATS store, workers); Ctrl-C stops\n"+
+		"\nRun a job from another terminal:\n\n    %s -- echo hello\n\n", url, dataDir, example)
 }
 
 // cliInvocation is how the user can call this same binary: "go run ./cmd/hodei" when it

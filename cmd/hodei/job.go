@@ -21,6 +21,7 @@ import (
 
 	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/internal/backoff"
 )
 
 // Exit codes of `hodei job run` when the job did not exit by itself. A job that exited
@@ -501,11 +502,11 @@ func stopsRun(st string) bool {
 // retrier paces the reopening of a broken stream: exponential backoff from 100 ms to
 // 2 s, reset by progress, giving up after streamRetryFor without progress.
 type retrier struct {
-	delay     time.Duration
+	pace      backoff.Pacer
 	failingAt time.Time
 }
 
-func (r *retrier) progress() { r.delay, r.failingAt = 0, time.Time{} }
+func (r *retrier) progress() { r.pace.Reset(); r.failingAt = time.Time{} }
 
 // wait sleeps before the next attempt after err; it returns err when giving up.
 func (r *retrier) wait(ctx context.Context, err error) error {
@@ -516,8 +517,8 @@ func (r *retrier) wait(ctx context.Context, err error) error {
 	if now.Sub(r.failingAt) > streamRetryFor {
 		return err
 	}
-	r.delay = min(max(2*r.delay, 100*time.Millisecond), 2*time.Second)
-	t := time.NewTimer(r.delay)
+	r.pace.Base, r.pace.Max = 100*time.Millisecond, 2*time.Second // the zero retrier is ready to use
+	t := time.NewTimer(r.pace.Next())
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

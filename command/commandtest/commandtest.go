@@ -6,6 +6,12 @@
 //	commandtest.CheckRoundTrip(t, bus, StartJob{ID: "j1", Key: "k"}, StartJobResult{ID: "j1"})
 //	commandtest.CheckTypeMismatch(t, bus, StartJob{ID: "j2"})
 //
+// CheckEveryCommand runs the round-trip and type-mismatch checks over every command a
+// production bus has a handler for, one commandtest.For[C, R]() case per type with
+// every field filled (Fill), and fails for a registered command without a case:
+//
+//	commandtest.CheckEveryCommand(t, bus, commandtest.For[StartJob, StartJobResult](), …)
+//
 // The checks report with t.Errorf and return whether they passed, so one test can list
 // every command and see every failure.
 package commandtest

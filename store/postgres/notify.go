@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/hodei-jobs/hodei/internal/backoff"
 )
 
 // Names used by the outbox wake-up path.
@@ -115,14 +117,14 @@ func (s *Store) listen(ctx context.Context, ch chan struct{}) {
 		default:
 		}
 	}
-	backoff := 50 * time.Millisecond
+	pace := backoff.Pacer{Base: 50 * time.Millisecond, Max: s.cfg.ListenerBackoffMax}
 	first := true
 	deaf := false // the last attempt failed (logged once until the listener is back)
 	log := s.cfg.Logger.With("component", "postgres.listener")
 	for ctx.Err() == nil {
 		conn, err := s.connectListener(ctx)
 		if err == nil {
-			backoff = 50 * time.Millisecond
+			pace.Reset()
 			if !first {
 				signal() // rows may have been inserted while the listener was deaf
 			}
@@ -138,21 +140,21 @@ func (s *Store) listen(ctx context.Context, ch chan struct{}) {
 			return
 		}
 		first = false
+		wait := pace.Next()
 		if !deaf {
 			// Wake-ups wait for the relay's poll until the listener is back.
-			log.Warn("outbox listener lost its connection; reconnecting", "err", err, "retry_in", backoff)
+			log.Warn("outbox listener lost its connection; reconnecting", "err", err, "retry_in", wait)
 			deaf = true
 		} else {
-			log.Debug("outbox listener reconnect failed", "err", err, "retry_in", backoff)
+			log.Debug("outbox listener reconnect failed", "err", err, "retry_in", wait)
 		}
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
-		backoff = min(backoff*2, s.cfg.ListenerBackoffMax)
 	}
 }
 

@@ -94,6 +94,8 @@ func WithListenerBackoffMax(d time.Duration) Option {
 // WithLogger sets the logger of the Wakeups listeners.
 func WithLogger(l *slog.Logger) Option { return func(c *Config) { c.Logger = l } }
 
+var _ store.Store = (*Store)(nil)
+
 // Store is the PostgreSQL driver of the store ports. Create it with Open.
 type Store struct {
 	pool *pgxpool.Pool
@@ -235,7 +237,7 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
-	if err := fn(context.WithValue(ctx, txKey{s}, st)); err != nil {
+	if err := fn(store.WithTransaction(context.WithValue(ctx, txKey{s}, st))); err != nil {
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {

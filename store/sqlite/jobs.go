@@ -216,7 +216,7 @@ func decodeToken(s string) (pageToken, error) {
 		err = json.Unmarshal(b, &t)
 	}
 	if err != nil || t.ID == "" {
-		return pageToken{}, fmt.Errorf("sqlite: list jobs: PageToken is malformed")
+		return pageToken{}, fmt.Errorf("sqlite: list jobs: JobFilter.PageToken: %w", store.ErrInvalidPageToken)
 	}
 	return t, nil
 }

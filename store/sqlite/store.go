@@ -111,6 +111,8 @@ func WithBusyTimeout(d time.Duration) Option { return func(c *Config) { c.BusyTi
 // WithSynchronous sets the synchronous mode (SyncNormal or SyncFull).
 func WithSynchronous(mode string) Option { return func(c *Config) { c.Synchronous = mode } }
 
+var _ store.Store = (*Store)(nil)
+
 // Store is the SQLite driver of the store ports. Create it with Open.
 type Store struct {
 	path string
@@ -419,7 +421,7 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 			_ = st.end(context.WithoutCancel(ctx), false)
 		}
 	}()
-	if err := fn(context.WithValue(ctx, txKey{s}, st)); err != nil {
+	if err := fn(store.WithTransaction(context.WithValue(ctx, txKey{s}, st))); err != nil {
 		return err
 	}
 	committed = true

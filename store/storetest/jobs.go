@@ -169,9 +169,7 @@ func testJobs(t *testing.T, newStore func(t *testing.T) store.Store) {
 			t.Fatalf("default page: %d jobs, next %q", len(all), next)
 		}
 		_, _, err = s.Jobs().List(ctx, store.JobFilter{PageToken: "garbage!"})
-		if err == nil {
-			t.Fatal("malformed page token accepted")
-		}
+		wantErr(t, err, store.ErrInvalidPageToken)
 		_, _, err = s.Jobs().List(ctx, store.JobFilter{PageSize: -1})
 		if err == nil {
 			t.Fatal("negative PageSize accepted")

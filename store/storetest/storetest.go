@@ -23,12 +23,6 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Idempotency", func(t *testing.T) { testIdempotency(t, newStore) })
 }
 
-// AfterCommitter is implemented by drivers that run callbacks after the outermost
-// transaction in a context commits (every driver must: the outbox wake-up needs it).
-type AfterCommitter interface {
-	AfterCommit(ctx context.Context, fn func())
-}
-
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)

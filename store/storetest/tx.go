@@ -96,10 +96,7 @@ func testTx(t *testing.T, newStore func(t *testing.T) store.Store) {
 
 	t.Run("AfterCommit", func(t *testing.T) {
 		ctx, s := ctxT(t), newStore(t)
-		ac, ok := s.(AfterCommitter)
-		if !ok {
-			t.Fatalf("driver %T has no AfterCommit(ctx, fn)", s)
-		}
+		ac := s
 		var ran atomic.Int32
 		must(t, s.InTx(ctx, func(ctx context.Context) error {
 			ac.AfterCommit(ctx, func() { ran.Add(1) })
@@ -125,6 +122,29 @@ func testTx(t *testing.T, newStore func(t *testing.T) store.Store) {
 		ac.AfterCommit(ctx, func() { ran.Add(1) })
 		if ran.Load() != 1 {
 			t.Fatal("AfterCommit without a transaction did not run at once")
+		}
+	})
+
+	t.Run("InTransactionMarksContext", func(t *testing.T) {
+		ctx, s := ctxT(t), newStore(t)
+		if store.InTransaction(ctx) {
+			t.Fatal("InTransaction true for a context without a transaction")
+		}
+		var outer, inner, written bool
+		must(t, s.InTx(ctx, func(ctx context.Context) error {
+			outer = store.InTransaction(ctx)
+			must(t, s.Jobs().Create(ctx, job("a")))
+			written = store.InTransaction(ctx)
+			return s.InTx(ctx, func(ctx context.Context) error {
+				inner = store.InTransaction(ctx)
+				return nil
+			})
+		}))
+		if !outer || !written || !inner {
+			t.Fatalf("InTransaction inside InTx: outer %v, after a write %v, joined %v; want all true", outer, written, inner)
+		}
+		if store.InTransaction(ctx) {
+			t.Fatal("InTx marked the caller's context")
 		}
 	})
 }
