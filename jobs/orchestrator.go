@@ -10,11 +10,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
 	"github.com/hodei-jobs/hodei/messaging"
-	"github.com/hodei-jobs/hodei/saga"
 )
 
 // EventJobWorkerLost is written by the cleanup run for each job whose worker is lost
@@ -28,38 +29,34 @@ type workerLostData struct {
 	Reason   string `json:"reason"`
 }
 
-// Route tells the Orchestrator which saga an event type starts. The saga's id is
-// saga.IDFor(Saga, Subject(ev)), so the same event delivered twice starts one saga.
+// Route tells the Orchestrator what an event type starts. Start must be idempotent: the
+// same event may be delivered twice (it starts its saga through the saga's one starter,
+// a command whose saga id is deterministic), and report whether it created a saga.
 type Route struct {
 	EventType string
-	Saga      string
-	Subject   func(ev domain.Event) (string, error)
-	Input     func(ev domain.Event) (any, error)
+	Start     func(ctx context.Context, ev domain.Event) (created bool, err error)
 }
 
-// OrchestratorRoutes returns the routes of the job path: job.worker_lost → recovery.
+// OrchestratorRoutes returns the routes of the job path: job.worker_lost → recovery,
+// through StartRecovery, the recovery saga's one starter (the same command, input and
+// checks as the cleanup run and the exit and disconnect checks use).
 func (s *Service) OrchestratorRoutes() []Route {
-	decode := func(ev domain.Event) (workerLostData, error) {
-		var d workerLostData
-		if err := json.Unmarshal(ev.Data, &d); err != nil {
-			return d, fmt.Errorf("decode %s data: %w", ev.Type, err)
-		}
-		if ev.EntityID == "" || d.WorkerID == "" || d.Attempt < 1 {
-			return d, fmt.Errorf("%s event: entity_id, worker_id and attempt are required", ev.Type)
-		}
-		return d, nil
-	}
 	return []Route{{
 		EventType: EventJobWorkerLost,
-		Saga:      SagaRecovery,
-		Subject: func(ev domain.Event) (string, error) {
-			d, err := decode(ev)
-			return ev.EntityID + "/" + strconv.Itoa(d.Attempt), err // = RecoverySagaID
-		},
-		Input: func(ev domain.Event) (any, error) {
-			d, err := decode(ev)
-			return recoveryInput{JobID: ev.EntityID, LostWorkerID: d.WorkerID, Attempt: d.Attempt, Reason: d.Reason,
-				ReplacementTimeout: s.cfg.RegistrationTimeout + replacementSlack}, err
+		Start: func(ctx context.Context, ev domain.Event) (bool, error) {
+			var d workerLostData
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				return false, fmt.Errorf("decode %s data: %w", ev.Type, err)
+			}
+			if ev.EntityID == "" || d.WorkerID == "" || d.Attempt < 1 {
+				return false, fmt.Errorf("%s event: entity_id, worker_id and attempt are required", ev.Type)
+			}
+			// A key of this delivery's own: a redelivered event must find that the
+			// saga exists (Started false), not replay the first delivery's outcome.
+			out, err := command.Dispatch[RecoveryOutcome](ctx, s.d, StartRecovery{
+				Key:   "orchestrator/" + ev.EntityID + "/" + strconv.Itoa(d.Attempt) + "/" + uuid.NewString(),
+				JobID: ev.EntityID, WorkerID: d.WorkerID, Reason: d.Reason})
+			return out.Started, err
 		},
 	}}
 }
@@ -103,10 +100,9 @@ func (c *OrchestratorConfig) Validate() error {
 }
 
 // Orchestrator is a durable JetStream consumer on HODEI_EVENTS that starts the saga of
-// each routed event (engine.Start with a deterministic id: a duplicate starts nothing).
+// each routed event (through the route's idempotent starter: a duplicate starts nothing).
 type Orchestrator struct {
 	js      jetstream.JetStream
-	engine  *saga.Engine
 	routes  map[string]Route
 	cfg     OrchestratorConfig
 	handled atomic.Int64
@@ -114,18 +110,18 @@ type Orchestrator struct {
 }
 
 // NewOrchestrator builds an Orchestrator for routes.
-func NewOrchestrator(js jetstream.JetStream, engine *saga.Engine, routes []Route, cfg OrchestratorConfig) (*Orchestrator, error) {
-	if js == nil || engine == nil || len(routes) == 0 {
-		return nil, errors.New("jobs: NewOrchestrator needs JetStream, a saga engine and at least one route")
+func NewOrchestrator(js jetstream.JetStream, routes []Route, cfg OrchestratorConfig) (*Orchestrator, error) {
+	if js == nil || len(routes) == 0 {
+		return nil, errors.New("jobs: NewOrchestrator needs JetStream and at least one route")
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := &Orchestrator{js: js, engine: engine, routes: map[string]Route{}, cfg: cfg}
+	o := &Orchestrator{js: js, routes: map[string]Route{}, cfg: cfg}
 	for _, r := range routes {
-		if r.EventType == "" || r.Saga == "" || r.Subject == nil || r.Input == nil {
-			return nil, fmt.Errorf("jobs: orchestrator route %q: EventType, Saga, Subject and Input are required", r.EventType)
+		if r.EventType == "" || r.Start == nil {
+			return nil, fmt.Errorf("jobs: orchestrator route %q: EventType and Start are required", r.EventType)
 		}
 		o.routes[r.EventType] = r
 	}
@@ -146,17 +142,9 @@ func (o *Orchestrator) Handle(ctx context.Context, data []byte) (created bool, e
 	if !ok {
 		return false, nil
 	}
-	subject, err := r.Subject(ev)
+	created, err = r.Start(ctx, ev)
 	if err != nil {
-		return false, fmt.Errorf("jobs: orchestrator: %w", err)
-	}
-	in, err := r.Input(ev)
-	if err != nil {
-		return false, fmt.Errorf("jobs: orchestrator: %w", err)
-	}
-	_, created, err = o.engine.Start(ctx, r.Saga, saga.IDFor(r.Saga, subject), in)
-	if err != nil {
-		return false, fmt.Errorf("jobs: orchestrator: start %s saga for %s: %w", r.Saga, subject, err)
+		return false, fmt.Errorf("jobs: orchestrator: %s of %s: %w", ev.Type, ev.EntityID, err)
 	}
 	return created, nil
 }

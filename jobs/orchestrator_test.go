@@ -32,7 +32,7 @@ func TestOrchestratorDuplicateEventStartsOneSaga(t *testing.T) {
 	if err := messaging.EnsureStreams(ctx, js); err != nil {
 		t.Fatal(err)
 	}
-	o, err := jobs.NewOrchestrator(js, e.engine, e.svc.OrchestratorRoutes(), jobs.OrchestratorConfig{RetryDelay: 50 * time.Millisecond})
+	o, err := jobs.NewOrchestrator(js, e.svc.OrchestratorRoutes(), jobs.OrchestratorConfig{RetryDelay: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -174,7 +174,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
 	}
-	orch, err := jobs.NewOrchestrator(js, engine, svc.OrchestratorRoutes(), jobs.OrchestratorConfig{Logger: logger})
+	orch, err := jobs.NewOrchestrator(js, svc.OrchestratorRoutes(), jobs.OrchestratorConfig{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: orchestrator: %w", err)
 	}
