@@ -236,11 +236,6 @@ func (s *Service) finishCancellation(ctx context.Context, c FinishCancellation) 
 // A round whose predecessor saw the result (or found the job no longer cancelling on
 // its worker) does nothing, so the worker is re-sent CancelJob only while it is silent.
 func cancellationSaga() saga.Definition {
-	in := func(sc *saga.StepContext) (cancellationInput, error) {
-		var v cancellationInput
-		err := sc.Input(&v)
-		return v, err
-	}
 	// settled reports whether an earlier round ended the waiting, and how.
 	settled := func(sc *saga.StepContext, upTo int) (cancelRound, error) {
 		for i := 1; i <= upTo; i++ {
@@ -259,11 +254,7 @@ func cancellationSaga() saga.Definition {
 	for i := 1; i <= cancelRounds; i++ {
 		steps = append(steps, saga.Step{
 			Name: "send-cancel-" + strconv.Itoa(i),
-			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
-				v, err := in(sc)
-				if err != nil {
-					return nil, err
-				}
+			Do: withInput(func(ctx context.Context, sc *saga.StepContext, v cancellationInput) (any, error) {
 				if r, err := settled(sc, i-1); err != nil || r.Done {
 					return nil, err
 				}
@@ -273,14 +264,10 @@ func cancellationSaga() saga.Definition {
 					return nil, err
 				}
 				return cancelRound{Done: o.Aborted}, nil
-			},
+			}),
 		}, saga.Step{
 			Name: "await-cancel-" + strconv.Itoa(i),
-			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
-				v, err := in(sc)
-				if err != nil {
-					return nil, err
-				}
+			Do: withInput(func(ctx context.Context, sc *saga.StepContext, v cancellationInput) (any, error) {
 				if r, err := settled(sc, i); err != nil || r.Done {
 					return nil, err
 				}
@@ -296,36 +283,31 @@ func cancellationSaga() saga.Definition {
 					return nil, fmt.Errorf("decode %s signal: %w", SignalJobFinished, err)
 				}
 				return cancelRound{Done: true, Confirmed: true, Error: f.Error}, nil
-			},
+			}),
 		})
 	}
 	steps = append(steps, saga.Step{
 		Name: "finish",
-		Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
-			v, err := in(sc)
-			if err != nil {
-				return nil, err
-			}
+		Do: withInput(func(ctx context.Context, sc *saga.StepContext, v cancellationInput) (any, error) {
 			r, err := settled(sc, cancelRounds)
 			if err != nil {
 				return nil, err
 			}
 			return dispatch(ctx, sc, FinishCancellation{Key: sc.Key(), JobID: v.JobID, WorkerID: v.WorkerID,
 				Confirmed: r.Confirmed || r.Done, Error: r.Error})
-		},
+		}),
 	}, saga.Step{
 		Name:  "release",
 		Retry: saga.RetryPolicy{MaxAttempts: 5, Initial: 200 * time.Millisecond, Max: 5 * time.Second},
-		Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
-			v, err := in(sc)
-			if err != nil || v.WorkerID == "" {
-				return nil, err
+		Do: withInput(func(ctx context.Context, sc *saga.StepContext, v cancellationInput) (any, error) {
+			if v.WorkerID == "" {
+				return nil, nil
 			}
 			if _, err := dispatch(ctx, sc, ReleaseWorker{Key: sc.Key() + "/release", WorkerID: v.WorkerID}); err != nil {
 				return nil, err
 			}
 			return dispatch(ctx, sc, DestroyWorker{Key: sc.Key() + "/destroy", WorkerID: v.WorkerID, Reason: "job cancelled"})
-		},
+		}),
 	})
 	return saga.Definition{Name: SagaCancellation, Version: 1, Steps: steps}
 }

@@ -35,7 +35,7 @@ func TestEveryCommandContract(t *testing.T) {
 		t.Errorf("Commands() lists %d types, the bus has %d handlers: %v", got, want, bus.Types())
 	}
 	commandtest.CheckEveryCommand(t, bus,
-		// Job path (commands.go, provisioning_retry.go).
+		// Job path (provisioning.go, execution.go, commands.go).
 		commandtest.For[jobs.CreateWorker, jobs.Outcome](),
 		commandtest.For[jobs.DestroyWorker, jobs.Outcome](),
 		commandtest.For[jobs.ReleaseWorker, jobs.Outcome](),

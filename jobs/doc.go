@@ -19,9 +19,14 @@
 //	             then TERMINATED: the slot frees at that commit; provider.Destroy runs
 //	             after the commit and wakes the scheduler when it returns)
 //
-// Steps only dispatch commands (commands.go) through the step's dispatcher, with keys
+// One file per saga holds its definition, its commands and their handlers:
+// provisioning.go, execution.go, cancel.go, timeout.go, recovery.go; commands.go has the
+// commands several sagas share (DestroyWorker, MarkJobFailed) and the registration of
+// every handler, sagas.go the saga registry and the step helpers (withInput).
+//
+// Steps only dispatch commands through the step's dispatcher, with keys
 // derived from StepContext.Key; they never block: waiting is AwaitSignal or
-// AwaitSignalTimeout, which parks the saga. Handlers (handlers.go) write through the
+// AwaitSignalTimeout, which parks the saga. Handlers write through the
 // transaction in ctx and are idempotent by key and by the state machine. Signals from
 // the API path go through saga.Engine.Signal inside the transaction that records the
 // cause, so a signal and its cause commit together; the first signal of a name is the
@@ -179,7 +184,7 @@
 // A worker that could not be provisioned (provider error, registration timeout, or
 // its process exited first) does not fail the job while attempts remain: the
 // provisioning saga's compensation dispatches RetryProvisioning, which puts the job
-// back to PENDING (provisioning_retry.go); the execution saga still waits in
+// back to PENDING (provisioning.go); the execution saga still waits in
 // await-worker, so the scheduler's next attempt simply signals it. A replacement
 // worker of a recovery is different, since that execution saga waits for a result, not
 // a worker: while attempts remain, RetryProvisioning reserves another replacement at

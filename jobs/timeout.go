@@ -83,7 +83,6 @@ func (s *Service) terminateWorkerCmd(ctx context.Context, c TerminateWorker) (Ou
 // the worker released, or MANUAL_INTERVENTION_REQUIRED when the termination could not
 // be confirmed: the worker is then left as it is for an operator).
 func timeoutSaga(version int) saga.Definition {
-	in := inputOf[timeoutInput]
 	terminate := func(ctx context.Context, d command.Dispatcher, key string, attempt int, v timeoutInput) (any, error) {
 		_, err := dispatch(ctx, d, TerminateWorker{Key: key, WorkerID: v.WorkerID})
 		switch {
@@ -99,32 +98,20 @@ func timeoutSaga(version int) saga.Definition {
 		Retry: saga.RetryPolicy{MaxAttempts: terminateAttempts, Initial: 200 * time.Millisecond, Max: 2 * time.Second},
 	}
 	if version >= 2 { // an activity: the provider call (on the worker's owner) holds no transaction
-		term.Activity = func(ctx context.Context, ac *saga.ActivityContext) (any, error) {
-			v, err := in(ac)
-			if err != nil {
-				return nil, err
-			}
+		term.Activity = activityWithInput(func(ctx context.Context, ac *saga.ActivityContext, v timeoutInput) (any, error) {
 			return terminate(ctx, ac, ac.Key(), ac.Attempt(), v)
-		}
+		})
 	} else {
-		term.Do = func(ctx context.Context, sc *saga.StepContext) (any, error) {
-			v, err := in(sc)
-			if err != nil {
-				return nil, err
-			}
+		term.Do = withInput(func(ctx context.Context, sc *saga.StepContext, v timeoutInput) (any, error) {
 			return terminate(ctx, sc, sc.Key(), sc.Attempt(), v)
-		}
+		})
 	}
 	return saga.Definition{Name: SagaTimeout, Version: version, Steps: []saga.Step{
 		term,
 		{
 			Name:  "record",
 			Retry: saga.RetryPolicy{MaxAttempts: 5, Initial: 200 * time.Millisecond, Max: 5 * time.Second},
-			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
-				v, err := in(sc)
-				if err != nil {
-					return nil, err
-				}
+			Do: withInput(func(ctx context.Context, sc *saga.StepContext, v timeoutInput) (any, error) {
 				var t terminateOutput
 				if _, err := sc.Output("terminate", &t); err != nil {
 					return nil, err
@@ -147,7 +134,7 @@ func timeoutSaga(version int) saga.Definition {
 					return nil, err
 				}
 				return o, nil
-			},
+			}),
 		},
 	}}
 }
