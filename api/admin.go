@@ -21,6 +21,7 @@ import (
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-jobs/hodei/internal/protoconv"
+	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/store"
 )
 
@@ -38,7 +39,7 @@ type AdminLogic interface {
 	// domain.ErrIllegalTransition for another state).
 	ResumeJob(ctx context.Context, jobID, resolution, notes string) (*domain.Job, error)
 	// JobSagas lists the sagas of a job, oldest first.
-	JobSagas(ctx context.Context, jobID string) ([]*hodeiv1.SagaSummary, error)
+	JobSagas(ctx context.Context, jobID string) ([]*saga.Info, error)
 }
 
 // DeadLetterStore reads and requeues outbox dead letters; store.OutboxStore satisfies it.
@@ -242,7 +243,11 @@ func (s *AdminService) ListJobSagas(ctx context.Context, req *connect.Request[ho
 	if err != nil {
 		return nil, s.toConnect(err)
 	}
-	return connect.NewResponse(&hodeiv1.ListJobSagasResponse{Sagas: sagas}), nil
+	out := make([]*hodeiv1.SagaSummary, len(sagas))
+	for i, in := range sagas {
+		out[i] = protoconv.SagaToProto(in)
+	}
+	return connect.NewResponse(&hodeiv1.ListJobSagasResponse{Sagas: out}), nil
 }
 
 // --- REST -------------------------------------------------------------------------

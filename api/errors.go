@@ -93,4 +93,4 @@ func validID(field, id string) error {
 }
 
 // maxIDLen bounds job and worker ids accepted from clients.
-const maxIDLen = 128
+const maxIDLen = domain.MaxIDBytes

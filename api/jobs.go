@@ -13,6 +13,7 @@ import (
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-jobs/hodei/internal/protoconv"
+	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/store"
 )
 
@@ -39,7 +40,7 @@ type JobOptions struct {
 	Errors []ErrorCode
 	// Sagas, if set, fills GetJobResponse.sagas (admin.go's AdminLogic has it).
 	Sagas interface {
-		JobSagas(ctx context.Context, jobID string) ([]*hodeiv1.SagaSummary, error)
+		JobSagas(ctx context.Context, jobID string) ([]*saga.Info, error)
 	}
 	Logger *slog.Logger
 }
@@ -125,8 +126,12 @@ func (s *JobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.Ge
 	}
 	res := &hodeiv1.GetJobResponse{Job: protoconv.JobToProto(j)}
 	if s.opts.Sagas != nil {
-		if res.Sagas, err = s.opts.Sagas.JobSagas(ctx, j.ID); err != nil {
+		sagas, err := s.opts.Sagas.JobSagas(ctx, j.ID)
+		if err != nil {
 			return nil, s.err(err)
+		}
+		for _, in := range sagas {
+			res.Sagas = append(res.Sagas, protoconv.SagaToProto(in))
 		}
 	}
 	return connect.NewResponse(res), nil
@@ -266,10 +271,10 @@ func (s *JobService) StreamLogs(ctx context.Context, req *connect.Request[hodeiv
 			if len(lines) == 0 {
 				break
 			}
-			if err := stream.Send(&hodeiv1.StreamLogsResponse{Lines: lines}); err != nil {
+			if err := stream.Send(&hodeiv1.StreamLogsResponse{Lines: protoconv.LogLinesToProto(lines)}); err != nil {
 				return err
 			}
-			after = lines[len(lines)-1].GetSeq()
+			after = lines[len(lines)-1].Seq
 			if len(lines) < s.opts.LogPageSize {
 				break
 			}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/store"
 )
 
@@ -31,14 +30,14 @@ type JobReader interface {
 // LogReader reads the stored output lines of a job in seq order: at most limit lines
 // with seq > afterSeq. An unknown job has no lines (no error).
 type LogReader interface {
-	ReadLogs(ctx context.Context, jobID string, afterSeq int64, limit int) ([]*hodeiv1.LogLine, error)
+	ReadLogs(ctx context.Context, jobID string, afterSeq int64, limit int) ([]*store.LogLine, error)
 }
 
 // LogReaderFunc adapts a function to LogReader.
-type LogReaderFunc func(ctx context.Context, jobID string, afterSeq int64, limit int) ([]*hodeiv1.LogLine, error)
+type LogReaderFunc func(ctx context.Context, jobID string, afterSeq int64, limit int) ([]*store.LogLine, error)
 
 // ReadLogs calls f.
-func (f LogReaderFunc) ReadLogs(ctx context.Context, jobID string, afterSeq int64, limit int) ([]*hodeiv1.LogLine, error) {
+func (f LogReaderFunc) ReadLogs(ctx context.Context, jobID string, afterSeq int64, limit int) ([]*store.LogLine, error) {
 	return f(ctx, jobID, afterSeq, limit)
 }
 
@@ -53,9 +52,9 @@ type WorkerLogic interface {
 	Heartbeat(ctx context.Context, workerID string, at time.Time) error
 	JobStarted(ctx context.Context, workerID, jobID string, at time.Time) error
 	// JobFinished records r durably; when it returns nil the result is acknowledged.
-	JobFinished(ctx context.Context, workerID string, r *hodeiv1.JobResult) error
-	// AppendLogs stores a batch (idempotent on (job_id, seq)).
-	AppendLogs(ctx context.Context, workerID string, b *hodeiv1.LogBatch) error
+	JobFinished(ctx context.Context, workerID string, r domain.JobResult) error
+	// AppendLogs stores a batch of jobID's lines (idempotent on (job_id, seq)).
+	AppendLogs(ctx context.Context, workerID, jobID string, lines []*store.LogLine) error
 	// PendingRun returns the job whose RunJob to (re)send when workerID connects, or nil.
 	PendingRun(ctx context.Context, workerID string) (*domain.Job, error)
 	// PendingCancel returns the CancelJob to (re)send when workerID connects, or nil.

@@ -14,17 +14,19 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/internal/protoconv"
 )
 
 // Limits of worker messages (besides the byte limit on every message).
 const (
-	MaxLogLinesPerBatch = 1000
-	MaxOTPLen           = 512
-	MaxTokenLen         = 512
-	maxMessageIDLen     = 128
-	maxErrorLen         = 4096
+	MaxLogLinesPerBatch = domain.MaxLogLinesPerBatch
+	MaxOTPLen           = domain.MaxSecretBytes
+	MaxTokenLen         = domain.MaxSecretBytes
+	maxMessageIDLen     = domain.MaxMessageIDBytes
+	maxErrorLen         = domain.MaxResultErrorBytes
 )
 
 // WorkerOptions tunes a WorkerAgentService. Zero fields get defaults.
@@ -325,7 +327,7 @@ func (w *WorkerService) handle(ctx context.Context, workerID string, m *hodeiv1.
 		}
 		return false, nil
 	case *hodeiv1.WorkerMessage_Logs:
-		if err := w.logic.AppendLogs(ctx, workerID, p.Logs); err != nil {
+		if err := w.logic.AppendLogs(ctx, workerID, p.Logs.GetJobId(), protoconv.LogLinesFromProto(p.Logs.GetLines())); err != nil {
 			return true, err
 		}
 		w.opts.Notifier.Notify(logsKey(p.Logs.GetJobId()))
@@ -337,7 +339,9 @@ func (w *WorkerService) handle(ctx context.Context, workerID string, m *hodeiv1.
 		w.opts.Notifier.Notify(jobKey(p.Started.GetJobId()))
 		return true, nil
 	case *hodeiv1.WorkerMessage_Result:
-		if err := w.logic.JobFinished(ctx, workerID, p.Result); err != nil {
+		r := p.Result
+		if err := w.logic.JobFinished(ctx, workerID, domain.JobResult{JobID: r.GetJobId(), ExitCode: int(r.GetExitCode()),
+			Error: r.GetError(), Cancelled: r.GetCancelled()}); err != nil {
 			return true, err
 		}
 		w.opts.Notifier.Notify(jobKey(p.Result.GetJobId()))

@@ -12,3 +12,11 @@ type CancelRequest struct {
 	Reason string
 	Grace  time.Duration
 }
+
+// JobResult is what a worker reports when its job ended.
+type JobResult struct {
+	JobID     string
+	ExitCode  int
+	Error     string // set when the job could not start or did not exit normally
+	Cancelled bool
+}

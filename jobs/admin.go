@@ -7,10 +7,7 @@ import (
 	"sort"
 	"strconv"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/store"
 )
@@ -147,13 +144,13 @@ func JobSagaIDs(jobID string, attempt int) []string {
 }
 
 // JobSagas returns the sagas of a job, oldest first (JobSagaIDs that exist). An unknown job: store.ErrNotFound.
-func (s *Service) JobSagas(ctx context.Context, jobID string) ([]*hodeiv1.SagaSummary, error) {
+func (s *Service) JobSagas(ctx context.Context, jobID string) ([]*saga.Info, error) {
 	j, err := s.st.Jobs().Get(ctx, jobID)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: sagas of %s: %w", jobID, err)
 	}
 	ids := JobSagaIDs(jobID, j.Attempt)
-	var out []*hodeiv1.SagaSummary
+	var out []*saga.Info
 	for _, id := range ids {
 		info, err := s.engine.Get(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -162,14 +159,8 @@ func (s *Service) JobSagas(ctx context.Context, jobID string) ([]*hodeiv1.SagaSu
 		if err != nil {
 			return nil, fmt.Errorf("jobs: sagas of %s: saga %s: %w", jobID, id, err)
 		}
-		sum := &hodeiv1.SagaSummary{Id: info.ID, Type: info.Type, State: string(info.State),
-			CurrentStep: int32(info.CurrentStep), Error: info.Error,
-			CreatedAt: timestamppb.New(info.CreatedAt), UpdatedAt: timestamppb.New(info.UpdatedAt)}
-		if d, err := s.defs.Lookup(info.Type, info.Version); err == nil && info.CurrentStep >= 0 && info.CurrentStep < len(d.Steps) {
-			sum.CurrentStepName = d.Steps[info.CurrentStep].Name
-		}
-		out = append(out, sum)
+		out = append(out, info)
 	}
-	sort.SliceStable(out, func(a, b int) bool { return out[a].CreatedAt.AsTime().Before(out[b].CreatedAt.AsTime()) })
+	sort.SliceStable(out, func(a, b int) bool { return out[a].CreatedAt.Before(out[b].CreatedAt) })
 	return out, nil
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/command/commandtest"
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/internal/pgtest"
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/provider"
@@ -84,7 +83,7 @@ func (a *cancelAgent) cancel(ctx context.Context, workerID string, c domain.Canc
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := a.e.svc.JobFinished(ctx, workerID, &hodeiv1.JobResult{JobId: c.JobID,
+			if err := a.e.svc.JobFinished(ctx, workerID, jobs.JobResult{JobID: c.JobID,
 				ExitCode: -1, Cancelled: true, Error: "terminated by signal"}); err != nil {
 				a.e.t.Errorf("agent: cancelled result: %v", err)
 			}
@@ -174,7 +173,7 @@ func TestCancelUnconfirmed(t *testing.T) {
 		t.Fatalf("PendingCancel after the end = %v, %v", c, err)
 	}
 	// A late result from the worker is a no-op.
-	if err := e.svc.JobFinished(e.ctx(), j.WorkerID, &hodeiv1.JobResult{JobId: j.ID, Cancelled: true}); err != nil {
+	if err := e.svc.JobFinished(e.ctx(), j.WorkerID, jobs.JobResult{JobID: j.ID, Cancelled: true}); err != nil {
 		t.Fatalf("late result: %v", err)
 	}
 }

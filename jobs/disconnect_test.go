@@ -9,7 +9,6 @@ import (
 
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/saga"
 )
@@ -143,7 +142,7 @@ func TestRecoverySkipsRecordedResult(t *testing.T) {
 	sp.MaxAttempts = 3
 	j, w := e.runningOn(sp)
 	e.stop() // the execution saga does not complete the job: it stays RUNNING
-	if err := e.svc.JobFinished(ctx, w, &hodeiv1.JobResult{JobId: j.ID, ExitCode: 0}); err != nil {
+	if err := e.svc.JobFinished(ctx, w, jobs.JobResult{JobID: j.ID, ExitCode: 0}); err != nil {
 		t.Fatal(err)
 	}
 

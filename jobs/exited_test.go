@@ -7,7 +7,6 @@ import (
 
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/saga"
 )
@@ -48,7 +47,7 @@ func TestExitedBeforeRegistering(t *testing.T) {
 	}
 	e.cloud.register(second, otp)
 	e.waitJob(j.ID, domain.JobAssigned)
-	if err := e.svc.JobFinished(e.ctx(), second, &hodeiv1.JobResult{JobId: j.ID}); err != nil {
+	if err := e.svc.JobFinished(e.ctx(), second, jobs.JobResult{JobID: j.ID}); err != nil {
 		t.Fatal(err)
 	}
 	if done := e.waitJob(j.ID, domain.JobSucceeded, domain.JobFailed); done.State != domain.JobSucceeded {
@@ -74,7 +73,7 @@ func TestExitedWhileRunning(t *testing.T) {
 	t.Logf("worker exit → job off the dead worker: %s", time.Since(exited))
 	repl := e.registerManual(p.WorkerID)
 	e.waitJob(j.ID, domain.JobAssigned)
-	if err := e.svc.JobFinished(e.ctx(), repl, &hodeiv1.JobResult{JobId: j.ID}); err != nil {
+	if err := e.svc.JobFinished(e.ctx(), repl, jobs.JobResult{JobID: j.ID}); err != nil {
 		t.Fatal(err)
 	}
 	// The replacement exits right after its result was recorded: nothing more happens.
@@ -128,7 +127,7 @@ func TestAssignToDeadWorker(t *testing.T) {
 	}
 	repl := e.registerManual(p.WorkerID)
 	e.waitJob(j.ID, domain.JobAssigned)
-	if err := e.svc.JobFinished(ctx, repl, &hodeiv1.JobResult{JobId: j.ID}); err != nil {
+	if err := e.svc.JobFinished(ctx, repl, jobs.JobResult{JobID: j.ID}); err != nil {
 		t.Fatal(err)
 	}
 	if done := e.waitJob(j.ID, domain.JobSucceeded, domain.JobFailed); done.State != domain.JobSucceeded || done.Attempt != 2 {
@@ -198,7 +197,7 @@ func TestRecoveryRetriesReplacement(t *testing.T) {
 	if a.WorkerID != repl || a.Attempt != 3 {
 		t.Fatalf("job on %s attempt %d, want %s attempt 3", a.WorkerID, a.Attempt, repl)
 	}
-	if err := e.svc.JobFinished(ctx, repl, &hodeiv1.JobResult{JobId: j.ID}); err != nil {
+	if err := e.svc.JobFinished(ctx, repl, jobs.JobResult{JobID: j.ID}); err != nil {
 		t.Fatal(err)
 	}
 	if done := e.waitJob(j.ID, domain.JobSucceeded, domain.JobFailed); done.State != domain.JobSucceeded || done.Attempt != 3 {

@@ -193,14 +193,13 @@ func (f *fakeCloud) run(workerID string, rj *hodeiv1.RunJob) {
 	if env["FAKE_HANG"] == "1" {
 		return
 	}
-	out := &hodeiv1.LogBatch{JobId: rj.GetJobId(), Lines: []*hodeiv1.LogLine{
-		{Seq: 1, Stream: hodeiv1.LogStream_LOG_STREAM_STDOUT, Line: "hello from " + rj.GetJobId()}}}
-	if err := svc.AppendLogs(ctx, workerID, out); err != nil {
+	out := []*store.LogLine{{Seq: 1, Stream: store.StreamStdout, Line: "hello from " + rj.GetJobId()}}
+	if err := svc.AppendLogs(ctx, workerID, rj.GetJobId(), out); err != nil {
 		f.t.Errorf("fake agent: logs: %v", err)
 		return
 	}
 	code, _ := strconv.Atoi(env["FAKE_EXIT"])
-	if err := svc.JobFinished(ctx, workerID, &hodeiv1.JobResult{JobId: rj.GetJobId(), ExitCode: int32(code)}); err != nil {
+	if err := svc.JobFinished(ctx, workerID, jobs.JobResult{JobID: rj.GetJobId(), ExitCode: code}); err != nil {
 		f.t.Errorf("fake agent: finished: %v", err)
 	}
 }

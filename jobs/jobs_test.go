@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/saga"
+	"github.com/hodei-jobs/hodei/store"
 )
 
 func TestSubmitRunsToSucceeded(t *testing.T) {
@@ -41,8 +41,8 @@ func TestSubmitRunsToSucceeded(t *testing.T) {
 		t.Fatalf("worker %+v destroyed %v creates %d", w, destroyed, creates)
 	}
 	lines, err := e.svc.ReadLogs(ctx, j.ID, 0, 0)
-	if err != nil || len(lines) != 1 || lines[0].GetLine() != "hello from "+j.ID ||
-		lines[0].GetStream() != hodeiv1.LogStream_LOG_STREAM_STDOUT {
+	if err != nil || len(lines) != 1 || lines[0].Line != "hello from "+j.ID ||
+		lines[0].Stream != store.StreamStdout {
 		t.Fatalf("logs %v, %v", lines, err)
 	}
 	// Events: queued, the state changes and exactly one completion, all in the outbox.
@@ -306,7 +306,7 @@ func TestDuplicateResultIsNoop(t *testing.T) {
 	if rj, err := e.svc.PendingRun(ctx, wid); err != nil || rj != nil {
 		t.Fatalf("PendingRun of a RUNNING job = %v, %v; want nil", rj, err)
 	}
-	res := &hodeiv1.JobResult{JobId: j.ID, ExitCode: 0}
+	res := jobs.JobResult{JobID: j.ID, ExitCode: 0}
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
@@ -319,7 +319,7 @@ func TestDuplicateResultIsNoop(t *testing.T) {
 	}
 	wg.Wait()
 	// A different, later result for the same attempt is ignored too.
-	if err := e.svc.JobFinished(ctx, wid, &hodeiv1.JobResult{JobId: j.ID, ExitCode: 9}); err != nil {
+	if err := e.svc.JobFinished(ctx, wid, jobs.JobResult{JobID: j.ID, ExitCode: 9}); err != nil {
 		t.Fatal(err)
 	}
 	got := e.waitJob(j.ID, domain.JobSucceeded, domain.JobFailed)
@@ -409,7 +409,7 @@ func TestProvisioningRetried(t *testing.T) {
 	}
 	e.cloud.register(second, otp)
 	e.waitJob(j.ID, domain.JobAssigned)
-	if err := e.svc.JobFinished(ctx, second, &hodeiv1.JobResult{JobId: j.ID, ExitCode: 0}); err != nil {
+	if err := e.svc.JobFinished(ctx, second, jobs.JobResult{JobID: j.ID, ExitCode: 0}); err != nil {
 		t.Fatal(err)
 	}
 	done := e.waitJob(j.ID, domain.JobSucceeded, domain.JobFailed)
@@ -492,10 +492,10 @@ func TestRestartResumes(t *testing.T) {
 	if err := e.svc.JobStarted(ctx, wid, j.ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.svc.AppendLogs(ctx, wid, &hodeiv1.LogBatch{JobId: j.ID, Lines: []*hodeiv1.LogLine{{Seq: 1, Line: "x"}}}); err != nil {
+	if err := e.svc.AppendLogs(ctx, wid, j.ID, []*store.LogLine{{Seq: 1, Line: "x"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.svc.JobFinished(ctx, wid, &hodeiv1.JobResult{JobId: j.ID, ExitCode: 7}); err != nil {
+	if err := e.svc.JobFinished(ctx, wid, jobs.JobResult{JobID: j.ID, ExitCode: 7}); err != nil {
 		t.Fatal(err)
 	}
 	got := e.waitJob(j.ID, domain.JobFailed, domain.JobSucceeded)

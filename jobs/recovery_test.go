@@ -10,7 +10,6 @@ import (
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/command/commandtest"
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/store"
@@ -110,7 +109,7 @@ func TestRecoveryReplacesLostWorker(t *testing.T) {
 		t.Fatalf("%d job.reassigned events, want 1", n)
 	}
 	// The lost worker cannot report for the job any more.
-	if err := e.svc.JobFinished(ctx, old, &hodeiv1.JobResult{JobId: j.ID}); err == nil {
+	if err := e.svc.JobFinished(ctx, old, jobs.JobResult{JobID: j.ID}); err == nil {
 		t.Fatal("JobFinished from the lost worker succeeded")
 	}
 	if run, err := e.svc.PendingRun(ctx, repl); err != nil || run == nil || run.ID != j.ID || run.Attempt != 2 {
@@ -119,7 +118,7 @@ func TestRecoveryReplacesLostWorker(t *testing.T) {
 	if err := e.svc.JobStarted(ctx, repl, j.ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.svc.JobFinished(ctx, repl, &hodeiv1.JobResult{JobId: j.ID}); err != nil {
+	if err := e.svc.JobFinished(ctx, repl, jobs.JobResult{JobID: j.ID}); err != nil {
 		t.Fatal(err)
 	}
 	done := e.waitJob(j.ID, domain.JobSucceeded)

@@ -38,13 +38,13 @@ var (
 	ErrInvalidInput = errors.New("jobs: invalid input")
 )
 
-// Limits on what workers send.
+// Limits on what workers send (domain's, defined once).
 const (
-	MaxIDLen        = 128      // bytes of a worker or job id
-	MaxSecretLen    = 256      // bytes of a one-time password or session token
-	MaxBatchLines   = 1000     // lines of one LogBatch
-	MaxLogLineBytes = 64 << 10 // bytes of one log line
-	MaxErrorBytes   = 4 << 10  // bytes of JobResult.Error kept
+	MaxIDLen        = domain.MaxIDBytes
+	MaxSecretLen    = domain.MaxSecretBytes
+	MaxBatchLines   = domain.MaxLogLinesPerBatch
+	MaxLogLineBytes = domain.MaxLogLineBytes
+	MaxErrorBytes   = domain.MaxResultErrorBytes
 )
 
 // WorkerChannel delivers messages to a connected worker, on whichever replica holds its
@@ -213,7 +213,6 @@ type Service struct {
 	providers *provider.Registry
 	workers   WorkerOps
 	ch        WorkerChannel
-	defs      *saga.Registry // the job path's saga definitions, for step names
 	cfg       Config
 	log       *slog.Logger
 	wake      chan struct{}
@@ -242,11 +241,7 @@ func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provi
 		}
 		cfg.Workers = r
 	}
-	defs := saga.NewRegistry()
-	if err := RegisterSagas(defs); err != nil {
-		return nil, err
-	}
-	s := &Service{defs: defs, st: st, bus: bus, d: cfg.Dispatcher, dtx: cfg.TxDispatcher, engine: engine, providers: providers, workers: cfg.Workers,
+	s := &Service{st: st, bus: bus, d: cfg.Dispatcher, dtx: cfg.TxDispatcher, engine: engine, providers: providers, workers: cfg.Workers,
 		ch: ch, cfg: cfg, log: cfg.Logger.With("component", "jobs"), wake: make(chan struct{}, 1),
 		disconnects: make(chan disconnectNotice, disconnectBuffer)}
 	chain := command.ChainConfig{Idempotency: command.StoreDeps(st), Logger: cfg.Logger}

@@ -10,11 +10,8 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
-	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/store"
 )
 
@@ -145,23 +142,23 @@ func (s *Service) JobStarted(ctx context.Context, workerID, jobID string, at tim
 // errDuplicate rolls back the transaction of a repeated JobFinished.
 var errDuplicate = errors.New("jobs: duplicate result")
 
+// JobResult is what a worker reports when its job ended (domain.JobResult).
+type JobResult = domain.JobResult
+
 // JobFinished records the worker's result durably: in one transaction it marks the
 // result as received (a key in the idempotency table) and signals the execution saga,
 // which completes the job. When it returns nil the worker may consider the result
 // acknowledged. A repeated result (after a reconnect, or a lost ack) is a no-op.
-func (s *Service) JobFinished(ctx context.Context, workerID string, r *hodeiv1.JobResult) error {
-	if r == nil {
-		return fmt.Errorf("%w: result is missing", ErrInvalidInput)
-	}
-	if err := checkID("job_id", r.GetJobId()); err != nil {
+func (s *Service) JobFinished(ctx context.Context, workerID string, r JobResult) error {
+	if err := checkID("job_id", r.JobID); err != nil {
 		return err
 	}
-	jobID := r.GetJobId()
-	errText := r.GetError()
+	jobID := r.JobID
+	errText := r.Error
 	if len(errText) > MaxErrorBytes {
 		errText = errText[:MaxErrorBytes]
 	}
-	sig := finishedSignal{ExitCode: int(r.GetExitCode()), Error: errText, Cancelled: r.GetCancelled()}
+	sig := finishedSignal{ExitCode: r.ExitCode, Error: errText, Cancelled: r.Cancelled}
 	err := s.st.InTx(ctx, func(ctx context.Context) error {
 		j, err := s.st.Jobs().Get(ctx, jobID)
 		if err != nil {
@@ -206,48 +203,38 @@ func (s *Service) JobFinished(ctx context.Context, workerID string, r *hodeiv1.J
 	return nil
 }
 
-// AppendLogs stores a batch of output lines of the worker's job; lines already stored
-// (same job and seq) are skipped, so a re-sent batch is harmless.
-func (s *Service) AppendLogs(ctx context.Context, workerID string, b *hodeiv1.LogBatch) error {
-	if b == nil {
-		return fmt.Errorf("%w: log batch is missing", ErrInvalidInput)
-	}
-	if err := checkID("job_id", b.GetJobId()); err != nil {
+// AppendLogs stores a batch of output lines of the worker's job jobID (each line's
+// JobID is set here); lines already stored (same job and seq) are skipped, so a re-sent
+// batch is harmless.
+func (s *Service) AppendLogs(ctx context.Context, workerID, jobID string, lines []*store.LogLine) error {
+	if err := checkID("job_id", jobID); err != nil {
 		return err
 	}
-	if n := len(b.GetLines()); n > MaxBatchLines {
+	if n := len(lines); n > MaxBatchLines {
 		return fmt.Errorf("%w: lines has %d entries, limit %d (MaxBatchLines)", ErrInvalidInput, n, MaxBatchLines)
 	}
-	if len(b.GetLines()) == 0 {
+	if len(lines) == 0 {
 		return nil
 	}
-	lines := make([]*store.LogLine, 0, len(b.GetLines()))
-	for i, l := range b.GetLines() {
-		if l.GetSeq() < 1 {
-			return fmt.Errorf("%w: lines[%d].seq must be >= 1, got %d", ErrInvalidInput, i, l.GetSeq())
+	for i, l := range lines {
+		if l == nil {
+			return fmt.Errorf("%w: lines[%d] is missing", ErrInvalidInput, i)
 		}
-		if len(l.GetLine()) > MaxLogLineBytes {
+		if l.Seq < 1 {
+			return fmt.Errorf("%w: lines[%d].seq must be >= 1, got %d", ErrInvalidInput, i, l.Seq)
+		}
+		if len(l.Line) > MaxLogLineBytes {
 			return fmt.Errorf("%w: lines[%d].line is %d bytes, limit %d (MaxLogLineBytes)",
-				ErrInvalidInput, i, len(l.GetLine()), MaxLogLineBytes)
+				ErrInvalidInput, i, len(l.Line), MaxLogLineBytes)
 		}
-		ll := &store.LogLine{JobID: b.GetJobId(), Seq: l.GetSeq(), Line: l.GetLine()}
-		switch l.GetStream() {
-		case hodeiv1.LogStream_LOG_STREAM_STDOUT:
-			ll.Stream = store.StreamStdout
-		case hodeiv1.LogStream_LOG_STREAM_STDERR:
-			ll.Stream = store.StreamStderr
-		}
-		if l.GetTime() != nil {
-			ll.Time = l.GetTime().AsTime()
-		}
-		lines = append(lines, ll)
+		l.JobID = jobID
 	}
 	w, err := s.st.Workers().Get(ctx, workerID)
 	if err != nil {
 		return fmt.Errorf("jobs: append logs: %w", err)
 	}
-	if w.JobID != b.GetJobId() {
-		return fmt.Errorf("%w: job %s, worker %s", ErrNotAssigned, b.GetJobId(), workerID)
+	if w.JobID != jobID {
+		return fmt.Errorf("%w: job %s, worker %s", ErrNotAssigned, jobID, workerID)
 	}
 	if _, err := s.st.Logs().Append(ctx, lines...); err != nil {
 		return fmt.Errorf("jobs: append logs: %w", err)
@@ -256,23 +243,12 @@ func (s *Service) AppendLogs(ctx context.Context, workerID string, b *hodeiv1.Lo
 }
 
 // ReadLogs returns up to limit (0: 1000) stored lines of jobID with seq > afterSeq.
-func (s *Service) ReadLogs(ctx context.Context, jobID string, afterSeq int64, limit int) ([]*hodeiv1.LogLine, error) {
+func (s *Service) ReadLogs(ctx context.Context, jobID string, afterSeq int64, limit int) ([]*store.LogLine, error) {
 	lines, err := s.st.Logs().List(ctx, jobID, afterSeq, limit)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: read logs: %w", err)
 	}
-	out := make([]*hodeiv1.LogLine, len(lines))
-	for i, l := range lines {
-		p := &hodeiv1.LogLine{Seq: l.Seq, Line: l.Line, Time: timestamppb.New(l.Time)}
-		switch l.Stream {
-		case store.StreamStdout:
-			p.Stream = hodeiv1.LogStream_LOG_STREAM_STDOUT
-		case store.StreamStderr:
-			p.Stream = hodeiv1.LogStream_LOG_STREAM_STDERR
-		}
-		out[i] = p
-	}
-	return out, nil
+	return lines, nil
 }
 
 // PendingRun returns the job to (re)send to workerID when it connects: its job if that

@@ -170,11 +170,14 @@ type Info struct {
 	Version     int
 	State       State
 	CurrentStep int
-	LastSeq     int64
-	Error       string
-	RunnableAt  time.Time
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// CurrentStepName is the name of step CurrentStep in the saga's definition (Get
+	// fills it when this engine has that definition).
+	CurrentStepName string
+	LastSeq         int64
+	Error           string
+	RunnableAt      time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 func infoOf(r *store.SagaRecord) *Info {
@@ -266,7 +269,11 @@ func (e *Engine) Get(ctx context.Context, id string) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	return infoOf(r), nil
+	in := infoOf(r)
+	if d, err := e.reg.Lookup(r.Type, r.Version); err == nil && in.CurrentStep >= 0 && in.CurrentStep < len(d.Steps) {
+		in.CurrentStepName = d.Steps[in.CurrentStep].Name
+	}
+	return in, nil
 }
 
 // History returns the saga's decoded events in order.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/saga"
+	"github.com/hodei-jobs/hodei/store"
 )
 
 // Conversions between the domain types and their protobuf messages. The job state
@@ -112,4 +114,47 @@ func CloneMap(m map[string]string) map[string]string {
 		return nil
 	}
 	return maps.Clone(m)
+}
+
+// LogLinesFromProto converts a worker's log lines (their job id is the batch's, set by
+// the job logic).
+func LogLinesFromProto(lines []*hodeiv1.LogLine) []*store.LogLine {
+	out := make([]*store.LogLine, len(lines))
+	for i, l := range lines {
+		ll := &store.LogLine{Seq: l.GetSeq(), Line: l.GetLine()}
+		switch l.GetStream() {
+		case hodeiv1.LogStream_LOG_STREAM_STDOUT:
+			ll.Stream = store.StreamStdout
+		case hodeiv1.LogStream_LOG_STREAM_STDERR:
+			ll.Stream = store.StreamStderr
+		}
+		if l.GetTime() != nil {
+			ll.Time = l.GetTime().AsTime()
+		}
+		out[i] = ll
+	}
+	return out
+}
+
+// LogLinesToProto converts stored log lines for a client.
+func LogLinesToProto(lines []*store.LogLine) []*hodeiv1.LogLine {
+	out := make([]*hodeiv1.LogLine, len(lines))
+	for i, l := range lines {
+		p := &hodeiv1.LogLine{Seq: l.Seq, Line: l.Line, Time: timestamppb.New(l.Time)}
+		switch l.Stream {
+		case store.StreamStdout:
+			p.Stream = hodeiv1.LogStream_LOG_STREAM_STDOUT
+		case store.StreamStderr:
+			p.Stream = hodeiv1.LogStream_LOG_STREAM_STDERR
+		}
+		out[i] = p
+	}
+	return out
+}
+
+// SagaToProto converts a saga's summary.
+func SagaToProto(in *saga.Info) *hodeiv1.SagaSummary {
+	return &hodeiv1.SagaSummary{Id: in.ID, Type: in.Type, State: string(in.State), CurrentStep: int32(in.CurrentStep),
+		CurrentStepName: in.CurrentStepName, Error: in.Error,
+		CreatedAt: TimeToProto(in.CreatedAt), UpdatedAt: TimeToProto(in.UpdatedAt)}
 }
