@@ -5,16 +5,20 @@
 // default DataDir/hodei.db, which migrates it and puts it in WAL mode); connect
 // to NATS (Config.NATSURL) or start it embedded with its JetStream store in
 // DataDir/nats (flock-ed; a second server on the same DataDir falls back to a
-// temporary store); ensure the HODEI_EVENTS stream; build the command bus and its two
-// dispatchers (command.InTxChain, command.EdgeChain; tracing through the global
-// OpenTelemetry provider, a no-op unless installed):
+// temporary store); ensure the HODEI_EVENTS stream; build the command bus and its three
+// dispatchers (command.InTxChain, command.EdgeChain, command.ActivityChain; tracing
+// through the global OpenTelemetry provider, a no-op unless installed):
 //
 //	in a transaction (saga steps, jobs.Service's own transactions): Logging → Tracing → Idempotency → Bus
 //	at the edge (outbox relay, jobs.Service's API-facing methods):  Logging → Tracing → Retry → Idempotency → Bus
+//	saga activities (provider calls, worker messages; no transaction): Logging → Tracing → Bus
 //
 // register the saga definitions (jobs.RegisterSagas) and build the saga engine with the
 // NATS task queue and waker (saga/natsq); register the local provider (state in
-// DataDir/workers, Binary os.Executable(), MaxWorkers from Config); listen (so that the
+// DataDir/workers, Binary os.Executable(), MaxWorkers from Config) and start this node's
+// provider/routing.Router (it answers, on "hodei.node.<id>.provider", the Destroy and
+// Status other replicas route to the workers this node owns; Config.NodeTimeout bounds
+// a routed call); listen (so that the
 // URL handed to workers is the real address); build jobs.Service (it registers the
 // command handlers), the outbox relay (BusSink through the edge dispatcher, and
 // the JetStream publisher) and the API (api package) with /readyz probing the database
