@@ -81,10 +81,10 @@ func (e *adminEnv) toReview(t *testing.T) string {
 	t.Helper()
 	ctx := t.Context()
 	j := e.submit(t, echoSpec(nil))
-	if _, err := e.st.Jobs().UpdateState(ctx, j.GetId(), domain.JobProvisioning, func(j *domain.Job) { j.Attempt = 1 }); err != nil {
+	if _, err := e.st.Jobs().UpdateState(ctx, j.GetId(), domain.JobProvisioning, time.Now(), func(j *domain.Job) { j.Attempt = 1 }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.st.Jobs().UpdateState(ctx, j.GetId(), domain.JobManualInterventionRequired, func(j *domain.Job) {
+	if _, err := e.st.Jobs().UpdateState(ctx, j.GetId(), domain.JobManualInterventionRequired, time.Now(), func(j *domain.Job) {
 		j.LastError = "termination not confirmed"
 	}); err != nil {
 		t.Fatal(err)
@@ -315,7 +315,7 @@ func TestAdminRetryRunsAgain(t *testing.T) {
 	}
 	first := takeSpec("the first worker")
 	// The platform could not confirm what happened: an operator must decide.
-	if _, err := e.st.Jobs().UpdateState(ctx, job.GetId(), domain.JobManualInterventionRequired, nil); err != nil {
+	if _, err := e.st.Jobs().UpdateState(ctx, job.GetId(), domain.JobManualInterventionRequired, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if code, body := e.do(t, "POST", "/api/v1/admin/jobs/"+job.GetId()+"/resume", "", `{"resolution":"retry"}`); code != 200 {

@@ -415,7 +415,7 @@ func TestCancelUnknownAndTerminal(t *testing.T) {
 func forceState(t *testing.T, st store.Store, id string, states ...domain.JobState) {
 	t.Helper()
 	for _, s := range states {
-		if _, err := st.Jobs().UpdateState(t.Context(), id, s, nil); err != nil {
+		if _, err := st.Jobs().UpdateState(t.Context(), id, s, time.Now(), nil); err != nil {
 			t.Fatalf("move job %s to %s: %v", id, s, err)
 		}
 	}

@@ -4,10 +4,17 @@
 //
 // # Job states
 //
-// Every write of a job's state goes through CheckJobTransition; an illegal move is a
-// *TransitionError (errors.Is(err, ErrIllegalTransition)), never a silent overwrite.
-// Staying in the same state is also an error: callers that want an idempotent write
-// (a duplicated message, say) compare the states themselves before calling.
+// Every write of a job's state goes through (*Job).Transition, which checks the table
+// below (CheckJobTransition); an illegal move is a *TransitionError (errors.Is(err,
+// ErrIllegalTransition)), never a silent overwrite. Staying in the same state is also an
+// error: callers that want an idempotent write (a duplicated message, say) compare the
+// states themselves before calling.
+//
+// Transition also computes the time stamps, from a time the caller passes (its clock,
+// never the database's): UpdatedAt on every move, StartedAt on first entering RUNNING,
+// FinishedAt on entering a terminal state. The store drivers write what it computed and
+// decide nothing themselves (store.JobStore.UpdateState). (*Worker).Transition does the
+// same for workers (State and UpdatedAt).
 //
 //	            ┌────────── re-queue (from PROVISIONING, ASSIGNED or RUNNING) ──────────┐
 //	            ▼                                                                      │

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // ErrIllegalTransition matches (with errors.Is) every *TransitionError.
@@ -156,4 +157,57 @@ func ParseWorkerState(s string) (WorkerState, error) {
 		return "", fmt.Errorf("worker state %q: %w", s, ErrUnknownState)
 	}
 	return st, nil
+}
+
+// Transition moves j to state `to` at time at, the caller's clock. It is the one way a
+// stored job changes state: store.JobStore.UpdateState calls it on the locked row and
+// writes back what it leaves in j, deciding nothing itself.
+//
+// An illegal move (the table in doc.go) returns a *TransitionError, and a zero at an
+// error; then j is left unchanged and change is not called. Otherwise, in this order:
+//
+//   - change (optional), the caller's edit of other fields, runs on the job as it was
+//     (j.State is still the old state). It may not change ID or State: both are
+//     restored after it.
+//   - State becomes `to` and UpdatedAt becomes at.
+//   - StartedAt becomes at on entering RUNNING, and FinishedAt on entering a terminal
+//     state, each unless already set (earlier, or by change: a start time the worker
+//     reported wins over the time the report was recorded).
+func (j *Job) Transition(to JobState, at time.Time, change func(*Job)) error {
+	if err := CheckJobTransition(j.State, to); err != nil {
+		return err
+	}
+	if at.IsZero() {
+		return fmt.Errorf("job %s: transition %s → %s at the zero time", j.ID, j.State, to)
+	}
+	id := j.ID
+	if change != nil {
+		change(j)
+	}
+	j.ID, j.State, j.UpdatedAt = id, to, at
+	if to == JobRunning && j.StartedAt.IsZero() {
+		j.StartedAt = at
+	}
+	if to.IsTerminal() && j.FinishedAt.IsZero() {
+		j.FinishedAt = at
+	}
+	return nil
+}
+
+// Transition is (*Job).Transition for workers: check the table (doc.go), run change on
+// the worker as it was (ID and State restored after it), then set State to `to` and
+// UpdatedAt to at. store.WorkerStore.UpdateState calls it on the locked row.
+func (w *Worker) Transition(to WorkerState, at time.Time, change func(*Worker)) error {
+	if err := CheckWorkerTransition(w.State, to); err != nil {
+		return err
+	}
+	if at.IsZero() {
+		return fmt.Errorf("worker %s: transition %s → %s at the zero time", w.ID, w.State, to)
+	}
+	id := w.ID
+	if change != nil {
+		change(w)
+	}
+	w.ID, w.State, w.UpdatedAt = id, to, at
+	return nil
 }

@@ -124,7 +124,7 @@ func (s *Service) destroyWorker(ctx context.Context, c DestroyWorker) (Outcome, 
 	if _, err := s.providers.Get(w.Provider); err != nil {
 		return Outcome{}, err
 	}
-	w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminated, nil)
+	w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminated, s.cfg.Now(), nil)
 	if err != nil {
 		return Outcome{}, err
 	}

@@ -347,7 +347,7 @@ func (s *Service) releaseWorker(ctx context.Context, c ReleaseWorker) (Outcome, 
 	if w.State == domain.WorkerTerminating || w.State.IsTerminal() {
 		return skipped(nil, w, "worker already released"), nil
 	}
-	w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminating, nil)
+	w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminating, s.cfg.Now(), nil)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -380,7 +380,7 @@ func (s *Service) assignWorker(ctx context.Context, c AssignWorker) (Outcome, er
 	}
 	gone := w.State == domain.WorkerTerminating || w.State == domain.WorkerTerminated
 	if w.State != domain.WorkerBusy && !gone {
-		if w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerBusy, nil); err != nil {
+		if w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerBusy, s.cfg.Now(), nil); err != nil {
 			return Outcome{}, err
 		}
 	}

@@ -199,7 +199,7 @@ func TestCleanupFindsAndActs(t *testing.T) {
 	if err := e.st.Workers().Create(ctx, &domain.Worker{ID: "w-stale", Provider: "fake", State: domain.WorkerCreating}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.st.Workers().UpdateState(ctx, "w-stale", domain.WorkerReady, nil); err != nil {
+	if _, err := e.st.Workers().UpdateState(ctx, "w-stale", domain.WorkerReady, e.clock.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.st.Workers().Create(ctx, &domain.Worker{ID: "w-stuck", Provider: "fake", State: domain.WorkerCreating}); err != nil {
@@ -214,11 +214,11 @@ func TestCleanupFindsAndActs(t *testing.T) {
 	if err := e.st.Workers().Create(ctx, &domain.Worker{ID: "w-gone", Provider: "fake", State: domain.WorkerCreating, JobID: j.ID}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.st.Workers().UpdateState(ctx, "w-gone", domain.WorkerTerminated, nil); err != nil {
+	if _, err := e.st.Workers().UpdateState(ctx, "w-gone", domain.WorkerTerminated, e.clock.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, to := range []domain.JobState{domain.JobProvisioning, domain.JobAssigned, domain.JobRunning} {
-		if _, err := e.st.Jobs().UpdateState(ctx, j.ID, to, func(j *domain.Job) { j.WorkerID = "w-gone"; j.Attempt = 1 }); err != nil {
+		if _, err := e.st.Jobs().UpdateState(ctx, j.ID, to, e.clock.Now(), func(j *domain.Job) { j.WorkerID = "w-gone"; j.Attempt = 1 }); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -120,7 +120,8 @@ type Config struct {
 	// cleanup scan (default: always leads, for one replica and for tests).
 	Leader Leadership
 	Logger *slog.Logger
-	// Now is the clock of credential expiry (default time.Now).
+	// Now is the clock of credential expiry and of job and worker state changes
+	// (UpdatedAt, StartedAt, FinishedAt; default time.Now).
 	Now func() time.Time
 }
 
@@ -324,7 +325,7 @@ func (s *Service) publish(ctx context.Context, ev domain.Event, key string) erro
 // ctx's transaction.
 func (s *Service) moveJob(ctx context.Context, id string, to domain.JobState, reason string, mutate func(*domain.Job)) (*domain.Job, error) {
 	var from domain.JobState
-	j, err := s.st.Jobs().UpdateState(ctx, id, to, func(j *domain.Job) {
+	j, err := s.st.Jobs().UpdateState(ctx, id, to, s.cfg.Now(), func(j *domain.Job) {
 		from = j.State
 		if mutate != nil {
 			mutate(j)

@@ -59,7 +59,7 @@ func (s *Service) RegisterWorker(ctx context.Context, workerID, otp string) (str
 		if err := s.st.Credentials().RedeemOTP(ctx, workerID, hashSecret(otp), tokenHash, now); err != nil {
 			return err
 		}
-		w, err := s.st.Workers().UpdateState(ctx, workerID, domain.WorkerReady, nil)
+		w, err := s.st.Workers().UpdateState(ctx, workerID, domain.WorkerReady, now, nil)
 		if err != nil {
 			return err
 		}

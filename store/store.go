@@ -79,14 +79,26 @@ type Store interface {
 	Close()
 }
 
-// JobStore persists jobs. State changes go through domain transitions.
+// JobStore persists jobs. The drivers store, the domain decides (DESIGN §11): a state
+// change is computed by (*domain.Job).Transition from values the caller passes, and the
+// driver writes the result; no driver checks a transition or sets a time stamp of one.
+// Times are stored in UTC at the driver's precision (PostgreSQL: microseconds); a
+// returned job holds what was stored.
 type JobStore interface {
+	// Create inserts j. An empty ID gets a new one and an empty State PENDING. A zero
+	// CreatedAt gets the driver's clock, and a zero UpdatedAt CreatedAt: creating is not
+	// a transition, and fixtures without a clock rely on the default. A caller with a
+	// clock of its own sets CreatedAt.
 	Create(ctx context.Context, j *domain.Job) error
 	Get(ctx context.Context, id string) (*domain.Job, error)
-	// UpdateState moves job id from its current state to `to`, checking the domain's
-	// transition table; an illegal move returns the domain's *TransitionError and writes
-	// nothing. mutate (optional) may change other fields of the job in the same write.
-	UpdateState(ctx context.Context, id string, to domain.JobState, mutate func(*domain.Job)) (*domain.Job, error)
+	// UpdateState moves job id to state `to` at time at (the caller's clock). In one
+	// transaction (ctx's or its own) the driver locks the row, calls
+	// j.Transition(to, at, mutate) — the domain checks the transition table, runs mutate
+	// (optional: the caller's edit of other fields, on the job as stored) and computes
+	// State, UpdatedAt, StartedAt and FinishedAt — and writes every mutable column of the
+	// job it leaves. An illegal move returns the domain's *TransitionError (a zero at an
+	// error) and writes nothing; a missing job is ErrNotFound.
+	UpdateState(ctx context.Context, id string, to domain.JobState, at time.Time, mutate func(*domain.Job)) (*domain.Job, error)
 	List(ctx context.Context, f JobFilter) ([]*domain.Job, string, error)
 }
 
@@ -98,11 +110,16 @@ type JobFilter struct {
 	PageToken string
 }
 
-// WorkerStore persists workers.
+// WorkerStore persists workers; state changes follow JobStore's rule (the domain
+// decides, the driver stores).
 type WorkerStore interface {
+	// Create inserts w (new ID when empty, CREATING when State is empty); a zero
+	// CreatedAt gets the driver's clock, as in JobStore.Create.
 	Create(ctx context.Context, w *domain.Worker) error
 	Get(ctx context.Context, id string) (*domain.Worker, error)
-	UpdateState(ctx context.Context, id string, to domain.WorkerState, mutate func(*domain.Worker)) (*domain.Worker, error)
+	// UpdateState is JobStore.UpdateState for workers: lock the row, call
+	// w.Transition(to, at, mutate) (check, mutate, State and UpdatedAt = at), write.
+	UpdateState(ctx context.Context, id string, to domain.WorkerState, at time.Time, mutate func(*domain.Worker)) (*domain.Worker, error)
 	Heartbeat(ctx context.Context, id string, at time.Time) error
 	List(ctx context.Context, states ...domain.WorkerState) ([]*domain.Worker, error)
 	// SetOwner records the node that owns worker id (domain.Worker.Owner); ErrNotFound

@@ -77,9 +77,8 @@ func (js *jobStore) Create(ctx context.Context, j *domain.Job) error {
 	if !j.State.Valid() {
 		return fmt.Errorf("postgres: create job %s: state %q is not a job state", j.ID, j.State)
 	}
-	t := now()
 	if j.CreatedAt.IsZero() {
-		j.CreatedAt = t
+		j.CreatedAt = now() // the documented default of store.JobStore.Create
 	}
 	if j.UpdatedAt.IsZero() {
 		j.UpdatedAt = j.CreatedAt
@@ -145,12 +144,10 @@ func (js *jobStore) Get(ctx context.Context, id string) (*domain.Job, error) {
 	return j, nil
 }
 
-// UpdateState locks the row (SELECT … FOR UPDATE), checks the domain transition, applies
-// mutate and writes every mutable column, all in one transaction (ctx's or its own).
-// mutate may not change the ID or the state: both are restored after it runs.
-// StartedAt is set on entering RUNNING and FinishedAt on entering a terminal state,
-// unless already set (by mutate or earlier).
-func (js *jobStore) UpdateState(ctx context.Context, id string, to domain.JobState, mutate func(*domain.Job)) (*domain.Job, error) {
+// UpdateState locks the row (SELECT … FOR UPDATE), lets the domain move the job
+// (j.Transition: check, mutate, time stamps from at) and writes every mutable column,
+// all in one transaction (ctx's or its own). It decides nothing itself.
+func (js *jobStore) UpdateState(ctx context.Context, id string, to domain.JobState, at time.Time, mutate func(*domain.Job)) (*domain.Job, error) {
 	var out *domain.Job
 	err := js.s.InTx(ctx, func(ctx context.Context) error {
 		q := js.s.q(ctx)
@@ -161,22 +158,10 @@ func (js *jobStore) UpdateState(ctx context.Context, id string, to domain.JobSta
 		if err != nil {
 			return fmt.Errorf("postgres: lock job %s: %w", id, err)
 		}
-		if err := domain.CheckJobTransition(j.State, to); err != nil {
+		if err := j.Transition(to, at, mutate); err != nil {
 			return fmt.Errorf("postgres: job %s: %w", id, err)
 		}
-		if mutate != nil {
-			mutate(j)
-		}
-		j.ID, j.State = id, to
-		t := now()
-		j.UpdatedAt = t
-		if to == domain.JobRunning && j.StartedAt.IsZero() {
-			j.StartedAt = t
-		}
-		if to.IsTerminal() && j.FinishedAt.IsZero() {
-			j.FinishedAt = t
-		}
-		j.StartedAt, j.FinishedAt = normTime(j.StartedAt), normTime(j.FinishedAt)
+		j.UpdatedAt, j.StartedAt, j.FinishedAt = normTime(j.UpdatedAt), normTime(j.StartedAt), normTime(j.FinishedAt)
 		spec, err := json.Marshal(j.Spec)
 		if err != nil {
 			return fmt.Errorf("postgres: job %s: encode spec: %w", id, err)

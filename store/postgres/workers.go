@@ -60,7 +60,7 @@ func (ws *workerStore) Create(ctx context.Context, w *domain.Worker) error {
 		return fmt.Errorf("postgres: create worker %s: state %q is not a worker state", w.ID, w.State)
 	}
 	if w.CreatedAt.IsZero() {
-		w.CreatedAt = now()
+		w.CreatedAt = now() // the documented default of store.WorkerStore.Create
 	}
 	if w.UpdatedAt.IsZero() {
 		w.UpdatedAt = w.CreatedAt
@@ -93,9 +93,9 @@ func (ws *workerStore) Get(ctx context.Context, id string) (*domain.Worker, erro
 	return w, nil
 }
 
-// UpdateState is JobStore.UpdateState for workers: lock, check the domain transition,
-// mutate (ID and state restored after), write.
-func (ws *workerStore) UpdateState(ctx context.Context, id string, to domain.WorkerState, mutate func(*domain.Worker)) (*domain.Worker, error) {
+// UpdateState is JobStore.UpdateState for workers: lock, let the domain move the worker
+// (w.Transition), write.
+func (ws *workerStore) UpdateState(ctx context.Context, id string, to domain.WorkerState, at time.Time, mutate func(*domain.Worker)) (*domain.Worker, error) {
 	var out *domain.Worker
 	err := ws.s.InTx(ctx, func(ctx context.Context) error {
 		q := ws.s.q(ctx)
@@ -106,14 +106,10 @@ func (ws *workerStore) UpdateState(ctx context.Context, id string, to domain.Wor
 		if err != nil {
 			return fmt.Errorf("postgres: lock worker %s: %w", id, err)
 		}
-		if err := domain.CheckWorkerTransition(w.State, to); err != nil {
+		if err := w.Transition(to, at, mutate); err != nil {
 			return fmt.Errorf("postgres: worker %s: %w", id, err)
 		}
-		if mutate != nil {
-			mutate(w)
-		}
-		w.ID, w.State, w.UpdatedAt = id, to, now()
-		w.LastHeartbeat = normTime(w.LastHeartbeat)
+		w.UpdatedAt, w.LastHeartbeat = normTime(w.UpdatedAt), normTime(w.LastHeartbeat)
 		labels, err := labelsJSON(w.Labels)
 		if err != nil {
 			return fmt.Errorf("postgres: worker %s: encode labels: %w", id, err)

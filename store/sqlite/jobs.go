@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -59,7 +60,7 @@ func (js *jobStore) Create(ctx context.Context, j *domain.Job) error {
 		return fmt.Errorf("sqlite: create job %s: state %q is not a job state", j.ID, j.State)
 	}
 	if j.CreatedAt.IsZero() {
-		j.CreatedAt = now()
+		j.CreatedAt = now() // the documented default of store.JobStore.Create
 	}
 	if j.UpdatedAt.IsZero() {
 		j.UpdatedAt = j.CreatedAt
@@ -143,11 +144,9 @@ func (js *jobStore) Get(ctx context.Context, id string) (*domain.Job, error) {
 }
 
 // UpdateState reads the row on the writer connection (no other write can interleave),
-// checks the domain transition, applies mutate and writes every mutable column.
-// mutate may not change the ID or the state: both are restored after it runs.
-// StartedAt is set on entering RUNNING and FinishedAt on entering a terminal state,
-// unless already set.
-func (js *jobStore) UpdateState(ctx context.Context, id string, to domain.JobState, mutate func(*domain.Job)) (*domain.Job, error) {
+// lets the domain move the job (j.Transition: check, mutate, time stamps from at) and
+// writes every mutable column. It decides nothing itself.
+func (js *jobStore) UpdateState(ctx context.Context, id string, to domain.JobState, at time.Time, mutate func(*domain.Job)) (*domain.Job, error) {
 	var out *domain.Job
 	err := js.s.write(ctx, func(ctx context.Context, q querier) error {
 		j, err := scanJob(q.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id))
@@ -157,22 +156,10 @@ func (js *jobStore) UpdateState(ctx context.Context, id string, to domain.JobSta
 		if err != nil {
 			return fmt.Errorf("sqlite: read job %s: %w", id, err)
 		}
-		if err := domain.CheckJobTransition(j.State, to); err != nil {
+		if err := j.Transition(to, at, mutate); err != nil {
 			return fmt.Errorf("sqlite: job %s: %w", id, err)
 		}
-		if mutate != nil {
-			mutate(j)
-		}
-		j.ID, j.State = id, to
-		t := now()
-		j.UpdatedAt = t
-		if to == domain.JobRunning && j.StartedAt.IsZero() {
-			j.StartedAt = t
-		}
-		if to.IsTerminal() && j.FinishedAt.IsZero() {
-			j.FinishedAt = t
-		}
-		j.StartedAt, j.FinishedAt = normTime(j.StartedAt), normTime(j.FinishedAt)
+		j.UpdatedAt, j.StartedAt, j.FinishedAt = normTime(j.UpdatedAt), normTime(j.StartedAt), normTime(j.FinishedAt)
 		spec, err := json.Marshal(j.Spec)
 		if err != nil {
 			return fmt.Errorf("sqlite: job %s: encode spec: %w", id, err)

@@ -228,7 +228,7 @@ func TestConcurrentWritersNoBusy(t *testing.T) {
 						if err := s.Jobs().Create(ctx, &domain.Job{ID: id, Spec: domain.JobSpec{Command: []string{"true"}}}); err != nil {
 							return err
 						}
-						_, err := s.Jobs().UpdateState(ctx, id, domain.JobProvisioning, nil)
+						_, err := s.Jobs().UpdateState(ctx, id, domain.JobProvisioning, time.Now(), nil)
 						return err
 					})
 				}

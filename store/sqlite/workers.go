@@ -60,7 +60,7 @@ func (ws *workerStore) Create(ctx context.Context, w *domain.Worker) error {
 		return fmt.Errorf("sqlite: create worker %s: state %q is not a worker state", w.ID, w.State)
 	}
 	if w.CreatedAt.IsZero() {
-		w.CreatedAt = now()
+		w.CreatedAt = now() // the documented default of store.WorkerStore.Create
 	}
 	if w.UpdatedAt.IsZero() {
 		w.UpdatedAt = w.CreatedAt
@@ -96,9 +96,9 @@ func (ws *workerStore) Get(ctx context.Context, id string) (*domain.Worker, erro
 	return w, nil
 }
 
-// UpdateState is JobStore.UpdateState for workers: read on the writer, check the domain
-// transition, mutate (ID and state restored after), write.
-func (ws *workerStore) UpdateState(ctx context.Context, id string, to domain.WorkerState, mutate func(*domain.Worker)) (*domain.Worker, error) {
+// UpdateState is JobStore.UpdateState for workers: read on the writer, let the domain
+// move the worker (w.Transition), write.
+func (ws *workerStore) UpdateState(ctx context.Context, id string, to domain.WorkerState, at time.Time, mutate func(*domain.Worker)) (*domain.Worker, error) {
 	var out *domain.Worker
 	err := ws.s.write(ctx, func(ctx context.Context, q querier) error {
 		w, err := scanWorker(q.QueryRowContext(ctx, `SELECT `+workerColumns+` FROM workers WHERE id = ?`, id))
@@ -108,14 +108,10 @@ func (ws *workerStore) UpdateState(ctx context.Context, id string, to domain.Wor
 		if err != nil {
 			return fmt.Errorf("sqlite: read worker %s: %w", id, err)
 		}
-		if err := domain.CheckWorkerTransition(w.State, to); err != nil {
+		if err := w.Transition(to, at, mutate); err != nil {
 			return fmt.Errorf("sqlite: worker %s: %w", id, err)
 		}
-		if mutate != nil {
-			mutate(w)
-		}
-		w.ID, w.State, w.UpdatedAt = id, to, now()
-		w.LastHeartbeat = normTime(w.LastHeartbeat)
+		w.UpdatedAt, w.LastHeartbeat = normTime(w.UpdatedAt), normTime(w.LastHeartbeat)
 		labels, err := labelsJSON(w.Labels)
 		if err != nil {
 			return fmt.Errorf("sqlite: worker %s: encode labels: %w", id, err)

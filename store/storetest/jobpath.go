@@ -313,7 +313,7 @@ func workerOwner(t *testing.T, s store.Store) {
 		t.Fatalf("owner %q, want node-a", got.Owner)
 	}
 	must(t, s.Workers().SetOwner(ctx, "w-own", "node-b"))
-	if _, err := s.Workers().UpdateState(ctx, "w-own", domain.WorkerReady, nil); err != nil {
+	if _, err := s.Workers().UpdateState(ctx, "w-own", domain.WorkerReady, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	ws, err := s.Workers().List(ctx, domain.WorkerReady)

@@ -66,20 +66,22 @@ func testJobs(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Lifecycle", func(t *testing.T) {
 		ctx, s := ctxT(t), newStore(t)
 		must(t, s.Jobs().Create(ctx, &domain.Job{ID: "j", Spec: sampleSpec()}))
+		base := time.Now().UTC().Truncate(time.Microsecond)
 		steps := []struct {
 			to     domain.JobState
+			at     time.Time
 			mutate func(*domain.Job)
 		}{
-			{domain.JobProvisioning, nil},
-			{domain.JobAssigned, func(j *domain.Job) { j.WorkerID = "w-1"; j.Attempt++ }},
-			{domain.JobRunning, nil},
-			{domain.JobSucceeded, func(j *domain.Job) { z := 0; j.ExitCode = &z }},
+			{domain.JobProvisioning, base.Add(1 * time.Second), nil},
+			{domain.JobAssigned, base.Add(2 * time.Second), func(j *domain.Job) { j.WorkerID = "w-1"; j.Attempt++ }},
+			{domain.JobRunning, base.Add(3 * time.Second), nil},
+			{domain.JobSucceeded, base.Add(4 * time.Second), func(j *domain.Job) { z := 0; j.ExitCode = &z }},
 		}
 		for _, st := range steps {
-			j, err := s.Jobs().UpdateState(ctx, "j", st.to, st.mutate)
+			j, err := s.Jobs().UpdateState(ctx, "j", st.to, st.at, st.mutate)
 			must(t, err)
-			if j.State != st.to {
-				t.Fatalf("returned state %s, want %s", j.State, st.to)
+			if j.State != st.to || !j.UpdatedAt.Equal(st.at) {
+				t.Fatalf("returned state %s updated %v, want %s at %v", j.State, j.UpdatedAt, st.to, st.at)
 			}
 		}
 		got, err := s.Jobs().Get(ctx, "j")
@@ -88,14 +90,70 @@ func testJobs(t *testing.T, newStore func(t *testing.T) store.Store) {
 			got.ExitCode == nil || *got.ExitCode != 0 {
 			t.Fatalf("after life cycle: %+v", got)
 		}
-		if got.StartedAt.IsZero() || got.FinishedAt.IsZero() || got.FinishedAt.Before(got.StartedAt) {
-			t.Fatalf("started %v finished %v", got.StartedAt, got.FinishedAt)
+		if !got.StartedAt.Equal(steps[2].at) || !got.FinishedAt.Equal(steps[3].at) || !got.UpdatedAt.Equal(steps[3].at) {
+			t.Fatalf("started %v finished %v updated %v, want %v %v %v", got.StartedAt, got.FinishedAt,
+				got.UpdatedAt, steps[2].at, steps[3].at, steps[3].at)
 		}
-		if !got.UpdatedAt.After(got.CreatedAt) && !got.UpdatedAt.Equal(got.CreatedAt) {
-			t.Fatalf("updated_at %v before created_at %v", got.UpdatedAt, got.CreatedAt)
-		}
-		_, err = s.Jobs().UpdateState(ctx, "missing", domain.JobProvisioning, nil)
+		_, err = s.Jobs().UpdateState(ctx, "missing", domain.JobProvisioning, time.Now(), nil)
 		wantErr(t, err, store.ErrNotFound)
+	})
+
+	// The driver writes what (*domain.Job).Transition computed from the caller's time,
+	// not its own clock: a time far from now comes back exactly (in UTC), for
+	// UpdatedAt, StartedAt and FinishedAt, in the returned job and in the stored row. A
+	// zero time is refused and writes nothing.
+	t.Run("StoresWhatTheDomainComputed", func(t *testing.T) {
+		ctx, s := ctxT(t), newStore(t)
+		must(t, s.Jobs().Create(ctx, &domain.Job{ID: "j", Spec: sampleSpec(), State: domain.JobAssigned}))
+		created, err := s.Jobs().Get(ctx, "j")
+		must(t, err)
+		zone := time.FixedZone("UTC+5", 5*3600)
+		tRun := time.Date(2001, 2, 3, 4, 5, 6, 789000, zone) // before CreatedAt: the caller's clock rules
+		tEnd := tRun.Add(90 * time.Minute)
+
+		_, err = s.Jobs().UpdateState(ctx, "j", domain.JobRunning, time.Time{}, func(j *domain.Job) { j.Notes = "zero" })
+		if err == nil {
+			t.Fatal("UpdateState at the zero time succeeded")
+		}
+		if got, err := s.Jobs().Get(ctx, "j"); err != nil || !reflect.DeepEqual(got, created) {
+			t.Fatalf("refused UpdateState wrote: %+v (err %v), want %+v", got, err, created)
+		}
+
+		want := *created
+		must(t, want.Transition(domain.JobRunning, tRun, nil)) // what the domain computes
+		ret, err := s.Jobs().UpdateState(ctx, "j", domain.JobRunning, tRun, nil)
+		must(t, err)
+		got, err := s.Jobs().Get(ctx, "j")
+		must(t, err)
+		for name, j := range map[string]*domain.Job{"returned": ret, "stored": got} {
+			if !j.UpdatedAt.Equal(want.UpdatedAt) || !j.StartedAt.Equal(tRun) || !j.FinishedAt.IsZero() ||
+				!j.CreatedAt.Equal(created.CreatedAt) || j.UpdatedAt.Location() != time.UTC {
+				t.Fatalf("%s after RUNNING at %v: updated %v started %v finished %v created %v", name, tRun,
+					j.UpdatedAt, j.StartedAt, j.FinishedAt, j.CreatedAt)
+			}
+		}
+		if !reflect.DeepEqual(ret, got) {
+			t.Fatalf("returned %+v, stored %+v", ret, got)
+		}
+
+		// mutate's start time (a worker's report) is kept on the next move; the
+		// terminal move stamps FinishedAt with the caller's time.
+		reported := tRun.Add(-time.Second).UTC()
+		_, err = s.Jobs().UpdateState(ctx, "j", domain.JobAssigned, tRun.Add(time.Minute), func(j *domain.Job) { j.StartedAt = reported })
+		must(t, err)
+		_, err = s.Jobs().UpdateState(ctx, "j", domain.JobRunning, tRun.Add(2*time.Minute), nil)
+		must(t, err)
+		ret, err = s.Jobs().UpdateState(ctx, "j", domain.JobFailed, tEnd, func(j *domain.Job) { j.LastError = "boom" })
+		must(t, err)
+		got, err = s.Jobs().Get(ctx, "j")
+		must(t, err)
+		if !reflect.DeepEqual(ret, got) {
+			t.Fatalf("returned %+v, stored %+v", ret, got)
+		}
+		if !got.StartedAt.Equal(reported) || !got.FinishedAt.Equal(tEnd) || !got.UpdatedAt.Equal(tEnd) ||
+			got.State != domain.JobFailed || got.LastError != "boom" {
+			t.Fatalf("after FAILED at %v: %+v", tEnd, got)
+		}
 	})
 
 	t.Run("EveryTransition", func(t *testing.T) {
@@ -104,7 +162,7 @@ func testJobs(t *testing.T, newStore func(t *testing.T) store.Store) {
 			for _, to := range domain.AllJobStates() {
 				id := fmt.Sprintf("%s-%s", from, to)
 				must(t, s.Jobs().Create(ctx, &domain.Job{ID: id, Spec: sampleSpec(), State: from, Notes: "before"}))
-				j, err := s.Jobs().UpdateState(ctx, id, to, func(j *domain.Job) {
+				j, err := s.Jobs().UpdateState(ctx, id, to, time.Now(), func(j *domain.Job) {
 					j.Notes = "after"
 					j.State = domain.JobFailed // mutate may not change the state
 					j.ID = "other"             // nor the ID
@@ -215,7 +273,7 @@ func testJobs(t *testing.T, newStore func(t *testing.T) store.Store) {
 			}
 		}
 		// Labels follow the spec through an update.
-		_, err := s.Jobs().UpdateState(ctx, "d", domain.JobSucceeded, func(j *domain.Job) {
+		_, err := s.Jobs().UpdateState(ctx, "d", domain.JobSucceeded, time.Now(), func(j *domain.Job) {
 			j.Spec.Labels = map[string]string{"team": "core", "env": "qa"}
 		})
 		must(t, err)
@@ -228,7 +286,7 @@ func testJobs(t *testing.T, newStore func(t *testing.T) store.Store) {
 		ctx, s := ctxT(t), newStore(t)
 		must(t, s.Jobs().Create(ctx, &domain.Job{ID: "j", Spec: sampleSpec()}))
 		err := s.InTx(ctx, func(ctx context.Context) error {
-			if _, err := s.Jobs().UpdateState(ctx, "j", domain.JobProvisioning, nil); err != nil {
+			if _, err := s.Jobs().UpdateState(ctx, "j", domain.JobProvisioning, time.Now(), nil); err != nil {
 				return err
 			}
 			return errBoom

@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func testWorkers(t *testing.T, newStore func(t *testing.T) store.Store) {
 			for _, to := range domain.AllWorkerStates() {
 				id := fmt.Sprintf("%s-%s", from, to)
 				must(t, s.Workers().Create(ctx, &domain.Worker{ID: id, Provider: "p", State: from}))
-				_, err := s.Workers().UpdateState(ctx, id, to, func(w *domain.Worker) { w.JobID = "job" })
+				_, err := s.Workers().UpdateState(ctx, id, to, time.Now(), func(w *domain.Worker) { w.JobID = "job" })
 				got, gerr := s.Workers().Get(ctx, id)
 				must(t, gerr)
 				if domain.CheckWorkerTransition(from, to) == nil {
@@ -50,8 +51,35 @@ func testWorkers(t *testing.T, newStore func(t *testing.T) store.Store) {
 				}
 			}
 		}
-		_, err := s.Workers().UpdateState(ctx, "missing", domain.WorkerReady, nil)
+		_, err := s.Workers().UpdateState(ctx, "missing", domain.WorkerReady, time.Now(), nil)
 		wantErr(t, err, store.ErrNotFound)
+	})
+
+	// As for jobs: the driver writes the UpdatedAt (*domain.Worker).Transition computed
+	// from the caller's time, exactly, and refuses a zero time without writing.
+	t.Run("StoresWhatTheDomainComputed", func(t *testing.T) {
+		ctx, s := ctxT(t), newStore(t)
+		must(t, s.Workers().Create(ctx, &domain.Worker{ID: "w", Provider: "p"}))
+		created, err := s.Workers().Get(ctx, "w")
+		must(t, err)
+		if _, err := s.Workers().UpdateState(ctx, "w", domain.WorkerReady, time.Time{}, nil); err == nil {
+			t.Fatal("UpdateState at the zero time succeeded")
+		}
+		if got, err := s.Workers().Get(ctx, "w"); err != nil || !reflect.DeepEqual(got, created) {
+			t.Fatalf("refused UpdateState wrote: %+v (err %v)", got, err)
+		}
+		at := time.Date(2002, 3, 4, 5, 6, 7, 891000, time.FixedZone("UTC-3", -3*3600))
+		ret, err := s.Workers().UpdateState(ctx, "w", domain.WorkerReady, at, func(w *domain.Worker) { w.JobID = "j" })
+		must(t, err)
+		got, err := s.Workers().Get(ctx, "w")
+		must(t, err)
+		if !reflect.DeepEqual(ret, got) {
+			t.Fatalf("returned %+v, stored %+v", ret, got)
+		}
+		if !got.UpdatedAt.Equal(at) || got.UpdatedAt.Location() != time.UTC || got.State != domain.WorkerReady ||
+			got.JobID != "j" || !got.CreatedAt.Equal(created.CreatedAt) {
+			t.Fatalf("after READY at %v: %+v", at, got)
+		}
 	})
 
 	t.Run("Heartbeat", func(t *testing.T) {
