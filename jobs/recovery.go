@@ -235,7 +235,7 @@ func (s *Service) reserveReplacementWorker(ctx context.Context, j *domain.Job, l
 	if err != nil {
 		return "", 0, err
 	}
-	w := &domain.Worker{ID: wid.String(), Provider: s.cfg.DefaultProvider, State: domain.WorkerCreating, JobID: j.ID,
+	w := &domain.Worker{ID: wid.String(), Provider: s.cfg.DefaultProvider, State: domain.WorkerCreating, JobID: j.ID, CreatedAt: s.cfg.Now(),
 		Labels: map[string]string{"hodei.job_id": j.ID, labelReplaces: lostWorkerID, labelRecovery: recoverySaga}}
 	if err := s.st.Workers().Create(ctx, w); err != nil {
 		return "", 0, err

@@ -114,7 +114,7 @@ func (s *Service) reserve(ctx context.Context, j *domain.Job) error {
 		return err
 	}
 	workerID := wid.String()
-	w := &domain.Worker{ID: workerID, Provider: s.cfg.DefaultProvider, State: domain.WorkerCreating,
+	w := &domain.Worker{ID: workerID, Provider: s.cfg.DefaultProvider, State: domain.WorkerCreating, CreatedAt: s.cfg.Now(),
 		JobID: j.ID, Labels: map[string]string{"hodei.job_id": j.ID}}
 	if err := s.st.Workers().Create(ctx, w); err != nil {
 		return err

@@ -287,7 +287,8 @@ func (s *Service) Submit(ctx context.Context, spec domain.JobSpec) (*domain.Job,
 	if err != nil {
 		return nil, fmt.Errorf("jobs: submit: new id: %w", err)
 	}
-	j := &domain.Job{ID: id.String(), Spec: spec.WithDefaults(), State: domain.JobPending}
+	now := s.cfg.Now()
+	j := &domain.Job{ID: id.String(), Spec: spec.WithDefaults(), State: domain.JobPending, CreatedAt: now, UpdatedAt: now}
 	err = s.st.InTx(ctx, func(ctx context.Context) error {
 		if err := s.st.Jobs().Create(ctx, j); err != nil {
 			return err
