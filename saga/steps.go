@@ -219,82 +219,17 @@ func (e *Engine) runSteps(ctx context.Context, rec *store.SagaRecord, def *Defin
 	var (
 		next *sagaState
 		done bool
-		fail *groupFailure
 		sc0  *StepContext
 	)
 	err := e.st.InTx(ctx, func(ctx context.Context) error {
-		fail = nil
-		p := &pending{}
-		cur := st.clone() // st with p's events folded in
-		folded := 0
-		for n := 0; ; n++ {
-			idx := cur.Step
-			step := &def.Steps[idx]
-			if n > 0 && step.Activity != nil {
-				break // it runs after this commit, outside the transaction
-			}
-			sc := e.stepContext(rec, cur, step, idx, false)
-			var rollback func(context.Context) error
-			if n == 0 {
-				sc0 = sc
-			} else {
-				rb, err := e.sagas.Savepoint(ctx)
-				if err != nil {
-					return err
-				}
-				rollback = rb
-			}
-			var (
-				out  []byte
-				serr error
-			)
-			if n == 0 && act != nil {
-				out, serr = act.out, act.err
-			} else {
-				out, serr = call(ctx, step, step.Do, sc)
-			}
-			if serr != nil {
-				if n == 0 {
-					return &stepError{serr}
-				}
-				if ctx.Err() != nil {
-					return ctx.Err() // stopping: record nothing; the group runs again
-				}
-				if err := rollback(ctx); err != nil {
-					return err
-				}
-				fail = &groupFailure{step: step, sc: sc, err: serr}
-				break
-			}
-			if err := e.cancelStepTimers(ctx, p, cur, step.Name); err != nil {
-				return err
-			}
-			e.add(p, EventStepCompleted, step.Name, sc.attempt, EventData{Index: idx, Output: out})
-			last := idx+1 >= len(def.Steps)
-			if last {
-				e.add(p, EventCompleted, "", 0, EventData{})
-			} else {
-				e.add(p, EventStepScheduled, def.Steps[idx+1].Name, 1, EventData{Index: idx + 1})
-			}
-			if p.err != nil {
-				return p.err
-			}
-			for ; folded < len(p.decs); folded++ {
-				d := p.decs[folded]
-				d.Seq = st.LastSeq + int64(folded) + 1
-				if err := cur.apply(d); err != nil {
-					return err
-				}
-			}
-			if ctx.Err() != nil {
-				return ctx.Err() // stopping: record nothing; the group runs again
-			}
-			if last || n+1 >= e.cfg.MaxStepsPerTx || e.cfg.Clock.Now().Sub(began) >= e.cfg.Lease/2 {
-				break
-			}
+		g := &stepGroup{e: e, rec: rec, def: def, base: st, began: began, p: &pending{}, cur: st.clone()}
+		fail, sc, err := g.run(ctx, act)
+		sc0 = sc
+		if err != nil {
+			return err
 		}
-		release := fail == nil && cur.Status.Terminal()
-		n, err := e.commit(ctx, rec.ID, st, p, release)
+		release := fail == nil && g.cur.Status.Terminal()
+		n, err := e.commit(ctx, rec.ID, st, g.p, release)
 		if err != nil {
 			return err
 		}
@@ -317,6 +252,121 @@ func (e *Engine) runSteps(ctx context.Context, rec *store.SagaRecord, def *Defin
 		return nil, false, ctx.Err()
 	}
 	return e.recordFailure(ctx, rec, st, &def.Steps[st.Step], sc0, false, se.err)
+}
+
+// stepGroup is a group of steps under way in runSteps's transaction: the events recorded
+// so far and the state they lead to.
+type stepGroup struct {
+	e      *Engine
+	rec    *store.SagaRecord
+	def    *Definition
+	base   *sagaState // the state the group starts from; its append expects base.LastSeq
+	began  time.Time  // when the group started (it ends once half the lease has gone by)
+	p      *pending   // the group's events, appended by one commit at the end
+	cur    *sagaState // base with p's events folded in
+	folded int        // how many of p's events are folded into cur
+}
+
+// run runs the group's steps in ctx's transaction, recording each completion in g.p,
+// until the last step, MaxStepsPerTx steps, half the lease, the next activity step or a
+// step that fails or waits. It returns the StepContext of the first step (always, once
+// built), and the step that failed or waited after the first, rolled back to its
+// savepoint; a failure of the first step is a *stepError, and a ctx that ends mid-group
+// is ctx.Err() (the whole group then records nothing and runs again).
+func (g *stepGroup) run(ctx context.Context, act *activityResult) (*groupFailure, *StepContext, error) {
+	e := g.e
+	var sc0 *StepContext
+	for n := 0; ; n++ {
+		idx := g.cur.Step
+		step := &g.def.Steps[idx]
+		if n > 0 && step.Activity != nil {
+			return nil, sc0, nil // it runs after this commit, outside the transaction
+		}
+		sc := e.stepContext(g.rec, g.cur, step, idx, false)
+		if n == 0 {
+			sc0 = sc
+		}
+		out, fail, err := g.try(ctx, n, step, sc, act)
+		if err != nil || fail != nil {
+			return fail, sc0, err
+		}
+		last, err := g.complete(ctx, step, idx, sc, out)
+		if err != nil {
+			return nil, sc0, err
+		}
+		if ctx.Err() != nil {
+			return nil, sc0, ctx.Err() // stopping: record nothing; the group runs again
+		}
+		if last || n+1 >= e.cfg.MaxStepsPerTx || e.cfg.Clock.Now().Sub(g.began) >= e.cfg.Lease/2 {
+			return nil, sc0, nil
+		}
+	}
+}
+
+// try runs step, the nth of the group (act is the first step's outcome when it is an
+// activity), and returns its output. The first step's failure is returned as a
+// *stepError (the transaction rolls back). Every later step runs behind a savepoint:
+// when it fails or waits its writes are rolled back to it and it is returned as the
+// group's failure, unless ctx ended (then ctx.Err() is returned).
+func (g *stepGroup) try(ctx context.Context, n int, step *Step, sc *StepContext, act *activityResult) ([]byte, *groupFailure, error) {
+	var rollback func(context.Context) error
+	if n > 0 {
+		rb, err := g.e.sagas.Savepoint(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		rollback = rb
+	}
+	var (
+		out  []byte
+		serr error
+	)
+	if n == 0 && act != nil {
+		out, serr = act.out, act.err
+	} else {
+		out, serr = call(ctx, step, step.Do, sc)
+	}
+	if serr == nil {
+		return out, nil, nil
+	}
+	if n == 0 {
+		return nil, nil, &stepError{serr}
+	}
+	if ctx.Err() != nil {
+		return nil, nil, ctx.Err() // stopping: record nothing; the group runs again
+	}
+	if err := rollback(ctx); err != nil {
+		return nil, nil, err
+	}
+	return nil, &groupFailure{step: step, sc: sc, err: serr}, nil
+}
+
+// complete records in g.p that step idx completed with out (after cancelling its pending
+// timers) and that the next step is scheduled, or the saga completed after the last one,
+// and folds those events into g.cur. It reports whether step idx was the last.
+func (g *stepGroup) complete(ctx context.Context, step *Step, idx int, sc *StepContext, out []byte) (bool, error) {
+	e, p := g.e, g.p
+	if err := e.cancelStepTimers(ctx, p, g.cur, step.Name); err != nil {
+		return false, err
+	}
+	e.add(p, EventStepCompleted, step.Name, sc.attempt, EventData{Index: idx, Output: out})
+	last := idx+1 >= len(g.def.Steps)
+	if last {
+		e.add(p, EventCompleted, "", 0, EventData{})
+	} else {
+		e.add(p, EventStepScheduled, g.def.Steps[idx+1].Name, 1, EventData{Index: idx + 1})
+	}
+	if p.err != nil {
+		return false, p.err
+	}
+	for ; g.folded < len(p.decs); g.folded++ {
+		d := p.decs[g.folded]
+		d.Seq = g.base.LastSeq + int64(g.folded) + 1
+		if err := g.cur.apply(d); err != nil {
+			return false, err
+		}
+	}
+	return last, nil
 }
 
 // runStep runs the scheduled step (or compensation) alone inside the transaction that
