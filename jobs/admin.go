@@ -130,8 +130,8 @@ func (s *Service) executionSagaOf(ctx context.Context, jobID string) (string, er
 
 // JobSagaIDs returns the ids every saga of a job whose latest attempt is attempt may
 // have (most do not exist): its execution saga and those of operator retries, the
-// provisioning and recovery saga of each attempt, its timeout and its cancellation
-// saga.
+// provisioning and recovery saga of each attempt, its timeout sagas (one per run) and
+// its cancellation saga.
 func JobSagaIDs(jobID string, attempt int) []string {
 	ids := []string{ExecutionSagaID(jobID)}
 	for n := 2; n <= attempt+1; n++ {
@@ -140,7 +140,11 @@ func JobSagaIDs(jobID string, attempt int) []string {
 	for n := 1; n <= attempt; n++ {
 		ids = append(ids, ProvisioningSagaID(jobID, n), RecoverySagaID(jobID, n))
 	}
-	return append(ids, TimeoutSagaID(jobID), CancellationSagaID(jobID))
+	ids = append(ids, TimeoutSagaID(jobID))
+	for n := 2; n <= attempt; n++ {
+		ids = append(ids, AttemptTimeoutSagaID(jobID, n))
+	}
+	return append(ids, CancellationSagaID(jobID))
 }
 
 // JobSagas returns the sagas of a job, oldest first (JobSagaIDs that exist). An unknown job: store.ErrNotFound.

@@ -155,7 +155,7 @@ func (s *Service) startRecovery(ctx context.Context, c StartRecovery) (RecoveryO
 		}
 		// A job whose timeout saga runs is being ended: its worker's death may be that
 		// saga's own doing (TerminateWorker), and the timeout wins anyway.
-		if _, err := s.engine.Get(ctx, TimeoutSagaID(j.ID)); err == nil {
+		if _, err := s.engine.Get(ctx, AttemptTimeoutSagaID(j.ID, j.Attempt)); err == nil {
 			out = RecoveryOutcome{Skipped: true, Reason: "the job timed out; its timeout saga ends it"}
 			return nil
 		} else if !errors.Is(err, store.ErrNotFound) {

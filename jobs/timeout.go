@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hodei-jobs/hodei/command"
@@ -21,8 +22,19 @@ const (
 	terminateAttempts = 3
 )
 
-// TimeoutSagaID is the id of jobID's timeout saga (at most one per job).
+// TimeoutSagaID is the id of the timeout saga of jobID's first run (at most one per
+// run; see AttemptTimeoutSagaID).
 func TimeoutSagaID(jobID string) string { return saga.IDFor(SagaTimeout, jobID) }
+
+// AttemptTimeoutSagaID is the id of the timeout saga of attempt of jobID: TimeoutSagaID
+// up to attempt 1, its own id for the attempts an operator's retry (ResumeJob) starts,
+// so that a retried job is timed out again.
+func AttemptTimeoutSagaID(jobID string, attempt int) string {
+	if attempt <= 1 {
+		return TimeoutSagaID(jobID)
+	}
+	return saga.IDFor(SagaTimeout, jobID+"/"+strconv.Itoa(attempt))
+}
 
 // StartJobTimeout starts the job's timeout saga if the job is still ASSIGNED or RUNNING
 // on WorkerID; otherwise it is Skipped (a cancelled or ended job is not timed out).
@@ -67,7 +79,7 @@ func (s *Service) startJobTimeout(ctx context.Context, c StartJobTimeout) (Outco
 		return skipped(j, nil, "job is not running on this worker"), nil
 	}
 	in := timeoutInput{JobID: c.JobID, WorkerID: c.WorkerID, Timeout: c.Timeout}
-	if _, _, err := s.engine.Start(ctx, SagaTimeout, TimeoutSagaID(c.JobID), in); err != nil {
+	if _, _, err := s.engine.Start(ctx, SagaTimeout, AttemptTimeoutSagaID(c.JobID, j.Attempt), in); err != nil {
 		return Outcome{}, err
 	}
 	return Outcome{JobState: string(j.State)}, nil

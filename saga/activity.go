@@ -112,7 +112,8 @@ func (e *Engine) runActivity(ctx context.Context, rec *store.SagaRecord, st *sag
 		}
 	}
 	if errors.Is(r.err, ErrWaiting) {
-		r.err = fmt.Errorf("activities cannot wait: %w", r.err)
+		// Not %w: the step must fail, and recordFailure parks any error that is ErrWaiting.
+		r.err = fmt.Errorf("activities cannot wait: %v", r.err)
 	}
 	return r
 }
