@@ -533,6 +533,10 @@ func TestUnreadableHistoryIsNotRun(t *testing.T) {
 		if got := e.state(eng, id); got.State != StateRunning || e.effects(id, "c") != 0 {
 			t.Errorf("%s: state %s, c effects %d; want RUNNING and c not run", evs[i].Type, got.State, e.effects(id, "c"))
 		}
+		// Not claimed again at every poll: looked at again in a minute.
+		if rec, err := e.st.Sagas().Get(ctx, id); err != nil || rec.RunnableAt.Before(e.clock.Now().Add(59*time.Second)) {
+			t.Errorf("%s: runnable at %v (err %v), want a minute after %v", evs[i].Type, rec.RunnableAt, err, e.clock.Now())
+		}
 	}
 	if _, err := eng.History(ctx, ids[1]); !errors.Is(err, ErrUnknownCodec) {
 		t.Errorf("History with an unknown codec = %v, want ErrUnknownCodec", err)

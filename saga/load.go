@@ -72,15 +72,22 @@ func (e *Engine) loadAt(ctx context.Context, id string, lastSeq int64) (*sagaSta
 func (e *Engine) fold(id string, st *sagaState, stored []*store.SagaEvent) (*sagaState, error) {
 	evs, err := decodeEvents(e.codecs, stored)
 	if err != nil {
-		return nil, err
+		return nil, &unreadableError{err}
 	}
 	for _, ev := range evs {
 		if err := st.apply(ev); err != nil {
-			return nil, fmt.Errorf("saga %s: %w", id, err)
+			return nil, &unreadableError{fmt.Errorf("saga %s: %w", id, err)}
 		}
 	}
 	return st, nil
 }
+
+// unreadableError marks a history this engine cannot fold (an unknown codec or event
+// type, say from a newer release): reading it again soon gives the same error.
+type unreadableError struct{ err error }
+
+func (u *unreadableError) Error() string { return u.err.Error() }
+func (u *unreadableError) Unwrap() error { return u.err }
 
 // preload reads the histories of claimed sagas too short to have a snapshot in one
 // round trip, so that advance does not query each one. It returns nil (each saga then

@@ -29,11 +29,10 @@ func (e *Engine) release(ctx context.Context, id string) {
 
 // advanceFrom is advance with the saga's history when it was already read (nil: load it).
 func (e *Engine) advanceFrom(ctx context.Context, rec *store.SagaRecord, hist []*store.SagaEvent) error {
-	def, err := e.reg.Lookup(rec.Type, rec.Version)
-	if err != nil {
-		// Perhaps a replica that knows this version will take it: look again later.
-		e.log.Error("saga definition not registered here; retrying in a minute", "saga", rec.ID,
-			"type", rec.Type, "version", rec.Version)
+	// Perhaps a replica that knows this version (or can read this history: a newer
+	// release) will take it; here it is looked at again in a minute, not at every poll.
+	later := func(msg string, err error) error {
+		e.log.Error(msg+"; retrying in a minute", "saga", rec.ID, "type", rec.Type, "version", rec.Version, "err", err)
 		upd := store.SagaUpdate{State: rec.State, CurrentStep: rec.CurrentStep, Error: rec.Error,
 			RunnableAt: e.cfg.Clock.Now().Add(time.Minute), ClaimedBy: e.cfg.RunnerID, Release: true}
 		if aerr := e.sagas.Append(ctx, rec.ID, rec.LastSeq, upd); aerr != nil {
@@ -41,11 +40,19 @@ func (e *Engine) advanceFrom(ctx context.Context, rec *store.SagaRecord, hist []
 		}
 		return err
 	}
+	def, err := e.reg.Lookup(rec.Type, rec.Version)
+	if err != nil {
+		return later("saga definition not registered here", err)
+	}
 	var st *sagaState
 	if len(hist) > 0 {
 		st, err = e.fold(rec.ID, newState(), hist)
 	} else {
 		st, err = e.loadAt(ctx, rec.ID, rec.LastSeq)
+	}
+	var unreadable *unreadableError
+	if errors.As(err, &unreadable) {
+		return later("saga history unreadable here", err)
 	}
 	if err != nil {
 		e.release(ctx, rec.ID)
