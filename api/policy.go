@@ -48,28 +48,28 @@ func procedurePolicies() map[string]auth.Policy {
 
 // REST routes (http.ServeMux patterns) and their policies.
 const (
-	routeHealthz         = "GET /healthz"
-	routeReadyz          = "GET /readyz"
-	routeAdminResume     = "POST /api/v1/admin/jobs/{job_id}/resume"
-	routeAdminJobSagas   = "GET /api/v1/admin/jobs/{job_id}/sagas"
-	routeAdminSaga       = "GET /api/v1/admin/sagas/{saga_id}"
-	routeAdminDeadList   = "GET /api/v1/admin/outbox/dead-letters"
-	routeAdminRequeue    = "POST /api/v1/admin/outbox/{id}/requeue"
-	routeAdminStatus     = "GET /api/v1/admin/status"
+	routeHealthz       = "GET /healthz"
+	routeReadyz        = "GET /readyz"
+	routeAdminResume   = "POST /api/v1/admin/jobs/{job_id}/resume"
+	routeAdminJobSagas = "GET /api/v1/admin/jobs/{job_id}/sagas"
+	routeAdminSaga     = "GET /api/v1/admin/sagas/{saga_id}"
+	routeAdminDeadList = "GET /api/v1/admin/outbox/dead-letters"
+	routeAdminRequeue  = "POST /api/v1/admin/outbox/{id}/requeue"
+	routeAdminStatus   = "GET /api/v1/admin/status"
 )
 
 // routePolicies is the policy of every REST route.
 func routePolicies() map[string]auth.Policy {
 	admin := auth.Policy{Role: auth.RoleAdmin}
 	return map[string]auth.Policy{
-		routeHealthz:         {Public: true},
-		routeReadyz:          {Public: true},
-		routeAdminResume:     {Role: auth.RoleAdmin, Action: "job.resume"},
-		routeAdminJobSagas:   admin,
-		routeAdminSaga:       admin,
-		routeAdminDeadList:   admin,
-		routeAdminRequeue:    {Role: auth.RoleAdmin, Action: "dead_letter.requeue"},
-		routeAdminStatus:     admin,
+		routeHealthz:       {Public: true},
+		routeReadyz:        {Public: true},
+		routeAdminResume:   {Role: auth.RoleAdmin, Action: "job.resume"},
+		routeAdminJobSagas: admin,
+		routeAdminSaga:     admin,
+		routeAdminDeadList: admin,
+		routeAdminRequeue:  {Role: auth.RoleAdmin, Action: "dead_letter.requeue"},
+		routeAdminStatus:   admin,
 	}
 }
 

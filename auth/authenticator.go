@@ -239,7 +239,7 @@ func (a *Authenticator) Authorize(ctx context.Context, policy Policy, procedure 
 			// A token would help: the caller sent none.
 			outcome = OutcomeUnauthenticated
 			err = connect.NewError(connect.CodeUnauthenticated,
-				fmt.Errorf("%s needs a token with role %s (Authorization: Bearer <token>; hodei --token or HODEI_TOKEN, or --admin-token)", procedure, policy.Role))
+				fmt.Errorf("%s needs a token with role %s (Authorization: Bearer <token>)", procedure, policy.Role))
 		default:
 			err = connect.NewError(connect.CodePermissionDenied,
 				fmt.Errorf("%s needs role %s: without tokens (start the server with --admin-token or --auth) it is served to loopback clients only", procedure, policy.Role))

@@ -88,7 +88,7 @@ func newSagaShowCmd() *cobra.Command {
 			if (jobID == "") == (len(args) == 0) {
 				return errors.New("give either SAGA_ID or --job JOB_ID")
 			}
-			ac, c, err := f.client()
+			ac, c, err := f.client(cmd)
 			if err != nil {
 				return err
 			}
