@@ -277,6 +277,7 @@ func newBenchSagasCmd() *cobra.Command {
 	outputFlag(cmd, &output)
 	f := cmd.Flags()
 	f.IntVar(&cfg.Sagas, "sagas", 2000, "sagas to start and run")
+	f.BoolVar(&cfg.AllowDataLoss, "i-know-this-deletes-data", false, "run even on a database that holds jobs or outbox rows (the benchmark truncates the saga tables)")
 	f.IntVar(&cfg.Steps, "steps", 3, "no-op steps per saga")
 	f.IntVar(&cfg.Runners, "runners", 2, "saga engines (replicas) running the sagas")
 	f.IntVar(&cfg.Concurrency, "concurrency", 16, "sagas each runner advances at once")
