@@ -2,13 +2,11 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -50,11 +48,15 @@ type DeadLetterStore interface {
 
 // AdminOptions tunes an AdminService.
 type AdminOptions struct {
-	// Token, when set, is required on every admin request as "Authorization: Bearer
-	// <Token>" (else Unauthenticated / HTTP 401). When empty, only clients connecting
-	// from a loopback address (127.0.0.0/8, ::1) may use the admin API (others get
-	// PermissionDenied / HTTP 403).
+	// Token (`hodei server --admin-token`), when set, is a bootstrap admin token
+	// (named "admin-token") of the API's authenticator when MuxConfig.Auth is nil.
+	// Without any token, only clients connecting from a loopback address (127.0.0.0/8,
+	// ::1) may use the admin API (others get PermissionDenied / HTTP 403).
 	Token string
+	// Tokens, if set, serves CreateToken, ListTokens and RevokeToken.
+	Tokens TokenAdmin
+	// Audit, if set, serves ListAudit.
+	Audit AuditReader
 	// Errors maps extra errors to codes (checked before the built-in mapping).
 	Errors []ErrorCode
 	// Replica, if set, answers GET /api/v1/admin/status (this replica and the leader).
@@ -86,92 +88,32 @@ func NewAdminService(logic AdminLogic, dead DeadLetterStore, sagas SagaReader, o
 	return &AdminService{logic: logic, dead: dead, sagas: sagas, opts: opts, log: opts.Logger.With("component", "admin")}, nil
 }
 
-var (
-	errNoToken    = errors.New("admin API: missing or wrong bearer token")
-	errNotLocal   = errors.New("admin API: no admin token is configured, so it is served to loopback clients only (start the server with --admin-token)")
-	errBadAuthHdr = errors.New("admin API: Authorization header must be \"Bearer <token>\"")
-)
-
-// authorize checks one request's Authorization header (or, without a configured token,
-// the client's address).
-func (s *AdminService) authorize(h http.Header, remoteAddr string) *connect.Error {
-	if s.opts.Token == "" {
-		host, _, err := net.SplitHostPort(remoteAddr)
-		if err != nil {
-			host = remoteAddr
-		}
-		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-			return nil
-		}
-		return connect.NewError(connect.CodePermissionDenied, errNotLocal)
+// mount adds the AdminService RPCs (with opts, which carry the policy interceptor) and
+// the REST routes (through route, which wraps each with its policy) to mux.
+func (s *AdminService) mount(mux *http.ServeMux, opts []connect.HandlerOption, route func(pattern string, h http.HandlerFunc) error) error {
+	mux.Handle(hodeiv1connect.NewAdminServiceHandler(s, opts...))
+	routes := []struct {
+		pattern string
+		h       http.HandlerFunc
+	}{
+		{routeAdminResume, s.rest(s.restResume)},
+		{routeAdminJobSagas, s.rest(s.restSagas)},
+		{routeAdminSaga, s.rest(s.restSagaHistory)},
+		{routeAdminDeadList, s.rest(s.restListDead)},
+		{routeAdminRequeue, s.rest(s.restRequeue)},
 	}
-	auth := h.Get("Authorization")
-	tok, ok := strings.CutPrefix(auth, "Bearer ")
-	if auth != "" && !ok {
-		return connect.NewError(connect.CodeUnauthenticated, errBadAuthHdr)
+	if s.opts.Replica != nil {
+		routes = append(routes, struct {
+			pattern string
+			h       http.HandlerFunc
+		}{routeAdminStatus, s.restStatus})
 	}
-	if subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.Token)) != 1 {
-		return connect.NewError(connect.CodeUnauthenticated, errNoToken)
+	for _, r := range routes {
+		if err := route(r.pattern, r.h); err != nil {
+			return err
+		}
 	}
 	return nil
-}
-
-// adminAccess is who may call an admin procedure.
-type adminAccess int
-
-const (
-	accessNone adminAccess = iota
-	// accessAdmin: the admin token or, when none is configured, a loopback client
-	// (authorize). The reading procedures need it too: dead letters carry command
-	// payloads and saga histories carry step outputs and errors, which are operator data.
-	accessAdmin
-)
-
-// adminProcedureAccess is the access policy of every AdminService procedure, in one
-// place. A procedure missing here is refused (PermissionDenied) whatever the token: a
-// new RPC is closed until its policy is written down (TestAdminPolicyCoversEveryRPC).
-func adminProcedureAccess(procedure string) adminAccess {
-	switch procedure {
-	case hodeiv1connect.AdminServiceResumeJobProcedure,
-		hodeiv1connect.AdminServiceListDeadLettersProcedure,
-		hodeiv1connect.AdminServiceRequeueDeadLetterProcedure,
-		hodeiv1connect.AdminServiceListJobSagasProcedure,
-		hodeiv1connect.AdminServiceGetSagaHistoryProcedure:
-		return accessAdmin
-	}
-	return accessNone
-}
-
-// interceptor refuses RPCs the policy (adminProcedureAccess) does not let through.
-func (s *AdminService) interceptor() connect.Interceptor {
-	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			switch proc := req.Spec().Procedure; adminProcedureAccess(proc) {
-			case accessAdmin:
-				if err := s.authorize(req.Header(), req.Peer().Addr); err != nil {
-					return nil, err
-				}
-			default:
-				return nil, connect.NewError(connect.CodePermissionDenied,
-					fmt.Errorf("admin API: %s has no access policy", proc))
-			}
-			return next(ctx, req)
-		}
-	})
-}
-
-// mount adds the AdminService RPCs (with opts) and the REST routes to mux.
-func (s *AdminService) mount(mux *http.ServeMux, opts []connect.HandlerOption) {
-	mux.Handle(hodeiv1connect.NewAdminServiceHandler(s, append(opts[:len(opts):len(opts)],
-		connect.WithInterceptors(s.interceptor()))...))
-	mux.HandleFunc("POST /api/v1/admin/jobs/{job_id}/resume", s.rest(s.restResume))
-	mux.HandleFunc("GET /api/v1/admin/jobs/{job_id}/sagas", s.rest(s.restSagas))
-	mux.HandleFunc("GET /api/v1/admin/sagas/{saga_id}", s.rest(s.restSagaHistory))
-	mux.HandleFunc("GET /api/v1/admin/outbox/dead-letters", s.rest(s.restListDead))
-	mux.HandleFunc("POST /api/v1/admin/outbox/{id}/requeue", s.rest(s.restRequeue))
-	if s.opts.Replica != nil {
-		mux.HandleFunc("GET /api/v1/admin/status", s.restStatus)
-	}
 }
 
 func (s *AdminService) toConnect(err error) error { return toConnect(err, s.opts.Errors) }
@@ -260,11 +202,7 @@ func (s *AdminService) rest(h func(r *http.Request) (proto.Message, error)) http
 			msg proto.Message
 			err error
 		)
-		if cerr := s.authorize(r.Header, r.RemoteAddr); cerr != nil {
-			err = cerr
-		} else {
-			msg, err = h(r)
-		}
+		msg, err = h(r)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		if err != nil {
@@ -301,10 +239,6 @@ func writeRESTError(w http.ResponseWriter, err error) {
 func (s *AdminService) restStatus(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := s.authorize(r.Header, r.RemoteAddr); err != nil {
-		writeRESTError(w, err)
-		return
-	}
 	_ = json.NewEncoder(w).Encode(s.opts.Replica())
 }
 

@@ -88,14 +88,16 @@
 // object, optionally only some categories. It is how `hodei saga show` works against
 // any server, `hodei dev` included.
 //
-// Access: one policy for every AdminService procedure (adminProcedureAccess; a
-// procedure missing there is refused). With AdminOptions.Token (`hodei server --admin-token`, HODEI_ADMIN_TOKEN)
-// every admin route and RPC needs "Authorization: Bearer <token>" (compared in constant
-// time), else Unauthenticated / 401. Without a token the admin API is served only to
-// clients whose address is loopback (127.0.0.0/8, ::1), others get PermissionDenied /
-// 403: an operator on the server's machine needs no setup, a network client cannot
-// resume jobs by default. A reverse proxy on the same machine makes every client look
-// local: set a token there.
+// Access: every JobService and AdminService procedure and every REST route has a policy
+// in one table (policy.go: least role, audit action), checked by package auth's one
+// interceptor and one REST middleware (MuxConfig.Auth); a procedure or route without
+// one is refused, and TestPolicyTable builds the procedure × role table from the
+// service descriptors. JobService handlers check namespaces (auth.CanSee): a job the
+// caller may not see is NotFound with the same message as a missing one, ListJobs
+// keeps the caller's namespaces. Without tokens configured the admin API answers only
+// loopback clients (PermissionDenied / 403 for others); AdminOptions.Token is a
+// bootstrap admin token. CreateToken, ListTokens, RevokeToken and ListAudit
+// (tokens.go) serve `hodei token` and `hodei audit`.
 //
 // # Shutdown
 //

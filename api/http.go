@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hodei-jobs/hodei/auth"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
 )
 
@@ -32,6 +33,10 @@ type MuxConfig struct {
 	Workers hodeiv1connect.WorkerAgentServiceHandler
 	// Admin, if set, serves AdminService and the /api/v1/admin/ REST routes (admin.go).
 	Admin *AdminService
+	// Auth checks every JobService and AdminService procedure and every REST route
+	// against the policy table (policy.go). Nil: an authenticator that does not
+	// require tokens, knows Admin's Token as a bootstrap admin token and nothing else.
+	Auth *auth.Authenticator
 	// Ready are the probes of GET /readyz (database, NATS). All must pass for 200.
 	Ready []Check
 	// Replica, if set, reports which replica this is and which leads; /readyz's body
@@ -114,17 +119,45 @@ func NewMux(cfg MuxConfig) (http.Handler, error) {
 			return connect.NewError(connect.CodeInternal, fmt.Errorf("internal error in %s", spec.Procedure))
 		}),
 	}
-	mux := http.NewServeMux()
-	mux.Handle(hodeiv1connect.NewJobServiceHandler(cfg.Jobs, opts...))
-	mux.Handle(hodeiv1connect.NewWorkerAgentServiceHandler(cfg.Workers, opts...))
-	if cfg.Admin != nil {
-		cfg.Admin.mount(mux, opts)
+	authn := cfg.Auth
+	if authn == nil {
+		var boot []auth.Bootstrap
+		if cfg.Admin != nil && cfg.Admin.opts.Token != "" {
+			boot = append(boot, auth.Bootstrap{Name: "admin-token", Secret: cfg.Admin.opts.Token})
+		}
+		var err error
+		if authn, err = auth.New(auth.Config{Bootstrap: boot, Logger: cfg.Logger}); err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux := http.NewServeMux()
+	// The worker stream authenticates with the workers' own credentials (workers.go).
+	mux.Handle(hodeiv1connect.NewWorkerAgentServiceHandler(cfg.Workers, opts...))
+	// Everything else goes through the one policy table (policy.go).
+	guarded := append(opts[:len(opts):len(opts)],
+		connect.WithInterceptors(authn.Interceptor(procedurePolicies(), describeCall)))
+	mux.Handle(hodeiv1connect.NewJobServiceHandler(cfg.Jobs, guarded...))
+	routes := routePolicies()
+	route := func(pattern string, h http.HandlerFunc) error {
+		pol, ok := routes[pattern]
+		if !ok {
+			return fmt.Errorf("api: REST route %q has no policy in routePolicies", pattern)
+		}
+		mux.Handle(pattern, authn.Middleware(pattern, pol, describeRoute, h))
+		return nil
+	}
+	if cfg.Admin != nil {
+		if err := cfg.Admin.mount(mux, guarded, route); err != nil {
+			return nil, err
+		}
+	}
+	if err := route(routeHealthz, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	}); err != nil {
+		return nil, err
+	}
+	if err := route(routeReadyz, func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), cfg.ReadyTimeout)
 		defer cancel()
 		var failed []string
@@ -145,7 +178,9 @@ func NewMux(cfg MuxConfig) (http.Handler, error) {
 			return
 		}
 		_, _ = w.Write([]byte("ok\n" + replica))
-	})
+	}); err != nil {
+		return nil, err
+	}
 	return mux, nil
 }
 

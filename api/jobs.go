@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hodei-jobs/hodei/auth"
 	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
@@ -104,8 +105,18 @@ func (s *JobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1
 		return nil, invalidArg("spec", "is required")
 	}
 	spec := protoconv.SpecFromProto(req.Msg.GetSpec())
+	if spec.Namespace == "" {
+		spec.Namespace = domain.DefaultNamespace
+		if p, ok := auth.FromContext(ctx); ok {
+			spec.Namespace = p.DefaultNamespace()
+		}
+	}
 	if err := spec.Validate(); err != nil {
 		return nil, s.err(err)
+	}
+	if p, ok := auth.FromContext(ctx); ok && !p.CanSee(spec.Namespace) {
+		return nil, connect.NewError(connect.CodePermissionDenied,
+			fmt.Errorf("namespace: token %q may not use namespace %q", p.Name, spec.Namespace))
 	}
 	j, err := s.logic.Submit(ctx, spec)
 	if err != nil {
@@ -120,9 +131,9 @@ func (s *JobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.Ge
 	if err := validID("id", req.Msg.GetId()); err != nil {
 		return nil, err
 	}
-	j, err := s.jobs.Get(ctx, req.Msg.GetId())
+	j, err := s.visibleJob(ctx, req.Msg.GetId())
 	if err != nil {
-		return nil, s.err(err)
+		return nil, err
 	}
 	res := &hodeiv1.GetJobResponse{Job: protoconv.JobToProto(j)}
 	if s.opts.Sagas != nil {
@@ -167,6 +178,11 @@ func (s *JobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.
 		}
 	}
 	f.Labels = protoconv.CloneMap(m.GetLabels())
+	if p, ok := auth.FromContext(ctx); ok {
+		if f.Namespaces = p.Visible(); f.Namespaces != nil && len(f.Namespaces) == 0 {
+			return connect.NewResponse(&hodeiv1.ListJobsResponse{}), nil
+		}
+	}
 	jobs, next, err := s.jobs.List(ctx, f)
 	if err != nil {
 		if errors.Is(err, store.ErrInvalidPageToken) {
@@ -188,6 +204,9 @@ func (s *JobService) CancelJob(ctx context.Context, req *connect.Request[hodeiv1
 	}
 	if n := len(req.Msg.GetReason()); n > MaxReasonLen {
 		return nil, invalidArg("reason", "is %d bytes, the limit is %d", n, MaxReasonLen)
+	}
+	if _, err := s.visibleJob(ctx, req.Msg.GetId()); err != nil {
+		return nil, err
 	}
 	j, err := s.logic.Cancel(ctx, req.Msg.GetId(), req.Msg.GetReason())
 	if err != nil {
@@ -212,12 +231,12 @@ func (s *JobService) WatchJob(ctx context.Context, req *connect.Request[hodeiv1.
 	defer tick.Stop()
 	var last *domain.Job
 	for {
-		j, err := s.jobs.Get(ctx, id)
+		j, err := s.visibleJob(ctx, id)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return s.err(err)
+			return err
 		}
 		if last == nil || j.State != last.State || j.Attempt != last.Attempt {
 			if err := stream.Send(&hodeiv1.WatchJobResponse{Job: protoconv.JobToProto(j)}); err != nil {
@@ -253,12 +272,12 @@ func (s *JobService) StreamLogs(ctx context.Context, req *connect.Request[hodeiv
 	tick := time.NewTicker(s.opts.PollInterval)
 	defer tick.Stop()
 	for {
-		j, err := s.jobs.Get(ctx, id)
+		j, err := s.visibleJob(ctx, id)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return s.err(err)
+			return err
 		}
 		for {
 			lines, err := s.logs.ReadLogs(ctx, id, after, s.opts.LogPageSize)
@@ -286,6 +305,20 @@ func (s *JobService) StreamLogs(ctx context.Context, req *connect.Request[hodeiv
 			return nil
 		}
 	}
+}
+
+// visibleJob reads job id for the caller in ctx: a job in a namespace the caller
+// cannot see is NotFound with the same message as a job that does not exist, so its
+// existence does not leak.
+func (s *JobService) visibleJob(ctx context.Context, id string) (*domain.Job, error) {
+	j, err := s.jobs.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !auth.CanSee(ctx, j.NamespaceOf())) {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("id: no job %q", id))
+	}
+	if err != nil {
+		return nil, s.err(err)
+	}
+	return j, nil
 }
 
 // wait blocks until a wake-up or a tick (true) or ctx's end (false).

@@ -84,7 +84,7 @@ func TestDevSagaShow(t *testing.T) {
 	}
 
 	// Refusals: no token, an unknown saga (NotFound, named).
-	if r := cli(t, "saga", "show", exec.ID, "--server", d.url); r.code == 0 || !strings.Contains(r.stderr, "admin token") {
+	if r := cli(t, "saga", "show", exec.ID, "--server", d.url); r.code == 0 || !strings.Contains(r.stderr, "--admin-token") {
 		t.Errorf("saga show without the token: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if r := cli(t, "saga", "show", "no-such-saga", "--server", d.url, "--admin-token", tok); r.code == 0 ||

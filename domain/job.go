@@ -42,6 +42,9 @@ type JobSpec struct {
 	Timeout     time.Duration     `json:"timeout,omitempty"` // 0 = no timeout
 	MaxAttempts int               `json:"max_attempts,omitempty"`
 	Priority    int               `json:"priority,omitempty"` // higher runs first
+	// Namespace the job belongs to (DefaultNamespace when empty); tokens see jobs of
+	// their namespaces only (package auth).
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // Job is a submitted job and where it is in its life cycle.

@@ -82,11 +82,15 @@ func (es ValidationErrors) Unwrap() []error {
 func (es ValidationErrors) Is(target error) bool { return target == ErrInvalidSpec }
 
 // WithDefaults returns a copy of s with defaults filled in: MaxAttempts 0 becomes
-// DefaultMaxAttempts and a script without an interpreter gets DefaultInterpreter.
+// DefaultMaxAttempts, a script without an interpreter gets DefaultInterpreter and an
+// empty Namespace becomes DefaultNamespace.
 // Maps and slices are shared with s.
 func (s JobSpec) WithDefaults() JobSpec {
 	if s.MaxAttempts == 0 {
 		s.MaxAttempts = DefaultMaxAttempts
+	}
+	if s.Namespace == "" {
+		s.Namespace = DefaultNamespace
 	}
 	if s.Script != nil && s.Script.Interpreter == "" {
 		sc := *s.Script
@@ -117,6 +121,11 @@ func (s JobSpec) Validate() error {
 	if s.MaxAttempts < 0 || s.MaxAttempts > MaxMaxAttempts {
 		v.add("max_attempts", "must be between 1 and %d (MaxMaxAttempts), or 0 for the default of %d, got %d",
 			MaxMaxAttempts, DefaultMaxAttempts, s.MaxAttempts)
+	}
+	if s.Namespace != "" {
+		if err := ValidateNamespace(s.Namespace); err != nil {
+			v.add("namespace", "%s", err.Error())
+		}
 	}
 	if s.Priority < MinPriority || s.Priority > MaxPriority {
 		v.add("priority", "must be between %d and %d (MinPriority, MaxPriority), got %d",

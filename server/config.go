@@ -64,6 +64,18 @@ type Config struct {
 	// admin API (AdminService, /api/v1/admin/); when empty, only loopback clients may
 	// use it (api.AdminOptions.Token).
 	AdminToken string
+	// Auth (--auth, HODEI_AUTH) makes every API call need a token, from loopback
+	// clients too (package auth). Without it a token is used when sent, and calls
+	// without one behave as before tokens existed.
+	Auth bool
+	// BootstrapTokenFile (--bootstrap-token-file) holds the first admin token: Run
+	// reads it (creating it with a new random token, mode 0600, when it does not
+	// exist) and stores it as the admin token "bootstrap" unless a token of that name
+	// exists (so that `hodei token revoke bootstrap` sticks).
+	BootstrapTokenFile string
+	// Insecure (--insecure) lets the API listen beyond loopback without TLS and
+	// authentication; Run logs a warning on every start.
+	Insecure bool
 	// DataDirLocked tells that the caller holds LockDataDir on DataDir (hodei server and
 	// hodei dev take it before Run). The saga engine then claims with a runner id stable
 	// across restarts (DataDir/instance-id) and, when it starts, releases the claims its
@@ -131,6 +143,9 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("server: Config.Listen %q is not host:port: %w", c.Listen, err)
 	}
+	if err := c.checkExposure(); err != nil {
+		return err
+	}
 	if c.MaxWorkers < 0 {
 		return fmt.Errorf("server: Config.MaxWorkers must not be negative, got %d", c.MaxWorkers)
 	}
@@ -182,4 +197,37 @@ func advertisedURL(addr net.Addr) string {
 		}
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+// ErrExposed: the API would listen beyond loopback without TLS and authentication.
+var ErrExposed = errors.New("refusing to serve the API beyond loopback without TLS and authentication")
+
+// checkExposure refuses a Listen address that is not loopback unless Insecure. This
+// build has no TLS on the API yet, so authentication alone is not enough: tokens
+// would cross the network in clear text.
+func (c *Config) checkExposure() error {
+	if c.Insecure || ListenIsLoopback(c.Listen) {
+		return nil
+	}
+	hint := "start it with --auth (tokens) and TLS, which this build does not have yet"
+	if c.Auth {
+		hint = "--auth is on, but this build has no TLS for the API yet, so tokens would cross the network in clear text"
+	}
+	return fmt.Errorf("server: --listen %s is not a loopback address: %w; %s. Listen on 127.0.0.1 (behind a TLS proxy), or pass --insecure to start anyway",
+		c.Listen, ErrExposed, hint)
+}
+
+// ListenIsLoopback reports whether a host:port listen address only accepts
+// connections from this machine: a loopback IP or "localhost" ("" and 0.0.0.0 mean
+// every interface).
+func ListenIsLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

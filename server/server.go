@@ -200,12 +200,18 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	replica := replicaStatus(elector)
-	adminAPI, err := api.NewAdminService(svc, st.Outbox(), engine, api.AdminOptions{Token: cfg.AdminToken, Errors: errorCodes,
+	adminAPI, err := api.NewAdminService(svc, st.Outbox(), engine, api.AdminOptions{Errors: errorCodes,
+		Tokens: st.Tokens(), Audit: st.Audit(),
 		Replica: replica, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	authn, err := newAuthenticator(ctx, st, cfg, logger)
+	if err != nil {
+		return err
+	}
 	handler, err := api.NewMux(api.MuxConfig{
+		Auth:    authn,
 		Jobs:    jobAPI,
 		Workers: workerAPI,
 		Admin:   adminAPI,

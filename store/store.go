@@ -73,6 +73,9 @@ type Store interface {
 	Scheduling() SchedulingStore
 	// Leader leases (store/leader.go).
 	Leader() LeaderStore
+	// API tokens and the audit trail (store/auth.go).
+	Tokens() TokenStore
+	Audit() AuditStore
 
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error
@@ -104,10 +107,13 @@ type JobStore interface {
 
 // JobFilter selects jobs for List. PageToken is opaque; an empty one starts at the newest.
 type JobFilter struct {
-	States    []domain.JobState
-	Labels    map[string]string
-	PageSize  int
-	PageToken string
+	// Namespaces, if not empty, keeps jobs of these namespaces only (a job stored
+	// without one is in domain.DefaultNamespace).
+	Namespaces []string
+	States     []domain.JobState
+	Labels     map[string]string
+	PageSize   int
+	PageToken  string
 }
 
 // WorkerStore persists workers; state changes follow JobStore's rule (the domain

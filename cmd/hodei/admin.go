@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/server"
 )
 
 // envAdminToken is the admin API's bearer token, for `hodei server`/`hodei dev` (the
@@ -23,7 +23,20 @@ const envAdminToken = "HODEI_ADMIN_TOKEN"
 // adminTokenServerFlag defines --admin-token on `hodei server` and `hodei dev`.
 func adminTokenServerFlag(cmd *cobra.Command, p *string) {
 	stringFlagEnv(cmd, p, "admin-token", envAdminToken, "",
-		"bearer token the admin API (/api/v1/admin/, AdminService) requires; empty: the admin API answers loopback clients only")
+		"bootstrap admin token (named admin-token, every namespace); without it and without --auth the admin API answers loopback clients only")
+}
+
+// authServerFlags defines --auth, --bootstrap-token-file and --insecure on `hodei
+// server` and `hodei dev`.
+func authServerFlags(cmd *cobra.Command, cfg *server.Config) {
+	cmd.Flags().BoolVar(&cfg.Auth, "auth", false,
+		"require an API token on every call, from loopback too (hodei token create)")
+	bindEnv(cmd, "auth", "HODEI_AUTH")
+	stringFlagEnv(cmd, &cfg.BootstrapTokenFile, "bootstrap-token-file", "HODEI_BOOTSTRAP_TOKEN_FILE", "",
+		"file with the first admin token (token \"bootstrap\"); created with a new random token (mode 0600) when missing")
+	cmd.Flags().BoolVar(&cfg.Insecure, "insecure", false,
+		"listen beyond loopback without TLS and authentication anyway (a warning on every start)")
+	bindEnv(cmd, "insecure", "HODEI_INSECURE")
 }
 
 // adminFlags are the connection flags of every `hodei admin` command.
@@ -39,31 +52,25 @@ func (f *adminFlags) define(cmd *cobra.Command) {
 
 // client returns an AdminService client sending the token, and the job client for
 // explaining errors.
-func (f *adminFlags) client() (hodeiv1connect.AdminServiceClient, *apiClient, error) {
-	c, err := newAPIClient(f.server)
+// The token is --admin-token (HODEI_ADMIN_TOKEN) if set, else the API token of
+// --token, HODEI_TOKEN or the context.
+func (f *adminFlags) client(cmd *cobra.Command) (hodeiv1connect.AdminServiceClient, *apiClient, error) {
+	c, err := newAPIClient(cmd, f.server)
 	if err != nil {
 		return nil, nil, err
 	}
-	hc := newHTTPClient(strings.HasPrefix(c.baseURL, "http://"))
-	var opts []connect.ClientOption
 	if f.token != "" {
-		tok := f.token
-		opts = append(opts, connect.WithInterceptors(connect.UnaryInterceptorFunc(
-			func(next connect.UnaryFunc) connect.UnaryFunc {
-				return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-					req.Header().Set("Authorization", "Bearer "+tok)
-					return next(ctx, req)
-				}
-			})))
+		c.token = f.token
 	}
-	return hodeiv1connect.NewAdminServiceClient(hc, c.baseURL, opts...), c, nil
+	hc := newHTTPClient(strings.HasPrefix(c.baseURL, "http://"))
+	return hodeiv1connect.NewAdminServiceClient(hc, c.baseURL, bearer(c.token)...), c, nil
 }
 
 // explainAdmin adds the token hint to explain.
 func explainAdmin(c *apiClient, err error) error {
 	switch connect.CodeOf(err) {
 	case connect.CodeUnauthenticated:
-		return fmt.Errorf("the server refused the admin token: %s (set --admin-token or %s)", connectMessage(err), envAdminToken)
+		return fmt.Errorf("not authenticated: %s (set --token, %s, a context, or --admin-token)", connectMessage(err), envToken)
 	case connect.CodePermissionDenied:
 		return fmt.Errorf("not allowed: %s", connectMessage(err))
 	}
@@ -118,7 +125,7 @@ func newAdminJobResumeCmd() *cobra.Command {
 			if err := requireFlags(cmd, "resolution"); err != nil {
 				return err
 			}
-			ac, c, err := f.client()
+			ac, c, err := f.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -156,7 +163,7 @@ func newAdminDeadListCmd() *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			ac, c, err := f.client()
+			ac, c, err := f.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -203,7 +210,7 @@ func newAdminDeadRequeueCmd() *cobra.Command {
 			if err != nil || id <= 0 {
 				return fmt.Errorf("ID: want a positive outbox row id, got %q", args[0])
 			}
-			ac, c, err := f.client()
+			ac, c, err := f.client(cmd)
 			if err != nil {
 				return err
 			}

@@ -54,16 +54,19 @@ started with hodei dev (SQLite) always leads.`,
 
 // status reads GET /api/v1/admin/status.
 func (f *adminFlags) status(cmd *cobra.Command) (*api.ReplicaStatus, error) {
-	c, err := newAPIClient(f.server)
+	c, err := newAPIClient(cmd, f.server)
 	if err != nil {
 		return nil, err
+	}
+	if f.token != "" {
+		c.token = f.token
 	}
 	req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, c.baseURL+adminStatusPath, nil)
 	if err != nil {
 		return nil, err
 	}
-	if f.token != "" {
-		req.Header.Set("Authorization", "Bearer "+f.token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	res, err := newHTTPClient(strings.HasPrefix(c.baseURL, "http://")).Do(req)
 	if err != nil {

@@ -78,7 +78,7 @@ func TestAdminCLI(t *testing.T) {
 	}
 
 	if _, err := runHodei(t, "admin", "dead-letters", "list", "--server", url); err == nil ||
-		!strings.Contains(err.Error(), "admin token") {
+		!strings.Contains(err.Error(), "--admin-token") {
 		t.Fatalf("list without token: %v", err)
 	}
 	o, err := runHodei(t, "admin", "dead-letters", "list", "--server", url, "--admin-token", tok)
@@ -91,7 +91,7 @@ func TestAdminCLI(t *testing.T) {
 	}
 
 	// The only replica leads; admin status says so, under the admin token.
-	if _, err := runHodei(t, "admin", "status", "--server", url); err == nil || !strings.Contains(err.Error(), "admin token") {
+	if _, err := runHodei(t, "admin", "status", "--server", url); err == nil || !strings.Contains(err.Error(), "--admin-token") {
 		t.Fatalf("status without token: %v", err)
 	}
 	var rs struct {
@@ -171,7 +171,7 @@ func TestAdminCLI(t *testing.T) {
 	if _, _, err := eng.Start(t.Context(), jobs.SagaTimeout, jobs.TimeoutSagaID(j2.ID), map[string]string{"job_id": j2.ID}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runHodei(t, "saga", "show", "--job", j2.ID, "--server", url); err == nil || !strings.Contains(err.Error(), "admin token") {
+	if _, err := runHodei(t, "saga", "show", "--job", j2.ID, "--server", url); err == nil || !strings.Contains(err.Error(), "--admin-token") {
 		t.Fatalf("saga show --job without the admin token: %v", err)
 	}
 	o, err = runHodei(t, "saga", "show", "--job", j2.ID, "--server", url, "--admin-token", tok)

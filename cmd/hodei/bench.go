@@ -100,5 +100,6 @@ func newBenchOutboxCmd() *cobra.Command {
 	f.IntVar(&cfg.Relays, "relays", 4, "relays running on the table")
 	f.IntVar(&cfg.BatchSize, "batch-size", 1000, "rows per claim")
 	f.IntVar(&cfg.Concurrency, "concurrency", 1, "commands of a batch dispatched at once")
+	f.BoolVar(&cfg.AllowDataLoss, "i-know-this-deletes-data", false, "run even on a database that holds jobs or outbox rows (the benchmark empties the outbox)")
 	return cmd
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -52,6 +53,7 @@ func (e *exitError) Error() string {
 // apiClient is a JobService client bound to one server.
 type apiClient struct {
 	baseURL string
+	token   string // sent as Authorization: Bearer; may be empty
 	jobs    hodeiv1connect.JobServiceClient
 }
 
@@ -67,8 +69,14 @@ func checkServerURL(raw string) (string, error) {
 	return strings.TrimSuffix(u.String(), "/"), nil
 }
 
-// newAPIClient returns a client of the server at rawURL (validated first).
-func newAPIClient(rawURL string) (*apiClient, error) {
+// newAPIClient returns a client of the server at rawURL (validated first), or of the
+// context's server, sending the token of --token, HODEI_TOKEN or the context
+// (context.go).
+func newAPIClient(cmd *cobra.Command, rawURL string) (*apiClient, error) {
+	rawURL, token, err := connection(cmd, rawURL)
+	if err != nil {
+		return nil, err
+	}
 	base, err := checkServerURL(rawURL)
 	if err != nil {
 		return nil, err
@@ -76,8 +84,38 @@ func newAPIClient(rawURL string) (*apiClient, error) {
 	hc := newHTTPClient(strings.HasPrefix(base, "http://"))
 	return &apiClient{
 		baseURL: base,
-		jobs:    hodeiv1connect.NewJobServiceClient(hc, base),
+		token:   token,
+		jobs:    hodeiv1connect.NewJobServiceClient(hc, base, bearer(token)...),
 	}, nil
+}
+
+// bearer returns the client options that send token (none for an empty one).
+func bearer(token string) []connect.ClientOption {
+	if token == "" {
+		return nil
+	}
+	return []connect.ClientOption{connect.WithInterceptors(bearerInterceptor(token))}
+}
+
+type bearerInterceptor string
+
+func (b bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+string(b))
+		return next(ctx, req)
+	}
+}
+
+func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
+		return conn
+	}
+}
+
+func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
 }
 
 // newHTTPClient returns an http.Client for the Connect clients: h2c (HTTP/2 with prior
@@ -109,6 +147,12 @@ func (c *apiClient) explain(err error) error {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		switch ce.Code() {
+		case connect.CodeUnauthenticated:
+			return fmt.Errorf("not authenticated: %s (set --token, %s or a context: hodei context add)", ce.Message(), envToken)
+		case connect.CodePermissionDenied:
+			return fmt.Errorf("not allowed: %s", ce.Message())
+		case connect.CodeResourceExhausted:
+			return fmt.Errorf("refused: %s", ce.Message())
 		case connect.CodeInvalidArgument:
 			return fmt.Errorf("refused by the server: %s", ce.Message())
 		case connect.CodeNotFound:

@@ -78,7 +78,7 @@ running jobs are not killed.`,
 			cfg.Driver = server.DriverSQLite
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			out := cmd.OutOrStdout()
-			cfg.OnReady = func(url string) { printDevBanner(out, url, cfg.DataDir) }
+			cfg.OnReady = func(url string) { printDevBanner(out, url, cfg.DataDir, cfg.Auth) }
 			err = server.Run(cmd.Context(), cfg, logger)
 			if errors.Is(err, syscall.EADDRINUSE) {
 				return fmt.Errorf("%w (is another hodei dev or hodei server running? choose another address with --listen)", err)
@@ -91,6 +91,7 @@ running jobs are not killed.`,
 	stringFlagEnv(cmd, &cfg.DataDir, "data-dir", envDevDataDir, "",
 		"directory for the SQLite database, the NATS store and the workers' state (default $XDG_DATA_HOME/hodei/dev or ~/.local/share/hodei/dev)")
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
+	authServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
@@ -114,15 +115,20 @@ func defaultDevDataDir() (string, error) {
 
 // printDevBanner tells the user where the API listens and how to run a job against it.
 // Its first line, "hodei dev listening on URL", is what scripts and tests wait for.
-func printDevBanner(w io.Writer, url, dataDir string) {
+func printDevBanner(w io.Writer, url, dataDir string, authOn bool) {
 	example := cliInvocation() + " job run"
 	if url != defaultServerURL {
 		example += " --server " + url
 	}
+	security := "authentication off and no TLS: fine on loopback, where only this machine can connect (hodei server refuses other addresses without them)"
+	if authOn {
+		security = "authentication on (--auth): every call needs a token (hodei token create, --token); no TLS"
+	}
 	// One write, so that a reader of the first line does not race the rest.
 	fmt.Fprintf(w, "hodei dev listening on %s\n"+
 		"data in %s (SQLite database, NATS store, workers); Ctrl-C stops\n"+
-		"\nRun a job from another terminal:\n\n    %s -- echo hello\n\n", url, dataDir, example)
+		"%s\n"+
+		"\nRun a job from another terminal:\n\n    %s -- echo hello\n\n", url, dataDir, security, example)
 }
 
 // cliInvocation is how the user can call this same binary: "go run ./cmd/hodei" when it

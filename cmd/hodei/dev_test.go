@@ -46,8 +46,11 @@ func TestIsGoRunBinary(t *testing.T) {
 
 func TestDevBanner(t *testing.T) {
 	var b bytes.Buffer
-	printDevBanner(&b, defaultServerURL, "/d")
+	printDevBanner(&b, defaultServerURL, "/d", false)
 	out := b.String()
+	if !strings.Contains(out, "authentication off and no TLS: fine on loopback") {
+		t.Errorf("banner does not say that loopback needs neither auth nor TLS: %q", out)
+	}
 	if !strings.HasPrefix(out, "hodei dev listening on "+defaultServerURL+"\n") {
 		t.Errorf("first line: %q", out)
 	}
@@ -56,7 +59,7 @@ func TestDevBanner(t *testing.T) {
 		t.Errorf("example on the default address: %q", out)
 	}
 	b.Reset()
-	printDevBanner(&b, "http://127.0.0.1:9999", "/d")
+	printDevBanner(&b, "http://127.0.0.1:9999", "/d", true)
 	if !strings.Contains(b.String(), " job run --server http://127.0.0.1:9999 -- echo hello\n") {
 		t.Errorf("example on another address: %q", b.String())
 	}

@@ -64,6 +64,7 @@ type specFlags struct {
 	priority    int
 	script      string
 	interpreter string
+	namespace   string
 }
 
 func (f *specFlags) define(cmd *cobra.Command) {
@@ -78,6 +79,7 @@ func (f *specFlags) define(cmd *cobra.Command) {
 	fs.IntVar(&f.priority, "priority", 0, "higher starts first when workers are short")
 	fs.StringVar(&f.script, "script", "", "run this script file (- for standard input) instead of a command")
 	fs.StringVar(&f.interpreter, "interpreter", "", "absolute path of the script's interpreter (default /bin/sh)")
+	fs.StringVar(&f.namespace, "namespace", "", "namespace of the job (default: the token's only namespace, else \"default\")")
 }
 
 // spec builds the job spec from the flags and the command line after them. It checks
@@ -104,6 +106,7 @@ func (f *specFlags) spec(args []string, stdin io.Reader) (*hodeiv1.JobSpec, erro
 		Labels:      labels,
 		MaxAttempts: int32(min(f.maxAttempts, 1<<31-1)),
 		Priority:    int32(max(min(f.priority, 1<<31-1), -1<<31)),
+		Namespace:   f.namespace,
 	}
 	if f.timeout > 0 {
 		spec.Timeout = durationpb.New(f.timeout)
@@ -180,7 +183,7 @@ func newJobSubmitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := newAPIClient(server)
+			c, err := newAPIClient(cmd, server)
 			if err != nil {
 				return err
 			}
@@ -215,7 +218,7 @@ func newJobRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := newAPIClient(server)
+			c, err := newAPIClient(cmd, server)
 			if err != nil {
 				return err
 			}
@@ -241,7 +244,7 @@ func newJobGetCmd() *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			c, err := newAPIClient(server)
+			c, err := newAPIClient(cmd, server)
 			if err != nil {
 				return err
 			}
@@ -284,7 +287,7 @@ func newJobListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := newAPIClient(server)
+			c, err := newAPIClient(cmd, server)
 			if err != nil {
 				return err
 			}
@@ -334,7 +337,7 @@ func newJobLogsCmd() *cobra.Command {
 		Short: "Print a job's output (standard output and error as the job wrote them)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newAPIClient(server)
+			c, err := newAPIClient(cmd, server)
 			if err != nil {
 				return err
 			}
@@ -364,7 +367,7 @@ func newJobCancelCmd() *cobra.Command {
 		Short: "Ask for a job to be cancelled and print its state",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newAPIClient(server)
+			c, err := newAPIClient(cmd, server)
 			if err != nil {
 				return err
 			}
@@ -645,6 +648,7 @@ func writeJobText(w io.Writer, j *hodeiv1.Job) {
 	s := j.GetSpec()
 	row("id", j.GetId())
 	row("name", s.GetName())
+	row("namespace", namespaceOf(s))
 	row("state", j.GetState())
 	if j.ExitCode != nil {
 		row("exit code", fmt.Sprint(j.GetExitCode()))
@@ -676,7 +680,7 @@ func writeJobText(w io.Writer, j *hodeiv1.Job) {
 
 func writeJobsTable(w io.Writer, jobs []*hodeiv1.Job) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tEXIT\tPRIORITY\tCREATED\tNAME")
+	fmt.Fprintln(tw, "ID\tNAMESPACE\tSTATE\tEXIT\tPRIORITY\tCREATED\tNAME")
 	for _, j := range jobs {
 		exit := "-"
 		if j.ExitCode != nil {
@@ -689,10 +693,18 @@ func writeJobsTable(w io.Writer, jobs []*hodeiv1.Job) {
 				name = name[:37] + "..."
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", j.GetId(), j.GetState(), exit,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", j.GetId(), namespaceOf(j.GetSpec()), j.GetState(), exit,
 			j.GetSpec().GetPriority(), formatTime(j.GetCreatedAt().AsTime(), j.GetCreatedAt() != nil), name)
 	}
 	tw.Flush()
+}
+
+// namespaceOf is a spec's namespace ("default" when the server did not record one).
+func namespaceOf(s *hodeiv1.JobSpec) string {
+	if ns := s.GetNamespace(); ns != "" {
+		return ns
+	}
+	return domain.DefaultNamespace
 }
 
 func formatTime(t time.Time, ok bool) string {

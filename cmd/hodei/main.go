@@ -41,6 +41,7 @@ func newRootCmd() *cobra.Command {
 		// not given (flags.go).
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return applyEnvDefaults(cmd) },
 	}
+	clientFlags(root)
 	root.AddCommand(
 		newVersionCmd(),
 		newMigrateCmd(),
@@ -51,6 +52,9 @@ func newRootCmd() *cobra.Command {
 		newDevCmd(),
 		newWorkerCmd(),
 		newAdminCmd(),
+		newTokenCmd(),
+		newAuditCmd(),
+		newContextCmd(),
 		// Each subcommand lives in its own file: add its constructor here.
 	)
 	return root

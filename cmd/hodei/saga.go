@@ -88,7 +88,7 @@ func newSagaShowCmd() *cobra.Command {
 			if (jobID == "") == (len(args) == 0) {
 				return errors.New("give either SAGA_ID or --job JOB_ID")
 			}
-			ac, c, err := f.client()
+			ac, c, err := f.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -277,6 +277,7 @@ func newBenchSagasCmd() *cobra.Command {
 	outputFlag(cmd, &output)
 	f := cmd.Flags()
 	f.IntVar(&cfg.Sagas, "sagas", 2000, "sagas to start and run")
+	f.BoolVar(&cfg.AllowDataLoss, "i-know-this-deletes-data", false, "run even on a database that holds jobs or outbox rows (the benchmark truncates the saga tables)")
 	f.IntVar(&cfg.Steps, "steps", 3, "no-op steps per saga")
 	f.IntVar(&cfg.Runners, "runners", 2, "saga engines (replicas) running the sagas")
 	f.IntVar(&cfg.Concurrency, "concurrency", 16, "sagas each runner advances at once")

@@ -56,6 +56,9 @@ type OutboxConfig struct {
 	// Concurrency of command dispatch within a batch (default 1: the handler is a no-op,
 	// so dispatching inline is cheapest).
 	Concurrency int
+	// AllowDataLoss (--i-know-this-deletes-data) runs even on a database that holds
+	// jobs or outbox rows; without it such a database is refused (ErrDatabaseInUse).
+	AllowDataLoss bool
 	// Log receives progress lines (nil: none).
 	Log io.Writer
 }
@@ -175,6 +178,9 @@ func RunOutbox(ctx context.Context, cfg OutboxConfig) (*OutboxResult, error) {
 		return nil, err
 	}
 	defer db.close()
+	if err := guardData(ctx, db.store(), cfg.AllowDataLoss, "bench outbox"); err != nil {
+		return nil, err
+	}
 	res := &OutboxResult{Driver: cfg.Driver, Messages: cfg.Messages, Relays: cfg.Relays, BatchSize: cfg.BatchSize, Rate: cfg.Rate}
 	if err := outboxBurnDown(ctx, cfg, db, res); err != nil {
 		return nil, err
@@ -189,6 +195,7 @@ func RunOutbox(ctx context.Context, cfg OutboxConfig) (*OutboxResult, error) {
 type outboxTxStore interface {
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
 	Outbox() store.OutboxStore
+	Jobs() store.JobStore
 }
 
 // outboxDB is one driver's database under the benchmark.

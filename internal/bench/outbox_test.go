@@ -2,12 +2,17 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hodei-jobs/hodei/domain"
 	"github.com/hodei-jobs/hodei/internal/pgtest"
+	"github.com/hodei-jobs/hodei/store"
+	"github.com/hodei-jobs/hodei/store/postgres"
+	"github.com/hodei-jobs/hodei/store/sqlite"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -76,5 +81,40 @@ func TestOutboxConfigValidate(t *testing.T) {
 		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.field) {
 			t.Errorf("%+v: %v, want an error naming %s", tc.cfg, err, tc.field)
 		}
+	}
+}
+
+// TestBenchRefusesADatabaseInUse: a database holding a job is refused without
+// AllowDataLoss, and nothing is deleted.
+func TestBenchRefusesADatabaseInUse(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "in-use.db")
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Jobs().Create(ctx, &domain.Job{Spec: domain.JobSpec{Command: []string{"true"}}}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	_, err = RunOutbox(ctx, OutboxConfig{Driver: DriverSQLite, SQLitePath: path, Messages: 10, Duration: 100 * time.Millisecond, Rate: 10, Relays: 1})
+	if !errors.Is(err, ErrDatabaseInUse) || !strings.Contains(err.Error(), "--i-know-this-deletes-data") {
+		t.Fatalf("RunOutbox on a database with a job: %v, want ErrDatabaseInUse naming the flag", err)
+	}
+	pg := pgtest.NewDatabase(t)
+	if _, err := postgres.Migrate(ctx, pg); err != nil {
+		t.Fatal(err)
+	}
+	pst, err := postgres.Open(ctx, pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pst.Outbox().Insert(ctx, &store.OutboxMessage{Kind: store.KindEvent, Type: "x.y", IdempotencyKey: "k",
+		Payload: []byte(`{}`), MaxAttempts: 1, ScheduledAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	pst.Close()
+	if _, err := RunSagas(ctx, SagasConfig{DatabaseURL: pg, Sagas: 1, Steps: 1}); !errors.Is(err, ErrDatabaseInUse) {
+		t.Fatalf("RunSagas on a database with an outbox row: %v, want ErrDatabaseInUse", err)
 	}
 }

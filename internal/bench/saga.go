@@ -28,6 +28,9 @@ type SagasConfig struct {
 	// DatabaseURL is the PostgreSQL database to use. It is migrated and its saga tables
 	// are TRUNCATED: use a database of its own.
 	DatabaseURL string
+	// AllowDataLoss (--i-know-this-deletes-data) runs even on a database that holds
+	// jobs or outbox rows; without it such a database is refused (ErrDatabaseInUse).
+	AllowDataLoss bool
 	// Sagas started (default 2000).
 	Sagas int
 	// Steps of each saga, each dispatching one no-op command (default 3).
@@ -206,6 +209,9 @@ func RunSagas(ctx context.Context, cfg SagasConfig) (*SagasResult, error) {
 		return nil, fmt.Errorf("bench sagas: %w", err)
 	}
 	defer pg.Close()
+	if err := guardData(ctx, pg, cfg.AllowDataLoss, "bench sagas"); err != nil {
+		return nil, err
+	}
 	if _, err := pg.Pool().Exec(ctx, `TRUNCATE sagas, saga_events, saga_snapshots, saga_timers`); err != nil {
 		return nil, fmt.Errorf("bench sagas: truncate saga tables: %w", err)
 	}

@@ -35,6 +35,7 @@ func SpecFromProto(p *hodeiv1.JobSpec) domain.JobSpec {
 		Labels:      CloneMap(p.GetLabels()),
 		MaxAttempts: int(p.GetMaxAttempts()),
 		Priority:    int(p.GetPriority()),
+		Namespace:   p.GetNamespace(),
 	}
 	if sc := p.GetScript(); sc != nil {
 		s.Script = &domain.Script{Content: sc.GetContent(), Interpreter: sc.GetInterpreter()}
@@ -61,6 +62,7 @@ func SpecToProto(s domain.JobSpec) *hodeiv1.JobSpec {
 		Labels:      CloneMap(s.Labels),
 		MaxAttempts: int32(s.MaxAttempts),
 		Priority:    int32(s.Priority),
+		Namespace:   s.Namespace,
 	}
 	if s.Script != nil {
 		p.Script = &hodeiv1.Script{Content: s.Script.Content, Interpreter: s.Script.Interpreter}

@@ -228,6 +228,9 @@ func (js *jobStore) List(ctx context.Context, f store.JobFilter) ([]*domain.Job,
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
+	if len(f.Namespaces) > 0 {
+		where = append(where, "COALESCE(NULLIF(spec->>'namespace', ''), 'default') = ANY("+arg(f.Namespaces)+"::text[])")
+	}
 	if len(f.States) > 0 {
 		states := make([]string, len(f.States))
 		for i, s := range f.States {

@@ -223,6 +223,14 @@ func (js *jobStore) List(ctx context.Context, f store.JobFilter) ([]*domain.Job,
 		where []string
 		args  []any
 	)
+	if len(f.Namespaces) > 0 {
+		marks := make([]string, len(f.Namespaces))
+		for i, ns := range f.Namespaces {
+			marks[i] = "?"
+			args = append(args, ns)
+		}
+		where = append(where, "COALESCE(NULLIF(json_extract(spec, '$.namespace'), ''), 'default') IN ("+strings.Join(marks, ", ")+")")
+	}
 	if len(f.States) > 0 {
 		marks := make([]string, len(f.States))
 		for i, s := range f.States {

@@ -267,7 +267,9 @@ type JobSpec struct {
 	Timeout     *durationpb.Duration `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	MaxAttempts int32                `protobuf:"varint,9,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// Higher runs first when capacity is short.
-	Priority      int32 `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
+	Priority int32 `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
+	// The namespace the job belongs to; empty: "default" (or the caller's only one).
+	Namespace     string `protobuf:"bytes,30,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -370,6 +372,13 @@ func (x *JobSpec) GetPriority() int32 {
 		return x.Priority
 	}
 	return 0
+}
+
+func (x *JobSpec) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
 }
 
 type Job struct {
@@ -2790,6 +2799,613 @@ func (x *GetSagaHistoryResponse) GetEvents() []*SagaEvent {
 	return nil
 }
 
+type ApiToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// viewer, submitter or admin.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// Namespaces the token sees; "*" is every namespace.
+	Namespaces []string               `protobuf:"bytes,3,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Unset: never expires.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Set once revoked.
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiToken) Reset() {
+	*x = ApiToken{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiToken) ProtoMessage() {}
+
+func (x *ApiToken) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiToken.ProtoReflect.Descriptor instead.
+func (*ApiToken) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ApiToken) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApiToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ApiToken) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *ApiToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ApiToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *ApiToken) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+type CreateTokenRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role       string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Namespaces []string               `protobuf:"bytes,3,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	// Zero or unset: never expires.
+	ExpiresIn     *durationpb.Duration `protobuf:"bytes,4,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *CreateTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *CreateTokenRequest) GetExpiresIn() *durationpb.Duration {
+	if x != nil {
+		return x.ExpiresIn
+	}
+	return nil
+}
+
+type CreateTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token *ApiToken              `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// The token itself: shown this once, stored only as a SHA-256 hash.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *CreateTokenResponse) GetToken() *ApiToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *CreateTokenResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{44}
+}
+
+type ListTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*ApiToken            `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListTokensResponse) GetTokens() []*ApiToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *RevokeTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevokeTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *ApiToken              `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RevokeTokenResponse) GetToken() *ApiToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+type AuditRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// The token's name; "anonymous" without one; "" when authentication failed.
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// e.g. "job.submit", "token.revoke", "auth.refused".
+	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	// The RPC or REST route.
+	Procedure string `protobuf:"bytes,5,opt,name=procedure,proto3" json:"procedure,omitempty"`
+	// What was acted on: a job id, a token name, an outbox row id.
+	Target    string `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
+	Namespace string `protobuf:"bytes,7,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// "ok", "unauthenticated", "permission_denied", "rate_limited".
+	Outcome string `protobuf:"bytes,8,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Client address.
+	Remote        string `protobuf:"bytes,9,opt,name=remote,proto3" json:"remote,omitempty"`
+	Detail        string `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *AuditRecord) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetProcedure() string {
+	if x != nil {
+		return x.Procedure
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetRemote() string {
+	if x != nil {
+		return x.Remote
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type ListAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only records at or after this time.
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	Actor string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Zero: 100; at most 1000.
+	Limit         int32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListAuditResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Oldest first.
+	Records       []*AuditRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ListAuditResponse) GetRecords() []*AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
 var File_hodei_v1_hodei_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_hodei_proto_rawDesc = "" +
@@ -2801,7 +3417,7 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\tResources\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12!\n" +
-	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\x81\x04\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\x9f\x04\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12(\n" +
@@ -2814,7 +3430,8 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12!\n" +
 	"\fmax_attempts\x18\t \x01(\x05R\vmaxAttempts\x12\x1a\n" +
 	"\bpriority\x18\n" +
-	" \x01(\x05R\bpriority\x1a6\n" +
+	" \x01(\x05R\bpriority\x12\x1c\n" +
+	"\tnamespace\x18\x1e \x01(\tR\tnamespace\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -3007,7 +3624,55 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\blast_seq\x18\x03 \x01(\x03R\alastSeq\x12;\n" +
 	"\vrunnable_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"runnableAt\x12+\n" +
-	"\x06events\x18\x05 \x03(\v2\x13.hodei.v1.SagaEventR\x06events*\xae\x02\n" +
+	"\x06events\x18\x05 \x03(\v2\x13.hodei.v1.SagaEventR\x06events\"\x83\x02\n" +
+	"\bApiToken\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1e\n" +
+	"\n" +
+	"namespaces\x18\x03 \x03(\tR\n" +
+	"namespaces\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\x96\x01\n" +
+	"\x12CreateTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1e\n" +
+	"\n" +
+	"namespaces\x18\x03 \x03(\tR\n" +
+	"namespaces\x128\n" +
+	"\n" +
+	"expires_in\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\texpiresIn\"W\n" +
+	"\x13CreateTokenResponse\x12(\n" +
+	"\x05token\x18\x01 \x01(\v2\x12.hodei.v1.ApiTokenR\x05token\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x13\n" +
+	"\x11ListTokensRequest\"@\n" +
+	"\x12ListTokensResponse\x12*\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x12.hodei.v1.ApiTokenR\x06tokens\"(\n" +
+	"\x12RevokeTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"?\n" +
+	"\x13RevokeTokenResponse\x12(\n" +
+	"\x05token\x18\x01 \x01(\v2\x12.hodei.v1.ApiTokenR\x05token\"\x99\x02\n" +
+	"\vAuditRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x1c\n" +
+	"\tprocedure\x18\x05 \x01(\tR\tprocedure\x12\x16\n" +
+	"\x06target\x18\x06 \x01(\tR\x06target\x12\x1c\n" +
+	"\tnamespace\x18\a \x01(\tR\tnamespace\x12\x18\n" +
+	"\aoutcome\x18\b \x01(\tR\aoutcome\x12\x16\n" +
+	"\x06remote\x18\t \x01(\tR\x06remote\x12\x16\n" +
+	"\x06detail\x18\n" +
+	" \x01(\tR\x06detail\"p\n" +
+	"\x10ListAuditRequest\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\"D\n" +
+	"\x11ListAuditResponse\x12/\n" +
+	"\arecords\x18\x01 \x03(\v2\x15.hodei.v1.AuditRecordR\arecords*\xae\x02\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -3036,13 +3701,18 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"StreamLogs\x12\x1b.hodei.v1.StreamLogsRequest\x1a\x1c.hodei.v1.StreamLogsResponse0\x012\x98\x01\n" +
 	"\x12WorkerAgentService\x12A\n" +
 	"\bRegister\x12\x19.hodei.v1.RegisterRequest\x1a\x1a.hodei.v1.RegisterResponse\x12?\n" +
-	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xae\x03\n" +
+	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xd5\x05\n" +
 	"\fAdminService\x12D\n" +
 	"\tResumeJob\x12\x1a.hodei.v1.ResumeJobRequest\x1a\x1b.hodei.v1.ResumeJobResponse\x12V\n" +
 	"\x0fListDeadLetters\x12 .hodei.v1.ListDeadLettersRequest\x1a!.hodei.v1.ListDeadLettersResponse\x12\\\n" +
 	"\x11RequeueDeadLetter\x12\".hodei.v1.RequeueDeadLetterRequest\x1a#.hodei.v1.RequeueDeadLetterResponse\x12M\n" +
 	"\fListJobSagas\x12\x1d.hodei.v1.ListJobSagasRequest\x1a\x1e.hodei.v1.ListJobSagasResponse\x12S\n" +
-	"\x0eGetSagaHistory\x12\x1f.hodei.v1.GetSagaHistoryRequest\x1a .hodei.v1.GetSagaHistoryResponseB2Z0github.com/hodei-jobs/hodei/gen/hodei/v1;hodeiv1b\x06proto3"
+	"\x0eGetSagaHistory\x12\x1f.hodei.v1.GetSagaHistoryRequest\x1a .hodei.v1.GetSagaHistoryResponse\x12J\n" +
+	"\vCreateToken\x12\x1c.hodei.v1.CreateTokenRequest\x1a\x1d.hodei.v1.CreateTokenResponse\x12G\n" +
+	"\n" +
+	"ListTokens\x12\x1b.hodei.v1.ListTokensRequest\x1a\x1c.hodei.v1.ListTokensResponse\x12J\n" +
+	"\vRevokeToken\x12\x1c.hodei.v1.RevokeTokenRequest\x1a\x1d.hodei.v1.RevokeTokenResponse\x12D\n" +
+	"\tListAudit\x12\x1a.hodei.v1.ListAuditRequest\x1a\x1b.hodei.v1.ListAuditResponseB2Z0github.com/hodei-jobs/hodei/gen/hodei/v1;hodeiv1b\x06proto3"
 
 var (
 	file_hodei_v1_hodei_proto_rawDescOnce sync.Once
@@ -3057,7 +3727,7 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_hodei_v1_hodei_proto_goTypes = []any{
 	(JobState)(0),                     // 0: hodei.v1.JobState
 	(LogStream)(0),                    // 1: hodei.v1.LogStream
@@ -3102,92 +3772,120 @@ var file_hodei_v1_hodei_proto_goTypes = []any{
 	(*SagaEvent)(nil),                 // 40: hodei.v1.SagaEvent
 	(*GetSagaHistoryRequest)(nil),     // 41: hodei.v1.GetSagaHistoryRequest
 	(*GetSagaHistoryResponse)(nil),    // 42: hodei.v1.GetSagaHistoryResponse
-	nil,                               // 43: hodei.v1.JobSpec.EnvEntry
-	nil,                               // 44: hodei.v1.JobSpec.LabelsEntry
-	nil,                               // 45: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),       // 46: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 47: google.protobuf.Timestamp
+	(*ApiToken)(nil),                  // 43: hodei.v1.ApiToken
+	(*CreateTokenRequest)(nil),        // 44: hodei.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),       // 45: hodei.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),         // 46: hodei.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),        // 47: hodei.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),        // 48: hodei.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),       // 49: hodei.v1.RevokeTokenResponse
+	(*AuditRecord)(nil),               // 50: hodei.v1.AuditRecord
+	(*ListAuditRequest)(nil),          // 51: hodei.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 52: hodei.v1.ListAuditResponse
+	nil,                               // 53: hodei.v1.JobSpec.EnvEntry
+	nil,                               // 54: hodei.v1.JobSpec.LabelsEntry
+	nil,                               // 55: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),       // 56: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 57: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
-	43, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	53, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	44, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	46, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	54, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	56, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
 	4,  // 5: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	47, // 6: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	47, // 7: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	47, // 8: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	47, // 9: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	57, // 6: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	57, // 7: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	57, // 8: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	57, // 9: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	4,  // 10: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
 	5,  // 11: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
 	5,  // 12: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
 	37, // 13: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
-	45, // 14: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	55, // 14: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
 	5,  // 15: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
 	5,  // 16: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
 	5,  // 17: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
 	1,  // 18: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	47, // 19: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	57, // 19: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	17, // 20: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	46, // 21: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	47, // 22: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	56, // 21: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	57, // 22: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
 	17, // 23: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	47, // 24: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	47, // 25: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	47, // 26: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	57, // 24: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	57, // 25: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	57, // 26: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
 	21, // 27: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
 	22, // 28: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
 	23, // 29: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
 	25, // 30: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
 	24, // 31: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
 	4,  // 32: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	46, // 33: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	56, // 33: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
 	27, // 34: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
 	28, // 35: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
 	25, // 36: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
 	5,  // 37: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
-	47, // 38: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	47, // 39: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	57, // 38: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	57, // 39: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
 	32, // 40: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
-	47, // 41: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
-	47, // 42: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	57, // 41: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	57, // 42: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
 	37, // 43: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
-	47, // 44: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
+	57, // 44: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
 	37, // 45: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
-	47, // 46: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
+	57, // 46: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
 	40, // 47: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
-	6,  // 48: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	8,  // 49: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	10, // 50: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	12, // 51: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	14, // 52: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	16, // 53: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	19, // 54: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	26, // 55: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	30, // 56: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
-	33, // 57: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	35, // 58: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
-	38, // 59: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
-	41, // 60: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
-	7,  // 61: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	9,  // 62: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	11, // 63: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	13, // 64: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	15, // 65: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	18, // 66: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	20, // 67: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	29, // 68: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	31, // 69: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
-	34, // 70: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	36, // 71: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
-	39, // 72: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
-	42, // 73: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
-	61, // [61:74] is the sub-list for method output_type
-	48, // [48:61] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	57, // 48: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	57, // 49: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	57, // 50: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
+	56, // 51: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
+	43, // 52: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
+	43, // 53: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
+	43, // 54: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
+	57, // 55: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	57, // 56: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	50, // 57: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
+	6,  // 58: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	8,  // 59: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	10, // 60: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	12, // 61: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	14, // 62: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	16, // 63: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
+	19, // 64: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	26, // 65: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	30, // 66: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	33, // 67: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	35, // 68: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	38, // 69: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	41, // 70: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
+	44, // 71: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
+	46, // 72: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
+	48, // 73: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
+	51, // 74: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
+	7,  // 75: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	9,  // 76: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	11, // 77: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	13, // 78: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	15, // 79: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	18, // 80: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	20, // 81: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	29, // 82: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	31, // 83: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	34, // 84: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	36, // 85: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	39, // 86: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	42, // 87: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
+	45, // 88: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
+	47, // 89: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
+	49, // 90: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
+	52, // 91: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
+	75, // [75:92] is the sub-list for method output_type
+	58, // [58:75] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_hodei_proto_init() }
@@ -3214,7 +3912,7 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -69,6 +69,16 @@ const (
 	// AdminServiceGetSagaHistoryProcedure is the fully-qualified name of the AdminService's
 	// GetSagaHistory RPC.
 	AdminServiceGetSagaHistoryProcedure = "/hodei.v1.AdminService/GetSagaHistory"
+	// AdminServiceCreateTokenProcedure is the fully-qualified name of the AdminService's CreateToken
+	// RPC.
+	AdminServiceCreateTokenProcedure = "/hodei.v1.AdminService/CreateToken"
+	// AdminServiceListTokensProcedure is the fully-qualified name of the AdminService's ListTokens RPC.
+	AdminServiceListTokensProcedure = "/hodei.v1.AdminService/ListTokens"
+	// AdminServiceRevokeTokenProcedure is the fully-qualified name of the AdminService's RevokeToken
+	// RPC.
+	AdminServiceRevokeTokenProcedure = "/hodei.v1.AdminService/RevokeToken"
+	// AdminServiceListAuditProcedure is the fully-qualified name of the AdminService's ListAudit RPC.
+	AdminServiceListAuditProcedure = "/hodei.v1.AdminService/ListAudit"
 )
 
 // JobServiceClient is a client for the hodei.v1.JobService service.
@@ -377,6 +387,10 @@ type AdminServiceClient interface {
 	ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error)
 	// A saga's row and its event history (`hodei saga show`).
 	GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error)
+	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
+	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
+	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the hodei.v1.AdminService service. By default, it
@@ -420,6 +434,30 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("GetSagaHistory")),
 			connect.WithClientOptions(opts...),
 		),
+		createToken: connect.NewClient[v1.CreateTokenRequest, v1.CreateTokenResponse](
+			httpClient,
+			baseURL+AdminServiceCreateTokenProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CreateToken")),
+			connect.WithClientOptions(opts...),
+		),
+		listTokens: connect.NewClient[v1.ListTokensRequest, v1.ListTokensResponse](
+			httpClient,
+			baseURL+AdminServiceListTokensProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListTokens")),
+			connect.WithClientOptions(opts...),
+		),
+		revokeToken: connect.NewClient[v1.RevokeTokenRequest, v1.RevokeTokenResponse](
+			httpClient,
+			baseURL+AdminServiceRevokeTokenProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("RevokeToken")),
+			connect.WithClientOptions(opts...),
+		),
+		listAudit: connect.NewClient[v1.ListAuditRequest, v1.ListAuditResponse](
+			httpClient,
+			baseURL+AdminServiceListAuditProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListAudit")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -430,6 +468,10 @@ type adminServiceClient struct {
 	requeueDeadLetter *connect.Client[v1.RequeueDeadLetterRequest, v1.RequeueDeadLetterResponse]
 	listJobSagas      *connect.Client[v1.ListJobSagasRequest, v1.ListJobSagasResponse]
 	getSagaHistory    *connect.Client[v1.GetSagaHistoryRequest, v1.GetSagaHistoryResponse]
+	createToken       *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
+	listTokens        *connect.Client[v1.ListTokensRequest, v1.ListTokensResponse]
+	revokeToken       *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
+	listAudit         *connect.Client[v1.ListAuditRequest, v1.ListAuditResponse]
 }
 
 // ResumeJob calls hodei.v1.AdminService.ResumeJob.
@@ -457,6 +499,26 @@ func (c *adminServiceClient) GetSagaHistory(ctx context.Context, req *connect.Re
 	return c.getSagaHistory.CallUnary(ctx, req)
 }
 
+// CreateToken calls hodei.v1.AdminService.CreateToken.
+func (c *adminServiceClient) CreateToken(ctx context.Context, req *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error) {
+	return c.createToken.CallUnary(ctx, req)
+}
+
+// ListTokens calls hodei.v1.AdminService.ListTokens.
+func (c *adminServiceClient) ListTokens(ctx context.Context, req *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error) {
+	return c.listTokens.CallUnary(ctx, req)
+}
+
+// RevokeToken calls hodei.v1.AdminService.RevokeToken.
+func (c *adminServiceClient) RevokeToken(ctx context.Context, req *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
+	return c.revokeToken.CallUnary(ctx, req)
+}
+
+// ListAudit calls hodei.v1.AdminService.ListAudit.
+func (c *adminServiceClient) ListAudit(ctx context.Context, req *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error) {
+	return c.listAudit.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the hodei.v1.AdminService service.
 type AdminServiceHandler interface {
 	ResumeJob(context.Context, *connect.Request[v1.ResumeJobRequest]) (*connect.Response[v1.ResumeJobResponse], error)
@@ -465,6 +527,10 @@ type AdminServiceHandler interface {
 	ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error)
 	// A saga's row and its event history (`hodei saga show`).
 	GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error)
+	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
+	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
+	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -504,6 +570,30 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("GetSagaHistory")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceCreateTokenHandler := connect.NewUnaryHandler(
+		AdminServiceCreateTokenProcedure,
+		svc.CreateToken,
+		connect.WithSchema(adminServiceMethods.ByName("CreateToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListTokensHandler := connect.NewUnaryHandler(
+		AdminServiceListTokensProcedure,
+		svc.ListTokens,
+		connect.WithSchema(adminServiceMethods.ByName("ListTokens")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceRevokeTokenHandler := connect.NewUnaryHandler(
+		AdminServiceRevokeTokenProcedure,
+		svc.RevokeToken,
+		connect.WithSchema(adminServiceMethods.ByName("RevokeToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListAuditHandler := connect.NewUnaryHandler(
+		AdminServiceListAuditProcedure,
+		svc.ListAudit,
+		connect.WithSchema(adminServiceMethods.ByName("ListAudit")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hodei.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceResumeJobProcedure:
@@ -516,6 +606,14 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceListJobSagasHandler.ServeHTTP(w, r)
 		case AdminServiceGetSagaHistoryProcedure:
 			adminServiceGetSagaHistoryHandler.ServeHTTP(w, r)
+		case AdminServiceCreateTokenProcedure:
+			adminServiceCreateTokenHandler.ServeHTTP(w, r)
+		case AdminServiceListTokensProcedure:
+			adminServiceListTokensHandler.ServeHTTP(w, r)
+		case AdminServiceRevokeTokenProcedure:
+			adminServiceRevokeTokenHandler.ServeHTTP(w, r)
+		case AdminServiceListAuditProcedure:
+			adminServiceListAuditHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -543,4 +641,20 @@ func (UnimplementedAdminServiceHandler) ListJobSagas(context.Context, *connect.R
 
 func (UnimplementedAdminServiceHandler) GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.GetSagaHistory is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.CreateToken is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListTokens is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.RevokeToken is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListAudit is not implemented"))
 }
