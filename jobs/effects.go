@@ -140,7 +140,9 @@ func (s *Service) deliverRun(ctx context.Context, jobID, workerID string) (Outco
 func (s *Service) deliverAfterCommit(ctx context.Context, workerID, what string, send func(ctx context.Context) error) {
 	s.afterCommit(ctx, func() {
 		go func() {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*s.cfg.DeliveryTimeout)
+			// Not derived from ctx: it carries the transaction, committed by now, and a
+			// query on it fails (the worker's state below could never be read).
+			ctx, cancel := context.WithTimeout(context.Background(), 20*s.cfg.DeliveryTimeout)
 			defer cancel()
 			pace := backoff.Pacer{Base: 100 * time.Millisecond, Max: 2 * time.Second}
 			for {
