@@ -49,7 +49,7 @@ func runHistorySaga(t *testing.T, st store.Store) string {
 		t.Fatal(err)
 	}
 	eng, err := saga.New(st, reg, command.NewBus(), saga.Config{RunnerID: "history-test", Clock: clock,
-		Codec: saga.ProtoCodec{}, Rand: func() float64 { return 0.5 }})
+		Rand: func() float64 { return 0.5 }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,8 +107,8 @@ func TestAdminGetSagaHistory(t *testing.T) {
 		if want := string(saga.CategoryOf(ev.GetType())); ev.GetCategory() != want || want == "" {
 			t.Errorf("%s: category %q, want %q", ev.GetType(), ev.GetCategory(), want)
 		}
-		if ev.GetCodec() != "proto" || !json.Valid([]byte(ev.GetPayload())) || ev.GetTime().AsTime().IsZero() {
-			t.Errorf("event %v: want codec proto, a JSON payload and a time", ev)
+		if ev.GetCodec() != "json" || !json.Valid([]byte(ev.GetPayload())) || ev.GetTime().AsTime().IsZero() {
+			t.Errorf("event %v: want codec json, a JSON payload and a time", ev)
 		}
 		cats[ev.GetCategory()] = true
 		types = append(types, ev.GetType()+":"+ev.GetStep())

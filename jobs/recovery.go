@@ -309,7 +309,7 @@ func (s *Service) transferJob(ctx context.Context, c TransferJob) (RecoveryOutco
 			Grace: s.cfg.CancelGrace}
 		s.afterCommit(ctx, func() {
 			go func() { // one try: the lost worker is most likely gone, and is destroyed anyway
-				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DeliveryTimeout)
+				dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DeliveryTimeout) // not the committed transaction's ctx
 				defer cancel()
 				_ = s.ch.CancelJob(dctx, c.FromWorkerID, cr)
 			}()

@@ -43,7 +43,7 @@
 // SagaStore.Append(id, expectedSeq, update, events...) is one statement: it updates the
 // row only WHERE last_seq = expectedSeq and inserts the events from that update's result,
 // so a stale writer gets a conflict and writes nothing. Event payloads are encoded by a
-// Codec (JSONCodec, or ProtoCodec: the protobuf wire format) whose name is stored per
+// Codec (JSONCodec; Config.Codecs adds others) whose name is stored per
 // event, so switching the default keeps old events readable. Every SnapshotEvery events a
 // snapshot of the folded state is stored with its SHA-256 (the last SnapshotKeep are
 // kept); loading takes the newest snapshot whose checksum and encoding are valid (a bad
