@@ -220,8 +220,28 @@ func (e *Engine) Stop() {
 		}
 	}
 	if e.dir != "" {
-		// Unmount what the engine may have left mounted under its roots before removing.
+		// dockerd leaves its default network namespace (an nsfs mount) under the exec
+		// root; unmount what is left under the directory before removing it.
+		unmountUnder(e.dir)
 		_ = os.RemoveAll(e.dir)
+	}
+}
+
+// unmountUnder detaches every mount point below dir (deepest first).
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(points[i], syscall.MNT_DETACH)
 	}
 }
 
