@@ -18,6 +18,15 @@ type WorkerSpec struct {
 	JobID           string
 	Resources       domain.Resources
 	Labels          map[string]string
+	// Image is the container image the worker runs in ("" for providers that run no
+	// images, e.g. local). Container providers bind-mount the agent into it.
+	Image string
+	// Pull is the image pull policy (domain.PullNever, PullIfNotPresent, PullAlways;
+	// "" means if-not-present).
+	Pull domain.PullPolicy
+	// Owner is the node (control-plane replica) creating the worker; container
+	// providers record it as a label.
+	Owner string
 }
 
 // Validate reports the first missing field.
@@ -84,6 +93,28 @@ type Lister interface {
 type ExitNotifier interface {
 	// OnExit sets the handler of worker exits (nil: none). err is nil for a clean exit.
 	OnExit(handler func(workerID string, err error))
+}
+
+// PermanentError marks a Create failure that repeating cannot fix (an image that does
+// not exist, a spec the provider cannot run): the job fails at once with its message
+// instead of being provisioned again.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err as a PermanentError (nil stays nil).
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err or anything it wraps is a PermanentError.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
 }
 
 // ErrCapacity is returned (wrapped) by Create when the provider runs MaxWorkers workers.
