@@ -21,7 +21,7 @@ const (
 	envWorkerMemoryBytes = "HODEI_WORKER_MEMORY_BYTES"
 	// envWorkerCgroupMemory=1: the container's cgroup enforces memory (docker provider).
 	envWorkerCgroupMemory = "HODEI_WORKER_CGROUP_MEMORY"
-	envWorkerIdleTimeout = "HODEI_WORKER_IDLE_TIMEOUT"
+	envWorkerIdleTimeout  = "HODEI_WORKER_IDLE_TIMEOUT"
 )
 
 func newWorkerCmd() *cobra.Command {

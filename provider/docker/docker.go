@@ -294,7 +294,7 @@ func (p *Provider) Create(ctx context.Context, spec provider.WorkerSpec) error {
 	pids := p.cfg.PidsLimit
 	host := &container.HostConfig{
 		NetworkMode: container.NetworkMode(p.cfg.Network),
-		Mounts: []mount.Mount{{Type: mount.TypeBind, Source: p.cfg.AgentBinary, Target: AgentPath, ReadOnly: true}},
+		Mounts:      []mount.Mount{{Type: mount.TypeBind, Source: p.cfg.AgentBinary, Target: AgentPath, ReadOnly: true}},
 		Resources: container.Resources{
 			NanoCPUs:  spec.Resources.CPUMillis * 1_000_000,
 			PidsLimit: &pids,
