@@ -41,7 +41,10 @@ type JobOptions struct {
 	Sagas interface {
 		JobSagas(ctx context.Context, jobID string) ([]*hodeiv1.SagaSummary, error)
 	}
-	Logger *slog.Logger
+	// WorkerProvider, if set, names the provider of a job's worker in GetJob's
+	// Job.provider.
+	WorkerProvider func(ctx context.Context, workerID string) (string, error)
+	Logger         *slog.Logger
 }
 
 func (o *JobOptions) setDefaults() {
@@ -124,6 +127,11 @@ func (s *JobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.Ge
 		return nil, s.err(err)
 	}
 	res := &hodeiv1.GetJobResponse{Job: protoconv.JobToProto(j)}
+	if s.opts.WorkerProvider != nil && j.WorkerID != "" {
+		if p, err := s.opts.WorkerProvider(ctx, j.WorkerID); err == nil {
+			res.Job.Provider = p
+		}
+	}
 	if s.opts.Sagas != nil {
 		if res.Sagas, err = s.opts.Sagas.JobSagas(ctx, j.ID); err != nil {
 			return nil, s.err(err)

@@ -29,6 +29,7 @@ import (
 
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/internal/dockertest"
 	"github.com/hodei-jobs/hodei/internal/pgtest"
 )
 
@@ -43,7 +44,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	hodeiBin = bin
-	pgtest.Main(m)
+	pgtest.Main(dockertest.Wrap(m))
 }
 
 // buildHodei builds ./cmd/hodei of this module. The binary goes to one directory per

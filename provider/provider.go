@@ -66,6 +66,12 @@ type Capabilities struct {
 	Shared bool
 	// Enforced lists the resource limits actually applied, e.g. "rlimit_as".
 	Enforced []string
+	// Images: the provider runs workers in container images (WorkerSpec.Image).
+	Images bool
+	// RequiresImage: the provider cannot run a worker whose spec has no image.
+	RequiresImage bool
+	// Labels are the provider's labels, matched by a job's selector.
+	Labels map[string]string
 }
 
 // Provider creates and destroys workers. See the package documentation for the contract.
@@ -129,6 +135,7 @@ type Registry struct {
 	mu    sync.RWMutex
 	byKey map[string]Provider
 	first string
+	order []string
 }
 
 // NewRegistry returns an empty registry.
@@ -150,6 +157,7 @@ func (r *Registry) Register(name string, p Provider) error {
 		return fmt.Errorf("provider: Register: %q already registered", name)
 	}
 	r.byKey[name] = p
+	r.order = append(r.order, name)
 	if r.first == "" {
 		r.first = name
 	}
@@ -172,6 +180,14 @@ func (r *Registry) Default() Provider {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.byKey[r.first]
+}
+
+// Ordered returns the registered names in registration order (the order selection
+// tries them in).
+func (r *Registry) Ordered() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return append([]string(nil), r.order...)
 }
 
 // Names returns the registered names, sorted.

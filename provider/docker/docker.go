@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -74,6 +75,8 @@ type Config struct {
 	// IdleTimeout is HODEI_WORKER_IDLE_TIMEOUT (default 1ms: the agent exits once its
 	// result is acknowledged).
 	IdleTimeout time.Duration
+	// Labels are the provider's labels, matched by jobs' selectors.
+	Labels map[string]string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -220,7 +223,8 @@ func (p *Provider) Name() string { return Name }
 // Capabilities: shared (any replica reaches the engine), memory, cpu and pids enforced.
 func (p *Provider) Capabilities() provider.Capabilities {
 	return provider.Capabilities{MaxWorkers: p.cfg.MaxWorkers, Shared: true,
-		Enforced: []string{"memory", "cpu", "pids"}}
+		Enforced: []string{"memory", "cpu", "pids"}, Images: true, RequiresImage: p.cfg.DefaultImage == "",
+		Labels: maps.Clone(p.cfg.Labels)}
 }
 
 func containerName(workerID string) string { return "hodei-worker-" + workerID }
