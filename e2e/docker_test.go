@@ -173,3 +173,23 @@ func TestSubmitRefusedWithoutContainerProvider(t *testing.T) {
 		t.Fatalf("%d jobs exist after refused submits; want 0", n)
 	}
 }
+
+// Capacity is per provider: with one docker slot, a second image job waits in PENDING
+// while a local job starts and finishes; then it runs.
+func TestDockerPerProviderCapacity(t *testing.T) {
+	e := dockertest.Get(t)
+	s := startDockerDev(t, e, "--docker-max-workers", "1")
+	d1 := s.submit("--image", e.Image, "--pull", "never", "--", "sleep", "4")
+	s.waitJobState(d1, "RUNNING", time.Minute)
+	d2 := s.submit("--image", e.Image, "--pull", "never", "--", "true")
+	l1 := s.submit("--", "true")
+	s.waitJobState(l1, "SUCCEEDED", time.Minute)
+	if st := s.getJob(d2).GetState(); st != "PENDING" {
+		t.Fatalf("second docker job is %s while the only docker slot is taken; want PENDING", st)
+	}
+	if st := s.getJob(d1).GetState(); st != "RUNNING" {
+		t.Fatalf("first docker job is %s; want RUNNING", st)
+	}
+	s.waitJobState(d1, "SUCCEEDED", time.Minute)
+	s.waitJobState(d2, "SUCCEEDED", time.Minute)
+}
