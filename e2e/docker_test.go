@@ -9,15 +9,15 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/hodei-jobs/hodei/internal/dockertest"
-	"github.com/hodei-jobs/hodei/provider/providertest"
 )
 
 // startDockerDev starts `hodei dev --provider local --provider docker` against this
-// test binary's private Docker Engine, with the static agent mounted into containers.
+// test binary's private Docker Engine; the (static) hodei binary under test is the
+// agent mounted into the containers, as it is by default.
 func startDockerDev(t *testing.T, e *dockertest.Engine, extra ...string) *server {
 	t.Helper()
 	args := append([]string{"--provider", "local", "--provider", "docker", "--docker-host", e.Host,
-		"--docker-agent", providertest.Agent(t), "--docker-max-workers", "2",
+		"--docker-max-workers", "2",
 		"--heartbeat-interval", "1s", "--cleanup-interval", "1s"}, extra...)
 	s := startServerArgs(t, backendDev, 0, args...)
 	t.Cleanup(func() { waitNoContainers(t, e, 30*time.Second) })

@@ -70,6 +70,9 @@ func buildHodei() (string, error) {
 	tmp := fmt.Sprintf("%s.%d", bin, os.Getpid())
 	build := exec.Command(goBin, "build", "-o", tmp, "./cmd/hodei")
 	build.Dir = modDir
+	// Static, as operators are told to build it: the docker provider mounts the running
+	// binary into containers as their agent (e2e/docker_test.go).
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/hodei: %w\n%s", err, out)
 	}
