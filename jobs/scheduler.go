@@ -106,7 +106,12 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 			}
 			cands, err := s.candidates(j.Spec)
 			if err != nil {
-				s.log.Warn("no configured provider can run a pending job; it waits", "job", j.ID, "err", err)
+				// Submit refused such specs; this one was accepted by a replica (or an
+				// earlier start) configured with other providers. Waiting cannot help.
+				reason := fmt.Sprintf("no configured provider can run the job: %v", err)
+				if _, err := s.markJobFailed(ctx, MarkJobFailed{Key: "unrunnable/" + j.ID, JobID: j.ID, Reason: reason}); err != nil {
+					return fmt.Errorf("job %s: %w", j.ID, err)
+				}
 				continue
 			}
 			chosen := ""
