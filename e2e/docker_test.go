@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -192,4 +193,30 @@ func TestDockerPerProviderCapacity(t *testing.T) {
 	}
 	s.waitJobState(d1, "SUCCEEDED", time.Minute)
 	s.waitJobState(d2, "SUCCEEDED", time.Minute)
+}
+
+// `hodei bench jobs --provider docker` runs its jobs in containers and times bare
+// container runs on the same engine (figures are reported, not judged).
+func TestBenchJobsDocker(t *testing.T) {
+	e := dockertest.Get(t)
+	s := startServerArgs(t, backendDev, 0) // only for its CLI helper; the bench runs its own server
+	r := s.hodei("bench", "jobs", "--driver", "sqlite", "--provider", "docker", "--image", e.Image,
+		"--docker-host", e.Host, "--jobs", "5", "--concurrency", "1", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("%v", r)
+	}
+	var res map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatalf("%v\n%v", r, err)
+	}
+	if res["succeeded"] != float64(5) || res["provider"] != "docker" {
+		t.Fatalf("bench: %s; want 5 succeeded on docker", r.stdout)
+	}
+	for _, k := range []string{"bare_run_p50_ms", "start_to_bare_run_p50_ratio", "start_latency_p50_ms"} {
+		if v, ok := res[k].(float64); !ok || v <= 0 {
+			t.Errorf("%s = %v; want a positive number (%s)", k, res[k], r.stdout)
+		}
+	}
+	t.Logf("%s", r.stdout)
+	waitNoContainers(t, e, 30*time.Second)
 }
