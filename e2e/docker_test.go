@@ -220,3 +220,22 @@ func TestBenchJobsDocker(t *testing.T) {
 	t.Logf("%s", r.stdout)
 	waitNoContainers(t, e, 30*time.Second)
 }
+
+// The server is SIGKILLed while a job runs in a container and started again: the
+// container's agent reconnects, the job ends, and no container is left afterwards.
+func TestDockerServerKilledMidJob(t *testing.T) {
+	e := dockertest.Get(t)
+	s := startDockerDev(t, e)
+	id := s.submit("--image", e.Image, "--pull", "never", "--", "sh", "-c", "sleep 4; echo done")
+	s.waitJobState(id, "RUNNING", time.Minute)
+	s.kill()
+	if n := len(containers(t, e, "hodei.job="+id)); n != 1 {
+		t.Fatalf("%d containers of the job after the server died; want its one container still there", n)
+	}
+	s.startProcess()
+	st := s.waitJobState(id, "ended", 2*time.Minute)
+	if st != "SUCCEEDED" {
+		t.Fatalf("job ended %s (%q); want SUCCEEDED", st, s.getJob(id).GetLastError())
+	}
+	waitNoContainers(t, e, 30*time.Second)
+}
