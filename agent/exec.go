@@ -202,8 +202,7 @@ func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSin
 		mem = opts.MemoryLimitBytes
 	}
 	if mem > 0 && !opts.CgroupMemory {
-		lim := unix.Rlimit{Cur: uint64(mem), Max: uint64(mem)}
-		if err := unix.Prlimit(p.pid, unix.RLIMIT_AS, &lim, nil); err != nil {
+		if err := limitAddressSpace(p.pid, mem); err != nil {
 			_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 			_ = cmd.Wait()
 			outR.Close()
@@ -231,13 +230,7 @@ func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSin
 // wait observes the leader's exit without reaping it (so its pid, the group id, stays
 // reserved), lets the output drain, kills what is left of the group, then reaps.
 func (p *jobProcess) wait(readers *sync.WaitGroup, pipes []*os.File, b *batcher, drain time.Duration) {
-	var info unix.Siginfo
-	for {
-		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	waitExitedNoReap(p.pid)
 	drained := make(chan struct{})
 	go func() { readers.Wait(); close(drained) }()
 	select {
