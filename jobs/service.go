@@ -272,7 +272,7 @@ func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provi
 				if exitErr != nil {
 					detail = exitErr.Error()
 				}
-				s.WorkerExited(workerID, detail)
+				s.workerExited(workerID, detail, errors.Is(exitErr, provider.ErrOOMKilled))
 			})
 		}
 	}

@@ -2,10 +2,13 @@ package jobs_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/provider"
 )
 
 // A PENDING job that no configured provider can run (accepted under other providers:
@@ -30,4 +33,38 @@ func TestSchedulerFailsUnrunnablePendingJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitJob(ok.ID, domain.JobSucceeded)
+}
+
+// exitingCloud is the fake provider with an exit notifier the test fires.
+type exitingCloud struct {
+	*fakeCloud
+	handler atomic.Pointer[func(string, error)]
+}
+
+func (c *exitingCloud) OnExit(h func(string, error)) { c.handler.Store(&h) }
+
+// A worker its provider killed for the memory limit (provider.ErrOOMKilled) fails its
+// running job with exit code 137 and the provider's reason, instead of a recovery that
+// would hit the same limit again.
+func TestOOMKilledWorkerFailsItsJob(t *testing.T) {
+	var ec *exitingCloud
+	e := newEnvWith(t, envOpts{}, func(f *fakeCloud) provider.Provider { ec = &exitingCloud{fakeCloud: f}; return ec }, nil)
+	e.runCleanupLoop(disconnectCfg)
+	ctx := context.Background()
+	j, err := e.svc.Submit(ctx, domain.JobSpec{Command: []string{"x"}, Env: map[string]string{"FAKE_HANG": "1"}, MaxAttempts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := e.waitJob(j.ID, domain.JobRunning)
+	h := ec.handler.Load()
+	if h == nil {
+		t.Fatal("jobs.New did not set the provider's exit handler")
+	}
+	ec.kill(running.WorkerID)
+	(*h)(running.WorkerID, fmt.Errorf("%w (limit 64Mi): the worker's container was killed (exit code 137)", provider.ErrOOMKilled))
+	got := e.waitJob(j.ID, domain.JobFailed)
+	if got.ExitCode == nil || *got.ExitCode != 137 || !strings.Contains(got.LastError, "out of memory (limit 64Mi)") || got.Attempt != 1 {
+		t.Fatalf("job %s: exit %v, error %q, attempt %d; want FAILED, 137, out of memory (limit 64Mi), attempt 1",
+			got.State, got.ExitCode, got.LastError, got.Attempt)
+	}
 }

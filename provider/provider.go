@@ -123,6 +123,11 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+// ErrOOMKilled matches (errors.Is) the exit error an ExitNotifier reports for a worker
+// whose infrastructure was killed for exceeding its memory limit (a container's
+// cgroup): repeating the job with the same limit fails the same way.
+var ErrOOMKilled = errors.New("out of memory")
+
 // ErrCapacity is returned (wrapped) by Create when the provider runs MaxWorkers workers.
 var ErrCapacity = errors.New("provider: at capacity")
 

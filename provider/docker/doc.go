@@ -37,9 +37,19 @@
 // The provider follows the engine's event stream (type container, label hodei.worker,
 // events die and oom) from New on, re-subscribing with backoff (and from the last event
 // seen) when the stream breaks. A container of this owner (label hodei.owner =
-// Config.Owner) that dies is reported to the OnExit handler with its exit code, and
-// "OOM-killed (memory limit 64Mi)" when the engine killed it for memory: the control
-// plane treats it as a lost worker at once. Other replicas' containers are left to
+// Config.Owner) that dies is reported to the OnExit handler with its exit code: the
+// control plane treats it as a lost worker at once. When the engine reported it out of
+// memory first, the error matches provider.ErrOOMKilled ("out of memory (limit 64Mi):
+// …"), and the control plane fails the job with exit code 137 instead of recovering it.
+//
+// # Out of memory
+//
+// The job runs as the agent's child in the container's memory cgroup. The agent makes
+// the job the OOM killer's first choice (oom_score_adj 1000, inherited by the job's
+// children), so normally the kernel kills the job, the agent survives, reads the
+// cgroup's oom_kill counter and reports the result "out of memory (limit 64Mi)", exit
+// 137. Should the container itself die of it (the agent killed, or a limit too small
+// for the agent to start), the oom event makes the exit notice say so (above). Other replicas' containers are left to
 // their owners (or, when the owner is dead, to the control plane's heartbeat rules),
 // as the local provider reports only its own children.
 //
@@ -50,7 +60,6 @@
 // provider is destroying.
 //
 // Known limits: one engine serves one Hodei installation (List returns every container
-// labelled hodei.worker on it); the agent itself being OOM-killed (rather than its job)
-// ends the container and is reported as an exit, so the job is recovered like any lost
-// worker instead of failing with the OOM reason.
+// labelled hodei.worker on it); exits of containers whose owner replica is dead are left
+// to the control plane's heartbeat rules.
 package docker

@@ -486,6 +486,17 @@ func (p *Provider) List(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
+// limitOf is " (limit 64Mi)" for a container with a memory limit, else "".
+func (p *Provider) limitOf(containerID string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := p.cli.ContainerInspect(ctx, containerID, client.ContainerInspectOptions{})
+	if err != nil || c.Container.HostConfig == nil || c.Container.HostConfig.Memory <= 0 {
+		return ""
+	}
+	return " (limit " + domain.FormatMemory(c.Container.HostConfig.Memory) + ")"
+}
+
 // watch follows the engine's container events until ctx ends; ready is closed once
 // the first subscription is made (or failed).
 func (p *Provider) watch(ctx context.Context, ready chan struct{}) {
@@ -553,7 +564,7 @@ func (p *Provider) handleEvent(m events.Message, oom map[string]bool) {
 		var err error
 		switch {
 		case killed:
-			err = fmt.Errorf("container OOM-killed (exit code %s)", code)
+			err = fmt.Errorf("%w%s: the worker's container was killed (exit code %s)", provider.ErrOOMKilled, p.limitOf(m.Actor.ID), code)
 		case code != "0":
 			err = fmt.Errorf("container exited with code %s", code)
 		}

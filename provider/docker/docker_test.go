@@ -2,12 +2,14 @@ package docker_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/hodei-jobs/hodei/domain"
@@ -145,5 +147,41 @@ func TestNewRefusesDynamicAgent(t *testing.T) {
 	_, err := docker.New(context.Background(), docker.Config{Host: e.Host, AgentBinary: "/bin/bash"})
 	if err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
 		t.Fatalf("New with a dynamic agent = %v; want an error telling how to build a static one", err)
+	}
+}
+
+// A worker container killed by its memory limit (here its main process itself grows
+// past 64Mi: a container made directly with the provider's labels, since the agent
+// makes its job, not itself, the OOM killer's choice) is reported as an exit matching
+// provider.ErrOOMKilled, naming the limit, from the engine's oom and die events.
+func TestOOMKilledContainerReported(t *testing.T) {
+	e := dockertest.Get(t)
+	p := newProvider(t, e, 2)
+	exits := make(chan error, 4)
+	p.OnExit(func(id string, err error) {
+		if id == "oom-1" {
+			exits <- err
+		}
+	})
+	ctx := context.Background()
+	t.Cleanup(func() { _ = p.Destroy(context.Background(), "oom-1") })
+	c, err := e.Client.ContainerCreate(ctx, client.ContainerCreateOptions{Name: "hodei-worker-oom-1",
+		Config: &container.Config{Image: e.Image, Cmd: []string{"sh", "-c", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo $x"},
+			Labels: map[string]string{docker.LabelWorker: "oom-1", docker.LabelOwner: "node-" + t.Name()}},
+		HostConfig: &container.HostConfig{NetworkMode: "none", Resources: container.Resources{Memory: 64 << 20, MemorySwap: 64 << 20}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Client.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exits:
+		if !errors.Is(err, provider.ErrOOMKilled) || !strings.Contains(err.Error(), "out of memory (limit 64Mi)") {
+			t.Fatalf("exit error %v; want ErrOOMKilled naming the limit 64Mi", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("no exit reported within 60s")
 	}
 }
