@@ -2,6 +2,8 @@ package providertest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -329,8 +331,10 @@ var agent struct {
 	err  error
 }
 
-// Agent builds (once per test binary) a static hodei binary (CGO_ENABLED=0) into a
-// directory under the system's temporary directory and returns its path.
+// Agent builds (once per test binary) a static hodei binary (CGO_ENABLED=0) and
+// returns its path: one directory per user and checkout under the system's temporary
+// directory (as e2e's binary), replaced atomically so that a concurrent test binary's
+// workers keep theirs.
 func Agent(t testing.TB) string {
 	t.Helper()
 	agent.once.Do(func() {
@@ -343,18 +347,23 @@ func Agent(t testing.TB) string {
 			agent.err = fmt.Errorf("go env GOMOD: %w", err)
 			return
 		}
-		dir, err := os.MkdirTemp("", "hodei-agent-")
-		if err != nil {
+		modDir := filepath.Dir(strings.TrimSpace(string(out)))
+		sum := sha256.Sum256([]byte(modDir))
+		dir := filepath.Join(os.TempDir(), fmt.Sprintf("hodei-agent-%d-%s", os.Getuid(), hex.EncodeToString(sum[:6])))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			agent.err = err
 			return
 		}
 		agent.path = filepath.Join(dir, "hodei")
-		build := exec.Command(goBin, "build", "-o", agent.path, "./cmd/hodei")
-		build.Dir = filepath.Dir(strings.TrimSpace(string(out)))
+		tmp := fmt.Sprintf("%s.%d", agent.path, os.Getpid())
+		build := exec.Command(goBin, "build", "-o", tmp, "./cmd/hodei")
+		build.Dir = modDir
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			agent.err = fmt.Errorf("CGO_ENABLED=0 go build ./cmd/hodei: %w\n%s", err, out)
+			return
 		}
+		agent.err = os.Rename(tmp, agent.path)
 	})
 	if agent.err != nil {
 		t.Fatal(agent.err)
