@@ -4,7 +4,7 @@ GO ?= go
 # Extra flags for go test, e.g. make test GOTESTFLAGS="-race -timeout 25m"
 GOTESTFLAGS ?=
 
-.PHONY: all build test cover lint ensure-postgres generate
+.PHONY: all build test cover lint ensure-postgres ensure-docker generate
 
 all: lint build test
 
@@ -17,14 +17,20 @@ build:
 ensure-postgres:
 	bash scripts/ensure-postgres.sh
 
-## test: run every test against real PostgreSQL (started by the tests themselves)
-test: ensure-postgres
+## ensure-docker: install Debian's Docker Engine and busybox-static if missing (the
+## provider tests start their own dockerd and build a busybox image with them)
+ensure-docker:
+	bash scripts/ensure-docker.sh
+
+## test: run every test against real PostgreSQL and a real Docker Engine (both started
+## by the tests themselves)
+test: ensure-postgres ensure-docker
 	$(GO) test $(GOTESTFLAGS) ./...
 
 ## cover: run the tests with coverage and print each package's statement coverage,
 ## then a table of them (CI's flags via GOTESTFLAGS; PKGS=./saga/... for a part)
 PKGS ?= ./...
-cover: ensure-postgres
+cover: ensure-postgres ensure-docker
 	@log=$$(mktemp); status=0; \
 	$(GO) test $(GOTESTFLAGS) -cover $(PKGS) 2>&1 | tee "$$log" || status=1; \
 	grep -q '^FAIL' "$$log" && status=1; \

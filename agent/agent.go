@@ -57,6 +57,11 @@ type Config struct {
 	// MemoryLimitBytes is the RLIMIT_AS for jobs whose spec sets none
 	// (HODEI_WORKER_MEMORY_BYTES); 0: none.
 	MemoryLimitBytes int64
+	// CgroupMemory: the worker runs in a container whose cgroup enforces memory
+	// (HODEI_WORKER_CGROUP_MEMORY=1, set by the docker provider). The agent then applies
+	// no RLIMIT_AS, makes its job the OOM killer's first choice (oom_score_adj 1000), and
+	// reports a job killed by the cgroup's OOM killer as "out of memory (limit 64Mi)".
+	CgroupMemory bool
 	// MaxPendingLogBytes bounds unacknowledged log batches kept for re-sending; the
 	// oldest are dropped beyond it. Default 64 MiB.
 	MaxPendingLogBytes int
@@ -97,6 +102,7 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 	c.exec.MemoryLimitBytes = c.MemoryLimitBytes
+	c.exec.CgroupMemory = c.CgroupMemory
 }
 
 // Validate names the first missing or invalid field.

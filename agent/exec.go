@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,6 +44,11 @@ type execOptions struct {
 	DrainTimeout time.Duration
 	// MemoryLimitBytes applies RLIMIT_AS to the job when its spec asks for no memory.
 	MemoryLimitBytes int64
+	// CgroupMemory: memory is the container cgroup's business (see Config.CgroupMemory).
+	CgroupMemory bool
+	// CgroupDir is where the agent reads its memory cgroup's files; default
+	// /sys/fs/cgroup (tests point it elsewhere).
+	CgroupDir string
 	// TempDir is where the per-job scratch directory is created; default os.TempDir().
 	TempDir string
 	// BaseEnv is the environment every job starts from; default PATH and HOME of the
@@ -65,6 +71,9 @@ func (o *execOptions) setDefaults() {
 	}
 	if o.TempDir == "" {
 		o.TempDir = os.TempDir()
+	}
+	if o.CgroupDir == "" {
+		o.CgroupDir = "/sys/fs/cgroup"
 	}
 	if o.BaseEnv == nil {
 		o.BaseEnv = map[string]string{"PATH": defaultPath, "HOME": "/"}
@@ -104,6 +113,9 @@ type jobProcess struct {
 	reaped    bool // the leader was reaped: its pid (= pgid) may be reused, never signal it
 	cancelled bool
 	killTimer *time.Timer
+
+	cgroupDir string // set in cgroup-memory mode: OOM kills are read from here
+	oomBefore int64  // the cgroup's oom_kill count when the job started
 }
 
 // startJob starts spec's command or script. A non-nil error means nothing runs (the
@@ -178,13 +190,19 @@ func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSin
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	p := &jobProcess{id: jobID, cmd: cmd, pid: cmd.Process.Pid, startedAt: time.Now(), dir: dir, done: make(chan struct{})}
+	if opts.CgroupMemory {
+		p.cgroupDir = opts.CgroupDir
+		p.oomBefore = oomKills(opts.CgroupDir)
+		// The kernel's OOM killer picks the job before the agent (raising a score
+		// needs no privilege).
+		_ = os.WriteFile("/proc/"+strconv.Itoa(p.pid)+"/oom_score_adj", []byte("1000"), 0)
+	}
 	mem := spec.GetResources().GetMemoryBytes()
 	if mem <= 0 {
 		mem = opts.MemoryLimitBytes
 	}
-	if mem > 0 {
-		lim := unix.Rlimit{Cur: uint64(mem), Max: uint64(mem)}
-		if err := unix.Prlimit(p.pid, unix.RLIMIT_AS, &lim, nil); err != nil {
+	if mem > 0 && !opts.CgroupMemory {
+		if err := limitAddressSpace(p.pid, mem); err != nil {
 			_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 			_ = cmd.Wait()
 			outR.Close()
@@ -212,13 +230,7 @@ func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSin
 // wait observes the leader's exit without reaping it (so its pid, the group id, stays
 // reserved), lets the output drain, kills what is left of the group, then reaps.
 func (p *jobProcess) wait(readers *sync.WaitGroup, pipes []*os.File, b *batcher, drain time.Duration) {
-	var info unix.Siginfo
-	for {
-		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	waitExitedNoReap(p.pid)
 	drained := make(chan struct{})
 	go func() { readers.Wait(); close(drained) }()
 	select {
@@ -262,6 +274,9 @@ func (p *jobProcess) wait(readers *sync.WaitGroup, pipes []*os.File, b *batcher,
 		if ws.Signaled() {
 			r.ExitCode = 128 + int(ws.Signal())
 			r.Err = "terminated by signal " + unix.SignalName(ws.Signal())
+			if ws.Signal() == syscall.SIGKILL && p.cgroupDir != "" && oomKills(p.cgroupDir) > p.oomBefore {
+				r.Err = "out of memory" + limitSuffix(p.cgroupDir)
+			}
 		} else {
 			r.ExitCode = ws.ExitStatus()
 		}
@@ -505,4 +520,53 @@ func (b *batcher) close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.flushLocked()
+}
+
+// oomKills returns the oom_kill counter of the memory cgroup mounted at dir (cgroup v2:
+// memory.events; v1: memory/memory.oom_control), or 0 if there is none.
+func oomKills(dir string) int64 {
+	for _, f := range []string{"memory.events", "memory/memory.oom_control"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// limitSuffix is " (limit 64Mi)" from the memory cgroup's limit, or "" if unlimited or
+// unknown.
+func limitSuffix(dir string) string {
+	for _, f := range []string{"memory.max", "memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || n <= 0 || n >= 1<<62 {
+			return ""
+		}
+		return " (limit " + formatBytes(n) + ")"
+	}
+	return ""
+}
+
+// formatBytes writes n with the largest binary suffix dividing it (domain.FormatMemory's
+// rule; the agent does not import domain).
+func formatBytes(n int64) string {
+	for _, u := range []struct {
+		s string
+		m int64
+	}{{"Ti", 1 << 40}, {"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10}} {
+		if n%u.m == 0 {
+			return strconv.FormatInt(n/u.m, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }

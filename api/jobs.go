@@ -43,7 +43,10 @@ type JobOptions struct {
 	Sagas interface {
 		JobSagas(ctx context.Context, jobID string) ([]*saga.Info, error)
 	}
-	Logger *slog.Logger
+	// WorkerProvider, if set, names the provider of a job's worker in GetJob's
+	// Job.provider.
+	WorkerProvider func(ctx context.Context, workerID string) (string, error)
+	Logger         *slog.Logger
 }
 
 func (o *JobOptions) setDefaults() {
@@ -136,6 +139,11 @@ func (s *JobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.Ge
 		return nil, err
 	}
 	res := &hodeiv1.GetJobResponse{Job: protoconv.JobToProto(j)}
+	if s.opts.WorkerProvider != nil && j.WorkerID != "" {
+		if p, err := s.opts.WorkerProvider(ctx, j.WorkerID); err == nil {
+			res.Job.Provider = p
+		}
+	}
 	if s.opts.Sagas != nil {
 		sagas, err := s.opts.Sagas.JobSagas(ctx, j.ID)
 		if err != nil {

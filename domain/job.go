@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // JobState is the life-cycle state of a job. The names are a contract (API, CLI, DB).
 type JobState string
@@ -45,6 +48,36 @@ type JobSpec struct {
 	// Namespace the job belongs to (DefaultNamespace when empty); tokens see jobs of
 	// their namespaces only (package auth).
 	Namespace string `json:"namespace,omitempty"`
+	// Image is the container image the job runs in ("" runs it on a provider without
+	// images, e.g. local processes). Only container providers (docker) run images.
+	Image string `json:"image,omitempty"`
+	// Pull is the image pull policy (default PullIfNotPresent when Image is set).
+	Pull PullPolicy `json:"pull,omitempty"`
+	// Provider names the provider that must run the job ("" lets selection choose).
+	Provider string `json:"provider,omitempty"`
+	// Selector: the job runs on a provider carrying all these labels.
+	Selector map[string]string `json:"selector,omitempty"`
+}
+
+// PullPolicy says when a container provider pulls the job's image.
+type PullPolicy string
+
+// Pull policies.
+const (
+	PullIfNotPresent PullPolicy = "if-not-present" // pull only when the engine lacks the image (default)
+	PullNever        PullPolicy = "never"          // never pull: a missing image fails the job at once
+	PullAlways       PullPolicy = "always"         // pull before every worker
+)
+
+// ParsePullPolicy accepts never, if-not-present, always ("" is if-not-present).
+func ParsePullPolicy(s string) (PullPolicy, error) {
+	switch PullPolicy(s) {
+	case "":
+		return PullIfNotPresent, nil
+	case PullIfNotPresent, PullNever, PullAlways:
+		return PullPolicy(s), nil
+	}
+	return "", fmt.Errorf("pull policy %q: want never, if-not-present or always", s)
 }
 
 // Job is a submitted job and where it is in its life cycle.

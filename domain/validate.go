@@ -37,6 +37,10 @@ const (
 	MinPriority = -1000
 	MaxPriority = 1000
 
+	MaxImageLen    = 512 // bytes of JobSpec.Image
+	MaxProviderLen = 64  // bytes of JobSpec.Provider
+	MaxSelectors   = 16  // entries of JobSpec.Selector
+
 	MaxCPUMillis   = 256_000 // 256 cores
 	MaxMemoryBytes = 1 << 40 // 1 TiB
 
@@ -131,10 +135,54 @@ func (s JobSpec) Validate() error {
 		v.add("priority", "must be between %d and %d (MinPriority, MaxPriority), got %d",
 			MinPriority, MaxPriority, s.Priority)
 	}
+	v.placement(s)
 	if len(v.errs) == 0 {
 		return nil
 	}
 	return v.errs
+}
+
+// placement checks Image, Pull, Provider and Selector.
+func (v *validator) placement(s JobSpec) {
+	if len(s.Image) > MaxImageLen {
+		v.add("image", "%d bytes exceeds the limit of %d (MaxImageLen)", len(s.Image), MaxImageLen)
+	} else if strings.IndexFunc(s.Image, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		v.add("image", "must not contain spaces or control characters, got %q", s.Image)
+	}
+	if s.Pull != "" {
+		if _, err := ParsePullPolicy(string(s.Pull)); err != nil {
+			v.add("pull", "%v", err)
+		} else if s.Image == "" {
+			v.add("pull", "is set (%s) but image is empty", s.Pull)
+		}
+	}
+	if len(s.Provider) > MaxProviderLen {
+		v.add("provider", "%d bytes exceeds the limit of %d (MaxProviderLen)", len(s.Provider), MaxProviderLen)
+	} else if s.Provider != "" && !validProviderName(s.Provider) {
+		v.add("provider", "%q: want letters, digits, '-' or '_'", s.Provider)
+	}
+	if len(s.Selector) > MaxSelectors {
+		v.add("selector", "%d entries exceed the limit of %d (MaxSelectors)", len(s.Selector), MaxSelectors)
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Selector)) {
+		field := "selector[" + k + "]"
+		if k == "" || len(k) > MaxLabelKeyLen {
+			v.add(field, "key must be 1-%d bytes (MaxLabelKeyLen)", MaxLabelKeyLen)
+		}
+		if len(s.Selector[k]) > MaxLabelValueLen {
+			v.add(field, "value exceeds %d bytes (MaxLabelValueLen)", MaxLabelValueLen)
+		}
+		v.printable(field, k+s.Selector[k])
+	}
+}
+
+func validProviderName(s string) bool {
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 type validator struct{ errs ValidationErrors }

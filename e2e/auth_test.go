@@ -261,8 +261,14 @@ func TestServerRefusesNonLoopback(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("hodei server --insecure did not start:\n%s", stderr.String())
 	}
-	if !strings.Contains(stderr.String(), "INSECURE") {
-		t.Errorf("no warning on an --insecure start:\n%s", stderr.String())
+	// stderr is copied by another goroutine than stdout: wait for the warning, do not
+	// read the log at the instant the address appeared.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "INSECURE"); {
+		if time.Now().After(deadline) {
+			t.Errorf("no warning on an --insecure start:\n%s", stderr.String())
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
 }

@@ -29,6 +29,7 @@ import (
 
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/internal/dockertest"
 	"github.com/hodei-jobs/hodei/internal/pgtest"
 )
 
@@ -43,7 +44,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	hodeiBin = bin
-	pgtest.Main(m)
+	pgtest.Main(dockertest.Wrap(m))
 }
 
 // buildHodei builds ./cmd/hodei of this module. The binary goes to one directory per
@@ -69,6 +70,9 @@ func buildHodei() (string, error) {
 	tmp := fmt.Sprintf("%s.%d", bin, os.Getpid())
 	build := exec.Command(goBin, "build", "-o", tmp, "./cmd/hodei")
 	build.Dir = modDir
+	// Static, as operators are told to build it: the docker provider mounts the running
+	// binary into containers as their agent (e2e/docker_test.go).
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/hodei: %w\n%s", err, out)
 	}

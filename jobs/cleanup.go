@@ -320,6 +320,7 @@ type disconnectNotice struct {
 	at       time.Time
 	exited   bool   // WorkerExited: the process is gone, act now (exited.go)
 	detail   string // WorkerExited: the exit status
+	oom      bool   // the provider killed the worker for its memory limit (provider.ErrOOMKilled)
 }
 
 // WorkerDisconnected tells the Service that workerID's stream closed at at (for a

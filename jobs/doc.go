@@ -45,6 +45,30 @@
 // when that Destroy returned, which keeps the processes alive within the capacity too in
 // the common case (the safety poll, Config.SchedulerPoll, can start a job earlier).
 //
+// # Providers: selection and capacity (selection.go)
+//
+// Several providers run at once (hodei server --provider local --provider docker).
+// A job runs on its spec's Provider if it names one; otherwise on the first provider,
+// in registration order, whose Capabilities().Labels carry the job's Selector and that
+// can run it (an Image needs Capabilities().Images; a provider with RequiresImage needs
+// one). Submit refuses a spec no provider can run (a *domain.ValidationError naming the
+// field: InvalidArgument), so nothing is created; a PENDING job that none can run any
+// more (the providers changed since it was accepted) is failed by the scheduler.
+//
+// Capacity is per provider: under its lock, the scheduler counts the workers that are
+// not TERMINATED per provider (Workers().List) and gives each job the first of its
+// candidates below its Capabilities().MaxWorkers; Config.Capacity (default the sum of
+// the providers' MaxWorkers) bounds the total. It claims more PENDING jobs than it has
+// free slots, so a job whose providers are all full keeps its place (priority, then
+// age) while later jobs for providers with room start. The chosen provider is the
+// worker row's Provider (shown by hodei job get); a recovery's replacement runs on the
+// lost worker's provider.
+//
+// A provider's Create error marked provider.Permanent (an image that does not exist
+// under --pull never, a failed pull, a spec the provider refuses) fails the job at once
+// with the provider's reason (failPermanently, effects.go) instead of provisioning it
+// again until its attempts run out.
+//
 // # Side effects: after the commit, on the node that owns the worker (effects.go)
 //
 // No provider call and no message to a worker runs inside a database transaction

@@ -85,11 +85,33 @@ func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName
 		}
 	}
 	spec := provider.WorkerSpec{WorkerID: workerID, OneTimePassword: otp, ServerURL: s.cfg.ServerURL,
-		JobID: jobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": jobID}}
+		JobID: jobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": jobID},
+		Image: j.Spec.Image, Pull: j.Spec.Pull, Owner: node}
 	if err := p.Create(ctx, spec); err != nil {
+		if provider.IsPermanent(err) {
+			// Trying again cannot help (an image that does not exist, a spec the
+			// provider refuses): the job fails now with the provider's reason. The
+			// error is not transient, so the saga compensates at once (destroys the
+			// reserved worker; RetryProvisioning finds the job ended and does nothing).
+			return Outcome{}, s.failPermanently(ctx, jobID, workerID, providerName, err)
+		}
 		return Outcome{}, command.Transient(fmt.Errorf("jobs: create worker %s with provider %s: %w", workerID, providerName, err))
 	}
 	return Outcome{WorkerState: string(domain.WorkerCreating)}, nil
+}
+
+// failPermanently ends the job FAILED with a provider's permanent Create error as its
+// reason (one transaction), and returns the error for the saga.
+func (s *Service) failPermanently(ctx context.Context, jobID, workerID, providerName string, cause error) error {
+	reason := fmt.Sprintf("provider %s cannot start the job's worker: %v", providerName, cause)
+	err := s.st.InTx(ctx, func(ctx context.Context) error {
+		_, err := s.markJobFailed(ctx, MarkJobFailed{Key: "create-failed/" + workerID, JobID: jobID, Reason: reason})
+		return err
+	})
+	if err != nil {
+		return command.Transient(fmt.Errorf("jobs: fail job %s after a permanent provider error (%v): %w", jobID, cause, err))
+	}
+	return fmt.Errorf("jobs: create worker %s with provider %s: %w", workerID, providerName, cause)
 }
 
 // terminateWorker is the body of the timeout saga's terminate activity: the provider

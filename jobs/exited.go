@@ -24,9 +24,14 @@ import (
 //     starts (as for a lost worker);
 //   - anything else (TERMINATED by a destroy, a job that reported its result, a READY
 //     worker without a job): nothing; the heartbeat rule covers what remains.
-func (s *Service) WorkerExited(workerID, detail string) {
+func (s *Service) WorkerExited(workerID, detail string) { s.workerExited(workerID, detail, false) }
+
+// workerExited is WorkerExited; oom: the provider killed the worker for its memory
+// limit (provider.ErrOOMKilled), which repeating cannot fix: the job fails with exit
+// code 137 and the provider's reason instead of being recovered (failOOM).
+func (s *Service) workerExited(workerID, detail string, oom bool) {
 	select {
-	case s.disconnects <- disconnectNotice{workerID: workerID, at: s.cfg.Now(), exited: true, detail: detail}:
+	case s.disconnects <- disconnectNotice{workerID: workerID, at: s.cfg.Now(), exited: true, detail: detail, oom: oom}:
 	default:
 		s.log.Debug("worker exit notice dropped (queue full); the heartbeat rule covers the worker", "worker", workerID)
 	}
@@ -35,6 +40,13 @@ func (s *Service) WorkerExited(workerID, detail string) {
 // checkExited is WorkerExited's check, run by RunCleanup's loop. Errors are logged, not
 // retried (registration timeout and heartbeat rule cover the worker).
 func (s *Service) checkExited(ctx context.Context, cfg CleanupConfig, n disconnectNotice) {
+	if n.oom && !cfg.DryRun {
+		if done, err := s.failOOM(ctx, n); err != nil && ctx.Err() == nil {
+			s.log.Warn("could not fail the job of an OOM-killed worker; it is recovered instead", "worker", n.workerID, "err", err)
+		} else if done {
+			return
+		}
+	}
 	reason := "worker process exited"
 	if n.detail != "" {
 		reason += " (" + n.detail + ")"
@@ -78,6 +90,42 @@ func (s *Service) checkExited(ctx context.Context, cfg CleanupConfig, n disconne
 		s.log.Info("worker exited", "worker", n.workerID, "job", jobID, "action", action, "dry_run", cfg.DryRun,
 			"reason", reason, "recovery_started", out.Started, "skip_reason", out.Reason)
 	}
+}
+
+// failOOM ends the job of a worker its provider killed for exceeding the memory limit:
+// a running job gets the result exit code 137 with the provider's reason (JobFinished,
+// as if the agent had reported it: the execution saga completes it FAILED); a job whose
+// worker died before registering (the limit is too small for the agent itself) is
+// failed, and its provisioning saga told. It reports whether it acted.
+func (s *Service) failOOM(ctx context.Context, n disconnectNotice) (bool, error) {
+	w, j, err := s.workerAndJob(ctx, n.workerID)
+	if err != nil || j == nil || j.WorkerID != w.ID || w.State == domain.WorkerTerminating || w.State == domain.WorkerTerminated {
+		return false, err
+	}
+	switch {
+	case j.State == domain.JobAssigned || j.State == domain.JobRunning:
+		err := s.JobFinished(ctx, w.ID, JobResult{JobID: j.ID, ExitCode: 137, Error: n.detail})
+		if err != nil {
+			return false, err
+		}
+		s.log.Info("worker OOM-killed: job failed with exit code 137", "worker", w.ID, "job", j.ID, "reason", n.detail)
+		return true, nil
+	case j.State == domain.JobProvisioning && w.State == domain.WorkerCreating:
+		reason := "worker " + n.detail + " before registering (the job's memory limit is too small for the agent)"
+		err := s.st.InTx(ctx, func(ctx context.Context) error {
+			if _, err := s.markJobFailed(ctx, MarkJobFailed{Key: "oom/" + w.ID, JobID: j.ID, Reason: reason}); err != nil {
+				return err
+			}
+			err := s.engine.Signal(ctx, ProvisioningSagaID(j.ID, j.Attempt), SignalWorkerRegistered,
+				workerSignal{WorkerID: w.ID, Failed: reason})
+			if errors.Is(err, saga.ErrFinished) || errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			return err
+		})
+		return err == nil, err
+	}
+	return false, nil
 }
 
 // registrationFailed is the error of await-registration when the worker's registered

@@ -235,7 +235,13 @@ func (s *Service) reserveReplacementWorker(ctx context.Context, j *domain.Job, l
 	if err != nil {
 		return "", 0, err
 	}
-	w := &domain.Worker{ID: wid.String(), Provider: s.cfg.DefaultProvider, State: domain.WorkerCreating, JobID: j.ID, CreatedAt: s.cfg.Now(),
+	prov := s.cfg.DefaultProvider
+	if lost, err := s.st.Workers().Get(ctx, lostWorkerID); err == nil && lost.Provider != "" {
+		prov = lost.Provider // the replacement runs where the job could run
+	} else if cands, err := s.candidates(j.Spec); err == nil {
+		prov = cands[0]
+	}
+	w := &domain.Worker{ID: wid.String(), Provider: prov, State: domain.WorkerCreating, JobID: j.ID, CreatedAt: s.cfg.Now(),
 		Labels: map[string]string{"hodei.job_id": j.ID, labelReplaces: lostWorkerID, labelRecovery: recoverySaga}}
 	if err := s.st.Workers().Create(ctx, w); err != nil {
 		return "", 0, err
@@ -254,7 +260,7 @@ func (s *Service) reserveReplacementWorker(ctx context.Context, j *domain.Job, l
 	if err != nil {
 		return "", 0, err
 	}
-	in := provisioningInput{JobID: j.ID, WorkerID: w.ID, Provider: s.cfg.DefaultProvider,
+	in := provisioningInput{JobID: j.ID, WorkerID: w.ID, Provider: prov,
 		Attempt: moved.Attempt, RegistrationTimeout: s.cfg.RegistrationTimeout}
 	if _, _, err := s.engine.Start(ctx, SagaProvisioning, ProvisioningSagaID(j.ID, moved.Attempt), in); err != nil {
 		return "", 0, err

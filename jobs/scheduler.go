@@ -90,14 +90,44 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 		if free <= 0 {
 			return nil
 		}
-		pending, err := sched.ClaimPending(ctx, free)
+		room, err := s.providerRoom(ctx)
+		if err != nil {
+			return err
+		}
+		// More than free are claimed so that a job waiting for a full provider does
+		// not hold back later jobs that another provider has room for.
+		pending, err := sched.ClaimPending(ctx, min(max(4*free, 16), 100))
 		if err != nil {
 			return err
 		}
 		for _, j := range pending {
-			if err := s.reserve(ctx, j); err != nil {
+			if started == free {
+				break
+			}
+			cands, err := s.candidates(j.Spec)
+			if err != nil {
+				// Submit refused such specs; this one was accepted by a replica (or an
+				// earlier start) configured with other providers. Waiting cannot help.
+				reason := fmt.Sprintf("no configured provider can run the job: %v", err)
+				if _, err := s.markJobFailed(ctx, MarkJobFailed{Key: "unrunnable/" + j.ID, JobID: j.ID, Reason: reason}); err != nil {
+					return fmt.Errorf("job %s: %w", j.ID, err)
+				}
+				continue
+			}
+			chosen := ""
+			for _, c := range cands {
+				if room[c] > 0 {
+					chosen = c
+					break
+				}
+			}
+			if chosen == "" {
+				continue // its providers are full: it keeps its place in PENDING
+			}
+			if err := s.reserve(ctx, j, chosen); err != nil {
 				return fmt.Errorf("job %s: %w", j.ID, err)
 			}
+			room[chosen]--
 			started++
 		}
 		return nil
@@ -108,13 +138,40 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 	return started, nil
 }
 
-func (s *Service) reserve(ctx context.Context, j *domain.Job) error {
+// providerRoom returns, per registered provider, how many more workers it may run:
+// its Capabilities().MaxWorkers (0: only the overall Config.Capacity bounds it) less
+// its workers that are not TERMINATED. Called under the scheduler lock.
+func (s *Service) providerRoom(ctx context.Context) (map[string]int, error) {
+	ws, err := s.st.Workers().List(ctx, domain.WorkerCreating, domain.WorkerReady, domain.WorkerBusy, domain.WorkerTerminating)
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]int{}
+	for _, w := range ws {
+		used[w.Provider]++
+	}
+	room := map[string]int{}
+	for _, n := range s.providers.Names() {
+		p, err := s.providers.Get(n)
+		if err != nil {
+			continue
+		}
+		limit := p.Capabilities().MaxWorkers
+		if limit <= 0 {
+			limit = s.cfg.Capacity
+		}
+		room[n] = max(limit-used[n], 0)
+	}
+	return room, nil
+}
+
+func (s *Service) reserve(ctx context.Context, j *domain.Job, providerName string) error {
 	wid, err := uuid.NewV7()
 	if err != nil {
 		return err
 	}
 	workerID := wid.String()
-	w := &domain.Worker{ID: workerID, Provider: s.cfg.DefaultProvider, State: domain.WorkerCreating, CreatedAt: s.cfg.Now(),
+	w := &domain.Worker{ID: workerID, Provider: providerName, State: domain.WorkerCreating, CreatedAt: s.cfg.Now(),
 		JobID: j.ID, Labels: map[string]string{"hodei.job_id": j.ID}}
 	if err := s.st.Workers().Create(ctx, w); err != nil {
 		return err
@@ -124,14 +181,14 @@ func (s *Service) reserve(ctx context.Context, j *domain.Job) error {
 	if err := s.st.Credentials().SetOTP(ctx, workerID, nil, time.Time{}); err != nil {
 		return err
 	}
-	moved, err := s.moveJob(ctx, j.ID, domain.JobProvisioning, "capacity granted", func(j *domain.Job) {
+	moved, err := s.moveJob(ctx, j.ID, domain.JobProvisioning, "capacity granted on provider "+providerName, func(j *domain.Job) {
 		j.Attempt++
 		j.WorkerID = workerID
 	})
 	if err != nil {
 		return err
 	}
-	in := provisioningInput{JobID: j.ID, WorkerID: workerID, Provider: s.cfg.DefaultProvider,
+	in := provisioningInput{JobID: j.ID, WorkerID: workerID, Provider: providerName,
 		Attempt: moved.Attempt, RegistrationTimeout: s.cfg.RegistrationTimeout}
 	_, _, err = s.engine.Start(ctx, SagaProvisioning, ProvisioningSagaID(j.ID, moved.Attempt), in)
 	return err

@@ -134,8 +134,16 @@ func (c *Config) setDefaults(providers *provider.Registry) {
 	if c.Capacity == 0 {
 		c.Capacity = 8
 		if providers != nil {
-			if p, err := providers.Get(c.DefaultProvider); err == nil && p.Capabilities().MaxWorkers > 0 {
-				c.Capacity = p.Capabilities().MaxWorkers
+			// The sum of the providers' capacities; each provider's own MaxWorkers
+			// bounds its share (scheduleOnce).
+			sum := 0
+			for _, n := range providers.Names() {
+				if p, err := providers.Get(n); err == nil {
+					sum += p.Capabilities().MaxWorkers
+				}
+			}
+			if sum > 0 {
+				c.Capacity = min(sum, 100_000)
 			}
 		}
 	}
@@ -260,7 +268,7 @@ func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provi
 				if exitErr != nil {
 					detail = exitErr.Error()
 				}
-				s.WorkerExited(workerID, detail)
+				s.workerExited(workerID, detail, errors.Is(exitErr, provider.ErrOOMKilled))
 			})
 		}
 	}
@@ -282,6 +290,9 @@ func (s *Service) afterCommit(ctx context.Context, fn func()) {
 func (s *Service) Submit(ctx context.Context, spec domain.JobSpec) (*domain.Job, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
+	}
+	if _, err := s.candidates(spec); err != nil {
+		return nil, domain.ValidationErrors{err.(*domain.ValidationError)}
 	}
 	id, err := uuid.NewV7()
 	if err != nil {

@@ -18,6 +18,15 @@ type WorkerSpec struct {
 	JobID           string
 	Resources       domain.Resources
 	Labels          map[string]string
+	// Image is the container image the worker runs in ("" for providers that run no
+	// images, e.g. local). Container providers bind-mount the agent into it.
+	Image string
+	// Pull is the image pull policy (domain.PullNever, PullIfNotPresent, PullAlways;
+	// "" means if-not-present).
+	Pull domain.PullPolicy
+	// Owner is the node (control-plane replica) creating the worker; container
+	// providers record it as a label.
+	Owner string
 }
 
 // Validate reports the first missing field.
@@ -57,6 +66,12 @@ type Capabilities struct {
 	Shared bool
 	// Enforced lists the resource limits actually applied, e.g. "rlimit_as".
 	Enforced []string
+	// Images: the provider runs workers in container images (WorkerSpec.Image).
+	Images bool
+	// RequiresImage: the provider cannot run a worker whose spec has no image.
+	RequiresImage bool
+	// Labels are the provider's labels, matched by a job's selector.
+	Labels map[string]string
 }
 
 // Provider creates and destroys workers. See the package documentation for the contract.
@@ -86,6 +101,33 @@ type ExitNotifier interface {
 	OnExit(handler func(workerID string, err error))
 }
 
+// PermanentError marks a Create failure that repeating cannot fix (an image that does
+// not exist, a spec the provider cannot run): the job fails at once with its message
+// instead of being provisioned again.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err as a PermanentError (nil stays nil).
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err or anything it wraps is a PermanentError.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}
+
+// ErrOOMKilled matches (errors.Is) the exit error an ExitNotifier reports for a worker
+// whose infrastructure was killed for exceeding its memory limit (a container's
+// cgroup): repeating the job with the same limit fails the same way.
+var ErrOOMKilled = errors.New("out of memory")
+
 // ErrCapacity is returned (wrapped) by Create when the provider runs MaxWorkers workers.
 var ErrCapacity = errors.New("provider: at capacity")
 
@@ -98,6 +140,7 @@ type Registry struct {
 	mu    sync.RWMutex
 	byKey map[string]Provider
 	first string
+	order []string
 }
 
 // NewRegistry returns an empty registry.
@@ -119,6 +162,7 @@ func (r *Registry) Register(name string, p Provider) error {
 		return fmt.Errorf("provider: Register: %q already registered", name)
 	}
 	r.byKey[name] = p
+	r.order = append(r.order, name)
 	if r.first == "" {
 		r.first = name
 	}
@@ -141,6 +185,14 @@ func (r *Registry) Default() Provider {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.byKey[r.first]
+}
+
+// Ordered returns the registered names in registration order (the order selection
+// tries them in).
+func (r *Registry) Ordered() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return append([]string(nil), r.order...)
 }
 
 // Names returns the registered names, sorted.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -55,6 +56,11 @@ type Config struct {
 	// ServerURL is the URL workers dial (default http://<listen address>, with an
 	// unspecified host such as 0.0.0.0 replaced by 127.0.0.1).
 	ServerURL string
+	// Providers are the worker providers to run, in selection order (first-fit):
+	// "local", "docker". Default ["local"].
+	Providers []string
+	// Docker configures the docker provider (when Providers has "docker").
+	Docker DockerConfig
 	// WorkerBinary is the `hodei` executable the local provider starts as
 	// `<WorkerBinary> worker` (default os.Executable()).
 	WorkerBinary string
@@ -146,6 +152,17 @@ func (c *Config) Validate() error {
 	if err := c.checkExposure(); err != nil {
 		return err
 	}
+	for i, p := range c.Providers {
+		if p != "local" && p != "docker" {
+			return fmt.Errorf("server: Config.Providers[%d] %q: want local or docker", i, p)
+		}
+		if slices.Contains(c.Providers[:i], p) {
+			return fmt.Errorf("server: Config.Providers: %q given twice", p)
+		}
+	}
+	if c.Docker.MaxWorkers < 0 {
+		return fmt.Errorf("server: Config.Docker.MaxWorkers must not be negative, got %d", c.Docker.MaxWorkers)
+	}
 	if c.MaxWorkers < 0 {
 		return fmt.Errorf("server: Config.MaxWorkers must not be negative, got %d", c.MaxWorkers)
 	}
@@ -230,4 +247,21 @@ func ListenIsLoopback(listen string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// DockerConfig is the docker provider's part of Config (see provider/docker.Config).
+type DockerConfig struct {
+	// Host is the engine's address (default DOCKER_HOST or the local socket).
+	Host string
+	// MaxWorkers is its capacity (0: max(2, 4·NumCPU)).
+	MaxWorkers int
+	// Network is the containers' network mode (default host).
+	Network string
+	// AgentBinary is the static hodei binary mounted into containers (default
+	// WorkerBinary, else this executable); it must be built with CGO_ENABLED=0.
+	AgentBinary string
+	// DefaultImage runs jobs that name no image ("" : such jobs go to other providers).
+	DefaultImage string
+	// Labels are matched by jobs' selectors.
+	Labels map[string]string
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/hodei-jobs/hodei/messaging"
 	"github.com/hodei-jobs/hodei/outbox"
 	"github.com/hodei-jobs/hodei/provider"
+	"github.com/hodei-jobs/hodei/provider/docker"
 	"github.com/hodei-jobs/hodei/provider/local"
 	"github.com/hodei-jobs/hodei/provider/routing"
 	"github.com/hodei-jobs/hodei/saga"
@@ -128,19 +130,49 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: saga engine: %w", err)
 	}
 
-	// Provider.
+	// Providers, in selection order.
 	providers := provider.NewRegistry()
-	lp, err := local.New(local.Config{
-		Binary:     cfg.WorkerBinary,
-		StateDir:   filepath.Join(cfg.DataDir, "workers"),
-		MaxWorkers: cfg.MaxWorkers,
-		Logger:     logger,
-	})
-	if err != nil {
-		return fmt.Errorf("server: local provider: %w", err)
+	names := cfg.Providers
+	if len(names) == 0 {
+		names = []string{local.Name}
 	}
-	if err := providers.Register(local.Name, lp); err != nil {
-		return fmt.Errorf("server: %w", err)
+	var capacities []string // "local:8" in selection order
+	maxWorkers := 0
+	for _, name := range names {
+		var p provider.Provider
+		switch name {
+		case local.Name:
+			lp, err := local.New(local.Config{
+				Binary:     cfg.WorkerBinary,
+				StateDir:   filepath.Join(cfg.DataDir, "workers"),
+				MaxWorkers: cfg.MaxWorkers,
+				Logger:     logger,
+			})
+			if err != nil {
+				return fmt.Errorf("server: local provider: %w", err)
+			}
+			p = lp
+		case docker.Name:
+			agentBin := cfg.Docker.AgentBinary
+			if agentBin == "" {
+				agentBin = cfg.WorkerBinary
+			}
+			dp, err := docker.New(ctx, docker.Config{Host: cfg.Docker.Host, MaxWorkers: cfg.Docker.MaxWorkers,
+				Network: cfg.Docker.Network, AgentBinary: agentBin, DefaultImage: cfg.Docker.DefaultImage,
+				Labels: cfg.Docker.Labels, Owner: node, Logger: logger})
+			if err != nil {
+				return fmt.Errorf("server: docker provider: %w", err)
+			}
+			defer dp.Close()
+			p = dp
+		default:
+			return fmt.Errorf("server: unknown provider %q (want local or docker)", name)
+		}
+		if err := providers.Register(name, p); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		capacities = append(capacities, fmt.Sprintf("%s:%d", name, p.Capabilities().MaxWorkers))
+		maxWorkers += p.Capabilities().MaxWorkers
 	}
 	// Operations on workers of node-local providers run on the node that owns them.
 	router, err := routing.New(nc, node, providers, routing.Config{Timeout: cfg.NodeTimeout, Logger: logger})
@@ -190,7 +222,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// Every job transition publishes a job event that wakes the streams (Notifier.Listen),
 	// so the poll is only the safety net.
 	jobAPI, err := api.NewJobService(st.Jobs(), svc, svc, api.JobOptions{
-		Notifier: notifier, PollInterval: 500 * time.Millisecond, Errors: errorCodes, Sagas: svc, Logger: logger})
+		Notifier: notifier, PollInterval: 500 * time.Millisecond, Errors: errorCodes, Sagas: svc, Logger: logger,
+		WorkerProvider: func(ctx context.Context, workerID string) (string, error) {
+			w, err := st.Workers().Get(ctx, workerID)
+			if err != nil {
+				return "", err
+			}
+			return w.Provider, nil
+		}})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -265,7 +304,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return nil
 	})
 	log.Info("server ready", "replica", node, "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir, "driver", cfg.Driver,
-		"nats", natsURL, "max_workers", lp.Capabilities().MaxWorkers)
+		"nats", natsURL, "providers", strings.Join(capacities, ","), "max_workers", maxWorkers)
 	if cfg.OnReady != nil {
 		cfg.OnReady(baseURL)
 	}

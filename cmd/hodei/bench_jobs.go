@@ -26,7 +26,8 @@ func newBenchJobsCmd() *cobra.Command {
 			"against such a server on an SQLite file (--sqlite-path; default a temporary one).",
 		Example: "  hodei bench jobs --server http://127.0.0.1:7070 --jobs 500 --concurrency 16\n" +
 			"  hodei bench jobs --database-url postgres://localhost/hodei_bench -o json\n" +
-			"  hodei bench jobs --driver sqlite --sqlite-path /tmp/bench.db --jobs 200",
+			"  hodei bench jobs --driver sqlite --sqlite-path /tmp/bench.db --jobs 200\n" +
+			"  hodei bench jobs --driver sqlite --provider docker --image busybox:1.36 --jobs 100 -o json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -76,6 +77,12 @@ func newBenchJobsCmd() *cobra.Command {
 			if output == outputText {
 				cfg.Log = cmd.ErrOrStderr()
 			}
+			if cfg.Provider != "" && cfg.Provider != "local" && cfg.Provider != "docker" {
+				return fmt.Errorf("--provider: %q: want local or docker", cfg.Provider)
+			}
+			if cfg.Provider == "docker" && cfg.Image == "" {
+				return errors.New("--image: required with --provider docker (an image on the engine: jobs run with --pull never)")
+			}
 			res, err := bench.RunJobs(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -95,6 +102,10 @@ func newBenchJobsCmd() *cobra.Command {
 				res.StartLatencyP50Ms, res.StartLatencyP95Ms, res.StartLatencyP99Ms, res.StartLatencyMaxMs)
 			fmt.Fprintf(out, "end:         submit→end p50 %.1f ms, p95 %.1f ms; SubmitJob p50 %.1f ms\n",
 				res.EndLatencyP50Ms, res.EndLatencyP95Ms, res.SubmitP50Ms)
+			if res.BareRuns > 0 {
+				fmt.Fprintf(out, "bare run:    docker run --rm %s true p50 %.1f ms, p95 %.1f ms (%d runs); start overhead p50 %.1f ms, ratio %.2f\n",
+					res.Image, res.BareRunP50Ms, res.BareRunP95Ms, res.BareRuns, res.StartOverheadP50Ms, res.StartToBareRunP50Ratio)
+			}
 			if res.NotSucceeded > 0 {
 				return &exitError{Code: 1, Msg: fmt.Sprintf("bench jobs: %d of %d jobs did not succeed", res.NotSucceeded, res.Jobs)}
 			}
@@ -111,6 +122,10 @@ func newBenchJobsCmd() *cobra.Command {
 	f.IntVar(&cfg.Jobs, "jobs", 500, "jobs submitted")
 	f.IntVar(&cfg.Concurrency, "concurrency", 16, "jobs in flight at once")
 	f.IntVar(&cfg.MaxWorkers, "max-workers", 0, "capacity of the in-process server (0: its default)")
+	f.StringVar(&cfg.Provider, "provider", "", "provider the jobs run on: local or docker (an in-process server then runs that provider; with docker the bench also times bare container runs)")
+	f.StringVar(&cfg.Image, "image", "", "image the jobs run in (with --provider docker; it must be on the engine: --pull never)")
+	f.StringVar(&cfg.Docker.Host, "docker-host", "", "Docker Engine of the in-process server and of the bare runs (default $DOCKER_HOST or the local socket)")
+	f.StringVar(&cfg.Docker.AgentBinary, "docker-agent", "", "static hodei binary mounted into containers (default this executable, which must be built with CGO_ENABLED=0)")
 	f.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (the in-process server) to this file")
 	return cmd
 }

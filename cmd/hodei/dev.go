@@ -24,6 +24,7 @@ func newDevCmd() *cobra.Command {
 	var (
 		cfg      server.Config
 		logLevel string
+		pf       providerFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -54,6 +55,9 @@ running jobs are not killed.`,
 				return fmt.Errorf("--max-workers: must not be negative, got %d", cfg.MaxWorkers)
 			}
 			if err := checkLivenessFlags(&cfg); err != nil {
+				return err
+			}
+			if err := pf.apply(cmd, &cfg); err != nil {
 				return err
 			}
 			var level slog.Level
@@ -93,6 +97,7 @@ running jobs are not killed.`,
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	authServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
+	pf.define(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)

@@ -65,6 +65,12 @@ type specFlags struct {
 	script      string
 	interpreter string
 	namespace   string
+	image       string
+	provider    string
+	selector    []string
+	cpu         string
+	memory      string
+	pull        string
 }
 
 func (f *specFlags) define(cmd *cobra.Command) {
@@ -80,6 +86,12 @@ func (f *specFlags) define(cmd *cobra.Command) {
 	fs.StringVar(&f.script, "script", "", "run this script file (- for standard input) instead of a command")
 	fs.StringVar(&f.interpreter, "interpreter", "", "absolute path of the script's interpreter (default /bin/sh)")
 	fs.StringVar(&f.namespace, "namespace", "", "namespace of the job (default: the token's only namespace, else \"default\")")
+	fs.StringVar(&f.image, "image", "", "container image the job runs in (needs a container provider, e.g. docker)")
+	fs.StringVar(&f.provider, "provider", "", "run on this provider (a name given to the server's --provider)")
+	fs.StringArrayVar(&f.selector, "selector", nil, "run on a provider carrying label K=V (repeatable; all must match)")
+	fs.StringVar(&f.cpu, "cpu", "", "cores for the job, a decimal (0.5) or millicores (500m)")
+	fs.StringVar(&f.memory, "memory", "", "memory for the job: bytes or a quantity such as 256Mi, 1Gi, 512Ki")
+	fs.StringVar(&f.pull, "pull", "", "image pull policy: never, if-not-present (default) or always")
 }
 
 // spec builds the job spec from the flags and the command line after them. It checks
@@ -100,6 +112,10 @@ func (f *specFlags) spec(args []string, stdin io.Reader) (*hodeiv1.JobSpec, erro
 	if err != nil {
 		return nil, err
 	}
+	selector, err := parseKV("--selector", f.selector)
+	if err != nil {
+		return nil, err
+	}
 	spec := &hodeiv1.JobSpec{
 		Name:        f.name,
 		Env:         env,
@@ -107,6 +123,36 @@ func (f *specFlags) spec(args []string, stdin io.Reader) (*hodeiv1.JobSpec, erro
 		MaxAttempts: int32(min(f.maxAttempts, 1<<31-1)),
 		Priority:    int32(max(min(f.priority, 1<<31-1), -1<<31)),
 		Namespace:   f.namespace,
+		Image:       f.image,
+		Provider:    f.provider,
+		Selector:    selector,
+	}
+	if f.pull != "" {
+		p, err := domain.ParsePullPolicy(f.pull)
+		if err != nil {
+			return nil, fmt.Errorf("--pull: %w", err)
+		}
+		if f.image == "" {
+			return nil, errors.New("--pull: only meaningful with --image")
+		}
+		spec.Pull = string(p)
+	}
+	if f.cpu != "" || f.memory != "" {
+		spec.Resources = &hodeiv1.Resources{}
+		if f.cpu != "" {
+			m, err := domain.ParseCPU(f.cpu)
+			if err != nil {
+				return nil, fmt.Errorf("--cpu: %w", err)
+			}
+			spec.Resources.CpuMillis = m
+		}
+		if f.memory != "" {
+			b, err := domain.ParseMemory(f.memory)
+			if err != nil {
+				return nil, fmt.Errorf("--memory: %w", err)
+			}
+			spec.Resources.MemoryBytes = b
+		}
 	}
 	if f.timeout > 0 {
 		spec.Timeout = durationpb.New(f.timeout)
@@ -656,6 +702,18 @@ func writeJobText(w io.Writer, j *hodeiv1.Job) {
 	row("error", oneLine(j.GetLastError()))
 	row("attempt", fmt.Sprintf("%d of %d", j.GetAttempt(), max(s.GetMaxAttempts(), 1)))
 	row("worker", j.GetWorkerId())
+	row("provider", j.GetProvider())
+	row("image", s.GetImage())
+	row("pull", s.GetPull())
+	row("selector", joinKV(s.GetSelector()))
+	if r := s.GetResources(); r != nil {
+		if r.GetCpuMillis() > 0 {
+			row("cpu", fmt.Sprintf("%gc", float64(r.GetCpuMillis())/1000))
+		}
+		if r.GetMemoryBytes() > 0 {
+			row("memory", domain.FormatMemory(r.GetMemoryBytes()))
+		}
+	}
 	if len(s.GetCommand()) > 0 {
 		row("command", shellJoin(s.GetCommand()))
 	}

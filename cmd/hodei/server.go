@@ -24,6 +24,7 @@ func newServerCmd() *cobra.Command {
 	var (
 		cfg      server.Config
 		logLevel string
+		pf       providerFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -47,6 +48,9 @@ server that comes up on the same address.`,
 				return fmt.Errorf("--max-workers: must not be negative, got %d", cfg.MaxWorkers)
 			}
 			if err := checkLivenessFlags(&cfg); err != nil {
+				return err
+			}
+			if err := pf.apply(cmd, &cfg); err != nil {
 				return err
 			}
 			if cfg.LeaderTTL < time.Second || cfg.LeaderTTL > 10*time.Minute {
@@ -86,6 +90,7 @@ server that comes up on the same address.`,
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	authServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
+	pf.define(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)

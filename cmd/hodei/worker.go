@@ -19,7 +19,9 @@ const (
 	envWorkerOTP         = "HODEI_ONE_TIME_PASSWORD"
 	envWorkerHeartbeat   = "HODEI_HEARTBEAT_INTERVAL"
 	envWorkerMemoryBytes = "HODEI_WORKER_MEMORY_BYTES"
-	envWorkerIdleTimeout = "HODEI_WORKER_IDLE_TIMEOUT"
+	// envWorkerCgroupMemory=1: the container's cgroup enforces memory (docker provider).
+	envWorkerCgroupMemory = "HODEI_WORKER_CGROUP_MEMORY"
+	envWorkerIdleTimeout  = "HODEI_WORKER_IDLE_TIMEOUT"
 )
 
 func newWorkerCmd() *cobra.Command {
@@ -56,6 +58,7 @@ job; non-zero when the server refuses the password or cannot be reached.`,
 				}
 				cfg.MemoryLimitBytes = n
 			}
+			cfg.CgroupMemory = os.Getenv(envWorkerCgroupMemory) == "1"
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)

@@ -51,6 +51,14 @@ type JobsConfig struct {
 	CPUProfile string
 	// Log receives progress lines and, in-process, the server's warnings (nil: none).
 	Log io.Writer
+	// Provider runs the jobs (JobSpec.provider; "" lets the server choose). With
+	// "docker" and an in-process server, the server runs the docker provider (Docker).
+	Provider string
+	// Image the jobs run in (JobSpec.image, pull never); needed with Provider docker.
+	Image string
+	// Docker configures an in-process server's docker provider; with Provider docker
+	// the bench also times bare container runs of Image on the same engine.
+	Docker server.DockerConfig
 }
 
 func (c *JobsConfig) setDefaults() {
@@ -88,6 +96,8 @@ func (c *JobsConfig) Validate() error {
 		return fmt.Errorf("bench jobs: Concurrency %d out of range [1, 10000]", c.Concurrency)
 	case c.MaxWorkers < 0:
 		return fmt.Errorf("bench jobs: MaxWorkers must not be negative, got %d", c.MaxWorkers)
+	case c.Provider == "docker" && c.Image == "":
+		return errors.New("bench jobs: Provider docker needs an Image")
 	}
 	if c.ServerURL != "" {
 		u, err := url.Parse(c.ServerURL)
@@ -125,6 +135,18 @@ type JobsResult struct {
 	EndLatencyP95Ms float64 `json:"end_latency_p95_ms"`
 	// SubmitP50Ms is the SubmitJob round trip, p50.
 	SubmitP50Ms float64 `json:"submit_p50_ms"`
+	// Provider and Image the jobs ran with ("" : the server's choice, none).
+	Provider string `json:"provider,omitempty"`
+	Image    string `json:"image,omitempty"`
+	// With Provider docker: a bare `docker run --rm IMAGE true` through the engine's
+	// API (create, start, wait for the exit, remove), p50 and p95 over BareRuns runs on
+	// the same engine, and the start-up overhead of a job beyond it (start latency
+	// p50 − bare run p50) and the ratio of the two p50s.
+	BareRuns               int     `json:"bare_runs,omitempty"`
+	BareRunP50Ms           float64 `json:"bare_run_p50_ms,omitempty"`
+	BareRunP95Ms           float64 `json:"bare_run_p95_ms,omitempty"`
+	StartOverheadP50Ms     float64 `json:"start_overhead_p50_ms,omitempty"`
+	StartToBareRunP50Ratio float64 `json:"start_to_bare_run_p50_ratio,omitempty"`
 }
 
 // RunJobs submits cfg.Jobs jobs running `true`, cfg.Concurrency at a time, watches each
@@ -134,7 +156,15 @@ func RunJobs(ctx context.Context, cfg JobsConfig) (*JobsResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	res := &JobsResult{Jobs: cfg.Jobs, Concurrency: cfg.Concurrency, Server: cfg.ServerURL}
+	res := &JobsResult{Jobs: cfg.Jobs, Concurrency: cfg.Concurrency, Server: cfg.ServerURL, Provider: cfg.Provider, Image: cfg.Image}
+	spec := func() *hodeiv1.JobSpec {
+		s := &hodeiv1.JobSpec{Command: []string{"true"}, Labels: map[string]string{"hodei.bench": "jobs"},
+			Provider: cfg.Provider, Image: cfg.Image}
+		if cfg.Image != "" {
+			s.Pull = "never"
+		}
+		return s
+	}
 	base := cfg.ServerURL
 	if base == "" {
 		res.InProcess = true
@@ -151,7 +181,7 @@ func RunJobs(ctx context.Context, cfg JobsConfig) (*JobsResult, error) {
 
 	// One warm-up job checks the path end to end (and warms caches and connections).
 	fmt.Fprintf(cfg.Log, "bench jobs: server %s, warm-up job\n", base)
-	if m, err := jobsRunOne(ctx, client); err != nil {
+	if m, err := jobsRunOne(ctx, client, spec()); err != nil {
 		return nil, fmt.Errorf("bench jobs: warm-up job: %w", err)
 	} else if m.state != "SUCCEEDED" {
 		return nil, fmt.Errorf("bench jobs: warm-up job ended %s: %s", m.state, m.lastErr)
@@ -184,7 +214,7 @@ func RunJobs(ctx context.Context, cfg JobsConfig) (*JobsResult, error) {
 	for range cfg.Concurrency {
 		wg.Go(func() {
 			for next.Add(1) <= int64(cfg.Jobs) {
-				m, err := jobsRunOne(ctx, client)
+				m, err := jobsRunOne(ctx, client, spec())
 				done.Add(1)
 				mu.Lock()
 				if err != nil {
@@ -235,6 +265,22 @@ func RunJobs(ctx context.Context, cfg JobsConfig) (*JobsResult, error) {
 	res.EndLatencyP50Ms = jobsPercentile(ends, 50)
 	res.EndLatencyP95Ms = jobsPercentile(ends, 95)
 	res.SubmitP50Ms = jobsPercentile(submits, 50)
+	if cfg.Provider == "docker" {
+		runs := min(max(cfg.Jobs, 10), 50)
+		fmt.Fprintf(cfg.Log, "bench jobs: %d bare container runs of %s for comparison\n", runs, cfg.Image)
+		bare, err := bareRuns(ctx, cfg.Docker.Host, cfg.Image, runs)
+		if err != nil {
+			return nil, fmt.Errorf("bench jobs: bare container runs: %w", err)
+		}
+		slices.Sort(bare)
+		res.BareRuns = len(bare)
+		res.BareRunP50Ms = jobsPercentile(bare, 50)
+		res.BareRunP95Ms = jobsPercentile(bare, 95)
+		res.StartOverheadP50Ms = jobsRound(res.StartLatencyP50Ms-res.BareRunP50Ms, 1)
+		if res.BareRunP50Ms > 0 {
+			res.StartToBareRunP50Ratio = jobsRound(res.StartLatencyP50Ms/res.BareRunP50Ms, 2)
+		}
+	}
 	return res, nil
 }
 
@@ -247,13 +293,10 @@ type jobsMeasure struct {
 }
 
 // jobsRunOne submits one `true` job and watches it to its end.
-func jobsRunOne(ctx context.Context, c hodeiv1connect.JobServiceClient) (jobsMeasure, error) {
+func jobsRunOne(ctx context.Context, c hodeiv1connect.JobServiceClient, spec *hodeiv1.JobSpec) (jobsMeasure, error) {
 	var m jobsMeasure
 	m.submitAt = time.Now()
-	res, err := c.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: &hodeiv1.JobSpec{
-		Command: []string{"true"},
-		Labels:  map[string]string{"hodei.bench": "jobs"},
-	}}))
+	res, err := c.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec}))
 	if err != nil {
 		return m, fmt.Errorf("submit: %w", err)
 	}
@@ -343,6 +386,8 @@ func jobsStartServer(ctx context.Context, cfg JobsConfig) (string, func(), error
 			SQLitePath:  cfg.SQLitePath,
 			DataDir:     dataDir,
 			MaxWorkers:  cfg.MaxWorkers,
+			Providers:   jobsProviders(cfg.Provider),
+			Docker:      cfg.Docker,
 			OnReady:     func(u string) { ready <- u },
 		}, logger)
 	}()
@@ -393,4 +438,12 @@ func jobsPercentile(sorted []float64, p float64) float64 {
 func jobsRound(v float64, digits int) float64 {
 	f := math.Pow(10, float64(digits))
 	return math.Round(v*f) / f
+}
+
+// jobsProviders is the in-process server's provider list for provider.
+func jobsProviders(provider string) []string {
+	if provider == "" || provider == "local" {
+		return nil // the server's default: local
+	}
+	return []string{provider}
 }

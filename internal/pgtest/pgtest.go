@@ -61,11 +61,13 @@ var (
 // in HODEI_TEST_DATABASE_URL), runs the tests, stops the cluster and exits with the
 // tests' code. Call it from TestMain. It exits 1, with instructions, if PostgreSQL is
 // not installed: the tests are never skipped.
-func Main(m *testing.M) {
+// m is usually the *testing.M of TestMain, or another helper's wrapper of it (e.g.
+// dockertest.Wrap(m)).
+func Main(m interface{ Run() int }) {
 	os.Exit(run(m))
 }
 
-func run(m *testing.M) int {
+func run(m interface{ Run() int }) int {
 	e, err := start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)

@@ -36,6 +36,10 @@ func SpecFromProto(p *hodeiv1.JobSpec) domain.JobSpec {
 		MaxAttempts: int(p.GetMaxAttempts()),
 		Priority:    int(p.GetPriority()),
 		Namespace:   p.GetNamespace(),
+		Image:       p.GetImage(),
+		Pull:        domain.PullPolicy(p.GetPull()),
+		Provider:    p.GetProvider(),
+		Selector:    CloneMap(p.GetSelector()),
 	}
 	if sc := p.GetScript(); sc != nil {
 		s.Script = &domain.Script{Content: sc.GetContent(), Interpreter: sc.GetInterpreter()}
@@ -63,6 +67,10 @@ func SpecToProto(s domain.JobSpec) *hodeiv1.JobSpec {
 		MaxAttempts: int32(s.MaxAttempts),
 		Priority:    int32(s.Priority),
 		Namespace:   s.Namespace,
+		Image:       s.Image,
+		Pull:        string(s.Pull),
+		Provider:    s.Provider,
+		Selector:    CloneMap(s.Selector),
 	}
 	if s.Script != nil {
 		p.Script = &hodeiv1.Script{Content: s.Script.Content, Interpreter: s.Script.Interpreter}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +54,8 @@ type Config struct {
 	IdleTimeout time.Duration
 	// KeepLogs keeps <workerID>.log after Destroy.
 	KeepLogs bool
+	// Labels are the provider's labels, matched by jobs' selectors.
+	Labels map[string]string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -175,7 +178,7 @@ func (p *Provider) Name() string { return Name }
 
 // Capabilities reports MaxWorkers and the enforced limits.
 func (p *Provider) Capabilities() provider.Capabilities {
-	return provider.Capabilities{MaxWorkers: p.cfg.MaxWorkers, Enforced: []string{"rlimit_as"}} // node-local
+	return provider.Capabilities{MaxWorkers: p.cfg.MaxWorkers, Enforced: []string{"rlimit_as"}, Labels: maps.Clone(p.cfg.Labels)} // node-local
 }
 
 // validWorkerID reports whether id is 1-200 characters of [A-Za-z0-9._-], not starting

@@ -268,6 +268,15 @@ type JobSpec struct {
 	MaxAttempts int32                `protobuf:"varint,9,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// Higher runs first when capacity is short.
 	Priority int32 `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
+	// Fields 20-29: where the job runs (container image, provider selection).
+	// The container image the job runs in; empty: a provider without images (local).
+	Image string `protobuf:"bytes,20,opt,name=image,proto3" json:"image,omitempty"`
+	// Image pull policy: "never", "if-not-present" (default) or "always".
+	Pull string `protobuf:"bytes,21,opt,name=pull,proto3" json:"pull,omitempty"`
+	// Run on this provider (a name given to hodei server --provider); empty: selection.
+	Provider string `protobuf:"bytes,22,opt,name=provider,proto3" json:"provider,omitempty"`
+	// Run on a provider carrying all these labels.
+	Selector map[string]string `protobuf:"bytes,23,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The namespace the job belongs to; empty: "default" (or the caller's only one).
 	Namespace     string `protobuf:"bytes,30,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -374,6 +383,34 @@ func (x *JobSpec) GetPriority() int32 {
 	return 0
 }
 
+func (x *JobSpec) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *JobSpec) GetPull() string {
+	if x != nil {
+		return x.Pull
+	}
+	return ""
+}
+
+func (x *JobSpec) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *JobSpec) GetSelector() map[string]string {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
 func (x *JobSpec) GetNamespace() string {
 	if x != nil {
 		return x.Namespace
@@ -390,14 +427,16 @@ type Job struct {
 	Attempt  int32  `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	WorkerId string `protobuf:"bytes,5,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// Set when the job's process exited.
-	ExitCode      *int32                 `protobuf:"varint,6,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
-	LastError     string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	Resolution    string                 `protobuf:"bytes,8,opt,name=resolution,proto3" json:"resolution,omitempty"`
-	Notes         string                 `protobuf:"bytes,9,opt,name=notes,proto3" json:"notes,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	ExitCode   *int32                 `protobuf:"varint,6,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
+	LastError  string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	Resolution string                 `protobuf:"bytes,8,opt,name=resolution,proto3" json:"resolution,omitempty"`
+	Notes      string                 `protobuf:"bytes,9,opt,name=notes,proto3" json:"notes,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	StartedAt  *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// The provider running the job's current worker (empty before one is chosen).
+	Provider      string `protobuf:"bytes,20,opt,name=provider,proto3" json:"provider,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -521,6 +560,13 @@ func (x *Job) GetFinishedAt() *timestamppb.Timestamp {
 		return x.FinishedAt
 	}
 	return nil
+}
+
+func (x *Job) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
 }
 
 type SubmitJobRequest struct {
@@ -3417,7 +3463,7 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\tResources\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12!\n" +
-	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\x9f\x04\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\xdf\x05\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12(\n" +
@@ -3430,14 +3476,21 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12!\n" +
 	"\fmax_attempts\x18\t \x01(\x05R\vmaxAttempts\x12\x1a\n" +
 	"\bpriority\x18\n" +
-	" \x01(\x05R\bpriority\x12\x1c\n" +
+	" \x01(\x05R\bpriority\x12\x14\n" +
+	"\x05image\x18\x14 \x01(\tR\x05image\x12\x12\n" +
+	"\x04pull\x18\x15 \x01(\tR\x04pull\x12\x1a\n" +
+	"\bprovider\x18\x16 \x01(\tR\bprovider\x12;\n" +
+	"\bselector\x18\x17 \x03(\v2\x1f.hodei.v1.JobSpec.SelectorEntryR\bselector\x12\x1c\n" +
 	"\tnamespace\x18\x1e \x01(\tR\tnamespace\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfc\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
+	"\rSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x04\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -3459,7 +3512,8 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAtB\f\n" +
+	"finishedAt\x12\x1a\n" +
+	"\bprovider\x18\x14 \x01(\tR\bproviderB\f\n" +
 	"\n" +
 	"_exit_code\"9\n" +
 	"\x10SubmitJobRequest\x12%\n" +
@@ -3727,7 +3781,7 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_hodei_v1_hodei_proto_goTypes = []any{
 	(JobState)(0),                     // 0: hodei.v1.JobState
 	(LogStream)(0),                    // 1: hodei.v1.LogStream
@@ -3784,108 +3838,110 @@ var file_hodei_v1_hodei_proto_goTypes = []any{
 	(*ListAuditResponse)(nil),         // 52: hodei.v1.ListAuditResponse
 	nil,                               // 53: hodei.v1.JobSpec.EnvEntry
 	nil,                               // 54: hodei.v1.JobSpec.LabelsEntry
-	nil,                               // 55: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),       // 56: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 57: google.protobuf.Timestamp
+	nil,                               // 55: hodei.v1.JobSpec.SelectorEntry
+	nil,                               // 56: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),       // 57: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 58: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
 	53, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
 	54, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	56, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
-	4,  // 5: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	57, // 6: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	57, // 7: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	57, // 8: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	57, // 9: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	4,  // 10: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
-	5,  // 11: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
-	5,  // 12: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
-	37, // 13: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
-	55, // 14: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
-	5,  // 15: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
-	5,  // 16: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
-	5,  // 17: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
-	1,  // 18: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	57, // 19: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	17, // 20: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	56, // 21: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	57, // 22: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	17, // 23: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	57, // 24: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	57, // 25: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	57, // 26: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
-	21, // 27: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
-	22, // 28: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
-	23, // 29: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
-	25, // 30: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
-	24, // 31: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
-	4,  // 32: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	56, // 33: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
-	27, // 34: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
-	28, // 35: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
-	25, // 36: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
-	5,  // 37: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
-	57, // 38: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	57, // 39: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
-	32, // 40: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
-	57, // 41: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
-	57, // 42: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
-	37, // 43: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
-	57, // 44: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
-	37, // 45: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
-	57, // 46: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
-	40, // 47: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
-	57, // 48: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
-	57, // 49: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
-	57, // 50: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
-	56, // 51: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
-	43, // 52: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
-	43, // 53: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
-	43, // 54: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
-	57, // 55: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	57, // 56: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	50, // 57: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
-	6,  // 58: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	8,  // 59: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	10, // 60: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	12, // 61: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	14, // 62: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	16, // 63: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	19, // 64: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	26, // 65: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	30, // 66: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
-	33, // 67: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	35, // 68: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
-	38, // 69: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
-	41, // 70: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
-	44, // 71: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
-	46, // 72: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
-	48, // 73: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
-	51, // 74: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
-	7,  // 75: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	9,  // 76: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	11, // 77: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	13, // 78: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	15, // 79: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	18, // 80: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	20, // 81: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	29, // 82: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	31, // 83: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
-	34, // 84: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	36, // 85: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
-	39, // 86: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
-	42, // 87: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
-	45, // 88: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
-	47, // 89: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
-	49, // 90: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
-	52, // 91: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
-	75, // [75:92] is the sub-list for method output_type
-	58, // [58:75] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	57, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	55, // 5: hodei.v1.JobSpec.selector:type_name -> hodei.v1.JobSpec.SelectorEntry
+	4,  // 6: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
+	58, // 7: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	58, // 8: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	58, // 9: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	58, // 10: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	4,  // 11: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
+	5,  // 12: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
+	5,  // 13: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
+	37, // 14: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
+	56, // 15: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	5,  // 16: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
+	5,  // 17: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
+	5,  // 18: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
+	1,  // 19: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	58, // 20: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	17, // 21: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
+	57, // 22: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	58, // 23: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	17, // 24: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
+	58, // 25: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	58, // 26: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	58, // 27: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	21, // 28: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
+	22, // 29: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
+	23, // 30: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
+	25, // 31: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
+	24, // 32: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
+	4,  // 33: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	57, // 34: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	27, // 35: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
+	28, // 36: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
+	25, // 37: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
+	5,  // 38: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
+	58, // 39: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	58, // 40: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 41: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
+	58, // 42: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	58, // 43: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	37, // 44: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
+	58, // 45: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
+	37, // 46: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
+	58, // 47: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
+	40, // 48: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
+	58, // 49: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	58, // 50: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	58, // 51: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
+	57, // 52: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
+	43, // 53: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
+	43, // 54: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
+	43, // 55: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
+	58, // 56: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	58, // 57: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	50, // 58: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
+	6,  // 59: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	8,  // 60: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	10, // 61: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	12, // 62: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	14, // 63: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	16, // 64: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
+	19, // 65: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	26, // 66: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	30, // 67: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	33, // 68: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	35, // 69: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	38, // 70: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	41, // 71: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
+	44, // 72: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
+	46, // 73: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
+	48, // 74: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
+	51, // 75: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
+	7,  // 76: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	9,  // 77: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	11, // 78: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	13, // 79: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	15, // 80: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	18, // 81: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	20, // 82: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	29, // 83: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	31, // 84: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	34, // 85: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	36, // 86: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	39, // 87: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	42, // 88: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
+	45, // 89: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
+	47, // 90: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
+	49, // 91: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
+	52, // 92: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
+	76, // [76:93] is the sub-list for method output_type
+	59, // [59:76] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_hodei_proto_init() }
@@ -3912,7 +3968,7 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   54,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
