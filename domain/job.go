@@ -45,6 +45,9 @@ type JobSpec struct {
 	// Namespace the job belongs to (DefaultNamespace when empty); tokens see jobs of
 	// their namespaces only (package auth).
 	Namespace string `json:"namespace,omitempty"`
+	// Secrets names secrets of the job's namespace to set in its environment: only
+	// the references, never a value (see SecretRef).
+	Secrets []SecretRef `json:"secrets,omitempty"`
 }
 
 // Job is a submitted job and where it is in its life cycle.

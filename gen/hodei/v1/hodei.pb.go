@@ -269,7 +269,10 @@ type JobSpec struct {
 	// Higher runs first when capacity is short.
 	Priority int32 `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
 	// The namespace the job belongs to; empty: "default" (or the caller's only one).
-	Namespace     string `protobuf:"bytes,30,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Namespace string `protobuf:"bytes,30,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Secrets of the job's namespace set in its environment (names only: the values
+	// travel to the worker in RunJob.secret_env, never in a spec). Fields 40-44.
+	Secrets       []*SecretRef `protobuf:"bytes,40,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,6 +384,67 @@ func (x *JobSpec) GetNamespace() string {
 	return ""
 }
 
+func (x *JobSpec) GetSecrets() []*SecretRef {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+// SecretRef names a secret of the job's namespace and the environment variable that
+// holds its value in the job's process (empty env: the secret's name).
+type SecretRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Env           string                 `protobuf:"bytes,2,opt,name=env,proto3" json:"env,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretRef) Reset() {
+	*x = SecretRef{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretRef) ProtoMessage() {}
+
+func (x *SecretRef) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretRef.ProtoReflect.Descriptor instead.
+func (*SecretRef) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SecretRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretRef) GetEnv() string {
+	if x != nil {
+		return x.Env
+	}
+	return ""
+}
+
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -404,7 +468,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[3]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +480,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[3]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +493,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{3}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Job) GetId() string {
@@ -532,7 +596,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[4]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +608,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[4]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +621,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{4}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -576,7 +640,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[5]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +652,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[5]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +665,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{5}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -620,7 +684,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[6]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +696,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[6]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +709,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{6}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -667,7 +731,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[7]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +743,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[7]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +756,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{7}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -723,7 +787,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[8]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +799,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[8]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +812,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{8}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListJobsRequest) GetStates() []string {
@@ -789,7 +853,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[9]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +865,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[9]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +878,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{9}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -841,7 +905,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[10]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +917,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[10]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +930,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{10}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -892,7 +956,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[11]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +968,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[11]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +981,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{11}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -936,7 +1000,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[12]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1012,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[12]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1025,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{12}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -982,7 +1046,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[13]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1058,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[13]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1071,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{13}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -1030,7 +1094,7 @@ type StreamLogsRequest struct {
 
 func (x *StreamLogsRequest) Reset() {
 	*x = StreamLogsRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[14]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1106,7 @@ func (x *StreamLogsRequest) String() string {
 func (*StreamLogsRequest) ProtoMessage() {}
 
 func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[14]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1119,7 @@ func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLogsRequest.ProtoReflect.Descriptor instead.
 func (*StreamLogsRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{14}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StreamLogsRequest) GetId() string {
@@ -1092,7 +1156,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[15]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1168,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[15]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1181,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{15}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LogLine) GetSeq() int64 {
@@ -1157,7 +1221,7 @@ type StreamLogsResponse struct {
 
 func (x *StreamLogsResponse) Reset() {
 	*x = StreamLogsResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[16]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1233,7 @@ func (x *StreamLogsResponse) String() string {
 func (*StreamLogsResponse) ProtoMessage() {}
 
 func (x *StreamLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[16]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1246,7 @@ func (x *StreamLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLogsResponse.ProtoReflect.Descriptor instead.
 func (*StreamLogsResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{16}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StreamLogsResponse) GetLines() []*LogLine {
@@ -1205,7 +1269,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[17]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1281,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[17]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1294,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{17}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RegisterRequest) GetWorkerId() string {
@@ -1273,7 +1337,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[18]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1285,7 +1349,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[18]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1298,7 +1362,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{18}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RegisterResponse) GetWorkerId() string {
@@ -1333,7 +1397,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[19]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1409,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[19]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1422,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{19}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
@@ -1385,7 +1449,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[20]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1461,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[20]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1474,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{20}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LogBatch) GetJobId() string {
@@ -1442,7 +1506,7 @@ type JobResult struct {
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[21]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1518,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[21]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1531,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{21}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JobResult) GetJobId() string {
@@ -1523,7 +1587,7 @@ type JobStarted struct {
 
 func (x *JobStarted) Reset() {
 	*x = JobStarted{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[22]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1599,7 @@ func (x *JobStarted) String() string {
 func (*JobStarted) ProtoMessage() {}
 
 func (x *JobStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[22]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1612,7 @@ func (x *JobStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStarted.ProtoReflect.Descriptor instead.
 func (*JobStarted) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{22}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JobStarted) GetJobId() string {
@@ -1575,7 +1639,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[23]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1651,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[23]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1664,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{23}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Ack) GetMessageId() string {
@@ -1628,7 +1692,7 @@ type WorkerMessage struct {
 
 func (x *WorkerMessage) Reset() {
 	*x = WorkerMessage{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[24]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1704,7 @@ func (x *WorkerMessage) String() string {
 func (*WorkerMessage) ProtoMessage() {}
 
 func (x *WorkerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[24]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1717,7 @@ func (x *WorkerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerMessage.ProtoReflect.Descriptor instead.
 func (*WorkerMessage) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{24}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WorkerMessage) GetMessageId() string {
@@ -1750,17 +1814,21 @@ func (*WorkerMessage_Ack) isWorkerMessage_Payload() {}
 func (*WorkerMessage_Started) isWorkerMessage_Payload() {}
 
 type RunJob struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Spec          *JobSpec               `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
-	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Spec    *JobSpec               `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	Attempt int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The values of spec.secrets, decrypted by the replica holding the worker's
+	// authenticated stream just before sending; the agent sets them in the job's
+	// environment only and masks them in its logs. Fields 10-14.
+	SecretEnv     []*SecretEnv `protobuf:"bytes,10,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunJob) Reset() {
 	*x = RunJob{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[25]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1840,7 @@ func (x *RunJob) String() string {
 func (*RunJob) ProtoMessage() {}
 
 func (x *RunJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[25]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1853,7 @@ func (x *RunJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJob.ProtoReflect.Descriptor instead.
 func (*RunJob) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{25}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RunJob) GetJobId() string {
@@ -1809,6 +1877,66 @@ func (x *RunJob) GetAttempt() int32 {
 	return 0
 }
 
+func (x *RunJob) GetSecretEnv() []*SecretEnv {
+	if x != nil {
+		return x.SecretEnv
+	}
+	return nil
+}
+
+// SecretEnv is one secret value for the job's environment.
+type SecretEnv struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Env           string                 `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretEnv) Reset() {
+	*x = SecretEnv{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretEnv) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretEnv) ProtoMessage() {}
+
+func (x *SecretEnv) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretEnv.ProtoReflect.Descriptor instead.
+func (*SecretEnv) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SecretEnv) GetEnv() string {
+	if x != nil {
+		return x.Env
+	}
+	return ""
+}
+
+func (x *SecretEnv) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 type CancelJob struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	JobId  string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1821,7 +1949,7 @@ type CancelJob struct {
 
 func (x *CancelJob) Reset() {
 	*x = CancelJob{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[26]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +1961,7 @@ func (x *CancelJob) String() string {
 func (*CancelJob) ProtoMessage() {}
 
 func (x *CancelJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[26]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +1974,7 @@ func (x *CancelJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJob.ProtoReflect.Descriptor instead.
 func (*CancelJob) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{26}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CancelJob) GetJobId() string {
@@ -1885,7 +2013,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[27]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2025,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[27]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2038,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{27}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ServerMessage) GetMessageId() string {
@@ -1989,7 +2117,7 @@ type ResumeJobRequest struct {
 
 func (x *ResumeJobRequest) Reset() {
 	*x = ResumeJobRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[28]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2129,7 @@ func (x *ResumeJobRequest) String() string {
 func (*ResumeJobRequest) ProtoMessage() {}
 
 func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[28]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2142,7 @@ func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobRequest.ProtoReflect.Descriptor instead.
 func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{28}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeJobRequest) GetJobId() string {
@@ -2047,7 +2175,7 @@ type ResumeJobResponse struct {
 
 func (x *ResumeJobResponse) Reset() {
 	*x = ResumeJobResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[29]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2059,7 +2187,7 @@ func (x *ResumeJobResponse) String() string {
 func (*ResumeJobResponse) ProtoMessage() {}
 
 func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[29]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2072,7 +2200,7 @@ func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobResponse.ProtoReflect.Descriptor instead.
 func (*ResumeJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{29}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResumeJobResponse) GetJob() *Job {
@@ -2102,7 +2230,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[30]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2242,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[30]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2255,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{30}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeadLetter) GetId() int64 {
@@ -2210,7 +2338,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[31]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2350,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[31]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2363,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{31}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListDeadLettersRequest) GetLimit() int32 {
@@ -2254,7 +2382,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[32]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2394,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[32]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2407,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{32}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListDeadLettersResponse) GetMessages() []*DeadLetter {
@@ -2298,7 +2426,7 @@ type RequeueDeadLetterRequest struct {
 
 func (x *RequeueDeadLetterRequest) Reset() {
 	*x = RequeueDeadLetterRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[33]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2438,7 @@ func (x *RequeueDeadLetterRequest) String() string {
 func (*RequeueDeadLetterRequest) ProtoMessage() {}
 
 func (x *RequeueDeadLetterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[33]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2451,7 @@ func (x *RequeueDeadLetterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueDeadLetterRequest.ProtoReflect.Descriptor instead.
 func (*RequeueDeadLetterRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{33}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RequeueDeadLetterRequest) GetId() int64 {
@@ -2341,7 +2469,7 @@ type RequeueDeadLetterResponse struct {
 
 func (x *RequeueDeadLetterResponse) Reset() {
 	*x = RequeueDeadLetterResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[34]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2353,7 +2481,7 @@ func (x *RequeueDeadLetterResponse) String() string {
 func (*RequeueDeadLetterResponse) ProtoMessage() {}
 
 func (x *RequeueDeadLetterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[34]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2366,7 +2494,7 @@ func (x *RequeueDeadLetterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueDeadLetterResponse.ProtoReflect.Descriptor instead.
 func (*RequeueDeadLetterResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{34}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{36}
 }
 
 type SagaSummary struct {
@@ -2385,7 +2513,7 @@ type SagaSummary struct {
 
 func (x *SagaSummary) Reset() {
 	*x = SagaSummary{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[35]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2525,7 @@ func (x *SagaSummary) String() string {
 func (*SagaSummary) ProtoMessage() {}
 
 func (x *SagaSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[35]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2538,7 @@ func (x *SagaSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SagaSummary.ProtoReflect.Descriptor instead.
 func (*SagaSummary) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{35}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SagaSummary) GetId() string {
@@ -2478,7 +2606,7 @@ type ListJobSagasRequest struct {
 
 func (x *ListJobSagasRequest) Reset() {
 	*x = ListJobSagasRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[36]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2618,7 @@ func (x *ListJobSagasRequest) String() string {
 func (*ListJobSagasRequest) ProtoMessage() {}
 
 func (x *ListJobSagasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[36]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2631,7 @@ func (x *ListJobSagasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobSagasRequest.ProtoReflect.Descriptor instead.
 func (*ListJobSagasRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{36}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListJobSagasRequest) GetJobId() string {
@@ -2523,7 +2651,7 @@ type ListJobSagasResponse struct {
 
 func (x *ListJobSagasResponse) Reset() {
 	*x = ListJobSagasResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[37]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2535,7 +2663,7 @@ func (x *ListJobSagasResponse) String() string {
 func (*ListJobSagasResponse) ProtoMessage() {}
 
 func (x *ListJobSagasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[37]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2548,7 +2676,7 @@ func (x *ListJobSagasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobSagasResponse.ProtoReflect.Descriptor instead.
 func (*ListJobSagasResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{37}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListJobSagasResponse) GetSagas() []*SagaSummary {
@@ -2582,7 +2710,7 @@ type SagaEvent struct {
 
 func (x *SagaEvent) Reset() {
 	*x = SagaEvent{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[38]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +2722,7 @@ func (x *SagaEvent) String() string {
 func (*SagaEvent) ProtoMessage() {}
 
 func (x *SagaEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[38]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +2735,7 @@ func (x *SagaEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SagaEvent.ProtoReflect.Descriptor instead.
 func (*SagaEvent) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{38}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SagaEvent) GetSeq() int64 {
@@ -2677,7 +2805,7 @@ type GetSagaHistoryRequest struct {
 
 func (x *GetSagaHistoryRequest) Reset() {
 	*x = GetSagaHistoryRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[39]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2817,7 @@ func (x *GetSagaHistoryRequest) String() string {
 func (*GetSagaHistoryRequest) ProtoMessage() {}
 
 func (x *GetSagaHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[39]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2830,7 @@ func (x *GetSagaHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSagaHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetSagaHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{39}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetSagaHistoryRequest) GetSagaId() string {
@@ -2736,7 +2864,7 @@ type GetSagaHistoryResponse struct {
 
 func (x *GetSagaHistoryResponse) Reset() {
 	*x = GetSagaHistoryResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[40]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2748,7 +2876,7 @@ func (x *GetSagaHistoryResponse) String() string {
 func (*GetSagaHistoryResponse) ProtoMessage() {}
 
 func (x *GetSagaHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[40]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2761,7 +2889,7 @@ func (x *GetSagaHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSagaHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetSagaHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{40}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetSagaHistoryResponse) GetSaga() *SagaSummary {
@@ -2817,7 +2945,7 @@ type ApiToken struct {
 
 func (x *ApiToken) Reset() {
 	*x = ApiToken{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[41]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2829,7 +2957,7 @@ func (x *ApiToken) String() string {
 func (*ApiToken) ProtoMessage() {}
 
 func (x *ApiToken) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[41]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2842,7 +2970,7 @@ func (x *ApiToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiToken.ProtoReflect.Descriptor instead.
 func (*ApiToken) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{41}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ApiToken) GetName() string {
@@ -2900,7 +3028,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[42]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +3040,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[42]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +3053,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{42}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -2967,7 +3095,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[43]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3107,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[43]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3120,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{43}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateTokenResponse) GetToken() *ApiToken {
@@ -3017,7 +3145,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[44]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3157,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[44]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3170,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{44}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{46}
 }
 
 type ListTokensResponse struct {
@@ -3054,7 +3182,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[45]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3194,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[45]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3207,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{45}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListTokensResponse) GetTokens() []*ApiToken {
@@ -3098,7 +3226,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[46]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3110,7 +3238,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[46]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3123,7 +3251,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{46}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RevokeTokenRequest) GetName() string {
@@ -3142,7 +3270,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[47]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3154,7 +3282,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[47]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3167,7 +3295,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{47}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RevokeTokenResponse) GetToken() *ApiToken {
@@ -3201,7 +3329,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[48]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3213,7 +3341,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[48]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3226,7 +3354,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{48}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *AuditRecord) GetId() int64 {
@@ -3312,7 +3440,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[49]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3324,7 +3452,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[49]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3337,7 +3465,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{49}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -3371,7 +3499,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[50]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3383,7 +3511,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[50]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3396,7 +3524,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{50}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -3417,7 +3545,7 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\tResources\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12!\n" +
-	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\x9f\x04\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\xce\x04\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12(\n" +
@@ -3431,13 +3559,17 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\fmax_attempts\x18\t \x01(\x05R\vmaxAttempts\x12\x1a\n" +
 	"\bpriority\x18\n" +
 	" \x01(\x05R\bpriority\x12\x1c\n" +
-	"\tnamespace\x18\x1e \x01(\tR\tnamespace\x1a6\n" +
+	"\tnamespace\x18\x1e \x01(\tR\tnamespace\x12-\n" +
+	"\asecrets\x18( \x03(\v2\x13.hodei.v1.SecretRefR\asecrets\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfc\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
+	"\tSecretRef\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03env\x18\x02 \x01(\tR\x03env\"\xfc\x03\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -3542,11 +3674,17 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x06result\x18\x04 \x01(\v2\x13.hodei.v1.JobResultH\x00R\x06result\x12!\n" +
 	"\x03ack\x18\x05 \x01(\v2\r.hodei.v1.AckH\x00R\x03ack\x120\n" +
 	"\astarted\x18\x06 \x01(\v2\x14.hodei.v1.JobStartedH\x00R\astartedB\t\n" +
-	"\apayload\"`\n" +
+	"\apayload\"\x94\x01\n" +
 	"\x06RunJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\x05R\aattempt\"x\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x122\n" +
+	"\n" +
+	"secret_env\x18\n" +
+	" \x03(\v2\x13.hodei.v1.SecretEnvR\tsecretEnv\"3\n" +
+	"\tSecretEnv\x12\x10\n" +
+	"\x03env\x18\x01 \x01(\tR\x03env\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"x\n" +
 	"\tCancelJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12<\n" +
@@ -3727,165 +3865,169 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_hodei_v1_hodei_proto_goTypes = []any{
 	(JobState)(0),                     // 0: hodei.v1.JobState
 	(LogStream)(0),                    // 1: hodei.v1.LogStream
 	(*Script)(nil),                    // 2: hodei.v1.Script
 	(*Resources)(nil),                 // 3: hodei.v1.Resources
 	(*JobSpec)(nil),                   // 4: hodei.v1.JobSpec
-	(*Job)(nil),                       // 5: hodei.v1.Job
-	(*SubmitJobRequest)(nil),          // 6: hodei.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),         // 7: hodei.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),             // 8: hodei.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 9: hodei.v1.GetJobResponse
-	(*ListJobsRequest)(nil),           // 10: hodei.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 11: hodei.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),          // 12: hodei.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),         // 13: hodei.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),           // 14: hodei.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),          // 15: hodei.v1.WatchJobResponse
-	(*StreamLogsRequest)(nil),         // 16: hodei.v1.StreamLogsRequest
-	(*LogLine)(nil),                   // 17: hodei.v1.LogLine
-	(*StreamLogsResponse)(nil),        // 18: hodei.v1.StreamLogsResponse
-	(*RegisterRequest)(nil),           // 19: hodei.v1.RegisterRequest
-	(*RegisterResponse)(nil),          // 20: hodei.v1.RegisterResponse
-	(*Heartbeat)(nil),                 // 21: hodei.v1.Heartbeat
-	(*LogBatch)(nil),                  // 22: hodei.v1.LogBatch
-	(*JobResult)(nil),                 // 23: hodei.v1.JobResult
-	(*JobStarted)(nil),                // 24: hodei.v1.JobStarted
-	(*Ack)(nil),                       // 25: hodei.v1.Ack
-	(*WorkerMessage)(nil),             // 26: hodei.v1.WorkerMessage
-	(*RunJob)(nil),                    // 27: hodei.v1.RunJob
-	(*CancelJob)(nil),                 // 28: hodei.v1.CancelJob
-	(*ServerMessage)(nil),             // 29: hodei.v1.ServerMessage
-	(*ResumeJobRequest)(nil),          // 30: hodei.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),         // 31: hodei.v1.ResumeJobResponse
-	(*DeadLetter)(nil),                // 32: hodei.v1.DeadLetter
-	(*ListDeadLettersRequest)(nil),    // 33: hodei.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),   // 34: hodei.v1.ListDeadLettersResponse
-	(*RequeueDeadLetterRequest)(nil),  // 35: hodei.v1.RequeueDeadLetterRequest
-	(*RequeueDeadLetterResponse)(nil), // 36: hodei.v1.RequeueDeadLetterResponse
-	(*SagaSummary)(nil),               // 37: hodei.v1.SagaSummary
-	(*ListJobSagasRequest)(nil),       // 38: hodei.v1.ListJobSagasRequest
-	(*ListJobSagasResponse)(nil),      // 39: hodei.v1.ListJobSagasResponse
-	(*SagaEvent)(nil),                 // 40: hodei.v1.SagaEvent
-	(*GetSagaHistoryRequest)(nil),     // 41: hodei.v1.GetSagaHistoryRequest
-	(*GetSagaHistoryResponse)(nil),    // 42: hodei.v1.GetSagaHistoryResponse
-	(*ApiToken)(nil),                  // 43: hodei.v1.ApiToken
-	(*CreateTokenRequest)(nil),        // 44: hodei.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),       // 45: hodei.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),         // 46: hodei.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),        // 47: hodei.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),        // 48: hodei.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),       // 49: hodei.v1.RevokeTokenResponse
-	(*AuditRecord)(nil),               // 50: hodei.v1.AuditRecord
-	(*ListAuditRequest)(nil),          // 51: hodei.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),         // 52: hodei.v1.ListAuditResponse
-	nil,                               // 53: hodei.v1.JobSpec.EnvEntry
-	nil,                               // 54: hodei.v1.JobSpec.LabelsEntry
-	nil,                               // 55: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),       // 56: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 57: google.protobuf.Timestamp
+	(*SecretRef)(nil),                 // 5: hodei.v1.SecretRef
+	(*Job)(nil),                       // 6: hodei.v1.Job
+	(*SubmitJobRequest)(nil),          // 7: hodei.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),         // 8: hodei.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),             // 9: hodei.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 10: hodei.v1.GetJobResponse
+	(*ListJobsRequest)(nil),           // 11: hodei.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 12: hodei.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),          // 13: hodei.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 14: hodei.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),           // 15: hodei.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),          // 16: hodei.v1.WatchJobResponse
+	(*StreamLogsRequest)(nil),         // 17: hodei.v1.StreamLogsRequest
+	(*LogLine)(nil),                   // 18: hodei.v1.LogLine
+	(*StreamLogsResponse)(nil),        // 19: hodei.v1.StreamLogsResponse
+	(*RegisterRequest)(nil),           // 20: hodei.v1.RegisterRequest
+	(*RegisterResponse)(nil),          // 21: hodei.v1.RegisterResponse
+	(*Heartbeat)(nil),                 // 22: hodei.v1.Heartbeat
+	(*LogBatch)(nil),                  // 23: hodei.v1.LogBatch
+	(*JobResult)(nil),                 // 24: hodei.v1.JobResult
+	(*JobStarted)(nil),                // 25: hodei.v1.JobStarted
+	(*Ack)(nil),                       // 26: hodei.v1.Ack
+	(*WorkerMessage)(nil),             // 27: hodei.v1.WorkerMessage
+	(*RunJob)(nil),                    // 28: hodei.v1.RunJob
+	(*SecretEnv)(nil),                 // 29: hodei.v1.SecretEnv
+	(*CancelJob)(nil),                 // 30: hodei.v1.CancelJob
+	(*ServerMessage)(nil),             // 31: hodei.v1.ServerMessage
+	(*ResumeJobRequest)(nil),          // 32: hodei.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),         // 33: hodei.v1.ResumeJobResponse
+	(*DeadLetter)(nil),                // 34: hodei.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),    // 35: hodei.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 36: hodei.v1.ListDeadLettersResponse
+	(*RequeueDeadLetterRequest)(nil),  // 37: hodei.v1.RequeueDeadLetterRequest
+	(*RequeueDeadLetterResponse)(nil), // 38: hodei.v1.RequeueDeadLetterResponse
+	(*SagaSummary)(nil),               // 39: hodei.v1.SagaSummary
+	(*ListJobSagasRequest)(nil),       // 40: hodei.v1.ListJobSagasRequest
+	(*ListJobSagasResponse)(nil),      // 41: hodei.v1.ListJobSagasResponse
+	(*SagaEvent)(nil),                 // 42: hodei.v1.SagaEvent
+	(*GetSagaHistoryRequest)(nil),     // 43: hodei.v1.GetSagaHistoryRequest
+	(*GetSagaHistoryResponse)(nil),    // 44: hodei.v1.GetSagaHistoryResponse
+	(*ApiToken)(nil),                  // 45: hodei.v1.ApiToken
+	(*CreateTokenRequest)(nil),        // 46: hodei.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),       // 47: hodei.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),         // 48: hodei.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),        // 49: hodei.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),        // 50: hodei.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),       // 51: hodei.v1.RevokeTokenResponse
+	(*AuditRecord)(nil),               // 52: hodei.v1.AuditRecord
+	(*ListAuditRequest)(nil),          // 53: hodei.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 54: hodei.v1.ListAuditResponse
+	nil,                               // 55: hodei.v1.JobSpec.EnvEntry
+	nil,                               // 56: hodei.v1.JobSpec.LabelsEntry
+	nil,                               // 57: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),       // 58: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 59: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
-	53, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	55, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	54, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	56, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
-	4,  // 5: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	57, // 6: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	57, // 7: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	57, // 8: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	57, // 9: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	4,  // 10: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
-	5,  // 11: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
-	5,  // 12: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
-	37, // 13: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
-	55, // 14: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
-	5,  // 15: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
-	5,  // 16: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
-	5,  // 17: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
-	1,  // 18: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	57, // 19: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	17, // 20: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	56, // 21: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	57, // 22: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	17, // 23: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	57, // 24: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	57, // 25: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	57, // 26: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
-	21, // 27: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
-	22, // 28: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
-	23, // 29: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
-	25, // 30: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
-	24, // 31: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
-	4,  // 32: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	56, // 33: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
-	27, // 34: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
-	28, // 35: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
-	25, // 36: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
-	5,  // 37: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
-	57, // 38: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	57, // 39: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
-	32, // 40: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
-	57, // 41: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
-	57, // 42: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
-	37, // 43: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
-	57, // 44: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
-	37, // 45: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
-	57, // 46: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
-	40, // 47: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
-	57, // 48: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
-	57, // 49: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
-	57, // 50: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
-	56, // 51: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
-	43, // 52: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
-	43, // 53: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
-	43, // 54: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
-	57, // 55: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	57, // 56: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	50, // 57: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
-	6,  // 58: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	8,  // 59: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	10, // 60: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	12, // 61: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	14, // 62: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	16, // 63: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	19, // 64: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	26, // 65: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	30, // 66: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
-	33, // 67: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	35, // 68: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
-	38, // 69: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
-	41, // 70: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
-	44, // 71: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
-	46, // 72: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
-	48, // 73: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
-	51, // 74: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
-	7,  // 75: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	9,  // 76: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	11, // 77: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	13, // 78: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	15, // 79: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	18, // 80: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	20, // 81: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	29, // 82: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	31, // 83: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
-	34, // 84: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	36, // 85: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
-	39, // 86: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
-	42, // 87: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
-	45, // 88: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
-	47, // 89: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
-	49, // 90: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
-	52, // 91: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
-	75, // [75:92] is the sub-list for method output_type
-	58, // [58:75] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	56, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	58, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	5,  // 5: hodei.v1.JobSpec.secrets:type_name -> hodei.v1.SecretRef
+	4,  // 6: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
+	59, // 7: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	59, // 8: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	59, // 9: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	59, // 10: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	4,  // 11: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
+	6,  // 12: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
+	6,  // 13: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
+	39, // 14: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
+	57, // 15: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	6,  // 16: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
+	6,  // 17: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
+	6,  // 18: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
+	1,  // 19: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	59, // 20: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	18, // 21: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
+	58, // 22: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	59, // 23: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	18, // 24: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
+	59, // 25: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	59, // 26: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	59, // 27: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	22, // 28: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
+	23, // 29: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
+	24, // 30: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
+	26, // 31: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
+	25, // 32: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
+	4,  // 33: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	29, // 34: hodei.v1.RunJob.secret_env:type_name -> hodei.v1.SecretEnv
+	58, // 35: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	28, // 36: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
+	30, // 37: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
+	26, // 38: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
+	6,  // 39: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
+	59, // 40: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	59, // 41: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	34, // 42: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
+	59, // 43: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	59, // 44: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	39, // 45: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
+	59, // 46: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
+	39, // 47: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
+	59, // 48: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
+	42, // 49: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
+	59, // 50: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	59, // 51: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 52: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
+	58, // 53: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
+	45, // 54: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
+	45, // 55: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
+	45, // 56: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
+	59, // 57: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	59, // 58: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	52, // 59: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
+	7,  // 60: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	9,  // 61: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	11, // 62: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	13, // 63: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	15, // 64: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	17, // 65: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
+	20, // 66: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	27, // 67: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	32, // 68: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	35, // 69: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	37, // 70: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	40, // 71: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	43, // 72: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
+	46, // 73: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
+	48, // 74: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
+	50, // 75: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
+	53, // 76: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
+	8,  // 77: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	10, // 78: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	12, // 79: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	14, // 80: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	16, // 81: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	19, // 82: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	21, // 83: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	31, // 84: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	33, // 85: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	36, // 86: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	38, // 87: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	41, // 88: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	44, // 89: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
+	47, // 90: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
+	49, // 91: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
+	51, // 92: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
+	54, // 93: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
+	77, // [77:94] is the sub-list for method output_type
+	60, // [60:77] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_hodei_proto_init() }
@@ -3893,15 +4035,15 @@ func file_hodei_v1_hodei_proto_init() {
 	if File_hodei_v1_hodei_proto != nil {
 		return
 	}
-	file_hodei_v1_hodei_proto_msgTypes[3].OneofWrappers = []any{}
-	file_hodei_v1_hodei_proto_msgTypes[24].OneofWrappers = []any{
+	file_hodei_v1_hodei_proto_msgTypes[4].OneofWrappers = []any{}
+	file_hodei_v1_hodei_proto_msgTypes[25].OneofWrappers = []any{
 		(*WorkerMessage_Heartbeat)(nil),
 		(*WorkerMessage_Logs)(nil),
 		(*WorkerMessage_Result)(nil),
 		(*WorkerMessage_Ack)(nil),
 		(*WorkerMessage_Started)(nil),
 	}
-	file_hodei_v1_hodei_proto_msgTypes[27].OneofWrappers = []any{
+	file_hodei_v1_hodei_proto_msgTypes[29].OneofWrappers = []any{
 		(*ServerMessage_RunJob)(nil),
 		(*ServerMessage_Cancel)(nil),
 		(*ServerMessage_Ack)(nil),
@@ -3912,7 +4054,7 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   54,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
