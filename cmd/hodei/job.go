@@ -65,6 +65,7 @@ type specFlags struct {
 	script      string
 	interpreter string
 	namespace   string
+	secrets     []string
 }
 
 func (f *specFlags) define(cmd *cobra.Command) {
@@ -80,6 +81,7 @@ func (f *specFlags) define(cmd *cobra.Command) {
 	fs.StringVar(&f.script, "script", "", "run this script file (- for standard input) instead of a command")
 	fs.StringVar(&f.interpreter, "interpreter", "", "absolute path of the script's interpreter (default /bin/sh)")
 	fs.StringVar(&f.namespace, "namespace", "", "namespace of the job (default: the token's only namespace, else \"default\")")
+	fs.StringArrayVar(&f.secrets, "secret", nil, "secret of the job's namespace in its environment: NAME (variable NAME) or NAME=ENV (repeatable; see hodei secret)")
 }
 
 // spec builds the job spec from the flags and the command line after them. It checks
@@ -100,7 +102,12 @@ func (f *specFlags) spec(args []string, stdin io.Reader) (*hodeiv1.JobSpec, erro
 	if err != nil {
 		return nil, err
 	}
+	refs, err := parseSecretRefs(f.secrets)
+	if err != nil {
+		return nil, err
+	}
 	spec := &hodeiv1.JobSpec{
+		Secrets:     refs,
 		Name:        f.name,
 		Env:         env,
 		Labels:      labels,
@@ -672,6 +679,9 @@ func writeJobText(w io.Writer, j *hodeiv1.Job) {
 	}
 	row("labels", joinKV(s.GetLabels()))
 	row("env", strings.Join(slices.Sorted(maps.Keys(s.GetEnv())), " "))
+	if refs := s.GetSecrets(); len(refs) > 0 {
+		row("secrets", formatSecretRefs(refs))
+	}
 	row("created", formatTime(j.GetCreatedAt().AsTime(), j.GetCreatedAt() != nil))
 	row("started", formatTime(j.GetStartedAt().AsTime(), j.GetStartedAt() != nil))
 	row("finished", formatTime(j.GetFinishedAt().AsTime(), j.GetFinishedAt() != nil))
