@@ -92,6 +92,7 @@ running jobs are not killed.`,
 		"directory for the SQLite database, the NATS store and the workers' state (default $XDG_DATA_HOME/hodei/dev or ~/.local/share/hodei/dev)")
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	authServerFlags(cmd, &cfg)
+	secretServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
