@@ -588,7 +588,18 @@ func (a *agent) runJob(r *hodeiv1.RunJob) {
 	sink := func(lines []*hodeiv1.LogLine) {
 		a.events <- event{logs: &hodeiv1.LogBatch{JobId: id, Lines: lines}}
 	}
-	p, err := startJob(id, r.GetSpec(), a.cfg.exec, sink)
+	opts := a.cfg.exec
+	if se := r.GetSecretEnv(); len(se) > 0 {
+		opts.Secrets = make(map[string]string, len(se))
+		for _, e := range se {
+			if !validEnvName(e.GetEnv()) {
+				log.Warn("secret for an invalid variable name ignored", "env", truncate(e.GetEnv(), 64))
+				continue
+			}
+			opts.Secrets[e.GetEnv()] = e.GetValue()
+		}
+	}
+	p, err := startJob(id, r.GetSpec(), opts, sink)
 	if err != nil {
 		log.Warn("job failed to start", "err", err)
 		a.finish(&finishedJob{jobID: id, res: startFailure(err, time.Now())})

@@ -54,6 +54,9 @@ type execOptions struct {
 	// BaseEnv is the environment every job starts from; default PATH and HOME of the
 	// agent (or a standard PATH and /).
 	BaseEnv map[string]string
+	// Secrets are the job's secret values by variable (RunJob.secret_env): set in the
+	// job's environment only, and masked in its output before a line is batched.
+	Secrets map[string]string
 }
 
 func (o *execOptions) setDefaults() {
@@ -126,6 +129,15 @@ func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSin
 		return nil, errors.New("job spec is missing")
 	}
 	env := mergeEnv(opts.BaseEnv, spec.GetEnv(), jobID)
+	var secretValues []string
+	if len(opts.Secrets) > 0 {
+		m := envMap(env)
+		for k, v := range opts.Secrets {
+			m[k] = v
+			secretValues = append(secretValues, v)
+		}
+		env = mergeEnv(nil, m, jobID)
+	}
 	dir, err := os.MkdirTemp(opts.TempDir, "hodei-job-")
 	if err != nil {
 		return nil, fmt.Errorf("create job directory: %w", err)
@@ -217,11 +229,11 @@ func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSin
 	readers.Add(2)
 	go func() {
 		defer readers.Done()
-		readLines(outR, opts.MaxLineBytes, b.adder(hodeiv1.LogStream_LOG_STREAM_STDOUT))
+		readLines(newMaskReader(outR, secretValues), opts.MaxLineBytes, b.adder(hodeiv1.LogStream_LOG_STREAM_STDOUT))
 	}()
 	go func() {
 		defer readers.Done()
-		readLines(errR, opts.MaxLineBytes, b.adder(hodeiv1.LogStream_LOG_STREAM_STDERR))
+		readLines(newMaskReader(errR, secretValues), opts.MaxLineBytes, b.adder(hodeiv1.LogStream_LOG_STREAM_STDERR))
 	}()
 	go p.wait(&readers, []*os.File{outR, errR}, b, opts.DrainTimeout)
 	return p, nil
@@ -367,6 +379,16 @@ func mergeEnv(base, job map[string]string, jobID string) []string {
 	}
 	sort.Strings(env)
 	return env
+}
+
+// envMap is the map form of env ("K=V" entries).
+func envMap(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
 }
 
 func envValue(env []string, key string) string {

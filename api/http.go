@@ -33,6 +33,8 @@ type MuxConfig struct {
 	Workers hodeiv1connect.WorkerAgentServiceHandler
 	// Admin, if set, serves AdminService and the /api/v1/admin/ REST routes (admin.go).
 	Admin *AdminService
+	// Secrets, if set, serves SecretService (secrets.go).
+	Secrets *SecretService
 	// Auth checks every JobService and AdminService procedure and every REST route
 	// against the policy table (policy.go). Nil: an authenticator that does not
 	// require tokens, knows Admin's Token as a bootstrap admin token and nothing else.
@@ -137,6 +139,9 @@ func NewMux(cfg MuxConfig) (http.Handler, error) {
 	guarded := append(opts[:len(opts):len(opts)],
 		connect.WithInterceptors(authn.Interceptor(procedurePolicies(), describeCall)))
 	mux.Handle(hodeiv1connect.NewJobServiceHandler(cfg.Jobs, guarded...))
+	if cfg.Secrets != nil {
+		mux.Handle(hodeiv1connect.NewSecretServiceHandler(cfg.Secrets, guarded...))
+	}
 	routes := routePolicies()
 	route := func(pattern string, h http.HandlerFunc) error {
 		pol, ok := routes[pattern]

@@ -46,7 +46,10 @@ type JobOptions struct {
 	// WorkerProvider, if set, names the provider of a job's worker in GetJob's
 	// Job.provider.
 	WorkerProvider func(ctx context.Context, workerID string) (string, error)
-	Logger         *slog.Logger
+	// Secrets, if set, checks at submit that the secrets a job names exist in its
+	// namespace; without it a job naming secrets is refused (FailedPrecondition).
+	Secrets SecretChecker
+	Logger  *slog.Logger
 }
 
 func (o *JobOptions) setDefaults() {
@@ -120,6 +123,14 @@ func (s *JobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1
 	if p, ok := auth.FromContext(ctx); ok && !p.CanSee(spec.Namespace) {
 		return nil, connect.NewError(connect.CodePermissionDenied,
 			fmt.Errorf("namespace: token %q may not use namespace %q", p.Name, spec.Namespace))
+	}
+	if len(spec.Secrets) > 0 {
+		if s.opts.Secrets == nil {
+			return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("secrets: this server does not serve secrets"))
+		}
+		if err := s.opts.Secrets.Check(ctx, spec.Namespace, spec.Secrets); err != nil {
+			return nil, s.err(err)
+		}
 	}
 	j, err := s.logic.Submit(ctx, spec)
 	if err != nil {

@@ -43,6 +43,13 @@ func procedurePolicies() map[string]auth.Policy {
 		hodeiv1connect.AdminServiceListTokensProcedure:        admin,
 		hodeiv1connect.AdminServiceRevokeTokenProcedure:       {Role: auth.RoleAdmin, Action: "token.revoke"},
 		hodeiv1connect.AdminServiceListAuditProcedure:         admin,
+
+		// Secrets (secrets.go): only admins change them; a submitter may list the names
+		// of its namespaces (to name them in jobs). Values never come out of the API.
+		hodeiv1connect.SecretServiceSetSecretProcedure:        {Role: auth.RoleAdmin, Action: "secret.set"},
+		hodeiv1connect.SecretServiceListSecretsProcedure:      {Role: auth.RoleSubmitter},
+		hodeiv1connect.SecretServiceDeleteSecretProcedure:     {Role: auth.RoleAdmin, Action: "secret.delete"},
+		hodeiv1connect.SecretServiceRotateSecretsKeyProcedure: {Role: auth.RoleAdmin, Action: "secret.rotate_key"},
 	}
 }
 
@@ -86,6 +93,10 @@ func describeCall(req, res any) (target, namespace string) {
 		return m.GetToken().GetName(), ""
 	case *hodeiv1.RevokeTokenResponse:
 		return m.GetToken().GetName(), ""
+	case *hodeiv1.SetSecretResponse:
+		return m.GetSecret().GetName(), m.GetSecret().GetNamespace()
+	case *hodeiv1.DeleteSecretResponse:
+		return m.GetSecret().GetName(), m.GetSecret().GetNamespace()
 	}
 	if m, ok := req.(*hodeiv1.RequeueDeadLetterRequest); ok {
 		return strconv.FormatInt(m.GetId(), 10), ""

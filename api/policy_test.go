@@ -22,12 +22,17 @@ func TestPolicyTable(t *testing.T) {
 		"JobService/SubmitJob": auth.RoleSubmitter, "JobService/CancelJob": auth.RoleSubmitter,
 		"JobService/GetJob": auth.RoleViewer, "JobService/ListJobs": auth.RoleViewer,
 		"JobService/WatchJob": auth.RoleViewer, "JobService/StreamLogs": auth.RoleViewer,
+		"SecretService/SetSecret": auth.RoleAdmin, "SecretService/DeleteSecret": auth.RoleAdmin,
+		"SecretService/RotateSecretsKey": auth.RoleAdmin, "SecretService/ListSecrets": auth.RoleSubmitter,
 	}
 	var table strings.Builder
 	seen := 0
-	for _, svc := range []string{"JobService", "AdminService"} {
+	for _, svc := range []string{"JobService", "AdminService", "SecretService"} {
 		sd := hodeiv1.File_hodei_v1_hodei_proto.Services().ByName(protoreflect.Name(svc))
-		if sd == nil || sd.Methods().Len() < 5 {
+		if sd == nil {
+			sd = hodeiv1.File_hodei_v1_secrets_proto.Services().ByName(protoreflect.Name(svc))
+		}
+		if sd == nil || sd.Methods().Len() < 4 {
 			t.Fatalf("%s descriptor = %v", svc, sd)
 		}
 		for i := range sd.Methods().Len() {
@@ -64,7 +69,8 @@ func TestPolicyTable(t *testing.T) {
 		t.Errorf("procedurePolicies has %d entries, the services have %d procedures: remove stale ones", len(policies), seen)
 	}
 	t.Logf("procedure × role:\n%s", table.String())
-	for _, p := range []string{"SubmitJob", "CancelJob", "ResumeJob", "RequeueDeadLetter", "CreateToken", "RevokeToken"} {
+	for _, p := range []string{"SubmitJob", "CancelJob", "ResumeJob", "RequeueDeadLetter", "CreateToken", "RevokeToken",
+		"SetSecret", "DeleteSecret", "RotateSecretsKey"} {
 		found := false
 		for proc, pol := range policies {
 			if strings.HasSuffix(proc, "/"+p) && pol.Action != "" {

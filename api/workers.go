@@ -49,6 +49,11 @@ type WorkerOptions struct {
 	// Drop is a fault hook for tests: a server message for which it returns true is
 	// dropped instead of being sent on the worker's stream (as a lost message would be).
 	Drop func(workerID string, msg *hodeiv1.ServerMessage) bool
+	// Secrets decrypts the secrets a RunJob's spec names into RunJob.secret_env just
+	// before it goes on the worker's stream: the only place a value leaves the server
+	// (package secrets). Nil: a RunJob naming secrets is not sent (the delivery is
+	// retried and the job eventually fails).
+	Secrets SecretResolver
 }
 
 func (o *WorkerOptions) setDefaults() {
@@ -199,7 +204,7 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 	if j, err := w.logic.PendingRun(ctx, workerID); err != nil {
 		log.Warn("pending run lookup failed", "err", err)
 	} else if j != nil {
-		if err := w.send(stream, workerID, runJobMessage(j)); err != nil {
+		if err := w.send(ctx, stream, workerID, runJobMessage(j)); err != nil {
 			return err
 		}
 		log.Debug("re-sent pending run", "job", j.ID)
@@ -207,7 +212,7 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 	if c, err := w.logic.PendingCancel(ctx, workerID); err != nil {
 		log.Warn("pending cancel lookup failed", "err", err)
 	} else if c != nil {
-		if err := w.send(stream, workerID, cancelJobMessage(*c)); err != nil {
+		if err := w.send(ctx, stream, workerID, cancelJobMessage(*c)); err != nil {
 			return err
 		}
 		log.Debug("re-sent pending cancel", "job", c.JobID)
@@ -236,7 +241,7 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 				}
 				waiting[msg.GetMessageId()] = append(waiting[msg.GetMessageId()], m.Reply)
 			}
-			if err := w.send(stream, workerID, msg); err != nil {
+			if err := w.send(ctx, stream, workerID, msg); err != nil {
 				return err
 			}
 		case id := <-acked:
@@ -258,12 +263,40 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 const maxWaitingAcks = 1024
 
 // send puts a server message on the stream, unless the Drop fault hook takes it.
-func (w *WorkerService) send(stream *connect.BidiStream[hodeiv1.WorkerMessage, hodeiv1.ServerMessage], workerID string, msg *hodeiv1.ServerMessage) error {
+func (w *WorkerService) send(ctx context.Context, stream *connect.BidiStream[hodeiv1.WorkerMessage, hodeiv1.ServerMessage], workerID string, msg *hodeiv1.ServerMessage) error {
 	if w.opts.Drop != nil && w.opts.Drop(workerID, msg) {
 		w.log.Warn("server message dropped by a fault hook", "worker", workerID, "message_id", msg.GetMessageId())
 		return nil
 	}
+	if run := msg.GetRunJob(); run != nil && len(run.GetSpec().GetSecrets()) > 0 {
+		if err := w.withSecrets(ctx, run); err != nil {
+			// Not sent: no ack, so the sender retries (a secret set meanwhile, or a
+			// replica with the key, may deliver it). The error names secrets, never values.
+			w.log.Warn("RunJob not sent: its secrets could not be resolved", "worker", workerID,
+				"job", run.GetJobId(), "err", err)
+			return nil
+		}
+		defer func() { run.SecretEnv = nil }()
+	}
 	return stream.Send(msg)
+}
+
+// withSecrets fills run.SecretEnv with the values of the secrets its spec names.
+func (w *WorkerService) withSecrets(ctx context.Context, run *hodeiv1.RunJob) error {
+	if w.opts.Secrets == nil {
+		return errors.New("this server has no secrets (WorkerOptions.Secrets)")
+	}
+	spec := protoconv.SpecFromProto(run.GetSpec())
+	ns := spec.Namespace
+	if ns == "" {
+		ns = domain.DefaultNamespace
+	}
+	env, err := w.opts.Secrets(ctx, ns, spec.Secrets)
+	if err != nil {
+		return err
+	}
+	run.SecretEnv = env
+	return nil
 }
 
 // receive handles the worker's messages in order until the stream ends (nil on a clean

@@ -48,6 +48,9 @@ type JobSpec struct {
 	// Namespace the job belongs to (DefaultNamespace when empty); tokens see jobs of
 	// their namespaces only (package auth).
 	Namespace string `json:"namespace,omitempty"`
+	// Secrets names secrets of the job's namespace to set in its environment: only
+	// the references, never a value (see SecretRef).
+	Secrets []SecretRef `json:"secrets,omitempty"`
 	// Image is the container image the job runs in ("" runs it on a provider without
 	// images, e.g. local processes). Only container providers (docker) run images.
 	Image string `json:"image,omitempty"`

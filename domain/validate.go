@@ -112,6 +112,7 @@ func (s JobSpec) Validate() error {
 	v.name(s.Name)
 	v.body(s.Command, s.Script)
 	v.env(s.Env)
+	v.secrets(s.Secrets, s.Env)
 	if s.WorkingDir != "" {
 		v.absPath("working_dir", s.WorkingDir)
 	}

@@ -79,6 +79,13 @@ type Config struct {
 	// exist) and stores it as the admin token "bootstrap" unless a token of that name
 	// exists (so that `hodei token revoke bootstrap` sticks).
 	BootstrapTokenFile string
+	// SecretsKeyFile (--secrets-key-file, HODEI_SECRETS_KEY_FILE) holds the 32-byte
+	// key job secrets are sealed under (package secrets). Empty: secrets cannot be
+	// set or used (an error naming the flag).
+	SecretsKeyFile string
+	// SecretsOldKeyFiles (--secrets-old-key-file, repeatable) hold earlier keys: they
+	// open values until `hodei secret rotate-key` re-seals them under SecretsKeyFile.
+	SecretsOldKeyFiles []string
 	// Insecure (--insecure) lets the API listen beyond loopback without TLS and
 	// authentication; Run logs a warning on every start.
 	Insecure bool

@@ -31,6 +31,7 @@ import (
 	"github.com/hodei-jobs/hodei/provider/routing"
 	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/saga/natsq"
+	"github.com/hodei-jobs/hodei/secrets"
 	"github.com/hodei-jobs/hodei/store"
 	"github.com/hodei-jobs/hodei/store/postgres"
 	"github.com/hodei-jobs/hodei/store/sqlite"
@@ -57,6 +58,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return err
 	}
 	defer st.Close()
+	secretMgr, err := newSecrets(st, cfg)
+	if err != nil {
+		return err
+	}
 
 	// NATS.
 	natsURL := cfg.NATSURL
@@ -222,7 +227,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// Every job transition publishes a job event that wakes the streams (Notifier.Listen),
 	// so the poll is only the safety net.
 	jobAPI, err := api.NewJobService(st.Jobs(), svc, svc, api.JobOptions{
-		Notifier: notifier, PollInterval: 500 * time.Millisecond, Errors: errorCodes, Sagas: svc, Logger: logger,
+		Notifier: notifier, PollInterval: 500 * time.Millisecond, Errors: errorCodes, Sagas: svc, Secrets: secretMgr, Logger: logger,
 		WorkerProvider: func(ctx context.Context, workerID string) (string, error) {
 			w, err := st.Workers().Get(ctx, workerID)
 			if err != nil {
@@ -234,7 +239,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	workerAPI, err := api.NewWorkerAgentService(svc, hub, api.WorkerOptions{
-		Notifier: notifier, Errors: errorCodes, Logger: logger, HeartbeatInterval: cfg.Cleanup.HeartbeatInterval})
+		Notifier: notifier, Errors: errorCodes, Logger: logger, HeartbeatInterval: cfg.Cleanup.HeartbeatInterval,
+		Secrets: secretResolver(secretMgr)})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -242,6 +248,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	adminAPI, err := api.NewAdminService(svc, st.Outbox(), engine, api.AdminOptions{Errors: errorCodes,
 		Tokens: st.Tokens(), Audit: st.Audit(),
 		Replica: replica, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	secretAPI, err := api.NewSecretService(secretAdmin{secretMgr}, errorCodes, logger)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -254,6 +264,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		Jobs:    jobAPI,
 		Workers: workerAPI,
 		Admin:   adminAPI,
+		Secrets: secretAPI,
 		Ready: []api.Check{
 			{Name: "database", Check: st.Ping},
 			{Name: "nats", Check: natsReady(nc)},
@@ -382,6 +393,8 @@ func ErrorCodes() []api.ErrorCode {
 		{Err: jobs.ErrInvalidCredentials, Code: connect.CodeUnauthenticated},
 		{Err: jobs.ErrNotAssigned, Code: connect.CodePermissionDenied},
 		{Err: jobs.ErrInvalidInput, Code: connect.CodeInvalidArgument},
+		{Err: secrets.ErrNoKey, Code: connect.CodeFailedPrecondition},
+		{Err: secrets.ErrUnknownKey, Code: connect.CodeFailedPrecondition},
 	}
 }
 

@@ -96,6 +96,7 @@ running jobs are not killed.`,
 		"directory for the SQLite database, the NATS store and the workers' state (default $XDG_DATA_HOME/hodei/dev or ~/.local/share/hodei/dev)")
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	authServerFlags(cmd, &cfg)
+	secretServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
 	pf.define(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,

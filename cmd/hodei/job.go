@@ -71,6 +71,7 @@ type specFlags struct {
 	cpu         string
 	memory      string
 	pull        string
+	secrets     []string
 }
 
 func (f *specFlags) define(cmd *cobra.Command) {
@@ -92,6 +93,7 @@ func (f *specFlags) define(cmd *cobra.Command) {
 	fs.StringVar(&f.cpu, "cpu", "", "cores for the job, a decimal (0.5) or millicores (500m)")
 	fs.StringVar(&f.memory, "memory", "", "memory for the job: bytes or a quantity such as 256Mi, 1Gi, 512Ki")
 	fs.StringVar(&f.pull, "pull", "", "image pull policy: never, if-not-present (default) or always")
+	fs.StringArrayVar(&f.secrets, "secret", nil, "secret of the job's namespace in its environment: NAME (variable NAME) or NAME=ENV (repeatable; see hodei secret)")
 }
 
 // spec builds the job spec from the flags and the command line after them. It checks
@@ -116,7 +118,12 @@ func (f *specFlags) spec(args []string, stdin io.Reader) (*hodeiv1.JobSpec, erro
 	if err != nil {
 		return nil, err
 	}
+	refs, err := parseSecretRefs(f.secrets)
+	if err != nil {
+		return nil, err
+	}
 	spec := &hodeiv1.JobSpec{
+		Secrets:     refs,
 		Name:        f.name,
 		Env:         env,
 		Labels:      labels,
@@ -730,6 +737,9 @@ func writeJobText(w io.Writer, j *hodeiv1.Job) {
 	}
 	row("labels", joinKV(s.GetLabels()))
 	row("env", strings.Join(slices.Sorted(maps.Keys(s.GetEnv())), " "))
+	if refs := s.GetSecrets(); len(refs) > 0 {
+		row("secrets", formatSecretRefs(refs))
+	}
 	row("created", formatTime(j.GetCreatedAt().AsTime(), j.GetCreatedAt() != nil))
 	row("started", formatTime(j.GetStartedAt().AsTime(), j.GetStartedAt() != nil))
 	row("finished", formatTime(j.GetFinishedAt().AsTime(), j.GetFinishedAt() != nil))

@@ -53,6 +53,7 @@ func newRootCmd() *cobra.Command {
 		newWorkerCmd(),
 		newAdminCmd(),
 		newTokenCmd(),
+		newSecretCmd(),
 		newAuditCmd(),
 		newContextCmd(),
 		// Each subcommand lives in its own file: add its constructor here.

@@ -89,6 +89,7 @@ server that comes up on the same address.`,
 		"directory for the embedded NATS store and the local workers' state (default "+server.DefaultDataDir()+")")
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	authServerFlags(cmd, &cfg)
+	secretServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
 	pf.define(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,

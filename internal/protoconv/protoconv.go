@@ -40,6 +40,7 @@ func SpecFromProto(p *hodeiv1.JobSpec) domain.JobSpec {
 		Pull:        domain.PullPolicy(p.GetPull()),
 		Provider:    p.GetProvider(),
 		Selector:    CloneMap(p.GetSelector()),
+		Secrets:     secretRefsFromProto(p.GetSecrets()),
 	}
 	if sc := p.GetScript(); sc != nil {
 		s.Script = &domain.Script{Content: sc.GetContent(), Interpreter: sc.GetInterpreter()}
@@ -71,6 +72,7 @@ func SpecToProto(s domain.JobSpec) *hodeiv1.JobSpec {
 		Pull:        string(s.Pull),
 		Provider:    s.Provider,
 		Selector:    CloneMap(s.Selector),
+		Secrets:     secretRefsToProto(s.Secrets),
 	}
 	if s.Script != nil {
 		p.Script = &hodeiv1.Script{Content: s.Script.Content, Interpreter: s.Script.Interpreter}
@@ -167,4 +169,26 @@ func SagaToProto(in *saga.Info) *hodeiv1.SagaSummary {
 	return &hodeiv1.SagaSummary{Id: in.ID, Type: in.Type, State: string(in.State), CurrentStep: int32(in.CurrentStep),
 		CurrentStepName: in.CurrentStepName, Error: in.Error,
 		CreatedAt: TimeToProto(in.CreatedAt), UpdatedAt: TimeToProto(in.UpdatedAt)}
+}
+
+func secretRefsFromProto(p []*hodeiv1.SecretRef) []domain.SecretRef {
+	if len(p) == 0 {
+		return nil
+	}
+	out := make([]domain.SecretRef, len(p))
+	for i, r := range p {
+		out[i] = domain.SecretRef{Name: r.GetName(), Env: r.GetEnv()}
+	}
+	return out
+}
+
+func secretRefsToProto(s []domain.SecretRef) []*hodeiv1.SecretRef {
+	if len(s) == 0 {
+		return nil
+	}
+	out := make([]*hodeiv1.SecretRef, len(s))
+	for i, r := range s {
+		out[i] = &hodeiv1.SecretRef{Name: r.Name, Env: r.Env}
+	}
+	return out
 }

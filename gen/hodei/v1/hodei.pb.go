@@ -278,7 +278,10 @@ type JobSpec struct {
 	// Run on a provider carrying all these labels.
 	Selector map[string]string `protobuf:"bytes,23,rep,name=selector,proto3" json:"selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The namespace the job belongs to; empty: "default" (or the caller's only one).
-	Namespace     string `protobuf:"bytes,30,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Namespace string `protobuf:"bytes,30,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Secrets of the job's namespace set in its environment (names only: the values
+	// travel to the worker in RunJob.secret_env, never in a spec). Fields 40-44.
+	Secrets       []*SecretRef `protobuf:"bytes,40,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -418,6 +421,67 @@ func (x *JobSpec) GetNamespace() string {
 	return ""
 }
 
+func (x *JobSpec) GetSecrets() []*SecretRef {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+// SecretRef names a secret of the job's namespace and the environment variable that
+// holds its value in the job's process (empty env: the secret's name).
+type SecretRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Env           string                 `protobuf:"bytes,2,opt,name=env,proto3" json:"env,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretRef) Reset() {
+	*x = SecretRef{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretRef) ProtoMessage() {}
+
+func (x *SecretRef) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretRef.ProtoReflect.Descriptor instead.
+func (*SecretRef) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SecretRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretRef) GetEnv() string {
+	if x != nil {
+		return x.Env
+	}
+	return ""
+}
+
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -443,7 +507,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[3]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -455,7 +519,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[3]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -468,7 +532,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{3}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Job) GetId() string {
@@ -578,7 +642,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[4]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +654,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[4]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +667,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{4}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -622,7 +686,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[5]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +698,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[5]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +711,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{5}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -666,7 +730,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[6]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +742,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[6]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +755,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{6}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -713,7 +777,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[7]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +789,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[7]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +802,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{7}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -769,7 +833,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[8]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +845,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[8]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +858,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{8}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListJobsRequest) GetStates() []string {
@@ -835,7 +899,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[9]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +911,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[9]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +924,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{9}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -887,7 +951,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[10]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +963,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[10]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +976,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{10}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -938,7 +1002,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[11]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1014,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[11]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1027,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{11}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -982,7 +1046,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[12]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1058,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[12]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1071,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{12}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -1028,7 +1092,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[13]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1104,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[13]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1117,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{13}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -1076,7 +1140,7 @@ type StreamLogsRequest struct {
 
 func (x *StreamLogsRequest) Reset() {
 	*x = StreamLogsRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[14]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1152,7 @@ func (x *StreamLogsRequest) String() string {
 func (*StreamLogsRequest) ProtoMessage() {}
 
 func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[14]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1165,7 @@ func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLogsRequest.ProtoReflect.Descriptor instead.
 func (*StreamLogsRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{14}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StreamLogsRequest) GetId() string {
@@ -1138,7 +1202,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[15]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1214,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[15]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1227,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{15}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LogLine) GetSeq() int64 {
@@ -1203,7 +1267,7 @@ type StreamLogsResponse struct {
 
 func (x *StreamLogsResponse) Reset() {
 	*x = StreamLogsResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[16]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1279,7 @@ func (x *StreamLogsResponse) String() string {
 func (*StreamLogsResponse) ProtoMessage() {}
 
 func (x *StreamLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[16]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1292,7 @@ func (x *StreamLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLogsResponse.ProtoReflect.Descriptor instead.
 func (*StreamLogsResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{16}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StreamLogsResponse) GetLines() []*LogLine {
@@ -1251,7 +1315,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[17]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1327,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[17]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1340,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{17}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RegisterRequest) GetWorkerId() string {
@@ -1319,7 +1383,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[18]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1395,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[18]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1408,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{18}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RegisterResponse) GetWorkerId() string {
@@ -1379,7 +1443,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[19]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1455,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[19]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1468,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{19}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
@@ -1431,7 +1495,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[20]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1507,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[20]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1520,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{20}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LogBatch) GetJobId() string {
@@ -1488,7 +1552,7 @@ type JobResult struct {
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[21]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1564,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[21]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1577,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{21}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JobResult) GetJobId() string {
@@ -1569,7 +1633,7 @@ type JobStarted struct {
 
 func (x *JobStarted) Reset() {
 	*x = JobStarted{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[22]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1645,7 @@ func (x *JobStarted) String() string {
 func (*JobStarted) ProtoMessage() {}
 
 func (x *JobStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[22]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1658,7 @@ func (x *JobStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStarted.ProtoReflect.Descriptor instead.
 func (*JobStarted) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{22}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JobStarted) GetJobId() string {
@@ -1621,7 +1685,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[23]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1697,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[23]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1710,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{23}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Ack) GetMessageId() string {
@@ -1674,7 +1738,7 @@ type WorkerMessage struct {
 
 func (x *WorkerMessage) Reset() {
 	*x = WorkerMessage{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[24]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1750,7 @@ func (x *WorkerMessage) String() string {
 func (*WorkerMessage) ProtoMessage() {}
 
 func (x *WorkerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[24]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1763,7 @@ func (x *WorkerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerMessage.ProtoReflect.Descriptor instead.
 func (*WorkerMessage) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{24}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WorkerMessage) GetMessageId() string {
@@ -1796,17 +1860,21 @@ func (*WorkerMessage_Ack) isWorkerMessage_Payload() {}
 func (*WorkerMessage_Started) isWorkerMessage_Payload() {}
 
 type RunJob struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Spec          *JobSpec               `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
-	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Spec    *JobSpec               `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	Attempt int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The values of spec.secrets, decrypted by the replica holding the worker's
+	// authenticated stream just before sending; the agent sets them in the job's
+	// environment only and masks them in its logs. Fields 10-14.
+	SecretEnv     []*SecretEnv `protobuf:"bytes,10,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunJob) Reset() {
 	*x = RunJob{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[25]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1886,7 @@ func (x *RunJob) String() string {
 func (*RunJob) ProtoMessage() {}
 
 func (x *RunJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[25]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1899,7 @@ func (x *RunJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJob.ProtoReflect.Descriptor instead.
 func (*RunJob) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{25}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RunJob) GetJobId() string {
@@ -1855,6 +1923,66 @@ func (x *RunJob) GetAttempt() int32 {
 	return 0
 }
 
+func (x *RunJob) GetSecretEnv() []*SecretEnv {
+	if x != nil {
+		return x.SecretEnv
+	}
+	return nil
+}
+
+// SecretEnv is one secret value for the job's environment.
+type SecretEnv struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Env           string                 `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretEnv) Reset() {
+	*x = SecretEnv{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretEnv) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretEnv) ProtoMessage() {}
+
+func (x *SecretEnv) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretEnv.ProtoReflect.Descriptor instead.
+func (*SecretEnv) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SecretEnv) GetEnv() string {
+	if x != nil {
+		return x.Env
+	}
+	return ""
+}
+
+func (x *SecretEnv) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 type CancelJob struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	JobId  string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1867,7 +1995,7 @@ type CancelJob struct {
 
 func (x *CancelJob) Reset() {
 	*x = CancelJob{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[26]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2007,7 @@ func (x *CancelJob) String() string {
 func (*CancelJob) ProtoMessage() {}
 
 func (x *CancelJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[26]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2020,7 @@ func (x *CancelJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJob.ProtoReflect.Descriptor instead.
 func (*CancelJob) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{26}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CancelJob) GetJobId() string {
@@ -1931,7 +2059,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[27]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2071,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[27]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2084,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{27}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ServerMessage) GetMessageId() string {
@@ -2035,7 +2163,7 @@ type ResumeJobRequest struct {
 
 func (x *ResumeJobRequest) Reset() {
 	*x = ResumeJobRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[28]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2175,7 @@ func (x *ResumeJobRequest) String() string {
 func (*ResumeJobRequest) ProtoMessage() {}
 
 func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[28]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2188,7 @@ func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobRequest.ProtoReflect.Descriptor instead.
 func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{28}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResumeJobRequest) GetJobId() string {
@@ -2093,7 +2221,7 @@ type ResumeJobResponse struct {
 
 func (x *ResumeJobResponse) Reset() {
 	*x = ResumeJobResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[29]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2233,7 @@ func (x *ResumeJobResponse) String() string {
 func (*ResumeJobResponse) ProtoMessage() {}
 
 func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[29]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2246,7 @@ func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobResponse.ProtoReflect.Descriptor instead.
 func (*ResumeJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{29}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResumeJobResponse) GetJob() *Job {
@@ -2148,7 +2276,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[30]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2288,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[30]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2301,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{30}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeadLetter) GetId() int64 {
@@ -2256,7 +2384,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[31]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2396,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[31]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2409,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{31}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListDeadLettersRequest) GetLimit() int32 {
@@ -2300,7 +2428,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[32]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2312,7 +2440,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[32]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2325,7 +2453,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{32}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListDeadLettersResponse) GetMessages() []*DeadLetter {
@@ -2344,7 +2472,7 @@ type RequeueDeadLetterRequest struct {
 
 func (x *RequeueDeadLetterRequest) Reset() {
 	*x = RequeueDeadLetterRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[33]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2356,7 +2484,7 @@ func (x *RequeueDeadLetterRequest) String() string {
 func (*RequeueDeadLetterRequest) ProtoMessage() {}
 
 func (x *RequeueDeadLetterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[33]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2369,7 +2497,7 @@ func (x *RequeueDeadLetterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueDeadLetterRequest.ProtoReflect.Descriptor instead.
 func (*RequeueDeadLetterRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{33}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RequeueDeadLetterRequest) GetId() int64 {
@@ -2387,7 +2515,7 @@ type RequeueDeadLetterResponse struct {
 
 func (x *RequeueDeadLetterResponse) Reset() {
 	*x = RequeueDeadLetterResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[34]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2527,7 @@ func (x *RequeueDeadLetterResponse) String() string {
 func (*RequeueDeadLetterResponse) ProtoMessage() {}
 
 func (x *RequeueDeadLetterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[34]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2540,7 @@ func (x *RequeueDeadLetterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueDeadLetterResponse.ProtoReflect.Descriptor instead.
 func (*RequeueDeadLetterResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{34}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{36}
 }
 
 type SagaSummary struct {
@@ -2431,7 +2559,7 @@ type SagaSummary struct {
 
 func (x *SagaSummary) Reset() {
 	*x = SagaSummary{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[35]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2443,7 +2571,7 @@ func (x *SagaSummary) String() string {
 func (*SagaSummary) ProtoMessage() {}
 
 func (x *SagaSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[35]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2456,7 +2584,7 @@ func (x *SagaSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SagaSummary.ProtoReflect.Descriptor instead.
 func (*SagaSummary) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{35}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SagaSummary) GetId() string {
@@ -2524,7 +2652,7 @@ type ListJobSagasRequest struct {
 
 func (x *ListJobSagasRequest) Reset() {
 	*x = ListJobSagasRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[36]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2536,7 +2664,7 @@ func (x *ListJobSagasRequest) String() string {
 func (*ListJobSagasRequest) ProtoMessage() {}
 
 func (x *ListJobSagasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[36]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2549,7 +2677,7 @@ func (x *ListJobSagasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobSagasRequest.ProtoReflect.Descriptor instead.
 func (*ListJobSagasRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{36}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListJobSagasRequest) GetJobId() string {
@@ -2569,7 +2697,7 @@ type ListJobSagasResponse struct {
 
 func (x *ListJobSagasResponse) Reset() {
 	*x = ListJobSagasResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[37]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2709,7 @@ func (x *ListJobSagasResponse) String() string {
 func (*ListJobSagasResponse) ProtoMessage() {}
 
 func (x *ListJobSagasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[37]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2722,7 @@ func (x *ListJobSagasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobSagasResponse.ProtoReflect.Descriptor instead.
 func (*ListJobSagasResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{37}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListJobSagasResponse) GetSagas() []*SagaSummary {
@@ -2628,7 +2756,7 @@ type SagaEvent struct {
 
 func (x *SagaEvent) Reset() {
 	*x = SagaEvent{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[38]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2640,7 +2768,7 @@ func (x *SagaEvent) String() string {
 func (*SagaEvent) ProtoMessage() {}
 
 func (x *SagaEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[38]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2653,7 +2781,7 @@ func (x *SagaEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SagaEvent.ProtoReflect.Descriptor instead.
 func (*SagaEvent) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{38}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SagaEvent) GetSeq() int64 {
@@ -2723,7 +2851,7 @@ type GetSagaHistoryRequest struct {
 
 func (x *GetSagaHistoryRequest) Reset() {
 	*x = GetSagaHistoryRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[39]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2735,7 +2863,7 @@ func (x *GetSagaHistoryRequest) String() string {
 func (*GetSagaHistoryRequest) ProtoMessage() {}
 
 func (x *GetSagaHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[39]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2748,7 +2876,7 @@ func (x *GetSagaHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSagaHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetSagaHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{39}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetSagaHistoryRequest) GetSagaId() string {
@@ -2782,7 +2910,7 @@ type GetSagaHistoryResponse struct {
 
 func (x *GetSagaHistoryResponse) Reset() {
 	*x = GetSagaHistoryResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[40]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2794,7 +2922,7 @@ func (x *GetSagaHistoryResponse) String() string {
 func (*GetSagaHistoryResponse) ProtoMessage() {}
 
 func (x *GetSagaHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[40]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2807,7 +2935,7 @@ func (x *GetSagaHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSagaHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetSagaHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{40}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetSagaHistoryResponse) GetSaga() *SagaSummary {
@@ -2863,7 +2991,7 @@ type ApiToken struct {
 
 func (x *ApiToken) Reset() {
 	*x = ApiToken{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[41]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2875,7 +3003,7 @@ func (x *ApiToken) String() string {
 func (*ApiToken) ProtoMessage() {}
 
 func (x *ApiToken) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[41]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2888,7 +3016,7 @@ func (x *ApiToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiToken.ProtoReflect.Descriptor instead.
 func (*ApiToken) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{41}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ApiToken) GetName() string {
@@ -2946,7 +3074,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[42]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2958,7 +3086,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[42]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2971,7 +3099,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{42}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -3013,7 +3141,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[43]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3153,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[43]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3166,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{43}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateTokenResponse) GetToken() *ApiToken {
@@ -3063,7 +3191,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[44]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3203,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[44]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3216,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{44}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{46}
 }
 
 type ListTokensResponse struct {
@@ -3100,7 +3228,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[45]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3112,7 +3240,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[45]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3125,7 +3253,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{45}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListTokensResponse) GetTokens() []*ApiToken {
@@ -3144,7 +3272,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[46]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3156,7 +3284,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[46]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3169,7 +3297,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{46}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RevokeTokenRequest) GetName() string {
@@ -3188,7 +3316,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[47]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3200,7 +3328,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[47]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3213,7 +3341,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{47}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RevokeTokenResponse) GetToken() *ApiToken {
@@ -3247,7 +3375,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[48]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3259,7 +3387,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[48]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3272,7 +3400,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{48}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *AuditRecord) GetId() int64 {
@@ -3358,7 +3486,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[49]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3370,7 +3498,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[49]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3383,7 +3511,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{49}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -3417,7 +3545,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_hodei_v1_hodei_proto_msgTypes[50]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3429,7 +3557,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_hodei_proto_msgTypes[50]
+	mi := &file_hodei_v1_hodei_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3442,7 +3570,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{50}
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -3463,7 +3591,7 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\tResources\x12\x1d\n" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12!\n" +
-	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\xdf\x05\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\"\x8e\x06\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12(\n" +
@@ -3481,7 +3609,8 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x04pull\x18\x15 \x01(\tR\x04pull\x12\x1a\n" +
 	"\bprovider\x18\x16 \x01(\tR\bprovider\x12;\n" +
 	"\bselector\x18\x17 \x03(\v2\x1f.hodei.v1.JobSpec.SelectorEntryR\bselector\x12\x1c\n" +
-	"\tnamespace\x18\x1e \x01(\tR\tnamespace\x1a6\n" +
+	"\tnamespace\x18\x1e \x01(\tR\tnamespace\x12-\n" +
+	"\asecrets\x18( \x03(\v2\x13.hodei.v1.SecretRefR\asecrets\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -3490,7 +3619,10 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
+	"\tSecretRef\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03env\x18\x02 \x01(\tR\x03env\"\x98\x04\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -3596,11 +3728,17 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x06result\x18\x04 \x01(\v2\x13.hodei.v1.JobResultH\x00R\x06result\x12!\n" +
 	"\x03ack\x18\x05 \x01(\v2\r.hodei.v1.AckH\x00R\x03ack\x120\n" +
 	"\astarted\x18\x06 \x01(\v2\x14.hodei.v1.JobStartedH\x00R\astartedB\t\n" +
-	"\apayload\"`\n" +
+	"\apayload\"\x94\x01\n" +
 	"\x06RunJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\x05R\aattempt\"x\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x122\n" +
+	"\n" +
+	"secret_env\x18\n" +
+	" \x03(\v2\x13.hodei.v1.SecretEnvR\tsecretEnv\"3\n" +
+	"\tSecretEnv\x12\x10\n" +
+	"\x03env\x18\x01 \x01(\tR\x03env\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"x\n" +
 	"\tCancelJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12<\n" +
@@ -3781,167 +3919,171 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_hodei_v1_hodei_proto_goTypes = []any{
 	(JobState)(0),                     // 0: hodei.v1.JobState
 	(LogStream)(0),                    // 1: hodei.v1.LogStream
 	(*Script)(nil),                    // 2: hodei.v1.Script
 	(*Resources)(nil),                 // 3: hodei.v1.Resources
 	(*JobSpec)(nil),                   // 4: hodei.v1.JobSpec
-	(*Job)(nil),                       // 5: hodei.v1.Job
-	(*SubmitJobRequest)(nil),          // 6: hodei.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),         // 7: hodei.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),             // 8: hodei.v1.GetJobRequest
-	(*GetJobResponse)(nil),            // 9: hodei.v1.GetJobResponse
-	(*ListJobsRequest)(nil),           // 10: hodei.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),          // 11: hodei.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),          // 12: hodei.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),         // 13: hodei.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),           // 14: hodei.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),          // 15: hodei.v1.WatchJobResponse
-	(*StreamLogsRequest)(nil),         // 16: hodei.v1.StreamLogsRequest
-	(*LogLine)(nil),                   // 17: hodei.v1.LogLine
-	(*StreamLogsResponse)(nil),        // 18: hodei.v1.StreamLogsResponse
-	(*RegisterRequest)(nil),           // 19: hodei.v1.RegisterRequest
-	(*RegisterResponse)(nil),          // 20: hodei.v1.RegisterResponse
-	(*Heartbeat)(nil),                 // 21: hodei.v1.Heartbeat
-	(*LogBatch)(nil),                  // 22: hodei.v1.LogBatch
-	(*JobResult)(nil),                 // 23: hodei.v1.JobResult
-	(*JobStarted)(nil),                // 24: hodei.v1.JobStarted
-	(*Ack)(nil),                       // 25: hodei.v1.Ack
-	(*WorkerMessage)(nil),             // 26: hodei.v1.WorkerMessage
-	(*RunJob)(nil),                    // 27: hodei.v1.RunJob
-	(*CancelJob)(nil),                 // 28: hodei.v1.CancelJob
-	(*ServerMessage)(nil),             // 29: hodei.v1.ServerMessage
-	(*ResumeJobRequest)(nil),          // 30: hodei.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),         // 31: hodei.v1.ResumeJobResponse
-	(*DeadLetter)(nil),                // 32: hodei.v1.DeadLetter
-	(*ListDeadLettersRequest)(nil),    // 33: hodei.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),   // 34: hodei.v1.ListDeadLettersResponse
-	(*RequeueDeadLetterRequest)(nil),  // 35: hodei.v1.RequeueDeadLetterRequest
-	(*RequeueDeadLetterResponse)(nil), // 36: hodei.v1.RequeueDeadLetterResponse
-	(*SagaSummary)(nil),               // 37: hodei.v1.SagaSummary
-	(*ListJobSagasRequest)(nil),       // 38: hodei.v1.ListJobSagasRequest
-	(*ListJobSagasResponse)(nil),      // 39: hodei.v1.ListJobSagasResponse
-	(*SagaEvent)(nil),                 // 40: hodei.v1.SagaEvent
-	(*GetSagaHistoryRequest)(nil),     // 41: hodei.v1.GetSagaHistoryRequest
-	(*GetSagaHistoryResponse)(nil),    // 42: hodei.v1.GetSagaHistoryResponse
-	(*ApiToken)(nil),                  // 43: hodei.v1.ApiToken
-	(*CreateTokenRequest)(nil),        // 44: hodei.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),       // 45: hodei.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),         // 46: hodei.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),        // 47: hodei.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),        // 48: hodei.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),       // 49: hodei.v1.RevokeTokenResponse
-	(*AuditRecord)(nil),               // 50: hodei.v1.AuditRecord
-	(*ListAuditRequest)(nil),          // 51: hodei.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),         // 52: hodei.v1.ListAuditResponse
-	nil,                               // 53: hodei.v1.JobSpec.EnvEntry
-	nil,                               // 54: hodei.v1.JobSpec.LabelsEntry
-	nil,                               // 55: hodei.v1.JobSpec.SelectorEntry
-	nil,                               // 56: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),       // 57: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 58: google.protobuf.Timestamp
+	(*SecretRef)(nil),                 // 5: hodei.v1.SecretRef
+	(*Job)(nil),                       // 6: hodei.v1.Job
+	(*SubmitJobRequest)(nil),          // 7: hodei.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),         // 8: hodei.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),             // 9: hodei.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 10: hodei.v1.GetJobResponse
+	(*ListJobsRequest)(nil),           // 11: hodei.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 12: hodei.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),          // 13: hodei.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),         // 14: hodei.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),           // 15: hodei.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),          // 16: hodei.v1.WatchJobResponse
+	(*StreamLogsRequest)(nil),         // 17: hodei.v1.StreamLogsRequest
+	(*LogLine)(nil),                   // 18: hodei.v1.LogLine
+	(*StreamLogsResponse)(nil),        // 19: hodei.v1.StreamLogsResponse
+	(*RegisterRequest)(nil),           // 20: hodei.v1.RegisterRequest
+	(*RegisterResponse)(nil),          // 21: hodei.v1.RegisterResponse
+	(*Heartbeat)(nil),                 // 22: hodei.v1.Heartbeat
+	(*LogBatch)(nil),                  // 23: hodei.v1.LogBatch
+	(*JobResult)(nil),                 // 24: hodei.v1.JobResult
+	(*JobStarted)(nil),                // 25: hodei.v1.JobStarted
+	(*Ack)(nil),                       // 26: hodei.v1.Ack
+	(*WorkerMessage)(nil),             // 27: hodei.v1.WorkerMessage
+	(*RunJob)(nil),                    // 28: hodei.v1.RunJob
+	(*SecretEnv)(nil),                 // 29: hodei.v1.SecretEnv
+	(*CancelJob)(nil),                 // 30: hodei.v1.CancelJob
+	(*ServerMessage)(nil),             // 31: hodei.v1.ServerMessage
+	(*ResumeJobRequest)(nil),          // 32: hodei.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),         // 33: hodei.v1.ResumeJobResponse
+	(*DeadLetter)(nil),                // 34: hodei.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),    // 35: hodei.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 36: hodei.v1.ListDeadLettersResponse
+	(*RequeueDeadLetterRequest)(nil),  // 37: hodei.v1.RequeueDeadLetterRequest
+	(*RequeueDeadLetterResponse)(nil), // 38: hodei.v1.RequeueDeadLetterResponse
+	(*SagaSummary)(nil),               // 39: hodei.v1.SagaSummary
+	(*ListJobSagasRequest)(nil),       // 40: hodei.v1.ListJobSagasRequest
+	(*ListJobSagasResponse)(nil),      // 41: hodei.v1.ListJobSagasResponse
+	(*SagaEvent)(nil),                 // 42: hodei.v1.SagaEvent
+	(*GetSagaHistoryRequest)(nil),     // 43: hodei.v1.GetSagaHistoryRequest
+	(*GetSagaHistoryResponse)(nil),    // 44: hodei.v1.GetSagaHistoryResponse
+	(*ApiToken)(nil),                  // 45: hodei.v1.ApiToken
+	(*CreateTokenRequest)(nil),        // 46: hodei.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),       // 47: hodei.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),         // 48: hodei.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),        // 49: hodei.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),        // 50: hodei.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),       // 51: hodei.v1.RevokeTokenResponse
+	(*AuditRecord)(nil),               // 52: hodei.v1.AuditRecord
+	(*ListAuditRequest)(nil),          // 53: hodei.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),         // 54: hodei.v1.ListAuditResponse
+	nil,                               // 55: hodei.v1.JobSpec.EnvEntry
+	nil,                               // 56: hodei.v1.JobSpec.LabelsEntry
+	nil,                               // 57: hodei.v1.JobSpec.SelectorEntry
+	nil,                               // 58: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),       // 59: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 60: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
-	53, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	55, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	54, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	57, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
-	55, // 5: hodei.v1.JobSpec.selector:type_name -> hodei.v1.JobSpec.SelectorEntry
-	4,  // 6: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	58, // 7: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	58, // 8: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	58, // 9: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	58, // 10: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	4,  // 11: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
-	5,  // 12: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
-	5,  // 13: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
-	37, // 14: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
-	56, // 15: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
-	5,  // 16: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
-	5,  // 17: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
-	5,  // 18: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
-	1,  // 19: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	58, // 20: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	17, // 21: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	57, // 22: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	58, // 23: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	17, // 24: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	58, // 25: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	58, // 26: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	58, // 27: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
-	21, // 28: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
-	22, // 29: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
-	23, // 30: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
-	25, // 31: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
-	24, // 32: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
-	4,  // 33: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	57, // 34: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
-	27, // 35: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
-	28, // 36: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
-	25, // 37: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
-	5,  // 38: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
-	58, // 39: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	58, // 40: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
-	32, // 41: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
-	58, // 42: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
-	58, // 43: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
-	37, // 44: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
-	58, // 45: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
-	37, // 46: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
-	58, // 47: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
-	40, // 48: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
-	58, // 49: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
-	58, // 50: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
-	58, // 51: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
-	57, // 52: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
-	43, // 53: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
-	43, // 54: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
-	43, // 55: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
-	58, // 56: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	58, // 57: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	50, // 58: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
-	6,  // 59: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	8,  // 60: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	10, // 61: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	12, // 62: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	14, // 63: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	16, // 64: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	19, // 65: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	26, // 66: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	30, // 67: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
-	33, // 68: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	35, // 69: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
-	38, // 70: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
-	41, // 71: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
-	44, // 72: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
-	46, // 73: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
-	48, // 74: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
-	51, // 75: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
-	7,  // 76: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	9,  // 77: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	11, // 78: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	13, // 79: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	15, // 80: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	18, // 81: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	20, // 82: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	29, // 83: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	31, // 84: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
-	34, // 85: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	36, // 86: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
-	39, // 87: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
-	42, // 88: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
-	45, // 89: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
-	47, // 90: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
-	49, // 91: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
-	52, // 92: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
-	76, // [76:93] is the sub-list for method output_type
-	59, // [59:76] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	56, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	59, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	57, // 5: hodei.v1.JobSpec.selector:type_name -> hodei.v1.JobSpec.SelectorEntry
+	5,  // 6: hodei.v1.JobSpec.secrets:type_name -> hodei.v1.SecretRef
+	4,  // 7: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
+	60, // 8: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	60, // 9: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	60, // 10: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	60, // 11: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	4,  // 12: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
+	6,  // 13: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
+	6,  // 14: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
+	39, // 15: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
+	58, // 16: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	6,  // 17: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
+	6,  // 18: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
+	6,  // 19: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
+	1,  // 20: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	60, // 21: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	18, // 22: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
+	59, // 23: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	60, // 24: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	18, // 25: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
+	60, // 26: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	60, // 27: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	60, // 28: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	22, // 29: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
+	23, // 30: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
+	24, // 31: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
+	26, // 32: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
+	25, // 33: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
+	4,  // 34: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	29, // 35: hodei.v1.RunJob.secret_env:type_name -> hodei.v1.SecretEnv
+	59, // 36: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	28, // 37: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
+	30, // 38: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
+	26, // 39: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
+	6,  // 40: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
+	60, // 41: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	60, // 42: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	34, // 43: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
+	60, // 44: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	60, // 45: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	39, // 46: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
+	60, // 47: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
+	39, // 48: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
+	60, // 49: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
+	42, // 50: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
+	60, // 51: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	60, // 52: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	60, // 53: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
+	59, // 54: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
+	45, // 55: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
+	45, // 56: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
+	45, // 57: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
+	60, // 58: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	60, // 59: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	52, // 60: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
+	7,  // 61: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	9,  // 62: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	11, // 63: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	13, // 64: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	15, // 65: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	17, // 66: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
+	20, // 67: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	27, // 68: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	32, // 69: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	35, // 70: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	37, // 71: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	40, // 72: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	43, // 73: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
+	46, // 74: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
+	48, // 75: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
+	50, // 76: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
+	53, // 77: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
+	8,  // 78: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	10, // 79: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	12, // 80: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	14, // 81: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	16, // 82: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	19, // 83: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	21, // 84: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	31, // 85: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	33, // 86: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	36, // 87: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	38, // 88: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	41, // 89: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	44, // 90: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
+	47, // 91: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
+	49, // 92: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
+	51, // 93: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
+	54, // 94: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
+	78, // [78:95] is the sub-list for method output_type
+	61, // [61:78] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_hodei_proto_init() }
@@ -3949,15 +4091,15 @@ func file_hodei_v1_hodei_proto_init() {
 	if File_hodei_v1_hodei_proto != nil {
 		return
 	}
-	file_hodei_v1_hodei_proto_msgTypes[3].OneofWrappers = []any{}
-	file_hodei_v1_hodei_proto_msgTypes[24].OneofWrappers = []any{
+	file_hodei_v1_hodei_proto_msgTypes[4].OneofWrappers = []any{}
+	file_hodei_v1_hodei_proto_msgTypes[25].OneofWrappers = []any{
 		(*WorkerMessage_Heartbeat)(nil),
 		(*WorkerMessage_Logs)(nil),
 		(*WorkerMessage_Result)(nil),
 		(*WorkerMessage_Ack)(nil),
 		(*WorkerMessage_Started)(nil),
 	}
-	file_hodei_v1_hodei_proto_msgTypes[27].OneofWrappers = []any{
+	file_hodei_v1_hodei_proto_msgTypes[29].OneofWrappers = []any{
 		(*ServerMessage_RunJob)(nil),
 		(*ServerMessage_Cancel)(nil),
 		(*ServerMessage_Ack)(nil),
@@ -3968,7 +4110,7 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   55,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

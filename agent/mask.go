@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"bytes"
+	"io"
+	"slices"
+)
+
+// Mask replaces a secret value in job output.
+const Mask = "***"
+
+// masker replaces every secret value in a byte stream by Mask, also a value that
+// arrives split across writes (reads): it holds back the end of the output that could
+// still be the beginning of a value (a carry-over buffer, the way GitHub Actions masks
+// secrets) until the next bytes decide it, or the stream ends. One masker per stream;
+// not safe for concurrent use.
+type masker struct {
+	values  [][]byte // longest first, so that a value containing another wins
+	pending []byte   // held back: a proper prefix of some value
+}
+
+func newMasker(values []string) *masker {
+	m := &masker{}
+	for _, v := range values {
+		if v != "" {
+			m.values = append(m.values, []byte(v))
+		}
+	}
+	slices.SortFunc(m.values, func(a, b []byte) int { return len(b) - len(a) })
+	return m
+}
+
+// write masks p (after what is held back) and returns what can be released now.
+func (m *masker) write(p []byte) []byte { return m.mask(p, false) }
+
+// mask masks p after what is held back; at the end (final) nothing is held back.
+func (m *masker) mask(p []byte, final bool) []byte {
+	if len(m.values) == 0 {
+		return p
+	}
+	buf := append(m.pending, p...)
+	m.pending = nil
+	var out []byte
+	i := 0
+scan:
+	for i < len(buf) {
+		rest := buf[i:]
+		// Longest first: a longer value that the next bytes may still complete
+		// wins over a shorter one complete here.
+		for _, v := range m.values {
+			if bytes.HasPrefix(rest, v) {
+				out = append(out, Mask...)
+				i += len(v)
+				continue scan
+			}
+			if !final && len(rest) < len(v) && bytes.HasPrefix(v, rest) {
+				m.pending = append([]byte(nil), rest...)
+				break scan
+			}
+		}
+		out = append(out, buf[i])
+		i++
+	}
+	return out
+}
+
+// flush releases what is held back at the end of the stream, masking the whole
+// values in it (the rest is only the start of a value, shown as written).
+func (m *masker) flush() []byte { return m.mask(nil, true) }
+
+// maskReader reads r through a masker.
+type maskReader struct {
+	r    io.Reader
+	m    *masker
+	out  []byte
+	buf  []byte
+	done bool
+	err  error
+}
+
+func newMaskReader(r io.Reader, values []string) io.Reader {
+	m := newMasker(values)
+	if len(m.values) == 0 {
+		return r
+	}
+	return &maskReader{r: r, m: m}
+}
+
+func (mr *maskReader) Read(p []byte) (int, error) {
+	if mr.buf == nil {
+		mr.buf = make([]byte, 32<<10)
+	}
+	for len(mr.out) == 0 {
+		if mr.done {
+			return 0, mr.err
+		}
+		n, err := mr.r.Read(mr.buf)
+		mr.out = append(mr.out, mr.m.write(mr.buf[:n])...)
+		if err != nil {
+			mr.out = append(mr.out, mr.m.flush()...)
+			mr.done, mr.err = true, err
+		}
+	}
+	n := copy(p, mr.out)
+	mr.out = mr.out[n:]
+	return n, nil
+}
+
+// validEnvName reports whether name is [A-Za-z_][A-Za-z0-9_]*.
+func validEnvName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c == '_' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || i > 0 && '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}

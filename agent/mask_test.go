@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"io"
+	"strings"
+	"testing"
+)
+
+// maskAll feeds the writes one by one through a masker and returns everything released.
+func maskAll(values []string, writes ...string) string {
+	m := newMasker(values)
+	var out bytes.Buffer
+	for _, w := range writes {
+		out.Write(m.write([]byte(w)))
+	}
+	out.Write(m.flush())
+	return out.String()
+}
+
+func TestMaskerSplitAcrossWrites(t *testing.T) {
+	const s = "hunter2-S3cr3t"
+	for _, tc := range []struct {
+		name   string
+		values []string
+		writes []string
+		want   string
+	}{
+		{"whole", []string{s}, []string{"token=" + s + "\n"}, "token=***\n"},
+		{"split in two", []string{s}, []string{"token=hunter2-", "S3cr3t\n"}, "token=***\n"},
+		{"one byte at a time", []string{s}, strings.Split("a "+s+" b "+s, ""), "a *** b ***"},
+		{"split then not a value", []string{s}, []string{"hunter2-", "x\n"}, "hunter2-x\n"},
+		{"prefix at the end", []string{s}, []string{"ends with hunter"}, "ends with hunter"},
+		{"twice in a row", []string{s}, []string{s + s}, "******"},
+		{"longest wins", []string{"abc", "abcdef"}, []string{"xabcd", "efy abc"}, "x***y ***"},
+		{"inner value", []string{"abcd", "bc"}, []string{"ab", "cx"}, "a***x"},
+		{"no values", nil, []string{"plain ", "text"}, "plain text"},
+		{"multi-line value", []string{"line1\nline2"}, []string{"a line1\n", "line2 b"}, "a *** b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := maskAll(tc.values, tc.writes...); got != tc.want {
+				t.Fatalf("masked %q = %q, want %q", tc.writes, got, tc.want)
+			}
+		})
+	}
+}
+
+// chunkReader returns its chunks one per Read, like a pipe written in pieces.
+type chunkReader struct{ chunks []string }
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	c.chunks[0] = c.chunks[0][n:]
+	if c.chunks[0] == "" {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+func TestMaskReaderSplitReads(t *testing.T) {
+	r := newMaskReader(&chunkReader{chunks: []string{"a=S3", "CRET-val", "ue\nS3CRET-value tail S3"}}, []string{"S3CRET-value"})
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), "a=***\n*** tail S3"; got != want {
+		t.Fatalf("read %q, want %q", got, want)
+	}
+}
+
+// TestExecSecretEnvAndMasking runs a real job that sees its secret in its
+// environment and prints it whole and in two writes with a pause between them:
+// every line shows *** instead, and the job's own hash shows it got the value.
+func TestExecSecretEnvAndMasking(t *testing.T) {
+	const value = "p4ss-W0rd-xyz"
+	script := `printf 'whole=%s\n' "$MY_SECRET"
+printf 'split=%s' "${MY_SECRET%????}"; sleep 0.2; printf '%s\n' "${MY_SECRET#${MY_SECRET%????}}"
+printf '%s' "$MY_SECRET" | sha256sum | cut -d' ' -f1
+printf 'err=%s\n' "$MY_SECRET" >&2
+env | grep -c p4ss-W0rd || true`
+	res, c := run(t, &hodeiv1.JobSpec{Script: &hodeiv1.Script{Content: script}},
+		execOptions{Secrets: map[string]string{"MY_SECRET": value}})
+	if res.ExitCode != 0 {
+		t.Fatalf("exit %d: %s; lines %q", res.ExitCode, res.Err, c.lines(0))
+	}
+	sum := sha256.Sum256([]byte(value))
+	out := c.lines(stdout)
+	want := []string{"whole=***", "split=***", hex.EncodeToString(sum[:]), "1"}
+	if strings.Join(out, "|") != strings.Join(want, "|") {
+		t.Fatalf("stdout = %q, want %q", out, want)
+	}
+	if got := c.lines(stderr); len(got) != 1 || got[0] != "err=***" {
+		t.Fatalf("stderr = %q", got)
+	}
+	for _, l := range c.all() {
+		if strings.Contains(l.Line, "p4ss") {
+			t.Fatalf("line %q holds the secret", l.Line)
+		}
+	}
+}
