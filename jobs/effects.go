@@ -85,7 +85,7 @@ func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName
 		}
 	}
 	spec := provider.WorkerSpec{WorkerID: workerID, OneTimePassword: otp, ServerURL: s.cfg.ServerURL,
-		JobID: jobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": jobID}}
+		CACertPEM: s.cfg.WorkerCACertPEM, JobID: jobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": jobID}}
 	if err := p.Create(ctx, spec); err != nil {
 		return Outcome{}, command.Transient(fmt.Errorf("jobs: create worker %s with provider %s: %w", workerID, providerName, err))
 	}

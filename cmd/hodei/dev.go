@@ -92,6 +92,7 @@ running jobs are not killed.`,
 		"directory for the SQLite database, the NATS store and the workers' state (default $XDG_DATA_HOME/hodei/dev or ~/.local/share/hodei/dev)")
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	authServerFlags(cmd, &cfg)
+	tlsServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
@@ -123,6 +124,9 @@ func printDevBanner(w io.Writer, url, dataDir string, authOn bool) {
 	security := "authentication off and no TLS: fine on loopback, where only this machine can connect (hodei server refuses other addresses without them)"
 	if authOn {
 		security = "authentication on (--auth): every call needs a token (hodei token create, --token); no TLS"
+	}
+	if strings.HasPrefix(url, "https://") {
+		security = strings.Replace(security, "no TLS", "TLS on (clients: --ca-cert)", 1)
 	}
 	// One write, so that a reader of the first line does not race the rest.
 	fmt.Fprintf(w, "hodei dev listening on %s\n"+

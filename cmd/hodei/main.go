@@ -42,6 +42,7 @@ func newRootCmd() *cobra.Command {
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return applyEnvDefaults(cmd) },
 	}
 	clientFlags(root)
+	tlsClientFlags(root)
 	root.AddCommand(
 		newVersionCmd(),
 		newMigrateCmd(),

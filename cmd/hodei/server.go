@@ -85,6 +85,7 @@ server that comes up on the same address.`,
 		"directory for the embedded NATS store and the local workers' state (default "+server.DefaultDataDir()+")")
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	authServerFlags(cmd, &cfg)
+	tlsServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
