@@ -43,6 +43,8 @@ func procedurePolicies() map[string]auth.Policy {
 		hodeiv1connect.AdminServiceListTokensProcedure:        admin,
 		hodeiv1connect.AdminServiceRevokeTokenProcedure:       {Role: auth.RoleAdmin, Action: "token.revoke"},
 		hodeiv1connect.AdminServiceListAuditProcedure:         admin,
+		hodeiv1connect.AdminServiceSetNamespaceProcedure:      {Role: auth.RoleAdmin, Action: "namespace.set"},
+		hodeiv1connect.AdminServiceListNamespacesProcedure:    admin,
 	}
 }
 
@@ -86,6 +88,8 @@ func describeCall(req, res any) (target, namespace string) {
 		return m.GetToken().GetName(), ""
 	case *hodeiv1.RevokeTokenResponse:
 		return m.GetToken().GetName(), ""
+	case *hodeiv1.SetNamespaceResponse:
+		return m.GetNamespace().GetName(), m.GetNamespace().GetName()
 	}
 	if m, ok := req.(*hodeiv1.RequeueDeadLetterRequest); ok {
 		return strconv.FormatInt(m.GetId(), 10), ""

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -90,11 +91,31 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 		if free <= 0 {
 			return nil
 		}
-		pending, err := sched.ClaimPending(ctx, free)
+		// Namespaces at their limit on running jobs are left out; the others' jobs
+		// start up to their headroom (a batch may claim more of one namespace than it
+		// may start: those stay PENDING, and the next round leaves the namespace out).
+		headroom, err := sched.NamespaceHeadroom(ctx)
+		if err != nil {
+			return err
+		}
+		var full []string
+		for ns, n := range headroom {
+			if n <= 0 {
+				full = append(full, ns)
+			}
+		}
+		slices.Sort(full)
+		pending, err := sched.ClaimPendingExcept(ctx, free, full)
 		if err != nil {
 			return err
 		}
 		for _, j := range pending {
+			if n, limited := headroom[j.NamespaceOf()]; limited {
+				if n <= 0 {
+					continue
+				}
+				headroom[j.NamespaceOf()] = n - 1
+			}
 			if err := s.reserve(ctx, j); err != nil {
 				return fmt.Errorf("job %s: %w", j.ID, err)
 			}

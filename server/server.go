@@ -208,7 +208,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	replica := replicaStatus(elector)
 	adminAPI, err := api.NewAdminService(svc, st.Outbox(), engine, api.AdminOptions{Errors: errorCodes,
-		Tokens: st.Tokens(), Audit: st.Audit(),
+		Tokens: st.Tokens(), Audit: st.Audit(), Namespaces: st.Namespaces(),
 		Replica: replica, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)

@@ -76,6 +76,8 @@ type Store interface {
 	// API tokens and the audit trail (store/auth.go).
 	Tokens() TokenStore
 	Audit() AuditStore
+	// Namespace limits (store/namespace.go).
+	Namespaces() NamespaceStore
 
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error

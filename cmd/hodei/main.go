@@ -56,6 +56,7 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd(),
 		newAuditCmd(),
 		newContextCmd(),
+		newNamespaceCmd(),
 		// Each subcommand lives in its own file: add its constructor here.
 	)
 	return root

@@ -3406,6 +3406,257 @@ func (x *ListAuditResponse) GetRecords() []*AuditRecord {
 	return nil
 }
 
+// A namespace's settings and its jobs that hold a worker now.
+type Namespace struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Most jobs of the namespace in PROVISIONING, ASSIGNED or RUNNING at once; the
+	// scheduler leaves the others PENDING. 0: no limit.
+	MaxRunning int32 `protobuf:"varint,2,opt,name=max_running,json=maxRunning,proto3" json:"max_running,omitempty"`
+	// Jobs of the namespace in PROVISIONING, ASSIGNED or RUNNING now.
+	Running int32 `protobuf:"varint,3,opt,name=running,proto3" json:"running,omitempty"`
+	// Jobs of the namespace in PENDING now.
+	Pending       int32 `protobuf:"varint,4,opt,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Namespace) Reset() {
+	*x = Namespace{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Namespace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Namespace) ProtoMessage() {}
+
+func (x *Namespace) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Namespace.ProtoReflect.Descriptor instead.
+func (*Namespace) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *Namespace) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Namespace) GetMaxRunning() int32 {
+	if x != nil {
+		return x.MaxRunning
+	}
+	return 0
+}
+
+func (x *Namespace) GetRunning() int32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *Namespace) GetPending() int32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+type SetNamespaceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// 0 removes the limit.
+	MaxRunning    int32 `protobuf:"varint,2,opt,name=max_running,json=maxRunning,proto3" json:"max_running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNamespaceRequest) Reset() {
+	*x = SetNamespaceRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNamespaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNamespaceRequest) ProtoMessage() {}
+
+func (x *SetNamespaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNamespaceRequest.ProtoReflect.Descriptor instead.
+func (*SetNamespaceRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *SetNamespaceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetNamespaceRequest) GetMaxRunning() int32 {
+	if x != nil {
+		return x.MaxRunning
+	}
+	return 0
+}
+
+type SetNamespaceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     *Namespace             `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNamespaceResponse) Reset() {
+	*x = SetNamespaceResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNamespaceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNamespaceResponse) ProtoMessage() {}
+
+func (x *SetNamespaceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNamespaceResponse.ProtoReflect.Descriptor instead.
+func (*SetNamespaceResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *SetNamespaceResponse) GetNamespace() *Namespace {
+	if x != nil {
+		return x.Namespace
+	}
+	return nil
+}
+
+type ListNamespacesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNamespacesRequest) Reset() {
+	*x = ListNamespacesRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNamespacesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNamespacesRequest) ProtoMessage() {}
+
+func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNamespacesRequest.ProtoReflect.Descriptor instead.
+func (*ListNamespacesRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{54}
+}
+
+type ListNamespacesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// By name.
+	Namespaces    []*Namespace `protobuf:"bytes,1,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNamespacesResponse) Reset() {
+	*x = ListNamespacesResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNamespacesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNamespacesResponse) ProtoMessage() {}
+
+func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNamespacesResponse.ProtoReflect.Descriptor instead.
+func (*ListNamespacesResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ListNamespacesResponse) GetNamespaces() []*Namespace {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
 var File_hodei_v1_hodei_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_hodei_proto_rawDesc = "" +
@@ -3672,7 +3923,24 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\"D\n" +
 	"\x11ListAuditResponse\x12/\n" +
-	"\arecords\x18\x01 \x03(\v2\x15.hodei.v1.AuditRecordR\arecords*\xae\x02\n" +
+	"\arecords\x18\x01 \x03(\v2\x15.hodei.v1.AuditRecordR\arecords\"t\n" +
+	"\tNamespace\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vmax_running\x18\x02 \x01(\x05R\n" +
+	"maxRunning\x12\x18\n" +
+	"\arunning\x18\x03 \x01(\x05R\arunning\x12\x18\n" +
+	"\apending\x18\x04 \x01(\x05R\apending\"J\n" +
+	"\x13SetNamespaceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vmax_running\x18\x02 \x01(\x05R\n" +
+	"maxRunning\"I\n" +
+	"\x14SetNamespaceResponse\x121\n" +
+	"\tnamespace\x18\x01 \x01(\v2\x13.hodei.v1.NamespaceR\tnamespace\"\x17\n" +
+	"\x15ListNamespacesRequest\"M\n" +
+	"\x16ListNamespacesResponse\x123\n" +
+	"\n" +
+	"namespaces\x18\x01 \x03(\v2\x13.hodei.v1.NamespaceR\n" +
+	"namespaces*\xae\x02\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -3701,7 +3969,7 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"StreamLogs\x12\x1b.hodei.v1.StreamLogsRequest\x1a\x1c.hodei.v1.StreamLogsResponse0\x012\x98\x01\n" +
 	"\x12WorkerAgentService\x12A\n" +
 	"\bRegister\x12\x19.hodei.v1.RegisterRequest\x1a\x1a.hodei.v1.RegisterResponse\x12?\n" +
-	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xd5\x05\n" +
+	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xf9\x06\n" +
 	"\fAdminService\x12D\n" +
 	"\tResumeJob\x12\x1a.hodei.v1.ResumeJobRequest\x1a\x1b.hodei.v1.ResumeJobResponse\x12V\n" +
 	"\x0fListDeadLetters\x12 .hodei.v1.ListDeadLettersRequest\x1a!.hodei.v1.ListDeadLettersResponse\x12\\\n" +
@@ -3712,7 +3980,9 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\n" +
 	"ListTokens\x12\x1b.hodei.v1.ListTokensRequest\x1a\x1c.hodei.v1.ListTokensResponse\x12J\n" +
 	"\vRevokeToken\x12\x1c.hodei.v1.RevokeTokenRequest\x1a\x1d.hodei.v1.RevokeTokenResponse\x12D\n" +
-	"\tListAudit\x12\x1a.hodei.v1.ListAuditRequest\x1a\x1b.hodei.v1.ListAuditResponseB2Z0github.com/hodei-jobs/hodei/gen/hodei/v1;hodeiv1b\x06proto3"
+	"\tListAudit\x12\x1a.hodei.v1.ListAuditRequest\x1a\x1b.hodei.v1.ListAuditResponse\x12M\n" +
+	"\fSetNamespace\x12\x1d.hodei.v1.SetNamespaceRequest\x1a\x1e.hodei.v1.SetNamespaceResponse\x12S\n" +
+	"\x0eListNamespaces\x12\x1f.hodei.v1.ListNamespacesRequest\x1a .hodei.v1.ListNamespacesResponseB2Z0github.com/hodei-jobs/hodei/gen/hodei/v1;hodeiv1b\x06proto3"
 
 var (
 	file_hodei_v1_hodei_proto_rawDescOnce sync.Once
@@ -3727,7 +3997,7 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_hodei_v1_hodei_proto_goTypes = []any{
 	(JobState)(0),                     // 0: hodei.v1.JobState
 	(LogStream)(0),                    // 1: hodei.v1.LogStream
@@ -3782,110 +4052,121 @@ var file_hodei_v1_hodei_proto_goTypes = []any{
 	(*AuditRecord)(nil),               // 50: hodei.v1.AuditRecord
 	(*ListAuditRequest)(nil),          // 51: hodei.v1.ListAuditRequest
 	(*ListAuditResponse)(nil),         // 52: hodei.v1.ListAuditResponse
-	nil,                               // 53: hodei.v1.JobSpec.EnvEntry
-	nil,                               // 54: hodei.v1.JobSpec.LabelsEntry
-	nil,                               // 55: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),       // 56: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 57: google.protobuf.Timestamp
+	(*Namespace)(nil),                 // 53: hodei.v1.Namespace
+	(*SetNamespaceRequest)(nil),       // 54: hodei.v1.SetNamespaceRequest
+	(*SetNamespaceResponse)(nil),      // 55: hodei.v1.SetNamespaceResponse
+	(*ListNamespacesRequest)(nil),     // 56: hodei.v1.ListNamespacesRequest
+	(*ListNamespacesResponse)(nil),    // 57: hodei.v1.ListNamespacesResponse
+	nil,                               // 58: hodei.v1.JobSpec.EnvEntry
+	nil,                               // 59: hodei.v1.JobSpec.LabelsEntry
+	nil,                               // 60: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),       // 61: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 62: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
-	53, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	58, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	54, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	56, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	59, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	61, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
 	4,  // 5: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	57, // 6: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	57, // 7: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	57, // 8: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	57, // 9: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	62, // 6: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	62, // 7: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	62, // 8: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	62, // 9: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	4,  // 10: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
 	5,  // 11: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
 	5,  // 12: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
 	37, // 13: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
-	55, // 14: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	60, // 14: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
 	5,  // 15: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
 	5,  // 16: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
 	5,  // 17: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
 	1,  // 18: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	57, // 19: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	62, // 19: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	17, // 20: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	56, // 21: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	57, // 22: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	61, // 21: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	62, // 22: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
 	17, // 23: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	57, // 24: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	57, // 25: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	57, // 26: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	62, // 24: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	62, // 25: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	62, // 26: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
 	21, // 27: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
 	22, // 28: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
 	23, // 29: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
 	25, // 30: hodei.v1.WorkerMessage.ack:type_name -> hodei.v1.Ack
 	24, // 31: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
 	4,  // 32: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	56, // 33: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	61, // 33: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
 	27, // 34: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
 	28, // 35: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
 	25, // 36: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
 	5,  // 37: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
-	57, // 38: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	57, // 39: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	62, // 38: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	62, // 39: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
 	32, // 40: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
-	57, // 41: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
-	57, // 42: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	62, // 41: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	62, // 42: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
 	37, // 43: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
-	57, // 44: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
+	62, // 44: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
 	37, // 45: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
-	57, // 46: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
+	62, // 46: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
 	40, // 47: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
-	57, // 48: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
-	57, // 49: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
-	57, // 50: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
-	56, // 51: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
+	62, // 48: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	62, // 49: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	62, // 50: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
+	61, // 51: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
 	43, // 52: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
 	43, // 53: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
 	43, // 54: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
-	57, // 55: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	57, // 56: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	62, // 55: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	62, // 56: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
 	50, // 57: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
-	6,  // 58: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	8,  // 59: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	10, // 60: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	12, // 61: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	14, // 62: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	16, // 63: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	19, // 64: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	26, // 65: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	30, // 66: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
-	33, // 67: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	35, // 68: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
-	38, // 69: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
-	41, // 70: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
-	44, // 71: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
-	46, // 72: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
-	48, // 73: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
-	51, // 74: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
-	7,  // 75: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	9,  // 76: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	11, // 77: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	13, // 78: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	15, // 79: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	18, // 80: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	20, // 81: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	29, // 82: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	31, // 83: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
-	34, // 84: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	36, // 85: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
-	39, // 86: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
-	42, // 87: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
-	45, // 88: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
-	47, // 89: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
-	49, // 90: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
-	52, // 91: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
-	75, // [75:92] is the sub-list for method output_type
-	58, // [58:75] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	53, // 58: hodei.v1.SetNamespaceResponse.namespace:type_name -> hodei.v1.Namespace
+	53, // 59: hodei.v1.ListNamespacesResponse.namespaces:type_name -> hodei.v1.Namespace
+	6,  // 60: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	8,  // 61: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	10, // 62: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	12, // 63: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	14, // 64: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	16, // 65: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
+	19, // 66: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	26, // 67: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	30, // 68: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	33, // 69: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	35, // 70: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	38, // 71: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	41, // 72: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
+	44, // 73: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
+	46, // 74: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
+	48, // 75: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
+	51, // 76: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
+	54, // 77: hodei.v1.AdminService.SetNamespace:input_type -> hodei.v1.SetNamespaceRequest
+	56, // 78: hodei.v1.AdminService.ListNamespaces:input_type -> hodei.v1.ListNamespacesRequest
+	7,  // 79: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	9,  // 80: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	11, // 81: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	13, // 82: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	15, // 83: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	18, // 84: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	20, // 85: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	29, // 86: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	31, // 87: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	34, // 88: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	36, // 89: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	39, // 90: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	42, // 91: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
+	45, // 92: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
+	47, // 93: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
+	49, // 94: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
+	52, // 95: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
+	55, // 96: hodei.v1.AdminService.SetNamespace:output_type -> hodei.v1.SetNamespaceResponse
+	57, // 97: hodei.v1.AdminService.ListNamespaces:output_type -> hodei.v1.ListNamespacesResponse
+	79, // [79:98] is the sub-list for method output_type
+	60, // [60:79] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_hodei_proto_init() }
@@ -3912,7 +4193,7 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   54,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
