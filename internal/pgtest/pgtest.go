@@ -62,6 +62,13 @@ var (
 // tests' code. Call it from TestMain. It exits 1, with instructions, if PostgreSQL is
 // not installed: the tests are never skipped.
 func Main(m *testing.M) {
+	// A fuzzing worker process (go test -fuzz) only runs the fuzz target, which needs
+	// no database: it starts none.
+	for _, arg := range os.Args[1:] {
+		if strings.HasPrefix(arg, "-test.fuzzworker") {
+			os.Exit(m.Run())
+		}
+	}
 	os.Exit(run(m))
 }
 
