@@ -4,7 +4,7 @@ GO ?= go
 # Extra flags for go test, e.g. make test GOTESTFLAGS="-race -timeout 25m"
 GOTESTFLAGS ?=
 
-.PHONY: all build test cover lint ensure-postgres ensure-docker generate
+.PHONY: all build test cover lint ensure-postgres ensure-docker generate fuzz
 
 all: lint build test
 
@@ -59,3 +59,22 @@ generate:
 		--go_out=. --go_opt=module=github.com/hodei-jobs/hodei \
 		--connect-go_out=. --connect-go_opt=module=github.com/hodei-jobs/hodei \
 		proto/hodei/v1/*.proto
+
+## fuzz: run every fuzz target for FUZZTIME each (default 30s; e.g. make fuzz FUZZTIME=5m).
+## Seed corpora live in each package's testdata/fuzz/<target>/ and run with `make test`;
+## a failing input is written there too: commit it with the fix.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := \
+	./internal/protoconv:FuzzSubmitJobJSON \
+	./internal/protoconv:FuzzSubmitJobProto \
+	./saga:FuzzJSONCodec \
+	./outbox:FuzzOutboxCommandDecode \
+	./agent:FuzzServerMessage \
+	./auth:FuzzParseBearer \
+	./domain:FuzzParseMemory \
+	./domain:FuzzJobSpecValidate
+fuzz: ensure-postgres
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "--- $$fn ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,7 +67,10 @@ type Config struct {
 	// oldest are dropped beyond it. Default 64 MiB.
 	MaxPendingLogBytes int
 
-	// HTTPClient; default NewHTTPClient(ServerURL).
+	// RootCAs verify an https:// server (HODEI_CA_CERT, HODEI_CA_CERT_PEM; nil: the
+	// system's roots). Unused with HTTPClient.
+	RootCAs *x509.CertPool
+	// HTTPClient; default NewTLSHTTPClient(ServerURL, RootCAs).
 	HTTPClient connect.HTTPClient
 	// Logger; default slog.Default().
 	Logger *slog.Logger
@@ -96,7 +100,7 @@ func (c *Config) setDefaults() {
 		c.MaxPendingLogBytes = 64 << 20
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = NewHTTPClient(c.ServerURL)
+		c.HTTPClient = NewTLSHTTPClient(c.ServerURL, c.RootCAs)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/http"
 	"strings"
@@ -13,6 +15,12 @@ import (
 // HTTP/2 pings detect a dead server on an idle stream. There is no overall timeout
 // (streams are long-lived): use contexts.
 func NewHTTPClient(serverURL string) *http.Client {
+	return NewTLSHTTPClient(serverURL, nil)
+}
+
+// NewTLSHTTPClient is NewHTTPClient verifying an https:// server with roots (nil: the
+// system's roots).
+func NewTLSHTTPClient(serverURL string, roots *x509.CertPool) *http.Client {
 	var protocols http.Protocols
 	if strings.HasPrefix(strings.ToLower(serverURL), "https://") {
 		protocols.SetHTTP1(true)
@@ -25,6 +33,7 @@ func NewHTTPClient(serverURL string) *http.Client {
 		Protocols:           &protocols,
 		DialContext:         dialer.DialContext,
 		TLSHandshakeTimeout: 5 * time.Second,
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:   true,
 		HTTP2: &http.HTTP2Config{
 			SendPingTimeout: 15 * time.Second,

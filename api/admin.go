@@ -57,6 +57,8 @@ type AdminOptions struct {
 	Tokens TokenAdmin
 	// Audit, if set, serves ListAudit.
 	Audit AuditReader
+	// Namespaces, if set, serves SetNamespace and ListNamespaces.
+	Namespaces NamespaceAdmin
 	// Errors maps extra errors to codes (checked before the built-in mapping).
 	Errors []ErrorCode
 	// Replica, if set, answers GET /api/v1/admin/status (this replica and the leader).

@@ -50,6 +50,9 @@ func procedurePolicies() map[string]auth.Policy {
 		hodeiv1connect.SecretServiceListSecretsProcedure:      {Role: auth.RoleSubmitter},
 		hodeiv1connect.SecretServiceDeleteSecretProcedure:     {Role: auth.RoleAdmin, Action: "secret.delete"},
 		hodeiv1connect.SecretServiceRotateSecretsKeyProcedure: {Role: auth.RoleAdmin, Action: "secret.rotate_key"},
+
+		hodeiv1connect.AdminServiceSetNamespaceProcedure:   {Role: auth.RoleAdmin, Action: "namespace.set"},
+		hodeiv1connect.AdminServiceListNamespacesProcedure: admin,
 	}
 }
 
@@ -97,6 +100,8 @@ func describeCall(req, res any) (target, namespace string) {
 		return m.GetSecret().GetName(), m.GetSecret().GetNamespace()
 	case *hodeiv1.DeleteSecretResponse:
 		return m.GetSecret().GetName(), m.GetSecret().GetNamespace()
+	case *hodeiv1.SetNamespaceResponse:
+		return m.GetNamespace().GetName(), m.GetNamespace().GetName()
 	}
 	if m, ok := req.(*hodeiv1.RequeueDeadLetterRequest); ok {
 		return strconv.FormatInt(m.GetId(), 10), ""

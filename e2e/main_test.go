@@ -129,9 +129,11 @@ type server struct {
 	dbURL      string // backendPostgres only
 	dataDir    string
 	maxWorkers int
-	extraArgs  []string // more flags for every start
-	listen     string   // "127.0.0.1:0" until the first start picked a port
-	url        string   // http://127.0.0.1:port once started
+	extraArgs  []string     // more flags for every start
+	listen     string       // "127.0.0.1:0" until the first start picked a port
+	url        string       // http://127.0.0.1:port once started (https:// with TLS)
+	client     *http.Client // the test's own HTTP client (nil: http.DefaultClient)
+	cliEnv     []string     // more environment for every CLI call (s.hodei)
 
 	log   *lockedBuffer // every start's output
 	cmd   *exec.Cmd
@@ -152,6 +154,15 @@ func startServer(t *testing.T, b backend, maxWorkers int) *server {
 // startServerArgs is startServer with more flags for `hodei server` / `hodei dev`.
 func startServerArgs(t *testing.T, b backend, maxWorkers int, extra ...string) *server {
 	t.Helper()
+	s := newServer(t, b, maxWorkers, extra...)
+	s.startProcess()
+	return s
+}
+
+// newServer is startServerArgs without the start: the caller sets more fields (client,
+// cliEnv) and calls startProcess.
+func newServer(t *testing.T, b backend, maxWorkers int, extra ...string) *server {
+	t.Helper()
 	s := &server{
 		extraArgs:  extra,
 		t:          t,
@@ -169,8 +180,14 @@ func startServerArgs(t *testing.T, b backend, maxWorkers int, extra ...string) *
 		t.Fatalf("unknown backend %q", b)
 	}
 	t.Cleanup(s.cleanup)
-	s.startProcess()
 	return s
+}
+
+func (s *server) httpClient() *http.Client {
+	if s.client != nil {
+		return s.client
+	}
+	return http.DefaultClient
 }
 
 func (s *server) startProcess() {
@@ -231,13 +248,13 @@ func (s *server) startProcess() {
 			t.Fatalf("restarted server listens on %s, want %s", u, s.url)
 		}
 		s.url = strings.TrimSuffix(u, "/")
-		s.listen = strings.TrimPrefix(s.url, "http://")
+		s.listen = strings.TrimPrefix(strings.TrimPrefix(s.url, "http://"), "https://")
 	case <-done:
 		t.Fatalf("hodei server exited before listening")
 	case <-time.After(60 * time.Second):
 		t.Fatalf("hodei server did not print its address within 60s")
 	}
-	s.api = hodeiv1connect.NewJobServiceClient(http.DefaultClient, s.url)
+	s.api = hodeiv1connect.NewJobServiceClient(s.httpClient(), s.url)
 	s.waitReady()
 }
 
@@ -246,7 +263,7 @@ func (s *server) waitReady() {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		res, err := http.Get(s.url + "/readyz")
+		res, err := s.httpClient().Get(s.url + "/readyz")
 		if err == nil {
 			body, _ := io.ReadAll(res.Body)
 			res.Body.Close()
@@ -369,7 +386,7 @@ func (s *server) hodei(args ...string) cliResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, hodeiBin, args...)
-	cmd.Env = append(cleanEnv(), "HODEI_SERVER="+s.url)
+	cmd.Env = append(append(cleanEnv(), "HODEI_SERVER="+s.url), s.cliEnv...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

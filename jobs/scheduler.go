@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -94,9 +95,23 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 		if err != nil {
 			return err
 		}
+		// Namespaces at their limit on running jobs are left out; the others' jobs
+		// start up to their headroom (a batch may claim more of one namespace than it
+		// may start: those stay PENDING, and the next round leaves the namespace out).
+		headroom, err := sched.NamespaceHeadroom(ctx)
+		if err != nil {
+			return err
+		}
+		var full []string
+		for ns, n := range headroom {
+			if n <= 0 {
+				full = append(full, ns)
+			}
+		}
+		slices.Sort(full)
 		// More than free are claimed so that a job waiting for a full provider does
 		// not hold back later jobs that another provider has room for.
-		pending, err := sched.ClaimPending(ctx, min(max(4*free, 16), 100))
+		pending, err := sched.ClaimPendingExcept(ctx, min(max(4*free, 16), 100), full)
 		if err != nil {
 			return err
 		}
@@ -123,6 +138,12 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 			}
 			if chosen == "" {
 				continue // its providers are full: it keeps its place in PENDING
+			}
+			if n, limited := headroom[j.NamespaceOf()]; limited {
+				if n <= 0 {
+					continue
+				}
+				headroom[j.NamespaceOf()] = n - 1
 			}
 			if err := s.reserve(ctx, j, chosen); err != nil {
 				return fmt.Errorf("job %s: %w", j.ID, err)

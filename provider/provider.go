@@ -27,6 +27,10 @@ type WorkerSpec struct {
 	// Owner is the node (control-plane replica) creating the worker; container
 	// providers record it as a label.
 	Owner string
+	// CACertPEM is the PEM CA bundle the worker verifies an https:// ServerURL with
+	// (empty: the system's roots). Not a secret; providers pass it as
+	// HODEI_CA_CERT_PEM (or a file named by HODEI_CA_CERT).
+	CACertPEM string
 }
 
 // Validate reports the first missing field.

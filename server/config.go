@@ -89,6 +89,18 @@ type Config struct {
 	// Insecure (--insecure) lets the API listen beyond loopback without TLS and
 	// authentication; Run logs a warning on every start.
 	Insecure bool
+	// TLSCert and TLSKey (--tls-cert, --tls-key; both or neither) are the API's PEM
+	// certificate (chain) and key. With them the API speaks HTTPS only (HTTP/2 by
+	// ALPN, and HTTP/1.1); the files are loaded again when they change.
+	TLSCert, TLSKey string
+	// TLSClientCA (--tls-client-ca; needs TLSCert) is a PEM CA bundle: every API
+	// request must then present a client certificate it signed (mTLS). The worker
+	// stream is exempt: workers authenticate with their own credentials.
+	TLSClientCA string
+	// TLSWorkerCA (--tls-worker-ca; needs TLSCert) is the PEM CA bundle handed to
+	// workers to verify the server (default: the TLSCert file, enough for a
+	// self-signed certificate or a chain that ends in its root).
+	TLSWorkerCA string
 	// DataDirLocked tells that the caller holds LockDataDir on DataDir (hodei server and
 	// hodei dev take it before Run). The saga engine then claims with a runner id stable
 	// across restarts (DataDir/instance-id) and, when it starts, releases the claims its
@@ -156,6 +168,9 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("server: Config.Listen %q is not host:port: %w", c.Listen, err)
 	}
+	if err := c.checkTLS(); err != nil {
+		return err
+	}
 	if err := c.checkExposure(); err != nil {
 		return err
 	}
@@ -207,11 +222,32 @@ func defaultDataDir() string {
 // DefaultDataDir returns the data directory used when Config.DataDir is empty.
 func DefaultDataDir() string { return defaultDataDir() }
 
-// advertisedURL turns the listener's address into a URL a local worker can dial.
-func advertisedURL(addr net.Addr) string {
+// TLS reports whether the API serves HTTPS (Config.TLSCert).
+func (c *Config) TLS() bool { return c.TLSCert != "" }
+
+// checkTLS names the first TLS flag given without what it needs.
+func (c *Config) checkTLS() error {
+	switch {
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("server: --tls-cert and --tls-key go together (Config.TLSCert, Config.TLSKey)")
+	case c.TLSClientCA != "" && !c.TLS():
+		return errors.New("server: --tls-client-ca needs --tls-cert and --tls-key (Config.TLSClientCA)")
+	case c.TLSWorkerCA != "" && !c.TLS():
+		return errors.New("server: --tls-worker-ca needs --tls-cert and --tls-key (Config.TLSWorkerCA)")
+	}
+	return nil
+}
+
+// advertisedURL turns the listener's address into a URL a local worker can dial
+// (https:// when tls).
+func advertisedURL(addr net.Addr, tls bool) string {
+	scheme := "http://"
+	if tls {
+		scheme = "https://"
+	}
 	host, port, err := net.SplitHostPort(addr.String())
 	if err != nil {
-		return "http://" + addr.String()
+		return scheme + addr.String()
 	}
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		if ip != nil && ip.To4() == nil {
@@ -220,25 +256,30 @@ func advertisedURL(addr net.Addr) string {
 			host = "127.0.0.1"
 		}
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	return scheme + net.JoinHostPort(host, port)
 }
 
 // ErrExposed: the API would listen beyond loopback without TLS and authentication.
 var ErrExposed = errors.New("refusing to serve the API beyond loopback without TLS and authentication")
 
-// checkExposure refuses a Listen address that is not loopback unless Insecure. This
-// build has no TLS on the API yet, so authentication alone is not enough: tokens
-// would cross the network in clear text.
+// checkExposure refuses a Listen address that is not loopback unless both TLS and
+// authentication are on, or Insecure: without TLS tokens cross the network in clear
+// text, without authentication anyone who reaches the port runs code.
 func (c *Config) checkExposure() error {
-	if c.Insecure || ListenIsLoopback(c.Listen) {
+	if c.Insecure || ListenIsLoopback(c.Listen) || (c.TLS() && c.Auth) {
 		return nil
 	}
-	hint := "start it with --auth (tokens) and TLS, which this build does not have yet"
-	if c.Auth {
-		hint = "--auth is on, but this build has no TLS for the API yet, so tokens would cross the network in clear text"
+	var missing string
+	switch {
+	case !c.TLS() && !c.Auth:
+		missing = "start it with --auth and --tls-cert/--tls-key"
+	case !c.TLS():
+		missing = "--auth is on but TLS is not: add --tls-cert and --tls-key, or tokens cross the network in clear text"
+	default:
+		missing = "TLS is on but --auth is not: add --auth, or anyone who reaches the port can run jobs"
 	}
-	return fmt.Errorf("server: --listen %s is not a loopback address: %w; %s. Listen on 127.0.0.1 (behind a TLS proxy), or pass --insecure to start anyway",
-		c.Listen, ErrExposed, hint)
+	return fmt.Errorf("server: --listen %s is not a loopback address: %w; %s. Or listen on 127.0.0.1, or pass --insecure to start anyway",
+		c.Listen, ErrExposed, missing)
 }
 
 // ListenIsLoopback reports whether a host:port listen address only accepts

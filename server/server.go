@@ -135,6 +135,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: saga engine: %w", err)
 	}
 
+	// TLS: the API's certificate (reloaded when its files change), the client CAs
+	// (mTLS) and the CA bundle handed to workers.
+	apiTLS, workerCA, err := serverTLS(cfg, logger)
+	if err != nil {
+		return err
+	}
+
 	// Providers, in selection order.
 	providers := provider.NewRegistry()
 	names := cfg.Providers
@@ -196,7 +203,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: listen on %s (Config.Listen): %w", cfg.Listen, err)
 	}
 	defer ln.Close()
-	baseURL := advertisedURL(ln.Addr())
+	baseURL := advertisedURL(ln.Addr(), cfg.TLS())
 	serverURL := cfg.ServerURL
 	if serverURL == "" {
 		serverURL = baseURL
@@ -206,7 +213,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, Logger: logger,
+	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, WorkerCACertPEM: workerCA, Logger: logger,
 		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router, Leader: elector, Dispatcher: edge, TxDispatcher: inTx})
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
@@ -246,7 +253,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	replica := replicaStatus(elector)
 	adminAPI, err := api.NewAdminService(svc, st.Outbox(), engine, api.AdminOptions{Errors: errorCodes,
-		Tokens: st.Tokens(), Audit: st.Audit(),
+		Tokens: st.Tokens(), Audit: st.Audit(), Namespaces: st.Namespaces(),
 		Replica: replica, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -281,7 +288,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	g, gctx := errgroup.WithContext(ctx)
 	streams, endStreams := context.WithCancel(context.WithoutCancel(ctx))
 	defer endStreams()
+	if cfg.TLSClientCA != "" {
+		handler = requireClientCert(handler)
+	}
 	srv := api.NewHTTPServer(handler, streams)
+	if apiTLS != nil {
+		// HTTPS only: HTTP/2 by ALPN and HTTP/1.1; a plaintext request is refused.
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		srv.Protocols, srv.TLSConfig = &p, apiTLS
+	}
 	g.Go(func() error { return loop("leader election", elector.Run(gctx)) })
 	// A job submitted on another replica wakes the leader's scheduler (its job.queued
 	// event); the scheduler's poll is the safety net.
@@ -297,7 +314,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	g.Go(func() error { return loop("orchestrator", orch.Run(gctx)) })
 	g.Go(func() error { return loop("job event listener", notifier.Listen(gctx, nc, logger)) })
 	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return srv.Serve(ln) }
+		if apiTLS != nil {
+			serve = func() error { return srv.ServeTLS(ln, "", "") } // the certificate comes from TLSConfig
+		}
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("server: http: %w", err)
 		}
 		return nil
@@ -315,7 +336,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return nil
 	})
 	log.Info("server ready", "replica", node, "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir, "driver", cfg.Driver,
-		"nats", natsURL, "providers", strings.Join(capacities, ","), "max_workers", maxWorkers)
+		"nats", natsURL, "providers", strings.Join(capacities, ","), "max_workers", maxWorkers, "tls", cfg.TLS(), "mtls", cfg.TLSClientCA != "")
 	if cfg.OnReady != nil {
 		cfg.OnReady(baseURL)
 	}

@@ -84,4 +84,11 @@ type SchedulingStore interface {
 	// ClaimPending locks (FOR UPDATE SKIP LOCKED) and returns up to limit PENDING jobs,
 	// highest priority first, then oldest (created_at, then id).
 	ClaimPending(ctx context.Context, limit int) ([]*domain.Job, error)
+	// ClaimPendingExcept is ClaimPending leaving out the jobs of the namespaces in
+	// except.
+	ClaimPendingExcept(ctx context.Context, limit int, except []string) ([]*domain.Job, error)
+	// NamespaceHeadroom returns, for every namespace with a limit
+	// (NamespaceStore.SetLimit), how many more of its jobs may enter PROVISIONING: the
+	// limit minus its jobs in PROVISIONING, ASSIGNED or RUNNING, at least 0.
+	NamespaceHeadroom(ctx context.Context) (map[string]int, error)
 }

@@ -78,6 +78,8 @@ type Store interface {
 	Audit() AuditStore
 	// Job secrets, encrypted by the caller (store/secrets.go).
 	Secrets() SecretStore
+	// Namespace limits (store/namespace.go).
+	Namespaces() NamespaceStore
 
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 
 	"connectrpc.com/connect"
@@ -62,8 +61,7 @@ func (f *adminFlags) client(cmd *cobra.Command) (hodeiv1connect.AdminServiceClie
 	if f.token != "" {
 		c.token = f.token
 	}
-	hc := newHTTPClient(strings.HasPrefix(c.baseURL, "http://"))
-	return hodeiv1connect.NewAdminServiceClient(hc, c.baseURL, bearer(c.token)...), c, nil
+	return hodeiv1connect.NewAdminServiceClient(c.hc, c.baseURL, bearer(c.token)...), c, nil
 }
 
 // explainAdmin adds the token hint to explain.

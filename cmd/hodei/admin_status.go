@@ -68,7 +68,7 @@ func (f *adminFlags) status(cmd *cobra.Command) (*api.ReplicaStatus, error) {
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	res, err := newHTTPClient(strings.HasPrefix(c.baseURL, "http://")).Do(req)
+	res, err := c.hc.Do(req)
 	if err != nil {
 		return nil, c.explain(err)
 	}

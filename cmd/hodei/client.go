@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -53,7 +54,8 @@ func (e *exitError) Error() string {
 // apiClient is a JobService client bound to one server.
 type apiClient struct {
 	baseURL string
-	token   string // sent as Authorization: Bearer; may be empty
+	hc      *http.Client // h2c, or TLS with the CLI's CA bundle and client certificate
+	token   string       // sent as Authorization: Bearer; may be empty
 	jobs    hodeiv1connect.JobServiceClient
 }
 
@@ -81,9 +83,13 @@ func newAPIClient(cmd *cobra.Command, rawURL string) (*apiClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc := newHTTPClient(strings.HasPrefix(base, "http://"))
+	hc, err := clientHTTP(cmd, base)
+	if err != nil {
+		return nil, err
+	}
 	return &apiClient{
 		baseURL: base,
+		hc:      hc,
 		token:   token,
 		jobs:    hodeiv1connect.NewJobServiceClient(hc, base, bearer(token)...),
 	}, nil
@@ -119,10 +125,14 @@ func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFun
 }
 
 // newHTTPClient returns an http.Client for the Connect clients: h2c (HTTP/2 with prior
-// knowledge) for plain http:// servers, ordinary TLS negotiation otherwise. There is no
-// overall timeout: streams live as long as the job; calls carry their own contexts.
-func newHTTPClient(cleartext bool) *http.Client {
+// knowledge) for plain http:// servers, ordinary TLS negotiation otherwise (with tlsCfg
+// when not nil: clientHTTP). There is no overall timeout: streams live as long as the
+// job; calls carry their own contexts.
+func newHTTPClient(cleartext bool, tlsCfg *tls.Config) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsCfg != nil {
+		tr.TLSClientConfig = tlsCfg
+	}
 	if cleartext {
 		var p http.Protocols
 		p.SetUnencryptedHTTP2(true)

@@ -37,6 +37,10 @@ type clientConfig struct {
 type clientContext struct {
 	Server    string `json:"server"`
 	TokenFile string `json:"token_file,omitempty"`
+	// CACert, ClientCert and ClientKey are TLS files (tls.go), stored as paths.
+	CACert     string `json:"ca_cert,omitempty"`
+	ClientCert string `json:"client_cert,omitempty"`
+	ClientKey  string `json:"client_key,omitempty"`
 }
 
 // clientFlags are the root's persistent flags for credentials.
@@ -146,7 +150,7 @@ func newContextCmd() *cobra.Command {
 	}
 	var server, tokenFile string
 	add := &cobra.Command{
-		Use:     "add NAME --server URL [--token-file FILE]",
+		Use:     "add NAME --server URL [--token-file FILE] [--ca-cert FILE] [--client-cert FILE --client-key FILE]",
 		Short:   "Add or replace a context (the first one becomes the current context)",
 		Example: `  hodei context add prod --server https://hodei.example.com:7070 --token-file ~/.config/hodei/prod.token`,
 		Args:    cobra.ExactArgs(1),
@@ -177,7 +181,11 @@ func newContextCmd() *cobra.Command {
 			if cfg.Contexts == nil {
 				cfg.Contexts = map[string]clientContext{}
 			}
-			cfg.Contexts[args[0]] = clientContext{Server: base, TokenFile: tokenFile}
+			ca, cert, key, err := contextTLSFiles(cmd)
+			if err != nil {
+				return err
+			}
+			cfg.Contexts[args[0]] = clientContext{Server: base, TokenFile: tokenFile, CACert: ca, ClientCert: cert, ClientKey: key}
 			if cfg.CurrentContext == "" {
 				cfg.CurrentContext = args[0]
 			}

@@ -97,6 +97,7 @@ running jobs are not killed.`,
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	authServerFlags(cmd, &cfg)
 	secretServerFlags(cmd, &cfg)
+	tlsServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
 	pf.define(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
@@ -129,6 +130,9 @@ func printDevBanner(w io.Writer, url, dataDir string, authOn bool) {
 	security := "authentication off and no TLS: fine on loopback, where only this machine can connect (hodei server refuses other addresses without them)"
 	if authOn {
 		security = "authentication on (--auth): every call needs a token (hodei token create, --token); no TLS"
+	}
+	if strings.HasPrefix(url, "https://") {
+		security = strings.Replace(security, "no TLS", "TLS on (clients: --ca-cert)", 1)
 	}
 	// One write, so that a reader of the first line does not race the rest.
 	fmt.Fprintf(w, "hodei dev listening on %s\n"+

@@ -42,6 +42,7 @@ func newRootCmd() *cobra.Command {
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return applyEnvDefaults(cmd) },
 	}
 	clientFlags(root)
+	tlsClientFlags(root)
 	root.AddCommand(
 		newVersionCmd(),
 		newMigrateCmd(),
@@ -56,6 +57,7 @@ func newRootCmd() *cobra.Command {
 		newSecretCmd(),
 		newAuditCmd(),
 		newContextCmd(),
+		newNamespaceCmd(),
 		// Each subcommand lives in its own file: add its constructor here.
 	)
 	return root

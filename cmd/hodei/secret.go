@@ -47,8 +47,7 @@ func secretClient(cmd *cobra.Command, f *adminFlags) (hodeiv1connect.SecretServi
 	if f.token != "" {
 		c.token = f.token
 	}
-	hc := newHTTPClient(strings.HasPrefix(c.baseURL, "http://"))
-	return hodeiv1connect.NewSecretServiceClient(hc, c.baseURL, bearer(c.token)...), c, nil
+	return hodeiv1connect.NewSecretServiceClient(c.hc, c.baseURL, bearer(c.token)...), c, nil
 }
 
 // readSecretValue reads the value from r: all of it, without one trailing newline

@@ -90,6 +90,7 @@ server that comes up on the same address.`,
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
 	authServerFlags(cmd, &cfg)
 	secretServerFlags(cmd, &cfg)
+	tlsServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
 	pf.define(cmd, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hodei-jobs/hodei/agent"
+	"github.com/hodei-jobs/hodei/internal/tlsconf"
 )
 
 // Environment of `hodei worker`, set by the provider that starts it.
@@ -36,7 +37,8 @@ func newWorkerCmd() *cobra.Command {
 the job the server sends, stream its output and report its exit code.
 
 A provider starts it with HODEI_SERVER, HODEI_WORKER_ID and HODEI_ONE_TIME_PASSWORD in
-its environment. The one-time password is read only from the environment (a command
+its environment, and for an https:// server the CA bundle that verifies it:
+HODEI_CA_CERT (a PEM file) or HODEI_CA_CERT_PEM (the PEM text). The one-time password is read only from the environment (a command
 line is visible to every user through ps) and removed from it at once.
 
 Exits 0 when destroyed (SIGTERM: the running job is stopped first) or idle after its
@@ -59,6 +61,20 @@ job; non-zero when the server refuses the password or cannot be reached.`,
 				cfg.MemoryLimitBytes = n
 			}
 			cfg.CgroupMemory = os.Getenv(envWorkerCgroupMemory) == "1"
+			// The CA bundle that verifies an https:// server: a file, or its PEM text.
+			if path := os.Getenv(tlsconf.EnvCACert); path != "" {
+				pool, err := tlsconf.LoadCertPool(path, "$"+tlsconf.EnvCACert)
+				if err != nil {
+					return err
+				}
+				cfg.RootCAs = pool
+			} else if pem := os.Getenv(tlsconf.EnvCACertPEM); pem != "" {
+				pool, err := tlsconf.ParseCertPool([]byte(pem), "$"+tlsconf.EnvCACertPEM)
+				if err != nil {
+					return err
+				}
+				cfg.RootCAs = pool
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)

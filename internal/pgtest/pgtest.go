@@ -64,6 +64,13 @@ var (
 // m is usually the *testing.M of TestMain, or another helper's wrapper of it (e.g.
 // dockertest.Wrap(m)).
 func Main(m interface{ Run() int }) {
+	// A fuzzing worker process (go test -fuzz) only runs the fuzz target, which needs
+	// no database: it starts none.
+	for _, arg := range os.Args[1:] {
+		if strings.HasPrefix(arg, "-test.fuzzworker") {
+			os.Exit(m.Run())
+		}
+	}
 	os.Exit(run(m))
 }
 

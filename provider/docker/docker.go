@@ -47,6 +47,7 @@ const (
 	EnvOTP          = "HODEI_ONE_TIME_PASSWORD"
 	EnvIdleTimeout  = "HODEI_WORKER_IDLE_TIMEOUT"
 	EnvCgroupMemory = "HODEI_WORKER_CGROUP_MEMORY"
+	EnvCACertPEM    = "HODEI_CA_CERT_PEM"
 )
 
 // Config configures the docker provider.
@@ -345,6 +346,9 @@ func (p *Provider) start(ctx context.Context, workerID, name string) error {
 func (p *Provider) env(spec provider.WorkerSpec) []string {
 	env := []string{EnvIdleTimeout + "=" + p.cfg.IdleTimeout.String(), EnvCgroupMemory + "=1"}
 	env = append(env, p.cfg.Env...)
+	if spec.CACertPEM != "" { // the CA bundle of an https:// server: not a secret
+		env = append(env, EnvCACertPEM+"="+spec.CACertPEM)
+	}
 	return append(env,
 		EnvServer+"="+spec.ServerURL,
 		EnvWorkerID+"="+spec.WorkerID,

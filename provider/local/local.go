@@ -32,6 +32,7 @@ const (
 	EnvOTP         = "HODEI_ONE_TIME_PASSWORD"
 	EnvMemoryBytes = "HODEI_WORKER_MEMORY_BYTES"
 	EnvIdleTimeout = "HODEI_WORKER_IDLE_TIMEOUT"
+	EnvCACertPEM   = "HODEI_CA_CERT_PEM" // the CA bundle of an https:// server (WorkerSpec.CACertPEM)
 )
 
 // Config configures the local provider.
@@ -282,6 +283,9 @@ func (p *Provider) workerEnv(spec provider.WorkerSpec) []string {
 		EnvWorkerID+"="+spec.WorkerID,
 		EnvOTP+"="+spec.OneTimePassword,
 	)
+	if spec.CACertPEM != "" {
+		env = append(env, EnvCACertPEM+"="+spec.CACertPEM)
+	}
 	if spec.Resources.MemoryBytes > 0 {
 		env = append(env, EnvMemoryBytes+"="+strconv.FormatInt(spec.Resources.MemoryBytes, 10))
 	}

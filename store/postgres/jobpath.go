@@ -232,6 +232,13 @@ func (ss schedulingStore) CountActiveWorkers(ctx context.Context) (int, error) {
 }
 
 func (ss schedulingStore) ClaimPending(ctx context.Context, limit int) ([]*domain.Job, error) {
+	return ss.ClaimPendingExcept(ctx, limit, nil)
+}
+
+func (ss schedulingStore) ClaimPendingExcept(ctx context.Context, limit int, except []string) ([]*domain.Job, error) {
+	if except == nil {
+		except = []string{}
+	}
 	if err := ss.needTx(ctx, "ClaimPending"); err != nil {
 		return nil, err
 	}
@@ -239,7 +246,8 @@ func (ss schedulingStore) ClaimPending(ctx context.Context, limit int) ([]*domai
 		return nil, fmt.Errorf("postgres: claim pending jobs: limit %d out of range [1, %d]", limit, maxPageSize)
 	}
 	rows, err := ss.s.q(ctx).Query(ctx, `SELECT `+jobColumns+` FROM jobs WHERE state = $1
-		ORDER BY priority DESC, created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED`, string(domain.JobPending), limit)
+		AND NOT (`+jobNamespace("")+` = ANY($3))
+		ORDER BY priority DESC, created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED`, string(domain.JobPending), limit, except)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: claim pending jobs: %w", err)
 	}

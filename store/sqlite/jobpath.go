@@ -272,6 +272,10 @@ func (ss schedulingStore) CountActiveWorkers(ctx context.Context) (int, error) {
 // it returns as claimed by ctx's transaction until it ends (SKIP LOCKED, in process).
 // It does not take the writer: a claim of another transaction does not wait for it.
 func (ss schedulingStore) ClaimPending(ctx context.Context, limit int) ([]*domain.Job, error) {
+	return ss.ClaimPendingExcept(ctx, limit, nil)
+}
+
+func (ss schedulingStore) ClaimPendingExcept(ctx context.Context, limit int, except []string) ([]*domain.Job, error) {
 	st, err := ss.tx(ctx, "ClaimPending")
 	if err != nil {
 		return nil, err
@@ -289,9 +293,14 @@ func (ss schedulingStore) ClaimPending(ctx context.Context, limit int) ([]*domai
 		}
 	}
 	skip, _ := json.Marshal(others) // cannot fail
+	if except == nil {
+		except = []string{}
+	}
+	skipNS, _ := json.Marshal(except) // cannot fail
 	rows, err := s.q(ctx).QueryContext(ctx, `SELECT `+jobColumns+` FROM jobs INDEXED BY jobs_pending_sched_idx
 		WHERE state = 'PENDING' AND id NOT IN (SELECT value FROM json_each(?))
-		ORDER BY priority DESC, created_at, id LIMIT ?`, string(skip), limit)
+		AND `+jobNamespace("")+` NOT IN (SELECT value FROM json_each(?))
+		ORDER BY priority DESC, created_at, id LIMIT ?`, string(skip), string(skipNS), limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: claim pending jobs: %w", err)
 	}

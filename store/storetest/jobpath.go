@@ -26,6 +26,7 @@ func RunJobPath(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("WorkerOwner", func(t *testing.T) { workerOwner(t, newStore(t)) })
 	t.Run("SchedulingOrder", func(t *testing.T) { schedulingOrder(t, newStore(t)) })
 	t.Run("SchedulingLockAndSkipLocked", func(t *testing.T) { schedulingLock(t, newStore(t)) })
+	t.Run("NamespaceLimits", func(t *testing.T) { namespaceLimits(t, newStore(t)) })
 }
 
 func hashOf(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }

@@ -3580,6 +3580,257 @@ func (x *ListAuditResponse) GetRecords() []*AuditRecord {
 	return nil
 }
 
+// A namespace's settings and its jobs that hold a worker now.
+type Namespace struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Most jobs of the namespace in PROVISIONING, ASSIGNED or RUNNING at once; the
+	// scheduler leaves the others PENDING. 0: no limit.
+	MaxRunning int32 `protobuf:"varint,2,opt,name=max_running,json=maxRunning,proto3" json:"max_running,omitempty"`
+	// Jobs of the namespace in PROVISIONING, ASSIGNED or RUNNING now.
+	Running int32 `protobuf:"varint,3,opt,name=running,proto3" json:"running,omitempty"`
+	// Jobs of the namespace in PENDING now.
+	Pending       int32 `protobuf:"varint,4,opt,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Namespace) Reset() {
+	*x = Namespace{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Namespace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Namespace) ProtoMessage() {}
+
+func (x *Namespace) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Namespace.ProtoReflect.Descriptor instead.
+func (*Namespace) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *Namespace) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Namespace) GetMaxRunning() int32 {
+	if x != nil {
+		return x.MaxRunning
+	}
+	return 0
+}
+
+func (x *Namespace) GetRunning() int32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *Namespace) GetPending() int32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+type SetNamespaceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// 0 removes the limit.
+	MaxRunning    int32 `protobuf:"varint,2,opt,name=max_running,json=maxRunning,proto3" json:"max_running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNamespaceRequest) Reset() {
+	*x = SetNamespaceRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNamespaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNamespaceRequest) ProtoMessage() {}
+
+func (x *SetNamespaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNamespaceRequest.ProtoReflect.Descriptor instead.
+func (*SetNamespaceRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *SetNamespaceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetNamespaceRequest) GetMaxRunning() int32 {
+	if x != nil {
+		return x.MaxRunning
+	}
+	return 0
+}
+
+type SetNamespaceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     *Namespace             `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNamespaceResponse) Reset() {
+	*x = SetNamespaceResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNamespaceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNamespaceResponse) ProtoMessage() {}
+
+func (x *SetNamespaceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNamespaceResponse.ProtoReflect.Descriptor instead.
+func (*SetNamespaceResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *SetNamespaceResponse) GetNamespace() *Namespace {
+	if x != nil {
+		return x.Namespace
+	}
+	return nil
+}
+
+type ListNamespacesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNamespacesRequest) Reset() {
+	*x = ListNamespacesRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNamespacesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNamespacesRequest) ProtoMessage() {}
+
+func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNamespacesRequest.ProtoReflect.Descriptor instead.
+func (*ListNamespacesRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{56}
+}
+
+type ListNamespacesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// By name.
+	Namespaces    []*Namespace `protobuf:"bytes,1,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNamespacesResponse) Reset() {
+	*x = ListNamespacesResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNamespacesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNamespacesResponse) ProtoMessage() {}
+
+func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNamespacesResponse.ProtoReflect.Descriptor instead.
+func (*ListNamespacesResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ListNamespacesResponse) GetNamespaces() []*Namespace {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
 var File_hodei_v1_hodei_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_hodei_proto_rawDesc = "" +
@@ -3864,7 +4115,24 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\"D\n" +
 	"\x11ListAuditResponse\x12/\n" +
-	"\arecords\x18\x01 \x03(\v2\x15.hodei.v1.AuditRecordR\arecords*\xae\x02\n" +
+	"\arecords\x18\x01 \x03(\v2\x15.hodei.v1.AuditRecordR\arecords\"t\n" +
+	"\tNamespace\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vmax_running\x18\x02 \x01(\x05R\n" +
+	"maxRunning\x12\x18\n" +
+	"\arunning\x18\x03 \x01(\x05R\arunning\x12\x18\n" +
+	"\apending\x18\x04 \x01(\x05R\apending\"J\n" +
+	"\x13SetNamespaceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vmax_running\x18\x02 \x01(\x05R\n" +
+	"maxRunning\"I\n" +
+	"\x14SetNamespaceResponse\x121\n" +
+	"\tnamespace\x18\x01 \x01(\v2\x13.hodei.v1.NamespaceR\tnamespace\"\x17\n" +
+	"\x15ListNamespacesRequest\"M\n" +
+	"\x16ListNamespacesResponse\x123\n" +
+	"\n" +
+	"namespaces\x18\x01 \x03(\v2\x13.hodei.v1.NamespaceR\n" +
+	"namespaces*\xae\x02\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -3893,7 +4161,7 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"StreamLogs\x12\x1b.hodei.v1.StreamLogsRequest\x1a\x1c.hodei.v1.StreamLogsResponse0\x012\x98\x01\n" +
 	"\x12WorkerAgentService\x12A\n" +
 	"\bRegister\x12\x19.hodei.v1.RegisterRequest\x1a\x1a.hodei.v1.RegisterResponse\x12?\n" +
-	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xd5\x05\n" +
+	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xf9\x06\n" +
 	"\fAdminService\x12D\n" +
 	"\tResumeJob\x12\x1a.hodei.v1.ResumeJobRequest\x1a\x1b.hodei.v1.ResumeJobResponse\x12V\n" +
 	"\x0fListDeadLetters\x12 .hodei.v1.ListDeadLettersRequest\x1a!.hodei.v1.ListDeadLettersResponse\x12\\\n" +
@@ -3904,7 +4172,9 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\n" +
 	"ListTokens\x12\x1b.hodei.v1.ListTokensRequest\x1a\x1c.hodei.v1.ListTokensResponse\x12J\n" +
 	"\vRevokeToken\x12\x1c.hodei.v1.RevokeTokenRequest\x1a\x1d.hodei.v1.RevokeTokenResponse\x12D\n" +
-	"\tListAudit\x12\x1a.hodei.v1.ListAuditRequest\x1a\x1b.hodei.v1.ListAuditResponseB2Z0github.com/hodei-jobs/hodei/gen/hodei/v1;hodeiv1b\x06proto3"
+	"\tListAudit\x12\x1a.hodei.v1.ListAuditRequest\x1a\x1b.hodei.v1.ListAuditResponse\x12M\n" +
+	"\fSetNamespace\x12\x1d.hodei.v1.SetNamespaceRequest\x1a\x1e.hodei.v1.SetNamespaceResponse\x12S\n" +
+	"\x0eListNamespaces\x12\x1f.hodei.v1.ListNamespacesRequest\x1a .hodei.v1.ListNamespacesResponseB2Z0github.com/hodei-jobs/hodei/gen/hodei/v1;hodeiv1b\x06proto3"
 
 var (
 	file_hodei_v1_hodei_proto_rawDescOnce sync.Once
@@ -3919,7 +4189,7 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_hodei_v1_hodei_proto_goTypes = []any{
 	(JobState)(0),                     // 0: hodei.v1.JobState
 	(LogStream)(0),                    // 1: hodei.v1.LogStream
@@ -3976,43 +4246,48 @@ var file_hodei_v1_hodei_proto_goTypes = []any{
 	(*AuditRecord)(nil),               // 52: hodei.v1.AuditRecord
 	(*ListAuditRequest)(nil),          // 53: hodei.v1.ListAuditRequest
 	(*ListAuditResponse)(nil),         // 54: hodei.v1.ListAuditResponse
-	nil,                               // 55: hodei.v1.JobSpec.EnvEntry
-	nil,                               // 56: hodei.v1.JobSpec.LabelsEntry
-	nil,                               // 57: hodei.v1.JobSpec.SelectorEntry
-	nil,                               // 58: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),       // 59: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 60: google.protobuf.Timestamp
+	(*Namespace)(nil),                 // 55: hodei.v1.Namespace
+	(*SetNamespaceRequest)(nil),       // 56: hodei.v1.SetNamespaceRequest
+	(*SetNamespaceResponse)(nil),      // 57: hodei.v1.SetNamespaceResponse
+	(*ListNamespacesRequest)(nil),     // 58: hodei.v1.ListNamespacesRequest
+	(*ListNamespacesResponse)(nil),    // 59: hodei.v1.ListNamespacesResponse
+	nil,                               // 60: hodei.v1.JobSpec.EnvEntry
+	nil,                               // 61: hodei.v1.JobSpec.LabelsEntry
+	nil,                               // 62: hodei.v1.JobSpec.SelectorEntry
+	nil,                               // 63: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),       // 64: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 65: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
-	55, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	60, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	56, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	59, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
-	57, // 5: hodei.v1.JobSpec.selector:type_name -> hodei.v1.JobSpec.SelectorEntry
+	61, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	64, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	62, // 5: hodei.v1.JobSpec.selector:type_name -> hodei.v1.JobSpec.SelectorEntry
 	5,  // 6: hodei.v1.JobSpec.secrets:type_name -> hodei.v1.SecretRef
 	4,  // 7: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	60, // 8: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	60, // 9: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	60, // 10: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	60, // 11: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	65, // 8: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	65, // 9: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	65, // 10: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	65, // 11: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	4,  // 12: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
 	6,  // 13: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
 	6,  // 14: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
 	39, // 15: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
-	58, // 16: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	63, // 16: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
 	6,  // 17: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
 	6,  // 18: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
 	6,  // 19: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
 	1,  // 20: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	60, // 21: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	65, // 21: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	18, // 22: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	59, // 23: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	60, // 24: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	64, // 23: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	65, // 24: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
 	18, // 25: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	60, // 26: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	60, // 27: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	60, // 28: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	65, // 26: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	65, // 27: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	65, // 28: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
 	22, // 29: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
 	23, // 30: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
 	24, // 31: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
@@ -4020,70 +4295,76 @@ var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	25, // 33: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
 	4,  // 34: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
 	29, // 35: hodei.v1.RunJob.secret_env:type_name -> hodei.v1.SecretEnv
-	59, // 36: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	64, // 36: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
 	28, // 37: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
 	30, // 38: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
 	26, // 39: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
 	6,  // 40: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
-	60, // 41: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	60, // 42: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	65, // 41: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	65, // 42: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
 	34, // 43: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
-	60, // 44: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
-	60, // 45: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	65, // 44: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	65, // 45: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
 	39, // 46: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
-	60, // 47: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
+	65, // 47: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
 	39, // 48: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
-	60, // 49: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
+	65, // 49: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
 	42, // 50: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
-	60, // 51: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
-	60, // 52: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
-	60, // 53: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
-	59, // 54: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
+	65, // 51: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	65, // 52: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	65, // 53: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
+	64, // 54: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
 	45, // 55: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
 	45, // 56: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
 	45, // 57: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
-	60, // 58: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	60, // 59: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	65, // 58: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	65, // 59: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
 	52, // 60: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
-	7,  // 61: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	9,  // 62: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	11, // 63: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	13, // 64: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	15, // 65: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	17, // 66: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	20, // 67: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	27, // 68: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	32, // 69: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
-	35, // 70: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	37, // 71: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
-	40, // 72: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
-	43, // 73: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
-	46, // 74: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
-	48, // 75: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
-	50, // 76: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
-	53, // 77: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
-	8,  // 78: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	10, // 79: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	12, // 80: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	14, // 81: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	16, // 82: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	19, // 83: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	21, // 84: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	31, // 85: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	33, // 86: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
-	36, // 87: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	38, // 88: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
-	41, // 89: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
-	44, // 90: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
-	47, // 91: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
-	49, // 92: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
-	51, // 93: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
-	54, // 94: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
-	78, // [78:95] is the sub-list for method output_type
-	61, // [61:78] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	55, // 61: hodei.v1.SetNamespaceResponse.namespace:type_name -> hodei.v1.Namespace
+	55, // 62: hodei.v1.ListNamespacesResponse.namespaces:type_name -> hodei.v1.Namespace
+	7,  // 63: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	9,  // 64: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	11, // 65: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	13, // 66: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	15, // 67: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	17, // 68: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
+	20, // 69: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	27, // 70: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	32, // 71: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	35, // 72: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	37, // 73: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	40, // 74: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	43, // 75: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
+	46, // 76: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
+	48, // 77: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
+	50, // 78: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
+	53, // 79: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
+	56, // 80: hodei.v1.AdminService.SetNamespace:input_type -> hodei.v1.SetNamespaceRequest
+	58, // 81: hodei.v1.AdminService.ListNamespaces:input_type -> hodei.v1.ListNamespacesRequest
+	8,  // 82: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	10, // 83: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	12, // 84: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	14, // 85: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	16, // 86: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	19, // 87: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	21, // 88: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	31, // 89: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	33, // 90: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	36, // 91: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	38, // 92: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	41, // 93: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	44, // 94: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
+	47, // 95: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
+	49, // 96: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
+	51, // 97: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
+	54, // 98: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
+	57, // 99: hodei.v1.AdminService.SetNamespace:output_type -> hodei.v1.SetNamespaceResponse
+	59, // 100: hodei.v1.AdminService.ListNamespaces:output_type -> hodei.v1.ListNamespacesResponse
+	82, // [82:101] is the sub-list for method output_type
+	63, // [63:82] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_hodei_proto_init() }
@@ -4110,7 +4391,7 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   57,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -79,6 +79,12 @@ const (
 	AdminServiceRevokeTokenProcedure = "/hodei.v1.AdminService/RevokeToken"
 	// AdminServiceListAuditProcedure is the fully-qualified name of the AdminService's ListAudit RPC.
 	AdminServiceListAuditProcedure = "/hodei.v1.AdminService/ListAudit"
+	// AdminServiceSetNamespaceProcedure is the fully-qualified name of the AdminService's SetNamespace
+	// RPC.
+	AdminServiceSetNamespaceProcedure = "/hodei.v1.AdminService/SetNamespace"
+	// AdminServiceListNamespacesProcedure is the fully-qualified name of the AdminService's
+	// ListNamespaces RPC.
+	AdminServiceListNamespacesProcedure = "/hodei.v1.AdminService/ListNamespaces"
 )
 
 // JobServiceClient is a client for the hodei.v1.JobService service.
@@ -391,6 +397,10 @@ type AdminServiceClient interface {
 	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
 	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
 	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
+	// Sets (or, with max_running 0, removes) a namespace's limit on running jobs.
+	SetNamespace(context.Context, *connect.Request[v1.SetNamespaceRequest]) (*connect.Response[v1.SetNamespaceResponse], error)
+	// Namespaces with a limit, and every namespace that has jobs.
+	ListNamespaces(context.Context, *connect.Request[v1.ListNamespacesRequest]) (*connect.Response[v1.ListNamespacesResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the hodei.v1.AdminService service. By default, it
@@ -458,6 +468,18 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("ListAudit")),
 			connect.WithClientOptions(opts...),
 		),
+		setNamespace: connect.NewClient[v1.SetNamespaceRequest, v1.SetNamespaceResponse](
+			httpClient,
+			baseURL+AdminServiceSetNamespaceProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("SetNamespace")),
+			connect.WithClientOptions(opts...),
+		),
+		listNamespaces: connect.NewClient[v1.ListNamespacesRequest, v1.ListNamespacesResponse](
+			httpClient,
+			baseURL+AdminServiceListNamespacesProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListNamespaces")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -472,6 +494,8 @@ type adminServiceClient struct {
 	listTokens        *connect.Client[v1.ListTokensRequest, v1.ListTokensResponse]
 	revokeToken       *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
 	listAudit         *connect.Client[v1.ListAuditRequest, v1.ListAuditResponse]
+	setNamespace      *connect.Client[v1.SetNamespaceRequest, v1.SetNamespaceResponse]
+	listNamespaces    *connect.Client[v1.ListNamespacesRequest, v1.ListNamespacesResponse]
 }
 
 // ResumeJob calls hodei.v1.AdminService.ResumeJob.
@@ -519,6 +543,16 @@ func (c *adminServiceClient) ListAudit(ctx context.Context, req *connect.Request
 	return c.listAudit.CallUnary(ctx, req)
 }
 
+// SetNamespace calls hodei.v1.AdminService.SetNamespace.
+func (c *adminServiceClient) SetNamespace(ctx context.Context, req *connect.Request[v1.SetNamespaceRequest]) (*connect.Response[v1.SetNamespaceResponse], error) {
+	return c.setNamespace.CallUnary(ctx, req)
+}
+
+// ListNamespaces calls hodei.v1.AdminService.ListNamespaces.
+func (c *adminServiceClient) ListNamespaces(ctx context.Context, req *connect.Request[v1.ListNamespacesRequest]) (*connect.Response[v1.ListNamespacesResponse], error) {
+	return c.listNamespaces.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the hodei.v1.AdminService service.
 type AdminServiceHandler interface {
 	ResumeJob(context.Context, *connect.Request[v1.ResumeJobRequest]) (*connect.Response[v1.ResumeJobResponse], error)
@@ -531,6 +565,10 @@ type AdminServiceHandler interface {
 	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
 	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
 	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
+	// Sets (or, with max_running 0, removes) a namespace's limit on running jobs.
+	SetNamespace(context.Context, *connect.Request[v1.SetNamespaceRequest]) (*connect.Response[v1.SetNamespaceResponse], error)
+	// Namespaces with a limit, and every namespace that has jobs.
+	ListNamespaces(context.Context, *connect.Request[v1.ListNamespacesRequest]) (*connect.Response[v1.ListNamespacesResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -594,6 +632,18 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("ListAudit")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceSetNamespaceHandler := connect.NewUnaryHandler(
+		AdminServiceSetNamespaceProcedure,
+		svc.SetNamespace,
+		connect.WithSchema(adminServiceMethods.ByName("SetNamespace")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListNamespacesHandler := connect.NewUnaryHandler(
+		AdminServiceListNamespacesProcedure,
+		svc.ListNamespaces,
+		connect.WithSchema(adminServiceMethods.ByName("ListNamespaces")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hodei.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceResumeJobProcedure:
@@ -614,6 +664,10 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRevokeTokenHandler.ServeHTTP(w, r)
 		case AdminServiceListAuditProcedure:
 			adminServiceListAuditHandler.ServeHTTP(w, r)
+		case AdminServiceSetNamespaceProcedure:
+			adminServiceSetNamespaceHandler.ServeHTTP(w, r)
+		case AdminServiceListNamespacesProcedure:
+			adminServiceListNamespacesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -657,4 +711,12 @@ func (UnimplementedAdminServiceHandler) RevokeToken(context.Context, *connect.Re
 
 func (UnimplementedAdminServiceHandler) ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListAudit is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) SetNamespace(context.Context, *connect.Request[v1.SetNamespaceRequest]) (*connect.Response[v1.SetNamespaceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.SetNamespace is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListNamespaces(context.Context, *connect.Request[v1.ListNamespacesRequest]) (*connect.Response[v1.ListNamespacesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListNamespaces is not implemented"))
 }
