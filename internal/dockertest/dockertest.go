@@ -129,6 +129,20 @@ func (e *Engine) launch(ctx context.Context, bin, driver string) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
+	if !rootIsMountPoint() {
+		// In a chroot whose root is not a mount point (a debootstrap tree, as on a
+		// fresh test machine), dockerd's image unpacking fails to remount "/"
+		// ("remount /, flags: 0x84000: invalid argument"). Give it a root that is one:
+		// in a private mount namespace, bind the tree onto a directory of its own and
+		// chroot there. Paths stay the same (the bind shows the same tree), and nothing
+		// is mounted outside the namespace.
+		newRoot := filepath.Join(e.dir, "root")
+		if err := os.MkdirAll(newRoot, 0o700); err != nil {
+			return err
+		}
+		script := `mount --make-rprivate / 2>/dev/null; mount --rbind / "$1" && shift && exec chroot "$0" "$@"`
+		cmd = exec.Command("unshare", append([]string{"--mount", "sh", "-c", script, newRoot, newRoot, bin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -370,3 +384,18 @@ func (w wrapped) Run() int {
 // Main runs the tests and stops the engine; call it from TestMain of packages that
 // need Docker and no other helper's Main.
 func Main(m *testing.M) { os.Exit(Wrap(m).Run()) }
+
+// rootIsMountPoint reports whether this process's "/" is a mount point (it is not in a
+// plain chroot): /proc/self/mountinfo lists mount points relative to the root.
+func rootIsMountPoint() bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return true // cannot tell: start dockerd as it is
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == "/" {
+			return true
+		}
+	}
+	return false
+}
