@@ -140,8 +140,11 @@ func (e *Engine) launch(ctx context.Context, bin, driver string) error {
 		if err := os.MkdirAll(newRoot, 0o700); err != nil {
 			return err
 		}
-		script := `mount --make-rprivate / 2>/dev/null; mount --rbind / "$1" && shift && exec chroot "$0" "$@"`
-		cmd = exec.Command("unshare", append([]string{"--mount", "sh", "-c", script, newRoot, newRoot, bin}, args...)...)
+		// "/" is not a mount point, so its propagation cannot be changed (unshare's
+		// default would try): keep it, and make the new bind private at once.
+		script := `mount --rbind / "$1" && mount --make-rprivate "$1" && shift && exec chroot "$0" "$@"`
+		cmd = exec.Command("unshare", append([]string{"--mount", "--propagation", "unchanged", "sh", "-c", script,
+			newRoot, newRoot, bin}, args...)...)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
