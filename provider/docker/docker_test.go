@@ -23,9 +23,12 @@ func TestMain(m *testing.M) { dockertest.Main(m) }
 
 func newProvider(t *testing.T, e *dockertest.Engine, maxWorkers int) *docker.Provider {
 	t.Helper()
+	// Built first: on a cold build cache the static agent takes longer to build than
+	// the engine has to answer.
+	agent := providertest.Agent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p, err := docker.New(ctx, docker.Config{Host: e.Host, AgentBinary: providertest.Agent(t), MaxWorkers: maxWorkers,
+	p, err := docker.New(ctx, docker.Config{Host: e.Host, AgentBinary: agent, MaxWorkers: maxWorkers,
 		GracePeriod: time.Second, Owner: "node-" + t.Name()})
 	if err != nil {
 		t.Fatal(err)
