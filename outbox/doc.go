@@ -5,10 +5,13 @@
 //
 // # Writing
 //
-// Decorator is a command.Dispatcher that writes the command (JSON, with its idempotency
-// key as the row's unique key) to the outbox in the transaction ctx carries and returns
-// Enqueued{ID}. PublishEvent writes an event row the same way. Rolled back: no row.
-// Committed: a relay executes it. The same key twice: one row.
+// PublishEvent writes an event row in the transaction ctx carries (or in one of its
+// own). Rolled back: no row. Committed: a relay publishes it. The same key twice: one
+// row. Command rows (Kind command) are inserted the same way through
+// store.OutboxStore.Insert, with the command's JSON and its idempotency key; the relay
+// executes them through a CommandSink. (The product writes no command rows today: the
+// job path's deferred work runs as saga steps and activities. The Decorator that used to
+// turn a dispatch into a command row had no user and was removed.)
 //
 // # Row life cycle
 //

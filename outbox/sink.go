@@ -23,8 +23,8 @@ func (f CommandSinkFunc) DispatchEncoded(ctx context.Context, cmdType string, pa
 }
 
 // BusSink decodes stored commands with Bus and dispatches them through Dispatcher —
-// normally the Bus wrapped in middleware (logging, tracing, retry, idempotency), never the
-// outbox Decorator itself, or commands would go round in circles. The command's
+// normally the Bus wrapped in middleware (logging, tracing, retry, idempotency), never a
+// dispatcher that writes outbox rows, or commands would go round in circles. The command's
 // idempotency key travels inside its payload, so the idempotency middleware sees the key
 // the command was enqueued with. A nil Dispatcher dispatches on Bus directly.
 type BusSink struct {

@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -13,74 +14,6 @@ import (
 	"github.com/hodei-jobs/hodei/outbox"
 	"github.com/hodei-jobs/hodei/store"
 )
-
-var errRollback = errors.New("roll back")
-
-// The Decorator writes in the caller's transaction: a rollback leaves no row, a commit
-// leaves one that the relay executes, and the same key twice is one row.
-func TestDecoratorInTransaction(t *testing.T) {
-	ctx := ctxT(t, 30*time.Second)
-	st := pgtest.NewStore(t)
-	dec, err := outbox.NewDecorator(st.Outbox(), outbox.DecoratorOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	err = st.InTx(ctx, func(ctx context.Context) error {
-		if _, err := command.Dispatch[outbox.Enqueued](ctx, dec, work{Key: "rolled-back"}); err != nil {
-			return err
-		}
-		return errRollback
-	})
-	if !errors.Is(err, errRollback) {
-		t.Fatalf("InTx: %v", err)
-	}
-	if c := counts(t, st.Outbox()); c[store.OutboxPending] != 0 {
-		t.Fatalf("rolled-back transaction left %d rows", c[store.OutboxPending])
-	}
-
-	var first, second outbox.Enqueued
-	err = st.InTx(ctx, func(ctx context.Context) error {
-		var err error
-		if first, err = command.Dispatch[outbox.Enqueued](ctx, dec, work{Key: "committed", N: 7}); err != nil {
-			return err
-		}
-		second, err = command.Dispatch[outbox.Enqueued](ctx, dec, work{Key: "committed", N: 8})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := command.Dispatch[outbox.Enqueued](ctx, dec, work{Key: "committed", N: 9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if first.ID == 0 || second.ID != first.ID || again.ID != first.ID {
-		t.Fatalf("same key gave ids %d, %d, %d; want one row", first.ID, second.ID, again.ID)
-	}
-	if c := counts(t, st.Outbox()); c[store.OutboxPending] != 1 {
-		t.Fatalf("%d pending rows, want 1", c[store.OutboxPending])
-	}
-
-	var got atomic.Int64
-	bus := command.NewBus()
-	command.Register(bus, command.HandlerFunc[work, int](func(_ context.Context, w work) (int, error) {
-		got.Store(int64(w.N))
-		return w.N, nil
-	}))
-	r := newRelay(t, st.Outbox(), outbox.BusSink{Bus: bus}, nil, outbox.Config{PollInterval: time.Minute})
-	runRelay(t, r)
-	eventually(t, 5*time.Second, "committed command executed", func() bool {
-		return getRow(t, st.Outbox(), first.ID).Status == store.OutboxCompleted
-	})
-	if got.Load() != 7 {
-		t.Fatalf("handler saw N=%d, want the first enqueued command (7)", got.Load())
-	}
-
-	if _, err := dec.DispatchAny(ctx, work{}); err == nil || !strings.Contains(err.Error(), "IdempotencyKey") {
-		t.Fatalf("command without a key: err %v, want one naming IdempotencyKey", err)
-	}
-}
 
 // A command whose handler failed is not remembered by the idempotency layer: after a
 // failure (and a dead letter, then a requeue) the same key runs again and succeeds.
@@ -96,14 +29,16 @@ func TestFailedCommandRunsAgainWithSameKey(t *testing.T) {
 		return "done " + w.Key, nil
 	}))
 	dispatcher := command.EdgeChain(bus, command.ChainConfig{Idempotency: command.StoreDeps(st)}) // the relay's, as in server.Run
-	dec, err := outbox.NewDecorator(st.Outbox(), outbox.DecoratorOptions{MaxAttempts: 1})
+	payload, err := json.Marshal(work{Key: "same-key"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	enq, err := command.Dispatch[outbox.Enqueued](ctx, dec, work{Key: "same-key"})
+	ids, err := st.Outbox().Insert(ctx, &store.OutboxMessage{Kind: store.KindCommand, Type: work{}.CommandType(),
+		IdempotencyKey: "same-key", Payload: payload, MaxAttempts: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	enq := struct{ ID int64 }{ids[0]}
 	r := newRelay(t, st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: dispatcher}, nil,
 		outbox.Config{PollInterval: 20 * time.Millisecond})
 	runRelay(t, r)
@@ -152,8 +87,5 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := outbox.NewRelay(st.Outbox(), nil, nil, outbox.Config{}); err == nil {
 		t.Error("nil CommandSink accepted")
-	}
-	if _, err := outbox.NewDecorator(st.Outbox(), outbox.DecoratorOptions{MaxAttempts: -1}); err == nil || !strings.Contains(err.Error(), "MaxAttempts") {
-		t.Errorf("DecoratorOptions.MaxAttempts -1: %v", err)
 	}
 }
