@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
@@ -239,4 +241,40 @@ func writeJobSagas(w io.Writer, sagas []*hodeiv1.SagaSummary) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.GetId(), s.GetType(), s.GetState(), step, shorten(oneLine(s.GetError()), 80))
 	}
 	tw.Flush()
+}
+
+// newAdminListCmd is a `list` subcommand of an admin resource: it calls list through
+// the admin API and prints the answer as a table (write) or, with -o json, as JSON.
+func newAdminListCmd[R proto.Message](short string, list func(context.Context, hodeiv1connect.AdminServiceClient) (R, error),
+	write func(io.Writer, R)) *cobra.Command {
+	var (
+		f      adminFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ac, c, err := f.client(cmd)
+			if err != nil {
+				return err
+			}
+			res, err := list(cmd.Context(), ac)
+			if err != nil {
+				return explainAdmin(c, err)
+			}
+			if output == outputJSON {
+				return writeProtoJSON(cmd.OutOrStdout(), res)
+			}
+			write(cmd.OutOrStdout(), res)
+			return nil
+		},
+	}
+	f.define(cmd)
+	outputFlag(cmd, &output)
+	return cmd
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
 )
 
 func newNamespaceCmd() *cobra.Command {
@@ -69,36 +71,15 @@ start. --max-running 0 removes the limit. Lowering a limit stops no running job.
 }
 
 func newNamespaceListCmd() *cobra.Command {
-	var (
-		f      adminFlags
-		output string
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the namespaces with a limit or with jobs: limit, running and pending jobs",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			ac, c, err := f.client(cmd)
+	return newAdminListCmd("List the namespaces with a limit or with jobs: limit, running and pending jobs",
+		func(ctx context.Context, ac hodeiv1connect.AdminServiceClient) (*hodeiv1.ListNamespacesResponse, error) {
+			res, err := ac.ListNamespaces(ctx, connect.NewRequest(&hodeiv1.ListNamespacesRequest{}))
 			if err != nil {
-				return err
+				return nil, err
 			}
-			res, err := ac.ListNamespaces(cmd.Context(), connect.NewRequest(&hodeiv1.ListNamespacesRequest{}))
-			if err != nil {
-				return explainAdmin(c, err)
-			}
-			if output == outputJSON {
-				return writeProtoJSON(cmd.OutOrStdout(), res.Msg)
-			}
-			writeNamespaces(cmd.OutOrStdout(), res.Msg.GetNamespaces())
-			return nil
+			return res.Msg, nil
 		},
-	}
-	f.define(cmd)
-	outputFlag(cmd, &output)
-	return cmd
+		func(w io.Writer, m *hodeiv1.ListNamespacesResponse) { writeNamespaces(w, m.GetNamespaces()) })
 }
 
 func writeNamespaces(w io.Writer, nss []*hodeiv1.Namespace) {

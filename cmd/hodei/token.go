@@ -16,6 +16,7 @@ import (
 
 	"github.com/hodei-jobs/hodei/auth"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
+	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-jobs/hodei/store"
 	"github.com/hodei-jobs/hodei/store/postgres"
 )
@@ -157,36 +158,15 @@ func tokenProto(t *store.Token) *hodeiv1.ApiToken {
 }
 
 func newTokenListCmd() *cobra.Command {
-	var (
-		f      adminFlags
-		output string
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the tokens (never their secrets)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			ac, c, err := f.client(cmd)
+	return newAdminListCmd("List the tokens (never their secrets)",
+		func(ctx context.Context, ac hodeiv1connect.AdminServiceClient) (*hodeiv1.ListTokensResponse, error) {
+			res, err := ac.ListTokens(ctx, connect.NewRequest(&hodeiv1.ListTokensRequest{}))
 			if err != nil {
-				return err
+				return nil, err
 			}
-			res, err := ac.ListTokens(cmd.Context(), connect.NewRequest(&hodeiv1.ListTokensRequest{}))
-			if err != nil {
-				return explainAdmin(c, err)
-			}
-			if output == outputJSON {
-				return writeProtoJSON(cmd.OutOrStdout(), res.Msg)
-			}
-			writeTokens(cmd.OutOrStdout(), res.Msg.GetTokens())
-			return nil
+			return res.Msg, nil
 		},
-	}
-	f.define(cmd)
-	outputFlag(cmd, &output)
-	return cmd
+		func(w io.Writer, m *hodeiv1.ListTokensResponse) { writeTokens(w, m.GetTokens()) })
 }
 
 func writeTokens(w io.Writer, toks []*hodeiv1.ApiToken) {
