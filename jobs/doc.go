@@ -81,10 +81,13 @@
 // have them from version 2 on; version 1 (steps that made these calls inside their
 // transaction) stays registered only so that sagas started on it finish.
 //
-// The worker can never register before its password is committed: CreateWorker commits
-// the password hash (RotateOTP, which refuses to replace a password already redeemed)
-// and the worker's owner in a short transaction of its own, and only then asks the
-// provider to start the worker. A copy of the worker left by an earlier run of the
+// The worker can never register before its password is committed: the scheduler commits
+// the password hash and the owner (its node) with the worker row, and the create-worker
+// activity that runs right after on that node takes the plain password from memory
+// (otpstash.go), so it needs no transaction of its own; a run elsewhere, after a
+// restart or on a retry commits a fresh password (RotateOTP, which refuses to replace a
+// password already redeemed) and the worker's owner in a short transaction of its own.
+// Only then is the provider asked to start the worker. A copy of the worker left by an earlier run of the
 // activity (running, or exited after its registration was refused) is destroyed first,
 // so that Create (idempotent per worker id) starts one with the new password.
 //

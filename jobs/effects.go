@@ -24,9 +24,12 @@ func target(w *domain.Worker) routing.Target {
 	return routing.Target{WorkerID: w.ID, Provider: w.Provider, Owner: w.Owner}
 }
 
-// startWorker is the body of the provisioning saga's create-worker activity: it gives
-// the reserved worker a fresh one-time password and this node as its owner, commits
-// both, and only then has the provider start it. A worker that registered meanwhile (a
+// startWorker is the body of the provisioning saga's create-worker activity: the
+// worker's one-time password and owner are committed before the provider starts it.
+// The usual first run, on the node whose scheduler reserved the worker, takes the
+// password that committed with the reservation (otpstash.go); any other run gives the
+// worker a fresh password and this node as its owner in a transaction of its own
+// (rotatePassword). A worker that registered meanwhile (a
 // previous run of this activity started it and died before recording that) is left
 // alone. A copy started by a previous run is destroyed first, on the node that owns
 // it: its password is replaced here, so it could never register anyway.
@@ -54,24 +57,13 @@ func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName
 				"worker", workerID, "owner", w.Owner, "err", err)
 		}
 	}
-	otp, hash, err := newSecret()
-	if err != nil {
-		return Outcome{}, command.Transient(err)
-	}
-	err = s.st.InTx(ctx, func(ctx context.Context) error {
-		if err := s.st.Credentials().RotateOTP(ctx, workerID, hash, s.cfg.Now().Add(s.cfg.OTPTTL)); err != nil {
-			return err
+	otp, stashed := s.otps.take(workerID, s.cfg.Now())
+	if !stashed || w.Owner != node {
+		if otp, err = s.rotatePassword(ctx, w, node); errors.Is(err, store.ErrOTPUsed) {
+			return skipped(nil, w, "worker already registered"), nil
+		} else if err != nil {
+			return Outcome{}, err
 		}
-		if w.Owner != node {
-			return s.st.Workers().SetOwner(ctx, workerID, node)
-		}
-		return nil
-	})
-	if errors.Is(err, store.ErrOTPUsed) {
-		return skipped(nil, w, "worker already registered"), nil
-	}
-	if err != nil {
-		return Outcome{}, command.Transient(fmt.Errorf("jobs: prepare worker %s: %w", workerID, err))
 	}
 	// The password is committed: from here on the worker may register. A copy this
 	// node started in an earlier run (running, or exited after its registration was
@@ -98,6 +90,33 @@ func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName
 		return Outcome{}, command.Transient(fmt.Errorf("jobs: create worker %s with provider %s: %w", workerID, providerName, err))
 	}
 	return Outcome{WorkerState: string(domain.WorkerCreating)}, nil
+}
+
+// rotatePassword gives worker w a fresh password and makes node its owner, in a
+// transaction of its own, and returns the plain password: for a create-worker activity
+// that did not get the password the scheduler committed (otpstash.go). ErrOTPUsed: the
+// worker registered already.
+func (s *Service) rotatePassword(ctx context.Context, w *domain.Worker, node string) (string, error) {
+	otp, hash, err := newSecret()
+	if err != nil {
+		return "", command.Transient(err)
+	}
+	err = s.st.InTx(ctx, func(ctx context.Context) error {
+		if err := s.st.Credentials().RotateOTP(ctx, w.ID, hash, s.cfg.Now().Add(s.cfg.OTPTTL)); err != nil {
+			return err
+		}
+		if w.Owner != node {
+			return s.st.Workers().SetOwner(ctx, w.ID, node)
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrOTPUsed) {
+		return "", err
+	}
+	if err != nil {
+		return "", command.Transient(fmt.Errorf("jobs: prepare worker %s: %w", w.ID, err))
+	}
+	return otp, nil
 }
 
 // failPermanently ends the job FAILED with a provider's permanent Create error as its

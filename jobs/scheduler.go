@@ -192,16 +192,24 @@ func (s *Service) reserve(ctx context.Context, j *domain.Job, providerName strin
 		return err
 	}
 	workerID := wid.String()
-	w := &domain.Worker{ID: workerID, Provider: providerName, State: domain.WorkerCreating, CreatedAt: s.cfg.Now(),
-		JobID: j.ID, Labels: map[string]string{"hodei.job_id": j.ID}}
+	now := s.cfg.Now()
+	w := &domain.Worker{ID: workerID, Provider: providerName, State: domain.WorkerCreating, CreatedAt: now,
+		JobID: j.ID, Labels: map[string]string{"hodei.job_id": j.ID}, Owner: s.workers.Node()}
 	if err := s.st.Workers().Create(ctx, w); err != nil {
 		return err
 	}
-	// The credential row exists (without a password) from now on, so that the password
-	// set by CreateWorker is a row update a registering worker waits for.
-	if err := s.st.Credentials().SetOTP(ctx, workerID, nil, time.Time{}); err != nil {
+	// The worker's password commits with its row; the create-worker activity that
+	// follows on this node takes it from memory (otpstash.go) and needs no transaction
+	// of its own. Elsewhere, or later, the activity rotates it (startWorker).
+	otp, hash, err := newSecret()
+	if err != nil {
 		return err
 	}
+	expires := now.Add(s.cfg.OTPTTL)
+	if err := s.st.Credentials().SetOTP(ctx, workerID, hash, expires); err != nil {
+		return err
+	}
+	s.otps.put(workerID, otp, now, expires) // a rollback leaves an entry for an id never used: pruned
 	moved, err := s.moveJob(ctx, j.ID, domain.JobProvisioning, "capacity granted on provider "+providerName, func(j *domain.Job) {
 		j.Attempt++
 		j.WorkerID = workerID

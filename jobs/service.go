@@ -230,6 +230,8 @@ type Service struct {
 	wake      chan struct{}
 	// disconnects carries WorkerDisconnected notices to RunCleanup's loop.
 	disconnects chan disconnectNotice
+	// otps hands passwords from the scheduler to the create-worker activity (otpstash.go).
+	otps otpStash
 }
 
 // New builds the Service and registers the handlers of Commands() on bus. The engine

@@ -58,6 +58,15 @@
 // production) and by a TaskQueue (PollQueue here: the row is the queue), and poll the
 // database every PollInterval, so a lost wake-up or task costs only latency.
 //
+// Hand-off (handoff.go): while a process's Run loop is active, the start, signal, cancel
+// or fired timer it records takes the saga's claim in the same write when nobody holds
+// it (SagaRecord.ClaimedBy on Create; SagaUpdate.Take on Append, which is a conflict if
+// the claim changed since it was read), and after the commit the saga goes straight to
+// that loop: no wake-up, no task, no claim statement. On the job path this is most
+// wake-ups (the process that records a worker's registration runs the provisioning
+// saga's next step). The claim is an ordinary lease, so a process that dies first only
+// delays the saga until it expires; a full or stopping loop releases and announces it.
+//
 // Run keeps Concurrency workers busy from one claiming loop, with at most
 // Concurrency+BatchSize sagas claimed (queued or running). A poll claims up to BatchSize
 // sagas and, while polls come back full, the loop claims again as soon as half a batch

@@ -55,6 +55,9 @@ type Config struct {
 	// (ActivityContext.Dispatch): a dispatcher for callers outside transactions, with
 	// no middleware that opens one. Nil: activities cannot dispatch.
 	ActivityDispatcher command.Dispatcher
+	// NoHandoff turns the local hand-off off (handoff.go): every start, signal, cancel
+	// and fired timer then wakes runners and the saga is claimed by whichever polls it.
+	NoHandoff bool
 }
 
 func (c *Config) setDefaults() {
@@ -140,6 +143,7 @@ type Engine struct {
 	cfg    Config
 	codecs codecSet
 	log    *slog.Logger
+	hand   handoff
 }
 
 // New returns an engine over st running the definitions of reg; steps dispatch through d
@@ -253,11 +257,18 @@ func (e *Engine) Start(ctx context.Context, name, sagaID string, input any) (inf
 	}
 	rec := &store.SagaRecord{ID: sagaID, Type: def.Name, Version: def.Version, State: string(StateRunning),
 		Input: in, RunnableAt: now, CreatedAt: now}
+	var upd store.SagaUpdate
+	if e.takeFor(rec, &upd, now) {
+		rec.ClaimedBy, rec.ClaimExpiresAt = upd.Take, upd.ClaimUntil
+	}
 	saved, created, err := e.sagas.Create(ctx, rec, started, sched)
 	if err != nil {
 		return nil, false, fmt.Errorf("saga: Start %s %s: %w", name, sagaID, err)
 	}
-	if created {
+	if created && rec.ClaimedBy != "" {
+		cp := *saved
+		e.afterCommit(ctx, func() { e.handOff(context.WithoutCancel(ctx), &cp) })
+	} else if created {
 		e.announce(ctx, sagaID)
 	}
 	return infoOf(saved), created, nil
@@ -306,6 +317,7 @@ func (e *Engine) appendExternal(ctx context.Context, id string, ev func(rec *sto
 		if err != nil {
 			return err
 		}
+		e.takeFor(rec, &upd, e.cfg.Clock.Now())
 		err = e.sagas.Append(ctx, id, rec.LastSeq, upd, event)
 		if errors.Is(err, store.ErrConflict) {
 			continue
@@ -313,7 +325,7 @@ func (e *Engine) appendExternal(ctx context.Context, id string, ev func(rec *sto
 		if err != nil {
 			return err
 		}
-		e.announce(ctx, id)
+		e.woken(ctx, rec, upd, 1)
 		return nil
 	}
 	return fmt.Errorf("saga %s: gave up after %d conflicting appends: %w", id, maxAppendRetries, store.ErrConflict)

@@ -84,6 +84,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer tick.Stop()
 
 	l := e.newLoop(wake, tasks)
+	if hand := make(chan *store.SagaRecord, l.capacity); !e.cfg.NoHandoff && e.hand.open(hand) {
+		l.hand = hand
+	}
 	for range e.cfg.Concurrency {
 		l.workers.Go(func() { l.serve(ctx) })
 	}
@@ -115,10 +118,11 @@ func (e *Engine) releaseEarlierRun(ctx context.Context) error {
 // workers rarely wait for the claiming loop and claims stay large.
 type loop struct {
 	e        *Engine
-	wake     <-chan string    // wake-ups (nil once closed)
-	tasks    <-chan Task      // task deliveries (nil once closed or without a queue)
-	work     chan claimedSaga // claimed sagas handed to a worker
-	finished chan struct{}    // one value per saga a worker finished; never blocks
+	wake     <-chan string          // wake-ups (nil once closed)
+	tasks    <-chan Task            // task deliveries (nil once closed or without a queue)
+	hand     chan *store.SagaRecord // sagas claimed by this process's writes (handoff.go); nil: none
+	work     chan claimedSaga       // claimed sagas handed to a worker
+	finished chan struct{}          // one value per saga a worker finished; never blocks
 	workers  sync.WaitGroup
 	capacity int
 	refill   int
@@ -148,9 +152,11 @@ func (l *loop) run(ctx context.Context, tick <-chan time.Time) error {
 		if len(l.queue) > 0 {
 			out, head = l.work, l.queue[0]
 		}
-		wakeC, taskC := l.wake, l.tasks
+		wakeC, taskC, handC := l.wake, l.tasks, l.hand
 		if l.inflight >= l.capacity {
-			wakeC, taskC = nil, nil // full: leave wake-ups and tasks where they are
+			// full: leave wake-ups, tasks and hand-offs where they are (a hand-off that
+			// finds the channel full is released and announced by its sender)
+			wakeC, taskC, handC = nil, nil, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -177,6 +183,8 @@ func (l *loop) run(ctx context.Context, tick <-chan time.Time) error {
 				continue
 			}
 			l.gather(ctx, t.SagaID(), t)
+		case rec := <-handC:
+			l.enqueue(ctx, []*store.SagaRecord{rec}, nil)
 		}
 	}
 }
@@ -213,6 +221,10 @@ func (l *loop) finish(ctx context.Context, c claimedSaga, err error) {
 // released at once (also when ctx is done) and their tasks naked without delay, so
 // another runner can take them; then it waits for the running sagas to finish.
 func (l *loop) stop(ctx context.Context) {
+	if l.hand != nil {
+		l.e.hand.close()
+		l.e.drainHandoffs(ctx, l.hand)
+	}
 	close(l.work)
 	for _, c := range l.queue { // claimed, never started: hand back at once
 		l.e.release(ctx, c.rec.ID)

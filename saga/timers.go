@@ -53,11 +53,14 @@ func (e *Engine) fireTimer(ctx context.Context, t *store.SagaTimer) (bool, error
 			if err != nil {
 				return err
 			}
-			if err := e.sagas.Append(ctx, t.SagaID, rec.LastSeq, wakeUpdate(rec, e.cfg.Clock.Now()), ev); err != nil {
+			now := e.cfg.Clock.Now()
+			upd := wakeUpdate(rec, now)
+			e.takeFor(rec, &upd, now)
+			if err := e.sagas.Append(ctx, t.SagaID, rec.LastSeq, upd, ev); err != nil {
 				return err
 			}
 			fired = true
-			e.announce(ctx, t.SagaID)
+			e.woken(ctx, rec, upd, 1)
 			return nil
 		})
 		if err == nil {

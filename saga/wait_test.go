@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,5 +326,57 @@ func TestCodecsPerEvent(t *testing.T) {
 	must(t, json.Unmarshal(h[len(h)-2].Data.Output, &out))
 	if out.JobID == "" {
 		t.Fatalf("output written with the second codec unreadable: %+v", h[len(h)-2])
+	}
+}
+
+// silentWaker counts wake-ups and never delivers one.
+type silentWaker struct{ wakes atomic.Int64 }
+
+func (w *silentWaker) Wake(context.Context, string) error { w.wakes.Add(1); return nil }
+func (w *silentWaker) Wakeups(ctx context.Context) <-chan string {
+	return make(chan string)
+}
+
+// A process whose Run loop is active runs the sagas it starts and signals itself: the
+// claim is taken with the write and the saga handed to the loop after the commit, with
+// no wake-up, task or poll (handoff.go). The waker here delivers nothing and the poll is
+// an hour away, so only the hand-off can move the saga.
+func TestStartAndSignalAreHandedToOwnLoop(t *testing.T) {
+	e := newEnv(t)
+	must(t, e.reg.Register(Definition{Name: "wait", Version: 1, Steps: []Step{waitStep("await", "go")}}))
+	waker := &silentWaker{}
+	eng := e.engine("r1", func(c *Config) { c.Waker = waker; c.PollInterval = time.Hour })
+	id := IDFor("wait", "handoff")
+	ctx, cancel := context.WithCancel(e.ctx())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	waitFor(t, eng.hand.active)
+	_, _, err := eng.Start(e.ctx(), "wait", id, nil)
+	must(t, err)
+	waitFor(t, func() bool { return e.state(eng, id).State == StateWaiting })
+	must(t, eng.Signal(e.ctx(), id, "go", "now"))
+	waitFor(t, func() bool { return e.state(eng, id).State == StateCompleted })
+	if n := waker.wakes.Load(); n != 0 {
+		t.Fatalf("%d wake-ups published, want none (the saga was handed over locally)", n)
+	}
+	r, err := e.st.Sagas().Get(e.ctx(), id)
+	must(t, err)
+	if r.ClaimedBy != "" {
+		t.Fatalf("finished saga still claimed by %q", r.ClaimedBy)
+	}
+	cancel()
+	must(t, <-done)
+
+	// Without a running loop (or with NoHandoff) the signal wakes runners instead and
+	// takes no claim.
+	off := e.engine("r2", func(c *Config) { c.Waker = waker; c.NoHandoff = true })
+	id2 := IDFor("wait", "no-handoff")
+	_, _, err = off.Start(e.ctx(), "wait", id2, nil)
+	must(t, err)
+	if r, err := e.st.Sagas().Get(e.ctx(), id2); err != nil || r.ClaimedBy != "" {
+		t.Fatalf("saga started without hand-off: claim %q (%v), want none", r.ClaimedBy, err)
+	}
+	if n := waker.wakes.Load(); n != 1 {
+		t.Fatalf("%d wake-ups, want 1 for the start without hand-off", n)
 	}
 }

@@ -80,14 +80,23 @@ type SagaUpdate struct {
 	ClaimedBy  string
 	ClaimUntil time.Time
 	Release    bool
+	// Take claims the saga for the runner Take until ClaimUntil with this append, for
+	// the process that records a signal, timer or cancel and then advances the saga
+	// itself (no separate claim, no wake-up). The row must still be claimed by TakeFrom
+	// ("": unclaimed), as read before; otherwise the append is a conflict (ErrConflict)
+	// and writes nothing, so a claim taken meanwhile by another runner is never
+	// overwritten. Empty Take: the claim is handled as described above.
+	Take     string
+	TakeFrom string
 }
 
 // SagaStore persists saga rows, histories, snapshots and timers. All methods join the
 // transaction carried by ctx (Store.InTx) and are safe for concurrent use.
 type SagaStore interface {
 	// Create inserts rec (LastSeq is set to len(events)) and its first events with seqs
-	// 1..n. If a saga with rec.ID exists, nothing is written and the existing row is
-	// returned with created=false.
+	// 1..n, claimed by rec.ClaimedBy until rec.ClaimExpiresAt when ClaimedBy is set (the
+	// starting process then runs it itself). If a saga with rec.ID exists, nothing is
+	// written and the existing row is returned with created=false.
 	Create(ctx context.Context, rec *SagaRecord, events ...*SagaEvent) (saved *SagaRecord, created bool, err error)
 	// Get returns the saga row, or ErrNotFound.
 	Get(ctx context.Context, id string) (*SagaRecord, error)

@@ -150,12 +150,14 @@ func (ss sagaStore) Create(ctx context.Context, rec *store.SagaRecord, events ..
 	// One statement, so no transaction of its own is needed: the row and its events are
 	// inserted together or not at all (and join ctx's transaction when there is one).
 	args := append([]any{rec.ID, rec.Type, rec.Version, rec.State, input, rec.CurrentStep, rec.LastSeq,
-		nullTime(rec.RunnableAt), rec.Error, rec.CreatedAt}, arr.args()...)
+		nullTime(rec.RunnableAt), rec.Error, rec.CreatedAt, rec.ClaimedBy, nullTime(normTime(rec.ClaimExpiresAt))},
+		arr.args()...)
 	tag, err := ss.s.q(ctx).Exec(ctx, `WITH src AS (
-		INSERT INTO sagas (id, type, version, state, input, current_step, last_seq, runnable_at, error, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+		INSERT INTO sagas (id, type, version, state, input, current_step, last_seq, runnable_at, error, created_at, updated_at,
+			claimed_by, claim_expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, NULLIF($11::text, ''), $12)
 		ON CONFLICT (id) DO NOTHING RETURNING id)
-		`+eventsSelect(11), args...)
+		`+eventsSelect(13), args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("postgres: create saga %s: %w", rec.ID, err)
 	}
@@ -185,12 +187,14 @@ func (ss sagaStore) Get(ctx context.Context, id string) (*store.SagaRecord, erro
 // last seq, $4.. the update. Column references on the right see the old row.
 const updateSagaSQL = `UPDATE sagas SET last_seq = $3, state = $4, current_step = $5, runnable_at = $6,
 		error = $7, updated_at = $11,
-		claimed_by = CASE WHEN $8::text <> '' AND claimed_by = $8::text AND $9::bool THEN NULL ELSE claimed_by END,
+		claimed_by = CASE WHEN $12::text <> '' THEN $12::text
+			WHEN $8::text <> '' AND claimed_by = $8::text AND $9::bool THEN NULL ELSE claimed_by END,
 		claim_expires_at = CASE
+			WHEN $12::text <> '' THEN $10::timestamptz
 			WHEN $8::text <> '' AND claimed_by = $8::text AND $9::bool THEN NULL
 			WHEN $8::text <> '' AND claimed_by = $8::text AND $10::timestamptz IS NOT NULL THEN $10::timestamptz
 			ELSE claim_expires_at END
-		WHERE id = $1 AND last_seq = $2`
+		WHERE id = $1 AND last_seq = $2 AND ($12::text = '' OR COALESCE(claimed_by, '') = $13::text)`
 
 func (ss sagaStore) Append(ctx context.Context, id string, expectedSeq int64, upd store.SagaUpdate, events ...*store.SagaEvent) error {
 	arr, err := buildEventArrays(id, expectedSeq+1, events)
@@ -199,7 +203,7 @@ func (ss sagaStore) Append(ctx context.Context, id string, expectedSeq int64, up
 	}
 	args := []any{id, expectedSeq, expectedSeq + int64(len(events)), upd.State, upd.CurrentStep,
 		nullTime(normTime(upd.RunnableAt)), upd.Error, upd.ClaimedBy, upd.Release,
-		nullTime(normTime(upd.ClaimUntil)), now()}
+		nullTime(normTime(upd.ClaimUntil)), now(), upd.Take, upd.TakeFrom}
 	var n int64
 	if len(events) == 0 {
 		tag, err := ss.s.q(ctx).Exec(ctx, updateSagaSQL, args...)
@@ -210,7 +214,7 @@ func (ss sagaStore) Append(ctx context.Context, id string, expectedSeq int64, up
 	} else {
 		// One statement: the row update and the event inserts happen together or not at
 		// all, with or without an enclosing transaction.
-		tag, err := ss.s.q(ctx).Exec(ctx, `WITH src AS (`+updateSagaSQL+` RETURNING id) `+eventsSelect(12),
+		tag, err := ss.s.q(ctx).Exec(ctx, `WITH src AS (`+updateSagaSQL+` RETURNING id) `+eventsSelect(14),
 			append(args, arr.args()...)...)
 		if isUniqueViolation(err) {
 			return &store.SagaConflictError{SagaID: id, ExpectedSeq: expectedSeq, Reason: "duplicate seq"}

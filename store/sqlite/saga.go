@@ -124,10 +124,10 @@ func (ss sagaStore) Create(ctx context.Context, rec *store.SagaRecord, events ..
 	var saved *store.SagaRecord
 	err := ss.s.writeAtomic(ctx, func(ctx context.Context, q querier) error {
 		res, err := q.ExecContext(ctx, `INSERT INTO sagas (id, type, version, state, input, current_step,
-			last_seq, runnable_at, error, created_at, updated_at)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) ON CONFLICT (id) DO NOTHING`,
+			last_seq, runnable_at, error, created_at, updated_at, claimed_by, claim_expires_at)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, NULLIF(?11, ''), ?12) ON CONFLICT (id) DO NOTHING`,
 			rec.ID, rec.Type, rec.Version, rec.State, input, rec.CurrentStep, rec.LastSeq,
-			ts(rec.RunnableAt), rec.Error, nanos(rec.CreatedAt))
+			ts(rec.RunnableAt), rec.Error, nanos(rec.CreatedAt), rec.ClaimedBy, ts(normTime(rec.ClaimExpiresAt)))
 		if err != nil {
 			return err
 		}
@@ -166,12 +166,14 @@ func (ss sagaStore) Get(ctx context.Context, id string) (*store.SagaRecord, erro
 // new last seq, ?4.. the update. Column references on the right see the old row.
 const updateSagaSQL = `UPDATE sagas SET last_seq = ?3, state = ?4, current_step = ?5, runnable_at = ?6,
 		error = ?7, updated_at = ?11,
-		claimed_by = CASE WHEN ?8 <> '' AND claimed_by = ?8 AND ?9 THEN NULL ELSE claimed_by END,
+		claimed_by = CASE WHEN ?12 <> '' THEN ?12
+			WHEN ?8 <> '' AND claimed_by = ?8 AND ?9 THEN NULL ELSE claimed_by END,
 		claim_expires_at = CASE
+			WHEN ?12 <> '' THEN ?10
 			WHEN ?8 <> '' AND claimed_by = ?8 AND ?9 THEN NULL
 			WHEN ?8 <> '' AND claimed_by = ?8 AND ?10 IS NOT NULL THEN ?10
 			ELSE claim_expires_at END
-		WHERE id = ?1 AND last_seq = ?2`
+		WHERE id = ?1 AND last_seq = ?2 AND (?12 = '' OR COALESCE(claimed_by, '') = ?13)`
 
 // Append checks the seq and writes the row and the events on the writer connection, in
 // a savepoint (or a transaction of its own): all or nothing.
@@ -183,7 +185,7 @@ func (ss sagaStore) Append(ctx context.Context, id string, expectedSeq int64, up
 	err := ss.s.writeAtomic(ctx, func(ctx context.Context, q querier) error {
 		res, err := q.ExecContext(ctx, updateSagaSQL, id, expectedSeq, expectedSeq+int64(len(events)),
 			upd.State, upd.CurrentStep, ts(normTime(upd.RunnableAt)), upd.Error, upd.ClaimedBy, upd.Release,
-			ts(normTime(upd.ClaimUntil)), nanos(now()))
+			ts(normTime(upd.ClaimUntil)), nanos(now()), upd.Take, upd.TakeFrom)
 		if err != nil {
 			return err
 		}

@@ -19,6 +19,7 @@ func RunSaga(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("AppendJoinsTx", func(t *testing.T) { sagaAppendTx(t, newStore(t)) })
 	t.Run("ClaimExclusive", func(t *testing.T) { sagaClaim(t, newStore(t)) })
 	t.Run("ClaimIDs", func(t *testing.T) { sagaClaimIDs(t, newStore(t)) })
+	t.Run("TakeWithWrite", func(t *testing.T) { sagaTake(t, newStore(t)) })
 	t.Run("Savepoint", func(t *testing.T) { sagaSavepoint(t, newStore(t)) })
 	t.Run("Histories", func(t *testing.T) { sagaHistories(t, newStore(t)) })
 	t.Run("Snapshots", func(t *testing.T) { sagaSnapshots(t, newStore(t)) })
@@ -460,5 +461,57 @@ func sagaHistories(t *testing.T, st store.Store) {
 	}
 	if h, err := ss.Histories(ctx, nil); err != nil || len(h) != 0 {
 		t.Fatalf("Histories of nothing: %v %v", h, err)
+	}
+}
+
+// sagaTake: a saga created claimed is held by its creator; an append with Take claims
+// a free saga, and one whose claim changed since it was read (TakeFrom) is a conflict
+// that writes nothing.
+func sagaTake(t *testing.T, st store.Store) {
+	ctx, ss := sagaCtx(t), st.Sagas()
+	until := sagaT0.Add(time.Minute)
+	r, created, err := ss.Create(ctx, &store.SagaRecord{ID: "c1", Type: "test", Version: 1, State: "RUNNING",
+		RunnableAt: sagaT0, ClaimedBy: "me", ClaimExpiresAt: until}, ev("started"))
+	sagaMust(t, err)
+	if !created || r.ClaimedBy != "me" {
+		t.Fatalf("Create claimed: created=%v rec=%+v", created, r)
+	}
+	got, err := ss.Get(ctx, "c1")
+	sagaMust(t, err)
+	if got.ClaimedBy != "me" || !got.ClaimExpiresAt.Equal(until) {
+		t.Fatalf("created saga's claim %q until %v, want me until %v", got.ClaimedBy, got.ClaimExpiresAt, until)
+	}
+	// Nobody else can claim it while the claim lasts.
+	if recs, err := ss.ClaimIDs(ctx, []string{"c1"}, "other", sagaT0, time.Minute); err != nil || len(recs) != 0 {
+		t.Fatalf("ClaimIDs of a saga created claimed: %d, %v; want none", len(recs), err)
+	}
+
+	newSaga(t, ctx, ss, "t1", time.Time{})
+	upd := store.SagaUpdate{State: "RUNNING", RunnableAt: sagaT0, Take: "me", ClaimUntil: until}
+	sagaMust(t, ss.Append(ctx, "t1", 1, upd, ev("signal")))
+	got, err = ss.Get(ctx, "t1")
+	sagaMust(t, err)
+	if got.ClaimedBy != "me" || !got.ClaimExpiresAt.Equal(until) || got.LastSeq != 2 {
+		t.Fatalf("after Append with Take: %+v", got)
+	}
+
+	// Another runner read t1 while it was free; its Take must not overwrite the claim.
+	upd2 := store.SagaUpdate{State: "RUNNING", RunnableAt: sagaT0, Take: "other", TakeFrom: "", ClaimUntil: until}
+	err = ss.Append(ctx, "t1", 2, upd2, ev("signal2"))
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("Take of a saga claimed meanwhile: %v, want ErrConflict", err)
+	}
+	got, err = ss.Get(ctx, "t1")
+	sagaMust(t, err)
+	if got.ClaimedBy != "me" || got.LastSeq != 2 {
+		t.Fatalf("after a refused Take: %+v, want still claimed by me at seq 2", got)
+	}
+	// Knowing the holder (an expired claim, say), Take replaces it.
+	upd2.TakeFrom = "me"
+	sagaMust(t, ss.Append(ctx, "t1", 2, upd2, ev("signal2")))
+	got, err = ss.Get(ctx, "t1")
+	sagaMust(t, err)
+	if got.ClaimedBy != "other" || got.LastSeq != 3 {
+		t.Fatalf("after Take from me: %+v, want claimed by other at seq 3", got)
 	}
 }
