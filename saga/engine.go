@@ -144,6 +144,7 @@ type Engine struct {
 	codecs codecSet
 	log    *slog.Logger
 	hand   handoff
+	parked parkedStates
 }
 
 // New returns an engine over st running the definitions of reg; steps dispatch through d
@@ -267,7 +268,7 @@ func (e *Engine) Start(ctx context.Context, name, sagaID string, input any) (inf
 	}
 	if created && rec.ClaimedBy != "" {
 		cp := *saved
-		e.afterCommit(ctx, func() { e.handOff(context.WithoutCancel(ctx), &cp) })
+		e.afterCommit(ctx, func() { e.handOff(context.Background(), handed{rec: &cp}) })
 	} else if created {
 		e.announce(ctx, sagaID)
 	}
@@ -325,7 +326,7 @@ func (e *Engine) appendExternal(ctx context.Context, id string, ev func(rec *sto
 		if err != nil {
 			return err
 		}
-		e.woken(ctx, rec, upd, 1)
+		e.woken(ctx, rec, upd, event)
 		return nil
 	}
 	return fmt.Errorf("saga %s: gave up after %d conflicting appends: %w", id, maxAppendRetries, store.ErrConflict)

@@ -21,15 +21,74 @@ import (
 // when the same runner restarts). When the loop is full (Concurrency+BatchSize sagas
 // claimed) or stopping, the saga is released and announced as before.
 
+// A saga this engine parked (WAITING for a signal or timer) keeps its folded state in
+// memory (parkedStates, at most maxParked of them), so that when this process records
+// the signal or timer that wakes it and takes the claim, the state is that one plus the
+// event just written: the hand-off needs no history query. Any other write in between
+// (another process's signal, an incident) shows as a different last seq, and the
+// history is read as usual.
+
+// maxParked bounds the parked states kept per engine.
+const maxParked = 4096
+
+// handed is a saga claimed by this process's write, with its state when known.
+type handed struct {
+	rec *store.SagaRecord
+	st  *sagaState // nil: load the history
+}
+
+// parkedStates holds the states of sagas this engine parked, each taken at most once.
+type parkedStates struct {
+	mu sync.Mutex
+	m  map[string]*sagaState
+}
+
+func (p *parkedStates) put(id string, st *sagaState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]*sagaState{}
+	}
+	if len(p.m) >= maxParked {
+		for k := range p.m { // drop an arbitrary entry: a miss only costs a query
+			delete(p.m, k)
+			break
+		}
+	}
+	p.m[id] = st
+}
+
+// take returns and forgets id's state if it is the one at lastSeq.
+func (p *parkedStates) take(id string, lastSeq int64) *sagaState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.m[id]
+	delete(p.m, id)
+	if st == nil || st.LastSeq != lastSeq {
+		return nil
+	}
+	return st
+}
+
+// keepParked remembers next, the state a commit in ctx handed back, once that commits,
+// if it is waiting (and hand-offs are on).
+func (e *Engine) keepParked(ctx context.Context, id string, next *sagaState, release bool) {
+	if !release || next.Status != StateWaiting || e.cfg.NoHandoff {
+		return
+	}
+	kept := next.clone()
+	e.afterCommit(ctx, func() { e.parked.put(id, kept) })
+}
+
 // handoff is the channel of claimed sagas from the recording code to Run's loop; nil
 // while no loop accepts them.
 type handoff struct {
 	mu sync.RWMutex
-	ch chan *store.SagaRecord
+	ch chan handed
 }
 
 // open makes ch the hand-off channel; false if a loop already has one.
-func (h *handoff) open(ch chan *store.SagaRecord) bool {
+func (h *handoff) open(ch chan handed) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ch != nil {
@@ -53,7 +112,7 @@ func (h *handoff) active() bool {
 }
 
 // send hands rec over without blocking; false when no loop takes it now.
-func (h *handoff) send(rec *store.SagaRecord) bool {
+func (h *handoff) send(rec handed) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if h.ch == nil {
@@ -78,37 +137,53 @@ func (e *Engine) takeFor(rec *store.SagaRecord, upd *store.SagaUpdate, now time.
 	return true
 }
 
-// woken follows a successful Append of n events with upd to rec: after the commit, the
-// saga goes to this engine's loop if upd took its claim, else runners are woken.
-func (e *Engine) woken(ctx context.Context, rec *store.SagaRecord, upd store.SagaUpdate, n int) {
+// woken follows a successful Append of ev (one event) with upd to rec: after the
+// commit, the saga goes to this engine's loop if upd took its claim (with its state, if
+// it was parked here), else runners are woken.
+func (e *Engine) woken(ctx context.Context, rec *store.SagaRecord, upd store.SagaUpdate, ev *store.SagaEvent) {
 	if upd.Take == "" {
 		e.announce(ctx, rec.ID)
 		return
 	}
 	next := *rec
-	next.LastSeq += int64(n)
+	next.LastSeq++
 	next.State, next.CurrentStep, next.RunnableAt, next.Error = upd.State, upd.CurrentStep, upd.RunnableAt, upd.Error
 	next.ClaimedBy, next.ClaimExpiresAt = upd.Take, upd.ClaimUntil
-	e.afterCommit(ctx, func() { e.handOff(context.WithoutCancel(ctx), &next) })
+	e.afterCommit(ctx, func() {
+		h := handed{rec: &next}
+		if st := e.parked.take(rec.ID, rec.LastSeq); st != nil {
+			written := *ev
+			written.SagaID, written.Seq = rec.ID, next.LastSeq
+			if folded, err := e.fold(rec.ID, st, []*store.SagaEvent{&written}); err == nil {
+				h.st = folded
+			}
+		}
+		e.handOff(context.Background(), h) // ctx carries the transaction that just ended
+	})
 }
 
-// handOff gives the claimed rec to the loop, or, when no loop takes it now, releases it
-// and wakes runners (this one's poll included).
-func (e *Engine) handOff(ctx context.Context, rec *store.SagaRecord) {
-	if e.hand.send(rec) {
+// handOff gives the claimed saga to the loop, or, when no loop takes it now, releases
+// it and wakes runners (this one's poll included).
+//
+// It runs in the committing goroutine's after-commit callback, which on SQLite may still
+// hold the only writer connection: the release (a write) goes to a goroutine of its own.
+func (e *Engine) handOff(ctx context.Context, h handed) {
+	if e.hand.send(h) {
 		return
 	}
-	e.release(ctx, rec.ID)
-	e.announce(ctx, rec.ID)
+	go func() {
+		e.release(ctx, h.rec.ID)
+		e.announce(ctx, h.rec.ID)
+	}()
 }
 
 // drainHandoffs releases the sagas left in ch by a loop that stopped (after close).
-func (e *Engine) drainHandoffs(ctx context.Context, ch chan *store.SagaRecord) {
+func (e *Engine) drainHandoffs(ctx context.Context, ch chan handed) {
 	for {
 		select {
-		case rec := <-ch:
-			e.release(ctx, rec.ID)
-			e.announce(ctx, rec.ID)
+		case h := <-ch:
+			e.release(ctx, h.rec.ID)
+			e.announce(ctx, h.rec.ID)
 		default:
 			return
 		}

@@ -58,6 +58,7 @@ func (e *Engine) runClaimed(ctx context.Context, recs []*store.SagaRecord) {
 type claimedSaga struct {
 	rec   *store.SagaRecord
 	hist  []*store.SagaEvent
+	st    *sagaState // its state, when a hand-off brought it (then hist is nil)
 	tasks []Task
 }
 
@@ -84,7 +85,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer tick.Stop()
 
 	l := e.newLoop(wake, tasks)
-	if hand := make(chan *store.SagaRecord, l.capacity); !e.cfg.NoHandoff && e.hand.open(hand) {
+	if hand := make(chan handed, l.capacity); !e.cfg.NoHandoff && e.hand.open(hand) {
 		l.hand = hand
 	}
 	for range e.cfg.Concurrency {
@@ -118,11 +119,11 @@ func (e *Engine) releaseEarlierRun(ctx context.Context) error {
 // workers rarely wait for the claiming loop and claims stay large.
 type loop struct {
 	e        *Engine
-	wake     <-chan string          // wake-ups (nil once closed)
-	tasks    <-chan Task            // task deliveries (nil once closed or without a queue)
-	hand     chan *store.SagaRecord // sagas claimed by this process's writes (handoff.go); nil: none
-	work     chan claimedSaga       // claimed sagas handed to a worker
-	finished chan struct{}          // one value per saga a worker finished; never blocks
+	wake     <-chan string    // wake-ups (nil once closed)
+	tasks    <-chan Task      // task deliveries (nil once closed or without a queue)
+	hand     chan handed      // sagas claimed by this process's writes (handoff.go); nil: none
+	work     chan claimedSaga // claimed sagas handed to a worker
+	finished chan struct{}    // one value per saga a worker finished; never blocks
 	workers  sync.WaitGroup
 	capacity int
 	refill   int
@@ -183,8 +184,13 @@ func (l *loop) run(ctx context.Context, tick <-chan time.Time) error {
 				continue
 			}
 			l.gather(ctx, t.SagaID(), t)
-		case rec := <-handC:
-			l.enqueue(ctx, []*store.SagaRecord{rec}, nil)
+		case h := <-handC:
+			if h.st != nil {
+				l.queue = append(l.queue, claimedSaga{rec: h.rec, st: h.st})
+				l.inflight++
+			} else {
+				l.enqueue(ctx, []*store.SagaRecord{h.rec}, nil)
+			}
 		}
 	}
 }
@@ -193,7 +199,7 @@ func (l *loop) run(ctx context.Context, tick <-chan time.Time) error {
 // finishes it (see finish).
 func (l *loop) serve(ctx context.Context) {
 	for c := range l.work {
-		err := l.e.advanceFrom(ctx, c.rec, c.hist)
+		err := l.e.advanceWith(ctx, c.rec, c.hist, c.st)
 		l.finish(ctx, c, err)
 	}
 }

@@ -82,6 +82,7 @@ func (e *Engine) commit(ctx context.Context, id string, st *sagaState, p *pendin
 		if err := e.sagas.Append(ctx, id, st.LastSeq, upd, p.events...); err != nil {
 			return nil, err
 		}
+		e.keepParked(ctx, id, next, release)
 		return next, nil
 	}
 	err := e.st.InTx(ctx, func(ctx context.Context) error {
@@ -95,5 +96,6 @@ func (e *Engine) commit(ctx context.Context, id string, st *sagaState, p *pendin
 	if err != nil {
 		return nil, err
 	}
+	e.keepParked(ctx, id, next, release)
 	return next, nil
 }

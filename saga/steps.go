@@ -29,6 +29,12 @@ func (e *Engine) release(ctx context.Context, id string) {
 
 // advanceFrom is advance with the saga's history when it was already read (nil: load it).
 func (e *Engine) advanceFrom(ctx context.Context, rec *store.SagaRecord, hist []*store.SagaEvent) error {
+	return e.advanceWith(ctx, rec, hist, nil)
+}
+
+// advanceWith is advanceFrom with the saga's state at rec.LastSeq when it is known
+// (handoff.go; it is used, not copied), else from hist or the store.
+func (e *Engine) advanceWith(ctx context.Context, rec *store.SagaRecord, hist []*store.SagaEvent, known *sagaState) error {
 	// Perhaps a replica that knows this version (or can read this history: a newer
 	// release) will take it; here it is looked at again in a minute, not at every poll.
 	later := func(msg string, err error) error {
@@ -45,9 +51,12 @@ func (e *Engine) advanceFrom(ctx context.Context, rec *store.SagaRecord, hist []
 		return later("saga definition not registered here", err)
 	}
 	var st *sagaState
-	if len(hist) > 0 {
+	switch {
+	case known != nil:
+		st = known
+	case len(hist) > 0:
 		st, err = e.fold(rec.ID, newState(), hist)
-	} else {
+	default:
 		st, err = e.loadAt(ctx, rec.ID, rec.LastSeq)
 	}
 	var unreadable *unreadableError

@@ -60,7 +60,7 @@ func (e *Engine) fireTimer(ctx context.Context, t *store.SagaTimer) (bool, error
 				return err
 			}
 			fired = true
-			e.woken(ctx, rec, upd, 1)
+			e.woken(ctx, rec, upd, ev)
 			return nil
 		})
 		if err == nil {
