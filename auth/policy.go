@@ -78,7 +78,17 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 		if err != nil {
 			return err
 		}
-		return next(WithPrincipal(ctx, p), conn)
+		// The stream ends when its token is revoked or expires (Guard).
+		gctx, release := i.a.Guard(WithPrincipal(ctx, p), p)
+		defer release()
+		err = next(gctx, conn)
+		if ctx.Err() == nil && gctx.Err() != nil {
+			cause := context.Cause(gctx)
+			i.a.Record(ctx, Entry{Actor: p.Name, Action: "auth.stream_ended", Procedure: proc,
+				Outcome: OutcomeUnauthenticated, Remote: conn.Peer().Addr, Detail: connectMessage(cause)})
+			return cause
+		}
+		return err
 	}
 }
 

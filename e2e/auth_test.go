@@ -191,29 +191,36 @@ func TestAuthTokensRolesNamespaces(t *testing.T) {
 		t.Errorf("audit list --actor sub-b:\n%s", l)
 	}
 
-	// Failed authentications are rate-limited per address (last: it locks this
-	// address out for a minute).
-	limited := false
-	for range 30 {
-		req, _ := http.NewRequest(http.MethodGet, s.url+"/api/v1/admin/status", nil)
-		req.Header.Set("Authorization", "Bearer hodei_wrong")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+	// Failed authentications are rate-limited: calls without a usable token per client
+	// address, a revoked or expired token per token. A valid token is never locked out
+	// by others' failures from its address (here every caller is on loopback).
+	untilLimited := func(token string) {
+		t.Helper()
+		for range 30 {
+			req, _ := http.NewRequest(http.MethodGet, s.url+"/api/v1/admin/status", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode == http.StatusTooManyRequests {
+				return
+			}
+			if res.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("bad token: %s", res.Status)
+			}
 		}
-		res.Body.Close()
-		if res.StatusCode == http.StatusTooManyRequests {
-			limited = true
-			break
-		}
-		if res.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("wrong token: %s", res.Status)
-		}
+		t.Fatal("30 failed authentications were not rate-limited")
 	}
-	if !limited {
-		t.Fatal("30 failed authentications from one address were not rate-limited")
-	}
-	refused(t, s.as(admin, "job", "list"), "too many failed authentications")
+	untilLimited("hodei_wrong")
+	refused(t, s.as("", "job", "list"), "too many failed authentications")
+	refused(t, s.as("hodei_another-token-nobody-issued", "job", "list"), "too many failed authentications")
+	s.mustAs(admin, "job", "list")
+	s.mustAs(subA, "job", "list")
+	untilLimited(subB) // revoked
+	refused(t, s.as(subB, "job", "list"), "too many failed authentications")
+	s.mustAs(subA, "job", "list")
 }
 
 // TestServerRefusesNonLoopback: `hodei server --listen 0.0.0.0:…` without --insecure
