@@ -305,6 +305,9 @@ const (
 	OutcomeUnauthenticated = "unauthenticated"
 	OutcomeDenied          = "permission_denied"
 	OutcomeRateLimited     = "rate_limited"
+	// OutcomeHidden: answered NotFound because the target is in a namespace the
+	// caller cannot see (recorded for the audit trail only; the caller cannot tell).
+	OutcomeHidden = "hidden"
 )
 
 // Entry is one audit record to write.

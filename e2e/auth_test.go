@@ -177,6 +177,9 @@ func TestAuthTokensRolesNamespaces(t *testing.T) {
 		{"bootstrap", "token.create", "ok", "viewer-a"},
 		{"bootstrap", "token.revoke", "ok", "sub-b"},
 		{"viewer-a", "auth.refused", "permission_denied", ""},
+		// Refused by the handler: sub-a reading team-b's job (answered NotFound,
+		// recorded as hidden).
+		{"sub-a", "auth.refused", "hidden", ""},
 		{"", "auth.refused", "unauthenticated", ""},
 	} {
 		if !has(c[0], c[1], c[2], c[3]) {
