@@ -117,11 +117,26 @@ func TestSecretsUnderAuth(t *testing.T) {
 	}
 	subA := s.createToken(admin, "--name", "sub-a", "--role", "submitter", "--namespace", "team-a")
 	viewerA := s.createToken(admin, "--name", "viewer-a", "--role", "viewer", "--namespace", "team-a")
-	subB := s.createToken(admin, "--name", "sub-b", "--role", "submitter", "--namespace", "team-b")
+	var created struct {
+		Token struct {
+			Name       string   `json:"name"`
+			Namespaces []string `json:"namespaces"`
+		} `json:"token"`
+		Secret string `json:"secret"`
+	}
+	out := s.mustAs(admin, "token", "create", "--name", "sub-b", "--role", "submitter", "--namespace", "team-b", "-o", "json").stdout
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.Token.Name != "sub-b" ||
+		len(created.Token.Namespaces) != 1 || created.Token.Namespaces[0] != "team-b" || !strings.HasPrefix(created.Secret, "hodei_") {
+		t.Fatalf("token create -o json: %v\n%s", err, out)
+	}
+	subB := created.Secret
 
-	r := s.asStdin(admin, value+"\n", "secret", "set", "DB_PASS", "--namespace", "team-a")
-	if r.code != 0 {
-		t.Fatalf("secret set by admin: %v", r)
+	r := s.asStdin(admin, value+"\n", "secret", "set", "DB_PASS", "--namespace", "team-a", "-o", "json")
+	var set struct {
+		Secret struct{ Name, Namespace string } `json:"secret"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &set); r.code != 0 || err != nil || set.Secret.Name != "DB_PASS" || set.Secret.Namespace != "team-a" {
+		t.Fatalf("secret set -o json by admin: %v (%v)", r, err)
 	}
 	leaks("secret set's output", r.stdout+r.stderr)
 	// Submitters neither set nor delete secrets, even in their namespace.
@@ -162,7 +177,7 @@ printf %s "$DB_PASS" | sha256sum | cut -d' ' -f1
 	var list struct {
 		Jobs []struct{ ID string } `json:"jobs"`
 	}
-	out := s.mustAs(subA, "job", "list", "--label", "case=secrets-auth", "-o", "json").stdout
+	out = s.mustAs(subA, "job", "list", "--label", "case=secrets-auth", "-o", "json").stdout
 	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Jobs) != 1 {
 		t.Fatalf("job list -o json: %v\n%s", err, out)
 	}
@@ -186,7 +201,9 @@ printf %s "$DB_PASS" | sha256sum | cut -d' ' -f1
 		!strings.Contains(a, "DB_PASS") {
 		t.Fatalf("audit list --actor bootstrap has no secret.set of DB_PASS:\n%s", a)
 	}
-	s.mustAs(admin, "secret", "delete", "DB_PASS", "--namespace", "team-a")
+	if d := s.mustAs(admin, "secret", "delete", "DB_PASS", "--namespace", "team-a", "-o", "json").stdout; !strings.Contains(d, `"DB_PASS"`) {
+		t.Fatalf("secret delete -o json: %s", d)
+	}
 	if a := s.mustAs(admin, "audit", "list", "--actor", "bootstrap").stdout; !strings.Contains(a, "secret.delete") {
 		t.Fatalf("audit list has no secret.delete:\n%s", a)
 	}
@@ -281,7 +298,9 @@ func TestStreamsEndWhenTokenRevokedOrExpires(t *testing.T) {
 
 	// Revocation: both of sub-a's streams end; the viewer's goes on.
 	revoked := time.Now()
-	s.mustAs(admin, "token", "revoke", "sub-a")
+	if out := s.mustAs(admin, "token", "revoke", "sub-a", "-o", "json").stdout; !strings.Contains(out, `"revokedAt"`) {
+		t.Fatalf("token revoke -o json: %s", out)
+	}
 	e1 := follow.waitEnded(t, 10*time.Second, "revoked")
 	e2 := run.waitEnded(t, 10*time.Second, "revoked")
 	t.Logf("streams ended %s and %s after `token revoke` was started (its own run included)", e1.Sub(revoked), e2.Sub(revoked))
