@@ -226,11 +226,14 @@ func TestAuthTokensRolesNamespaces(t *testing.T) {
 	s.mustAs(subA, "job", "list")
 }
 
-// TestServerRefusesNonLoopback: `hodei server --listen 0.0.0.0:…` without --insecure
-// exits naming the flags; with --insecure it starts and warns. No traffic is sent to it.
+// TestServerRefusesNonLoopback: `hodei server --listen 0.0.0.0:…` without TLS and
+// --auth both on (none, only --auth, only TLS) and without --insecure exits naming the
+// flags; with --insecure it starts and warns; with TLS and --auth it starts without a
+// warning. No traffic is sent to it.
 func TestServerRefusesNonLoopback(t *testing.T) {
 	db := ""
-	for _, args := range [][]string{{}, {"--auth"}} {
+	_, certFile, keyFile := tlsFiles(t)
+	for _, args := range [][]string{{}, {"--auth"}, {"--tls-cert", certFile, "--tls-key", keyFile}} {
 		db = filepathDB(t, db)
 		cmd := exec.Command(hodeiBin, append([]string{"server", "--listen", "0.0.0.0:0", "--database-url", db,
 			"--data-dir", t.TempDir()}, args...)...)
@@ -281,6 +284,27 @@ func TestServerRefusesNonLoopback(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
+
+	// With TLS and --auth both on it starts, without a warning.
+	secure := exec.Command(hodeiBin, "server", "--listen", "0.0.0.0:0", "--database-url", db,
+		"--data-dir", t.TempDir(), "--auth", "--tls-cert", certFile, "--tls-key", keyFile)
+	secure.Env = cleanEnv()
+	var out lockedBuffer
+	secure.Stdout, secure.Stderr = &out, &out
+	if err := secure.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = secure.Process.Kill(); _ = secure.Wait() }()
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(out.String(), "hodei server listening on https://"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("hodei server --listen 0.0.0.0:0 --auth --tls-cert … did not start:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if strings.Contains(out.String(), "INSECURE") {
+		t.Errorf("warning on a start with TLS and --auth:\n%s", out.String())
+	}
+	_ = secure.Process.Signal(os.Interrupt)
 }
 
 // filepathDB returns db, or a new PostgreSQL database when it is empty.

@@ -334,3 +334,52 @@ func TestStreamsEndWhenTokenRevokedOrExpires(t *testing.T) {
 		t.Fatal("the viewer's stream did not end with the cancelled job")
 	}
 }
+
+// TestNamespaceRunningLimit: `hodei namespace set team-a --max-running 1` holds team-a
+// to one job with a worker at a time while team-b's job starts and ends beside it;
+// the limit change is in the audit trail.
+func TestNamespaceRunningLimit(t *testing.T) {
+	s, admin := startAuthServer(t)
+	s.mustAs(admin, "namespace", "set", "team-a", "--max-running", "1")
+	a1 := strings.TrimSpace(s.mustAs(admin, "job", "submit", "--namespace", "team-a", "--", "sleep", "4").stdout)
+	a2 := strings.TrimSpace(s.mustAs(admin, "job", "submit", "--namespace", "team-a", "--", "sleep", "4").stdout)
+	b1 := strings.TrimSpace(s.mustAs(admin, "job", "submit", "--namespace", "team-b", "--", "true").stdout)
+	state := func(id string) string {
+		t.Helper()
+		var j struct{ State string }
+		out := s.mustAs(admin, "job", "get", id, "-o", "json").stdout
+		if err := json.Unmarshal([]byte(out), &j); err != nil || j.State == "" {
+			t.Fatalf("job get -o json: %v\n%s", err, out)
+		}
+		return j.State
+	}
+	holds := func(st string) bool {
+		return strings.Contains(st, "PROVISIONING") || strings.Contains(st, "ASSIGNED") || strings.Contains(st, "RUNNING")
+	}
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(state(b1), "SUCCEEDED"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("team-b's job is %s after a minute", state(b1))
+		}
+		st1, st2 := state(a1), state(a2)
+		if holds(st1) && holds(st2) {
+			t.Fatalf("both team-a jobs hold a worker (%s, %s) with --max-running 1", st1, st2)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// team-b's job ended while team-a's second job still waited.
+	if st1, st2 := state(a1), state(a2); !(holds(st1) && strings.Contains(st2, "PENDING")) && !(holds(st2) && strings.Contains(st1, "PENDING")) {
+		t.Fatalf("team-a's jobs are %s and %s once team-b's ended; want one holding a worker and one PENDING", st1, st2)
+	}
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(state(a1), "SUCCEEDED") || !strings.Contains(state(a2), "SUCCEEDED"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("team-a's jobs are %s and %s after two minutes", state(a1), state(a2))
+		}
+		if holds(state(a1)) && holds(state(a2)) {
+			t.Fatal("both team-a jobs hold a worker with --max-running 1")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if a := s.mustAs(admin, "audit", "list", "--actor", "bootstrap").stdout; !strings.Contains(a, "namespace.set") {
+		t.Fatalf("audit list has no namespace.set:\n%s", a)
+	}
+}
