@@ -194,7 +194,11 @@ printf %s "$DB_PASS" | sha256sum | cut -d' ' -f1
 	leaks("audit list -o json", s.mustAs(admin, "audit", "list", "--limit", "1000", "-o", "json").stdout)
 	leaks("the database", s.dumpDatabase())
 	leaks("the server log", s.log.String())
-	leaks("the data directory (NATS store)", s.dataDirText())
+	dd := s.dataDirText()
+	if !strings.Contains(dd, id) {
+		t.Fatal("the data directory holds nothing of the job (no NATS store?): its grep would prove nothing")
+	}
+	leaks("the data directory (NATS store)", dd)
 
 	// The audit trail records who set the secret, not its value.
 	if a := s.mustAs(admin, "audit", "list", "--actor", "bootstrap").stdout; !strings.Contains(a, "secret.set") ||
