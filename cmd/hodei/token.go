@@ -206,7 +206,7 @@ func newTokenRevokeCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "revoke NAME",
-		Short: "Revoke a token: the next request that uses it is refused",
+		Short: "Revoke a token: the next request that uses it is refused, and its open streams (logs --follow, job run) end within a second",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
