@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,23 +18,7 @@ import (
 // as runs the CLI against s with token (HODEI_TOKEN; "" sends none).
 func (s *server) as(token string, args ...string) cliResult {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, hodeiBin, args...)
-	cmd.Env = append(cleanEnv(), "HODEI_SERVER="+s.url, "HODEI_CONFIG="+filepath.Join(s.dataDir, "no-client-config.json"))
-	if token != "" {
-		cmd.Env = append(cmd.Env, "HODEI_TOKEN="+token)
-	}
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := cliResult{args: args, stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok && ee.Exited() {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		s.t.Fatalf("hodei %s: %v", shellQuote(args), err)
-	}
-	return r
+	return s.asStdin(token, "", args...)
 }
 
 func (s *server) mustAs(token string, args ...string) cliResult {

@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -249,12 +246,7 @@ func TestDockerServerKilledMidJob(t *testing.T) {
 // and the job's output shows it masked.
 func TestDockerSecretNotInContainerSpec(t *testing.T) {
 	e := dockertest.Get(t)
-	keyFile := filepath.Join(t.TempDir(), "secrets.key")
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile, key := secretsKeyFile(t)
 	s := startDockerDev(t, e, "--secrets-key-file", keyFile)
 	value := "dv-" + hex.EncodeToString(key[:12])
 	if r := s.hodeiStdin(value, "secret", "set", "API_KEY"); r.code != 0 {

@@ -18,14 +18,17 @@ import (
 	"time"
 )
 
-// asStdin is as with stdin (hodei secret set reads the value from it).
+// asStdin runs the CLI against s with token (HODEI_TOKEN; "" sends none) and stdin
+// (hodei secret set reads the value from it).
 func (s *server) asStdin(token, stdin string, args ...string) cliResult {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, hodeiBin, args...)
-	cmd.Env = append(cleanEnv(), "HODEI_SERVER="+s.url, "HODEI_CONFIG="+filepath.Join(s.dataDir, "no-client-config.json"),
-		"HODEI_TOKEN="+token)
+	cmd.Env = append(cleanEnv(), "HODEI_SERVER="+s.url, "HODEI_CONFIG="+filepath.Join(s.dataDir, "no-client-config.json"))
+	if token != "" {
+		cmd.Env = append(cmd.Env, "HODEI_TOKEN="+token)
+	}
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -95,12 +98,7 @@ func (s *server) dataDirText() string {
 // trail, the database (every table), the server log, the data directory (NATS store:
 // events and commands).
 func TestSecretsUnderAuth(t *testing.T) {
-	keyFile := filepath.Join(t.TempDir(), "secrets.key")
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile, _ := secretsKeyFile(t)
 	s, admin := startAuthServer(t, "--secrets-key-file", keyFile)
 	rnd := make([]byte, 12)
 	_, _ = rand.Read(rnd)
