@@ -70,6 +70,7 @@ FUZZ_TARGETS := \
 	./saga:FuzzJSONCodec \
 	./outbox:FuzzOutboxCommandDecode \
 	./agent:FuzzServerMessage \
+	./agent:FuzzMasker \
 	./auth:FuzzParseBearer \
 	./domain:FuzzParseMemory \
 	./domain:FuzzJobSpecValidate

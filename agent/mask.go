@@ -2,8 +2,12 @@ package agent
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"io"
+	"net/url"
 	"slices"
+	"strings"
 )
 
 // Mask replaces a secret value in job output.
@@ -21,13 +25,76 @@ type masker struct {
 
 func newMasker(values []string) *masker {
 	m := &masker{}
+	seen := map[string]bool{}
 	for _, v := range values {
-		if v != "" {
-			m.values = append(m.values, []byte(v))
+		for _, f := range maskedForms(v) {
+			if !seen[f] {
+				seen[f] = true
+				m.values = append(m.values, []byte(f))
+			}
 		}
 	}
 	slices.SortFunc(m.values, func(a, b []byte) int { return len(b) - len(a) })
 	return m
+}
+
+// minEncodedLen is the shortest encoded form of a value that is masked: shorter
+// fragments (the base64 of a short value cut to its aligned part) would mask ordinary
+// text.
+const minEncodedLen = 6
+
+// maskedForms is what masks value in output: the value itself, and the forms a job
+// commonly prints it in. Each is masked also when split across writes.
+//
+//   - JSON string escaping (encoding/json, with and without HTML escaping), as in
+//     `jq -n --arg v "$S" '{v:$v}'` or a program logging a struct;
+//   - URL encoding (query and path escaping), as in a URL a job prints;
+//   - base64 in the standard and URL alphabets, padded and raw, as in
+//     `echo "$S" | base64` or a Basic auth header: the whole encoding of the value, and
+//     for each of the three alignments the value can have inside longer base64 text
+//     (what precedes it modulo 3 bytes) the characters that depend on the value's
+//     bytes only.
+//
+// Not covered: other encodings (hex, double encodings such as the base64 of JSON),
+// base64 wrapped across lines (values over 57 bytes, as base64(1) prints them),
+// transformations (upper case, reversed) and values printed a few characters at a time
+// with other output between them. Encoded forms shorter than minEncodedLen are left
+// out; the value itself is masked at any length.
+func maskedForms(value string) []string {
+	if value == "" {
+		return nil
+	}
+	forms := []string{value}
+	add := func(f string) {
+		if f != value && len(f) >= minEncodedLen {
+			forms = append(forms, f)
+		}
+	}
+	for _, html := range []bool{false, true} {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(html)
+		if enc.Encode(value) == nil {
+			q := strings.TrimSuffix(b.String(), "\n") // "value", quoted
+			add(q[1 : len(q)-1])
+		}
+	}
+	add(url.QueryEscape(value))
+	add(url.PathEscape(value))
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+		add(enc.EncodeToString([]byte(value)))
+		raw := enc.WithPadding(base64.NoPadding)
+		for k := range 3 {
+			// k bytes before the value: characters [ceil(8k/6), floor(8(k+n)/6)) hold
+			// bits of the value only.
+			b := raw.EncodeToString(append(make([]byte, k), value...))
+			from, to := (8*k+5)/6, 8*(k+len(value))/6
+			if from < to && to <= len(b) {
+				add(b[from:to])
+			}
+		}
+	}
+	return forms
 }
 
 // write masks p (after what is held back) and returns what can be released now.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hodei-jobs/hodei/api"
+	"github.com/hodei-jobs/hodei/auth"
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
@@ -108,6 +109,8 @@ func newEnv(t *testing.T, run bool) *env { t.Helper(); return newEnvWith(t, run,
 type envHooks struct {
 	jobs    func(*jobs.Config)
 	workers func(*api.WorkerOptions)
+	// auth, if set, returns the mux's authenticator, given the store.
+	auth func(store.Store) *auth.Authenticator
 }
 
 func newEnvWith(t *testing.T, run bool, hooks envHooks) *env {
@@ -194,8 +197,12 @@ func newEnvWith(t *testing.T, run bool, hooks envHooks) *env {
 		t.Fatal(err)
 	}
 	rt := &readyToggle{}
+	var authn *auth.Authenticator
+	if hooks.auth != nil {
+		authn = hooks.auth(st)
+	}
 	h, err := api.NewMux(api.MuxConfig{
-		Jobs: jobAPI, Workers: workerAPI,
+		Jobs: jobAPI, Workers: workerAPI, Auth: authn,
 		Ready: []api.Check{
 			{Name: "database", Check: st.Ping},
 			{Name: "toggle", Check: rt.check},

@@ -93,8 +93,10 @@
 // interceptor and one REST middleware (MuxConfig.Auth); a procedure or route without
 // one is refused, and TestPolicyTable builds the procedure × role table from the
 // service descriptors. JobService handlers check namespaces (auth.CanSee): a job the
-// caller may not see is NotFound with the same message as a missing one, ListJobs
-// keeps the caller's namespaces. Without tokens configured the admin API answers only
+// caller may not see is NotFound with the same message as a missing one (marked
+// auth.Hidden, so that the refusal is audited), ListJobs keeps the caller's
+// namespaces. WatchJob and StreamLogs run in the interceptor's auth.Guard context:
+// they end with Unauthenticated when their token is revoked or expires. Without tokens configured the admin API answers only
 // loopback clients (PermissionDenied / 403 for others); AdminOptions.Token is a
 // bootstrap admin token. CreateToken, ListTokens, RevokeToken and ListAudit
 // (tokens.go) serve `hodei token` and `hodei audit`.

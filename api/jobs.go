@@ -331,8 +331,12 @@ func (s *JobService) StreamLogs(ctx context.Context, req *connect.Request[hodeiv
 // existence does not leak.
 func (s *JobService) visibleJob(ctx context.Context, id string) (*domain.Job, error) {
 	j, err := s.jobs.Get(ctx, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !auth.CanSee(ctx, j.NamespaceOf())) {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("id: no job %q", id))
+	}
+	if err == nil && !auth.CanSee(ctx, j.NamespaceOf()) {
+		// The same answer; the audit trail records the refusal.
+		return nil, connect.NewError(connect.CodeNotFound, auth.Hidden(fmt.Errorf("id: no job %q", id)))
 	}
 	if err != nil {
 		return nil, s.err(err)

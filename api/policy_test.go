@@ -70,7 +70,7 @@ func TestPolicyTable(t *testing.T) {
 	}
 	t.Logf("procedure × role:\n%s", table.String())
 	for _, p := range []string{"SubmitJob", "CancelJob", "ResumeJob", "RequeueDeadLetter", "CreateToken", "RevokeToken",
-		"SetSecret", "DeleteSecret", "RotateSecretsKey"} {
+		"SetSecret", "DeleteSecret", "RotateSecretsKey", "SetNamespace"} {
 		found := false
 		for proc, pol := range policies {
 			if strings.HasSuffix(proc, "/"+p) && pol.Action != "" {

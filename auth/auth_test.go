@@ -90,29 +90,52 @@ func TestAuthenticateExpiryRevocationAndRateLimit(t *testing.T) {
 	if _, err := a.Authorize(ctx, auth.Policy{Role: auth.RoleAdmin}, "/x/Admin", hdr(secret), "10.0.0.1:5000"); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Fatalf("admin call by a submitter: %v", err)
 	}
-	now = now.Add(time.Hour)
-	if _, err := a.Authenticate(ctx, hdr(secret), "10.0.0.1:5000"); !errors.Is(err, auth.ErrExpired) {
-		t.Fatalf("expired token: %v", err)
+	other, otherSecret, err := auth.NewToken(auth.TokenSpec{Name: "ops", Role: "viewer", Namespaces: []string{"team-a"}}, now)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := st.Tokens().Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	// An expired token counts against itself: its third failure in the window is the
+	// last Unauthenticated, then ResourceExhausted from any address.
+	for i, addr := range []string{"10.0.0.1:5000", "10.0.0.3:1", "10.0.0.4:1"} {
+		if _, err := a.Authenticate(ctx, hdr(secret), addr); !errors.Is(err, auth.ErrExpired) {
+			t.Fatalf("expired token, failure %d: %v", i+1, err)
+		}
+	}
+	if _, err := a.Authenticate(ctx, hdr(secret), "10.0.0.5:1"); connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("expired token after 3 failures: %v, want ResourceExhausted", err)
+	}
+	// ...which leaves that address's other calls alone.
+	if _, err := a.Authenticate(ctx, hdr(otherSecret), "10.0.0.1:5000"); err != nil {
+		t.Fatalf("valid token from the address of an expired one: %v", err)
+	}
+	// Calls without a usable token count against the client address (host, not port).
 	if _, err := a.Authenticate(ctx, hdr(""), "127.0.0.1:1"); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("no token with Required: %v", err)
 	}
-	// Third failure of 10.0.0.1 in the window (the expired token was the first): from now on it is rate-limited, other
-	// addresses are not.
-	if _, err := a.Authenticate(ctx, hdr("hodei_wrong"), "10.0.0.1:6000"); !errors.Is(err, auth.ErrUnknownToken) {
-		t.Fatalf("unknown token: %v", err)
+	for _, port := range []string{"2", "3"} {
+		if _, err := a.Authenticate(ctx, hdr("hodei_wrong"), "127.0.0.1:"+port); !errors.Is(err, auth.ErrUnknownToken) {
+			t.Fatalf("unknown token: %v", err)
+		}
 	}
-	if _, err := a.Authenticate(ctx, hdr("hodei_wrong"), "10.0.0.1:7000"); connect.CodeOf(err) != connect.CodeUnauthenticated {
-		t.Fatalf("third failure: %v", err)
+	if _, err := a.Authenticate(ctx, hdr("hodei_wrong"), "127.0.0.1:4"); connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("unknown token after 3 failures: %v, want ResourceExhausted", err)
 	}
-	if _, err := a.Authenticate(ctx, hdr(secret), "10.0.0.1:8000"); connect.CodeOf(err) != connect.CodeResourceExhausted {
-		t.Fatalf("after 3 failures: %v, want ResourceExhausted", err)
+	if _, err := a.Authenticate(ctx, hdr(""), "127.0.0.1:5"); connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("no token after 3 failures: %v, want ResourceExhausted", err)
+	}
+	// A valid token from the same address is not locked out by others' failures.
+	if p, err := a.Authenticate(ctx, hdr(otherSecret), "127.0.0.1:6"); err != nil || p.Name != "ops" {
+		t.Fatalf("valid token from a rate-limited address: %+v, %v", p, err)
 	}
 	if _, err := a.Authenticate(ctx, hdr("hodei_wrong"), "10.0.0.2:7000"); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("another address: %v", err)
 	}
 	now = now.Add(time.Minute)
-	if _, err := a.Authenticate(ctx, hdr("hodei_wrong"), "10.0.0.1:7000"); connect.CodeOf(err) != connect.CodeUnauthenticated {
+	if _, err := a.Authenticate(ctx, hdr("hodei_wrong"), "127.0.0.1:7000"); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("after the window: %v, want Unauthenticated again", err)
 	}
 	recs, err := st.Audit().List(ctx, storeFilter())

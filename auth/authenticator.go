@@ -43,13 +43,17 @@ type Config struct {
 	Bootstrap []Bootstrap
 	// Audit, if set, records changes and refusals.
 	Audit AuditWriter
-	// MaxFailures failed authentications from one client address within FailureWindow
-	// make further requests from it ResourceExhausted until the window ends
-	// (defaults 20 and 1m).
+	// MaxFailures failed authentications of one bucket (a stored token, or a client
+	// address for calls without a usable token: see Authenticate) within FailureWindow
+	// make further such requests ResourceExhausted until the window ends (defaults 20
+	// and 1m). The counts live in this process: each replica counts its own.
 	MaxFailures   int
 	FailureWindow time.Duration
-	Now           func() time.Time
-	Logger        *slog.Logger
+	// RecheckInterval is how often the tokens of open streams are looked up again, so
+	// that a revoked token's streams end (Guard; default 500ms).
+	RecheckInterval time.Duration
+	Now             func() time.Time
+	Logger          *slog.Logger
 }
 
 // Authenticator authenticates and authorizes requests. Safe for concurrent use.
@@ -58,7 +62,11 @@ type Authenticator struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	failures map[string]*failureWindow
+	failures map[string]*failureWindow // by bucket (addrBucket, tokenBucket)
+
+	gmu      sync.Mutex
+	guarded  map[*guardedStream]struct{}
+	checking bool // the recheck loop runs (while guarded is not empty)
 }
 
 type failureWindow struct {
@@ -74,6 +82,9 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.FailureWindow == 0 {
 		cfg.FailureWindow = time.Minute
 	}
+	if cfg.RecheckInterval == 0 {
+		cfg.RecheckInterval = 500 * time.Millisecond
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -83,12 +94,16 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.MaxFailures < 1 || cfg.FailureWindow < time.Millisecond {
 		return nil, fmt.Errorf("auth: Config.MaxFailures %d and FailureWindow %s must be positive", cfg.MaxFailures, cfg.FailureWindow)
 	}
+	if cfg.RecheckInterval < time.Millisecond {
+		return nil, fmt.Errorf("auth: Config.RecheckInterval %s must be at least 1ms", cfg.RecheckInterval)
+	}
 	for i, b := range cfg.Bootstrap {
 		if b.Name == "" || b.Secret == "" {
 			return nil, fmt.Errorf("auth: Config.Bootstrap[%d] needs a name and a secret", i)
 		}
 	}
-	return &Authenticator{cfg: cfg, log: cfg.Logger.With("component", "auth"), failures: map[string]*failureWindow{}}, nil
+	return &Authenticator{cfg: cfg, log: cfg.Logger.With("component", "auth"), failures: map[string]*failureWindow{},
+		guarded: map[*guardedStream]struct{}{}}, nil
 }
 
 // Required reports whether every call needs a token.
@@ -118,17 +133,25 @@ func isLoopback(remote string) bool {
 }
 
 // Authenticate returns the caller of a request with headers h from remote.
+//
+// Failed authentications are counted per bucket (Config.MaxFailures per
+// Config.FailureWindow, then ResourceExhausted until the window ends): a stored token
+// that is revoked or expired counts against that token; a call without a token, with a
+// malformed header or with a token nobody issued counts against the client address.
+// A valid token is never refused because of others' failures, so clients sharing an
+// address (loopback, a NAT, a proxy) do not lock each other out.
 func (a *Authenticator) Authenticate(ctx context.Context, h http.Header, remote string) (*Principal, error) {
-	if a.limited(remote) {
-		return nil, connect.NewError(connect.CodeResourceExhausted, ErrRateLimited)
-	}
+	addr := addrBucket(remote)
 	tok, err := ParseBearer(h.Get("Authorization"))
 	if err != nil {
-		return nil, a.fail(remote, connect.NewError(connect.CodeUnauthenticated, err))
+		return nil, a.fail(addr, remote, connect.NewError(connect.CodeUnauthenticated, err))
 	}
 	if tok == "" {
 		if a.cfg.Required {
-			return nil, a.fail(remote, connect.NewError(connect.CodeUnauthenticated, ErrNoToken))
+			return nil, a.fail(addr, remote, connect.NewError(connect.CodeUnauthenticated, ErrNoToken))
+		}
+		if a.limited(addr) {
+			return nil, errRateLimited()
 		}
 		p := &Principal{Name: Anonymous, Role: RoleSubmitter, Namespaces: []string{AllNamespaces}, Anonymous: true}
 		if len(a.cfg.Bootstrap) == 0 && isLoopback(remote) {
@@ -142,51 +165,69 @@ func (a *Authenticator) Authenticate(ctx context.Context, h http.Header, remote 
 		}
 	}
 	if a.cfg.Tokens == nil {
-		return nil, a.fail(remote, connect.NewError(connect.CodeUnauthenticated, ErrUnknownToken))
+		return nil, a.fail(addr, remote, connect.NewError(connect.CodeUnauthenticated, ErrUnknownToken))
 	}
-	t, err := a.cfg.Tokens.ByHash(ctx, HashSecret(tok))
+	hash := HashSecret(tok)
+	t, err := a.cfg.Tokens.ByHash(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, a.fail(remote, connect.NewError(connect.CodeUnauthenticated, ErrUnknownToken))
+		return nil, a.fail(addr, remote, connect.NewError(connect.CodeUnauthenticated, ErrUnknownToken))
 	}
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("auth: look up token: %w", err))
 	}
-	now := a.cfg.Now()
-	switch {
-	case !t.RevokedAt.IsZero() && !now.Before(t.RevokedAt):
-		return nil, a.fail(remote, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("%w (token %q)", ErrRevoked, t.Name)))
-	case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
-		return nil, a.fail(remote, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("%w (token %q, at %s)", ErrExpired, t.Name, t.ExpiresAt.Format(time.RFC3339))))
+	if err := a.tokenError(t); err != nil {
+		return nil, a.fail(tokenBucket(t.Name), remote, err)
 	}
 	role, err := ParseRole(t.Role)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("auth: token %q: %w", t.Name, err))
 	}
-	return &Principal{Name: t.Name, Role: role, Namespaces: t.Namespaces}, nil
+	return &Principal{Name: t.Name, Role: role, Namespaces: t.Namespaces, hash: hash, expiresAt: t.ExpiresAt}, nil
 }
 
-// limited reports whether remote used up its failures in the current window.
-func (a *Authenticator) limited(remote string) bool {
+// tokenError is the Unauthenticated error of a stored token that is revoked or
+// expired now, or nil.
+func (a *Authenticator) tokenError(t *store.Token) *connect.Error {
+	now := a.cfg.Now()
+	switch {
+	case !t.RevokedAt.IsZero() && !now.Before(t.RevokedAt):
+		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("%w (token %q)", ErrRevoked, t.Name))
+	case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
+		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("%w (token %q, at %s)", ErrExpired, t.Name, t.ExpiresAt.Format(time.RFC3339)))
+	}
+	return nil
+}
+
+// Failure buckets: one per client address, one per stored token.
+func addrBucket(remote string) string { return "addr " + host(remote) }
+func tokenBucket(name string) string  { return "token " + name }
+
+func errRateLimited() error { return connect.NewError(connect.CodeResourceExhausted, ErrRateLimited) }
+
+// limited reports whether bucket used up its failures in the current window.
+func (a *Authenticator) limited(bucket string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	w := a.failures[host(remote)]
+	w := a.failures[bucket]
 	if w == nil {
 		return false
 	}
 	if a.cfg.Now().Sub(w.start) >= a.cfg.FailureWindow {
-		delete(a.failures, host(remote))
+		delete(a.failures, bucket)
 		return false
 	}
 	return w.n >= a.cfg.MaxFailures
 }
 
-// fail counts a failed authentication of remote, logs it (never the token) and
-// returns err.
-func (a *Authenticator) fail(remote string, err *connect.Error) error {
+// fail returns ResourceExhausted when bucket is limited already; otherwise it counts a
+// failed authentication against bucket, logs it (never the token) and returns err.
+func (a *Authenticator) fail(bucket, remote string, err *connect.Error) error {
+	if a.limited(bucket) {
+		return errRateLimited()
+	}
 	now := a.cfg.Now()
 	a.mu.Lock()
-	h := host(remote)
-	w := a.failures[h]
+	w := a.failures[bucket]
 	if w == nil || now.Sub(w.start) >= a.cfg.FailureWindow {
 		if len(a.failures) >= 10000 { // bound memory: drop windows that ended
 			for k, v := range a.failures {
@@ -196,12 +237,12 @@ func (a *Authenticator) fail(remote string, err *connect.Error) error {
 			}
 		}
 		w = &failureWindow{start: now}
-		a.failures[h] = w
+		a.failures[bucket] = w
 	}
 	w.n++
 	n := w.n
 	a.mu.Unlock()
-	a.log.Warn("authentication failed", "remote", remote, "reason", err.Message(), "failures_in_window", n)
+	a.log.Warn("authentication failed", "remote", remote, "bucket", bucket, "reason", err.Message(), "failures_in_window", n)
 	return err
 }
 
@@ -264,6 +305,9 @@ const (
 	OutcomeUnauthenticated = "unauthenticated"
 	OutcomeDenied          = "permission_denied"
 	OutcomeRateLimited     = "rate_limited"
+	// OutcomeHidden: answered NotFound because the target is in a namespace the
+	// caller cannot see (recorded for the audit trail only; the caller cannot tell).
+	OutcomeHidden = "hidden"
 )
 
 // Entry is one audit record to write.

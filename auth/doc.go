@@ -9,7 +9,11 @@
 // ("*": all), an optional expiry and a revocation time. NewToken makes one; the secret
 // is shown once to whoever created it and never logged, stored or returned again.
 // Every request looks its token up in the store (no cache), so a revocation or an
-// expiry takes effect on the next request. Bootstrap tokens (`hodei server
+// expiry takes effect on the next request. A server stream (WatchJob, StreamLogs)
+// runs in a context from Guard: it ends with Unauthenticated at its token's expiry,
+// and within Config.RecheckInterval (500ms) of a revocation, as the tokens of open
+// streams are looked up again at that interval (one lookup per token, none while no
+// stream is open). Bootstrap tokens (`hodei server
 // --admin-token`, or the file of --bootstrap-token-file which the server stores as the
 // token "bootstrap") are admin tokens over every namespace.
 //
@@ -36,16 +40,23 @@
 // # Failures
 //
 // A missing, unknown, expired or revoked token is Unauthenticated (HTTP 401); a role
-// too low PermissionDenied (403). Each failed authentication counts against the client
-// address (host, not port); after Config.MaxFailures within Config.FailureWindow every
-// request from it is ResourceExhausted (429) until the window ends. Failures are logged
-// with the address and the reason, never the token.
+// too low PermissionDenied (403). Each failed authentication counts against a bucket:
+// a revoked or expired stored token against that token, anything else (no token, a
+// malformed header, a token nobody issued) against the client address (host, not
+// port). After Config.MaxFailures within Config.FailureWindow further failures of the
+// bucket are ResourceExhausted (429) until the window ends; a valid token is never
+// refused for its address's failures. The buckets live in the process: each replica
+// counts its own. Failures are logged with the address and the reason, never the token.
 //
 // # Audit
 //
 // Every successful call whose policy names an action (submit, cancel, resume, token
-// create and revoke, dead-letter requeue) and every refused request is appended to the
-// audit trail (store.AuditStore): time, actor (token name, "anonymous"), action,
+// create and revoke, secret set and delete, dead-letter requeue, namespace limits) and
+// every refused request is appended to the audit trail (store.AuditStore): refusals of
+// the interceptor, and of the handlers (PermissionDenied for a namespace the token may
+// not use; the NotFound of a job in a namespace it cannot see, marked with Hidden and
+// recorded with outcome "hidden"); also a stream ended by its token
+// ("auth.stream_ended"). Each record holds time, actor (token name, "anonymous"), action,
 // procedure or route, target, namespace, outcome, client address. The trail is
 // append-only: the API has no route that changes it and the migrations refuse UPDATE
 // and DELETE.

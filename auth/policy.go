@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -47,6 +48,7 @@ func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		}
 		ctx = WithPrincipal(ctx, p)
 		res, err := next(ctx, req)
+		i.a.recordRefusal(ctx, p, proc, req.Peer().Addr, err)
 		if err == nil && pol.Action != "" {
 			var target, ns string
 			if i.describe != nil {
@@ -78,8 +80,52 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 		if err != nil {
 			return err
 		}
-		return next(WithPrincipal(ctx, p), conn)
+		// The stream ends when its token is revoked or expires (Guard).
+		gctx, release := i.a.Guard(WithPrincipal(ctx, p), p)
+		defer release()
+		err = next(gctx, conn)
+		i.a.recordRefusal(ctx, p, proc, conn.Peer().Addr, err)
+		if ctx.Err() == nil && gctx.Err() != nil {
+			cause := context.Cause(gctx)
+			i.a.Record(ctx, Entry{Actor: p.Name, Action: "auth.stream_ended", Procedure: proc,
+				Outcome: OutcomeUnauthenticated, Remote: conn.Peer().Addr, Detail: connectMessage(cause)})
+			return cause
+		}
+		return err
 	}
+}
+
+// ErrHidden marks the NotFound answer to a caller who asked for something that exists
+// in a namespace it cannot see (Hidden). Test with errors.Is.
+var ErrHidden = errors.New("auth: in a namespace the caller cannot see")
+
+// Hidden returns err (the message the caller gets, the same as for something that
+// does not exist) marked with ErrHidden, so that the interceptor records the refusal
+// in the audit trail.
+func Hidden(err error) error { return hiddenError{err} }
+
+type hiddenError struct{ error }
+
+func (e hiddenError) Unwrap() error      { return e.error }
+func (hiddenError) Is(target error) bool { return target == ErrHidden }
+
+// recordRefusal audits a handler's refusal of p's call: PermissionDenied (a namespace
+// the token may not use) and the NotFound of something hidden from p (ErrHidden).
+func (a *Authenticator) recordRefusal(ctx context.Context, p *Principal, proc, remote string, err error) {
+	if err == nil {
+		return
+	}
+	outcome := ""
+	switch {
+	case connect.CodeOf(err) == connect.CodePermissionDenied:
+		outcome = OutcomeDenied
+	case errors.Is(err, ErrHidden):
+		outcome = OutcomeHidden
+	default:
+		return
+	}
+	a.Record(ctx, Entry{Actor: p.Name, Action: "auth.refused", Procedure: proc, Outcome: outcome, Remote: remote,
+		Detail: connectMessage(err)})
 }
 
 // RouteDescriber tells the audit trail what a successful REST call acted on.

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"slices"
+	"time"
 
 	"github.com/hodei-jobs/hodei/domain"
 )
@@ -14,6 +15,10 @@ type Principal struct {
 	Role       Role
 	Namespaces []string // AllNamespaces: every namespace
 	Anonymous  bool
+
+	// Of a stored token (nil and zero otherwise): what Guard watches.
+	hash      []byte
+	expiresAt time.Time
 }
 
 // Anonymous is the Name of a caller without a token.

@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// TestDevRunsJobKeepsItAcrossRestart: `hodei dev` prints its address and a
-// copy-paste example, `hodei job run -- echo hello` against it prints hello and exits
+// TestDevRunsJobKeepsItAcrossRestart: `hodei dev` prints its address, a
+// copy-paste example and that it runs without authentication and TLS on loopback, `hodei job run -- echo hello` against it prints hello and exits
 // 0, SIGTERM stops it promptly with exit 0, and a new `hodei dev` on the same data dir
 // lists the job again with its output.
 func TestDevRunsJobKeepsItAcrossRestart(t *testing.T) {
@@ -21,6 +21,10 @@ func TestDevRunsJobKeepsItAcrossRestart(t *testing.T) {
 	want := "job run --server " + d.url + " -- echo hello"
 	if !strings.Contains(d.banner.String(), want) {
 		t.Errorf("banner lacks the example %q:\n%s", want, d.banner)
+	}
+	// On loopback dev needs neither authentication nor TLS, and says so.
+	if want := "authentication off and no TLS: fine on loopback"; !strings.Contains(d.banner.String(), want) {
+		t.Errorf("banner lacks %q:\n%s", want, d.banner)
 	}
 	for _, f := range []string{"LOCK", "hodei.db", "nats", "workers"} {
 		if _, err := os.Stat(filepath.Join(dataDir, f)); err != nil {

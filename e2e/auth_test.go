@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,23 +18,7 @@ import (
 // as runs the CLI against s with token (HODEI_TOKEN; "" sends none).
 func (s *server) as(token string, args ...string) cliResult {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, hodeiBin, args...)
-	cmd.Env = append(cleanEnv(), "HODEI_SERVER="+s.url, "HODEI_CONFIG="+filepath.Join(s.dataDir, "no-client-config.json"))
-	if token != "" {
-		cmd.Env = append(cmd.Env, "HODEI_TOKEN="+token)
-	}
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := cliResult{args: args, stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok && ee.Exited() {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		s.t.Fatalf("hodei %s: %v", shellQuote(args), err)
-	}
-	return r
+	return s.asStdin(token, "", args...)
 }
 
 func (s *server) mustAs(token string, args ...string) cliResult {
@@ -177,6 +160,9 @@ func TestAuthTokensRolesNamespaces(t *testing.T) {
 		{"bootstrap", "token.create", "ok", "viewer-a"},
 		{"bootstrap", "token.revoke", "ok", "sub-b"},
 		{"viewer-a", "auth.refused", "permission_denied", ""},
+		// Refused by the handler: sub-a reading team-b's job (answered NotFound,
+		// recorded as hidden).
+		{"sub-a", "auth.refused", "hidden", ""},
 		{"", "auth.refused", "unauthenticated", ""},
 	} {
 		if !has(c[0], c[1], c[2], c[3]) {
@@ -191,36 +177,46 @@ func TestAuthTokensRolesNamespaces(t *testing.T) {
 		t.Errorf("audit list --actor sub-b:\n%s", l)
 	}
 
-	// Failed authentications are rate-limited per address (last: it locks this
-	// address out for a minute).
-	limited := false
-	for range 30 {
-		req, _ := http.NewRequest(http.MethodGet, s.url+"/api/v1/admin/status", nil)
-		req.Header.Set("Authorization", "Bearer hodei_wrong")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+	// Failed authentications are rate-limited: calls without a usable token per client
+	// address, a revoked or expired token per token. A valid token is never locked out
+	// by others' failures from its address (here every caller is on loopback).
+	untilLimited := func(token string) {
+		t.Helper()
+		for range 30 {
+			req, _ := http.NewRequest(http.MethodGet, s.url+"/api/v1/admin/status", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode == http.StatusTooManyRequests {
+				return
+			}
+			if res.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("bad token: %s", res.Status)
+			}
 		}
-		res.Body.Close()
-		if res.StatusCode == http.StatusTooManyRequests {
-			limited = true
-			break
-		}
-		if res.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("wrong token: %s", res.Status)
-		}
+		t.Fatal("30 failed authentications were not rate-limited")
 	}
-	if !limited {
-		t.Fatal("30 failed authentications from one address were not rate-limited")
-	}
-	refused(t, s.as(admin, "job", "list"), "too many failed authentications")
+	untilLimited("hodei_wrong")
+	refused(t, s.as("", "job", "list"), "too many failed authentications")
+	refused(t, s.as("hodei_another-token-nobody-issued", "job", "list"), "too many failed authentications")
+	s.mustAs(admin, "job", "list")
+	s.mustAs(subA, "job", "list")
+	untilLimited(subB) // revoked
+	refused(t, s.as(subB, "job", "list"), "too many failed authentications")
+	s.mustAs(subA, "job", "list")
 }
 
-// TestServerRefusesNonLoopback: `hodei server --listen 0.0.0.0:…` without --insecure
-// exits naming the flags; with --insecure it starts and warns. No traffic is sent to it.
+// TestServerRefusesNonLoopback: `hodei server --listen 0.0.0.0:…` without TLS and
+// --auth both on (none, only --auth, only TLS) and without --insecure exits naming the
+// flags; with --insecure it starts and warns; with TLS and --auth it starts without a
+// warning. No traffic is sent to it.
 func TestServerRefusesNonLoopback(t *testing.T) {
 	db := ""
-	for _, args := range [][]string{{}, {"--auth"}} {
+	_, certFile, keyFile := tlsFiles(t)
+	for _, args := range [][]string{{}, {"--auth"}, {"--tls-cert", certFile, "--tls-key", keyFile}} {
 		db = filepathDB(t, db)
 		cmd := exec.Command(hodeiBin, append([]string{"server", "--listen", "0.0.0.0:0", "--database-url", db,
 			"--data-dir", t.TempDir()}, args...)...)
@@ -271,6 +267,27 @@ func TestServerRefusesNonLoopback(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
+
+	// With TLS and --auth both on it starts, without a warning.
+	secure := exec.Command(hodeiBin, "server", "--listen", "0.0.0.0:0", "--database-url", db,
+		"--data-dir", t.TempDir(), "--auth", "--tls-cert", certFile, "--tls-key", keyFile)
+	secure.Env = cleanEnv()
+	var out lockedBuffer
+	secure.Stdout, secure.Stderr = &out, &out
+	if err := secure.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = secure.Process.Kill(); _ = secure.Wait() }()
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(out.String(), "hodei server listening on https://"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("hodei server --listen 0.0.0.0:0 --auth --tls-cert … did not start:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if strings.Contains(out.String(), "INSECURE") {
+		t.Errorf("warning on a start with TLS and --auth:\n%s", out.String())
+	}
+	_ = secure.Process.Signal(os.Interrupt)
 }
 
 // filepathDB returns db, or a new PostgreSQL database when it is empty.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -236,6 +237,45 @@ func TestDockerServerKilledMidJob(t *testing.T) {
 	st := s.waitJobState(id, "ended", 2*time.Minute)
 	if st != "SUCCEEDED" {
 		t.Fatalf("job ended %s (%q); want SUCCEEDED", st, s.getJob(id).GetLastError())
+	}
+	waitNoContainers(t, e, 30*time.Second)
+}
+
+// A job's secret reaches its container's process but not the container's spec:
+// `docker inspect` (config, environment, command, labels) does not hold the value,
+// and the job's output shows it masked.
+func TestDockerSecretNotInContainerSpec(t *testing.T) {
+	e := dockertest.Get(t)
+	keyFile, key := secretsKeyFile(t)
+	s := startDockerDev(t, e, "--secrets-key-file", keyFile)
+	value := "dv-" + hex.EncodeToString(key[:12])
+	if r := s.hodeiStdin(value, "secret", "set", "API_KEY"); r.code != 0 {
+		t.Fatalf("secret set: %v", r)
+	}
+	id := s.submit("--image", e.Image, "--pull", "never", "--secret", "API_KEY=K", "--",
+		"sh", "-c", `printf 'k=%s\n' "$K"; sleep 3`)
+	s.waitJobState(id, "RUNNING", time.Minute)
+	ids := containers(t, e, "hodei.job="+id)
+	if len(ids) != 1 {
+		t.Fatalf("containers of the job: %v; want 1", ids)
+	}
+	c, err := e.Client.ContainerInspect(context.Background(), ids[0], client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(spec), "HODEI_SERVER") {
+		t.Fatalf("docker inspect shows no worker environment; the grep below would prove nothing:\n%s", spec)
+	}
+	if strings.Contains(string(spec), value) {
+		t.Fatalf("docker inspect of the job's container holds the secret value:\n%s", spec)
+	}
+	s.waitJobState(id, "SUCCEEDED", time.Minute)
+	if r := s.mustHodei("job", "logs", id); r.stdout != "k=***\n" {
+		t.Fatalf("job logs %q, want %q", r.stdout, "k=***\n")
 	}
 	waitNoContainers(t, e, 30*time.Second)
 }

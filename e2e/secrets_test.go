@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,24 +15,7 @@ import (
 // hodeiStdin is hodei with stdin (hodei secret set reads the value from it).
 func (s *server) hodeiStdin(stdin string, args ...string) cliResult {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, hodeiBin, args...)
-	cmd.Env = append(cleanEnv(), "HODEI_SERVER="+s.url)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := cliResult{args: args, stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ee.Exited():
-		r.code = ee.ExitCode()
-	default:
-		s.t.Fatalf("hodei %s: %v", shellQuote(args), err)
-	}
-	return r
+	return s.asStdin("", stdin, args...)
 }
 
 // dumpDatabase returns every row of every table of the server's PostgreSQL database
@@ -85,6 +64,19 @@ func (s *server) dumpDatabase() string {
 	return dump.String()
 }
 
+// secretsKeyFile writes a new random secrets key (32 bytes, mode 0600) for
+// --secrets-key-file and returns its path and the key.
+func secretsKeyFile(t *testing.T) (string, []byte) {
+	t.Helper()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	path := filepath.Join(t.TempDir(), "secrets.key")
+	if err := os.WriteFile(path, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, key
+}
+
 // TestJobSecrets sets a secret with the CLI, runs a job that uses it on a real
 // `hodei server` on PostgreSQL, and greps everything outside the job for the value:
 // the database (every table), the server's log, the API's answers and the worker
@@ -92,12 +84,7 @@ func (s *server) dumpDatabase() string {
 // (its SHA-256) and its logs show *** where it printed the value, whole and in two
 // writes with a pause between them.
 func TestJobSecrets(t *testing.T) {
-	keyFile := filepath.Join(t.TempDir(), "secrets.key")
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile, key := secretsKeyFile(t)
 	s := startServerArgs(t, backendPostgres, 2, "--secrets-key-file", keyFile)
 	rnd := make([]byte, 12)
 	_, _ = rand.Read(rnd)

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -43,7 +44,8 @@ func tlsFiles(t *testing.T) (ca *tlstest.CA, certFile, keyFile string) {
 // TestTLSServer drives `hodei dev --tls-cert --tls-key --tls-worker-ca` as a user
 // would: a job runs end to end over HTTPS (its worker verifies the server with the CA
 // bundle the provider handed it), plaintext and a client trusting another CA are
-// refused, and a renewed certificate (another CA) is served without a restart.
+// refused, and a renewed certificate (another CA) is served without a restart, and a
+// rotated --tls-worker-ca file reaches the workers started afterwards.
 func TestTLSServer(t *testing.T) {
 	ca, certFile, keyFile := tlsFiles(t)
 	s := newServer(t, backendDev, 2, "--tls-cert", certFile, "--tls-key", keyFile, "--tls-worker-ca", ca.CertFile)
@@ -105,6 +107,20 @@ func TestTLSServer(t *testing.T) {
 	}
 	if _, err := tlsClient(t, ca, "", "").Get(s.url + "/healthz"); err == nil {
 		t.Fatal("the old CA still verifies the server after renewal")
+	}
+
+	// The workers' CA bundle (--tls-worker-ca) rotated too: a worker started now gets
+	// the new one (the server reads the file again), verifies the server and runs
+	// the job.
+	tmp := ca.CertFile + ".new"
+	if err := os.WriteFile(tmp, other.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, ca.CertFile); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.mustHodei("job", "run", "--ca-cert", other.CertFile, "--", "echo", "after rotation"); r.stdout != "after rotation\n" {
+		t.Fatalf("job output after the CA rotation %q", r.stdout)
 	}
 }
 

@@ -78,7 +78,10 @@ func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName
 	}
 	spec := provider.WorkerSpec{WorkerID: workerID, OneTimePassword: otp, ServerURL: s.cfg.ServerURL,
 		JobID: jobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": jobID},
-		Image: j.Spec.Image, Pull: j.Spec.Pull, Owner: node, CACertPEM: s.cfg.WorkerCACertPEM}
+		Image: j.Spec.Image, Pull: j.Spec.Pull, Owner: node}
+	if s.cfg.WorkerCACertPEM != nil {
+		spec.CACertPEM = s.cfg.WorkerCACertPEM()
+	}
 	if err := p.Create(ctx, spec); err != nil {
 		if provider.IsPermanent(err) {
 			// Trying again cannot help (an image that does not exist, a spec the

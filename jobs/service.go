@@ -77,9 +77,11 @@ type WorkerOps interface {
 type Config struct {
 	// ServerURL is the URL workers dial (required); providers pass it to the worker.
 	ServerURL string
-	// WorkerCACertPEM is the PEM CA bundle workers verify the server with (an https://
-	// ServerURL); providers hand it to the worker (provider.WorkerSpec.CACertPEM).
-	WorkerCACertPEM string
+	// WorkerCACertPEM returns the PEM CA bundle workers verify the server with (an
+	// https:// ServerURL; nil: none); called for every worker created, so that a
+	// rotated bundle reaches the workers started afterwards. Providers hand it to the
+	// worker (provider.WorkerSpec.CACertPEM).
+	WorkerCACertPEM func() string
 	// DefaultProvider names the provider new workers are created with (default: the
 	// registry's default provider).
 	DefaultProvider string

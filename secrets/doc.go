@@ -24,9 +24,10 @@
 //     (RunJob.secret_env). The NATS hop between replicas carries the message without
 //     values. Nothing else on the server decrypts.
 //   - Worker: the agent sets each value in the job process's environment only (not
-//     its own, not argv) and masks every value in the job's output (agent.Masker)
+//     its own, not argv) and masks every value in the job's output (agent/mask.go)
 //     before a log line is batched, so stored and streamed logs show "***", also when
-//     the job wrote a value in two pieces.
+//     the job wrote a value in two pieces, and also its JSON-escaped, URL-encoded and
+//     base64 forms (maskedForms lists what is not covered).
 //
 // Plaintext is thus seen by the CLI that sets it, the API handler that seals it, the
 // replica's stream handler that sends it, the agent and the job. Errors name secrets

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
@@ -14,33 +13,33 @@ import (
 )
 
 // serverTLS returns the API's TLS configuration (nil without Config.TLSCert) and the
-// PEM CA bundle workers verify the server with ("" without TLS).
-func serverTLS(cfg Config, logger *slog.Logger) (*tls.Config, string, error) {
+// PEM CA bundle workers verify the server with (nil without TLS): a function, because
+// the bundle's file is read again when it changes, so that workers started after a CA
+// rotation get the new one.
+func serverTLS(cfg Config, logger *slog.Logger) (*tls.Config, func() string, error) {
 	if !cfg.TLS() {
-		return nil, "", nil
+		return nil, nil, nil
 	}
-	r, err := tlsconf.NewReloader(cfg.TLSCert, cfg.TLSKey, logger.With("component", "tls"))
+	log := logger.With("component", "tls")
+	r, err := tlsconf.NewReloader(cfg.TLSCert, cfg.TLSKey, log)
 	if err != nil {
-		return nil, "", fmt.Errorf("server: %w", err)
+		return nil, nil, fmt.Errorf("server: %w", err)
 	}
 	var clientCAs *x509.CertPool
 	if cfg.TLSClientCA != "" {
 		if clientCAs, err = tlsconf.LoadCertPool(cfg.TLSClientCA, "--tls-client-ca"); err != nil {
-			return nil, "", fmt.Errorf("server: %w", err)
+			return nil, nil, fmt.Errorf("server: %w", err)
 		}
 	}
 	workerCA, flag := cfg.TLSWorkerCA, "--tls-worker-ca"
 	if workerCA == "" {
 		workerCA, flag = cfg.TLSCert, "--tls-cert (the workers' CA bundle without --tls-worker-ca)"
 	}
-	pem, err := os.ReadFile(workerCA)
+	bundle, err := tlsconf.NewPEMFile(workerCA, flag, log)
 	if err != nil {
-		return nil, "", fmt.Errorf("server: %s: %w", flag, err)
+		return nil, nil, fmt.Errorf("server: %w", err)
 	}
-	if _, err := tlsconf.ParseCertPool(pem, flag); err != nil {
-		return nil, "", fmt.Errorf("server: %w", err)
-	}
-	return tlsconf.ServerConfig(r, clientCAs), string(pem), nil
+	return tlsconf.ServerConfig(r, clientCAs), bundle.Current, nil
 }
 
 // workerStreamPrefix is the path prefix of the worker stream, which authenticates with

@@ -69,6 +69,7 @@ func newSecretSetCmd() *cobra.Command {
 	var (
 		f         adminFlags
 		namespace string
+		output    string
 	)
 	cmd := &cobra.Command{
 		Use:   "set NAME",
@@ -77,6 +78,9 @@ func newSecretSetCmd() *cobra.Command {
   hodei secret set DB_PASSWORD --namespace team-a < password.txt`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			value, err := readSecretValue(cmd.InOrStdin())
 			if err != nil {
 				return err
@@ -90,6 +94,9 @@ func newSecretSetCmd() *cobra.Command {
 			if err != nil {
 				return explainAdmin(c, err)
 			}
+			if output == outputJSON {
+				return writeProtoJSON(cmd.OutOrStdout(), res.Msg)
+			}
 			s := res.Msg.GetSecret()
 			fmt.Fprintf(cmd.OutOrStdout(), "secret %s set in namespace %s (key %s)\n", s.GetName(), s.GetNamespace(), s.GetKeyId())
 			return nil
@@ -97,6 +104,7 @@ func newSecretSetCmd() *cobra.Command {
 	}
 	f.define(cmd)
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of the secret (default: the token's only namespace, else default)")
+	outputFlag(cmd, &output)
 	return cmd
 }
 
@@ -144,12 +152,16 @@ func newSecretDeleteCmd() *cobra.Command {
 	var (
 		f         adminFlags
 		namespace string
+		output    string
 	)
 	cmd := &cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a secret (jobs naming it can no longer start)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			sc, c, err := secretClient(cmd, &f)
 			if err != nil {
 				return err
@@ -158,12 +170,16 @@ func newSecretDeleteCmd() *cobra.Command {
 			if err != nil {
 				return explainAdmin(c, err)
 			}
+			if output == outputJSON {
+				return writeProtoJSON(cmd.OutOrStdout(), res.Msg)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "secret %s deleted from namespace %s\n", res.Msg.GetSecret().GetName(), res.Msg.GetSecret().GetNamespace())
 			return nil
 		},
 	}
 	f.define(cmd)
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of the secret (default: the token's only namespace, else default)")
+	outputFlag(cmd, &output)
 	return cmd
 }
 

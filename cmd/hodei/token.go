@@ -48,15 +48,22 @@ func newTokenCreateCmd() *cobra.Command {
 		namespaces  []string
 		expires     time.Duration
 		databaseURL string
+		output      string
 	)
 	cmd := &cobra.Command{
 		Use:   "create --name NAME --role viewer|submitter|admin [--namespace N]... [--expires 720h]",
 		Short: "Create a token and print it (once: only its hash is stored)",
+		Long: `Create a token and print its secret on stdout (once: only its SHA-256 is stored) and
+what it is on stderr; -o json prints both as one JSON object {"token": {...}, "secret": "..."}.`,
 		Example: `  hodei token create --name ci --role submitter --namespace team-a --expires 720h
-  hodei token create --database-url postgres://localhost/hodei --name admin --role admin`,
+  hodei token create --database-url postgres://localhost/hodei --name admin --role admin
+  hodei token create --name deploy --role submitter --namespace team-a -o json | jq -r .secret`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireFlags(cmd, "name", "role"); err != nil {
+				return err
+			}
+			if err := checkOutput(output); err != nil {
 				return err
 			}
 			if expires < 0 {
@@ -91,6 +98,9 @@ func newTokenCreateCmd() *cobra.Command {
 				}
 				tok, secret = res.Msg.GetToken(), res.Msg.GetSecret()
 			}
+			if output == outputJSON {
+				return writeProtoJSON(cmd.OutOrStdout(), &hodeiv1.CreateTokenResponse{Token: tok, Secret: secret})
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), secret)
 			fmt.Fprintf(cmd.ErrOrStderr(), "token %s created (role %s, namespaces %s%s); it is shown only this once\n",
 				tok.GetName(), tok.GetRole(), strings.Join(tok.GetNamespaces(), ","), expiry(tok.GetExpiresAt()))
@@ -103,6 +113,7 @@ func newTokenCreateCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&namespaces, "namespace", nil, `namespace the token sees (repeatable; "*": all; an admin token without one sees all)`)
 	cmd.Flags().DurationVar(&expires, "expires", 0, "lifetime, e.g. 720h (0: never expires)")
 	cmd.Flags().StringVar(&databaseURL, "database-url", "", "write the token straight into this PostgreSQL database (migrating it) instead of asking a server: for the first admin token")
+	outputFlag(cmd, &output)
 	return cmd
 }
 
@@ -189,12 +200,18 @@ func writeTokens(w io.Writer, toks []*hodeiv1.ApiToken) {
 }
 
 func newTokenRevokeCmd() *cobra.Command {
-	var f adminFlags
+	var (
+		f      adminFlags
+		output string
+	)
 	cmd := &cobra.Command{
 		Use:   "revoke NAME",
-		Short: "Revoke a token: the next request that uses it is refused",
+		Short: "Revoke a token: the next request that uses it is refused, and its open streams (logs --follow, job run) end within a second",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			ac, c, err := f.client(cmd)
 			if err != nil {
 				return err
@@ -203,12 +220,16 @@ func newTokenRevokeCmd() *cobra.Command {
 			if err != nil {
 				return explainAdmin(c, err)
 			}
+			if output == outputJSON {
+				return writeProtoJSON(cmd.OutOrStdout(), res.Msg)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked at %s\n", res.Msg.GetToken().GetName(),
 				formatTime(res.Msg.GetToken().GetRevokedAt().AsTime(), true))
 			return nil
 		},
 	}
 	f.define(cmd)
+	outputFlag(cmd, &output)
 	return cmd
 }
 

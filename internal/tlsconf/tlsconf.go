@@ -142,3 +142,65 @@ func ServerConfig(r *Reloader, clientCAs *x509.CertPool) *tls.Config {
 	}
 	return cfg
 }
+
+// PEMFile is a PEM CA bundle read from a file and read again when the file changes
+// (another file, modification time or size), as the server's workers' CA bundle: a
+// rotated CA reaches the workers started afterwards without a restart. A new file that
+// holds no certificate (half-written) leaves the previous bundle in use.
+type PEMFile struct {
+	path, what string
+	log        *slog.Logger
+
+	mu        sync.Mutex
+	pem       string
+	stat      os.FileInfo
+	lastError time.Time
+}
+
+// NewPEMFile reads the bundle at path; what names its flag in errors.
+func NewPEMFile(path, what string, log *slog.Logger) (*PEMFile, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	f := &PEMFile{path: path, what: what, log: log}
+	st, pem, err := f.read()
+	if err != nil {
+		return nil, err
+	}
+	f.stat, f.pem = st, pem
+	return f, nil
+}
+
+func (f *PEMFile) read() (os.FileInfo, string, error) {
+	st, err := os.Stat(f.path)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", f.what, err)
+	}
+	b, err := os.ReadFile(f.path)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", f.what, err)
+	}
+	if _, err := ParseCertPool(b, f.what+" "+f.path); err != nil {
+		return nil, "", err
+	}
+	return st, string(b), nil
+}
+
+// Current returns the bundle, read again first when the file changed.
+func (f *PEMFile) Current() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, err := os.Stat(f.path)
+	if err == nil && changed(f.stat, st) {
+		var pem string
+		if st, pem, err = f.read(); err == nil {
+			f.stat, f.pem = st, pem
+			f.log.Info("CA bundle for workers reloaded", "file", f.path)
+		}
+	}
+	if err != nil && time.Since(f.lastError) > time.Minute {
+		f.lastError = time.Now()
+		f.log.Warn("CA bundle for workers does not load; handing out the previous one", "file", f.path, "err", err)
+	}
+	return f.pem
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -142,5 +143,46 @@ func TestErrorsNameTheFlag(t *testing.T) {
 		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
 			t.Errorf("error %v does not name %q", tc.err, tc.want)
 		}
+	}
+}
+
+// TestPEMFileFollowsRotation: the workers' CA bundle is read again when its file is
+// replaced; a replacement without a certificate keeps the previous bundle; a missing
+// file at start is an error naming the flag.
+func TestPEMFileFollowsRotation(t *testing.T) {
+	a, b := tlstest.NewCA(t, "ca-a"), tlstest.NewCA(t, "ca-b")
+	path := filepath.Join(t.TempDir(), "workers-ca.pem")
+	replace := func(content []byte) {
+		t.Helper()
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil { // another file: noticed whatever the clock
+			t.Fatal(err)
+		}
+	}
+	if _, err := tlsconf.NewPEMFile(path, "--tls-worker-ca", nil); err == nil || !strings.Contains(err.Error(), "--tls-worker-ca") {
+		t.Fatalf("missing file: %v, want an error naming --tls-worker-ca", err)
+	}
+	replace(a.CertPEM)
+	f, err := tlsconf.NewPEMFile(path, "--tls-worker-ca", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Current() != string(a.CertPEM) {
+		t.Fatal("Current is not the file's bundle")
+	}
+	replace(append(append([]byte(nil), a.CertPEM...), b.CertPEM...)) // both during a rotation
+	if f.Current() != string(a.CertPEM)+string(b.CertPEM) {
+		t.Fatal("Current did not follow the replaced file")
+	}
+	replace(b.CertPEM)
+	if f.Current() != string(b.CertPEM) {
+		t.Fatal("Current did not follow the rotation")
+	}
+	replace([]byte("-----BEGIN CERT"))
+	if f.Current() != string(b.CertPEM) {
+		t.Fatal("a half-written bundle replaced the previous one")
 	}
 }
