@@ -8,10 +8,13 @@ GOTESTFLAGS ?=
 
 all: lint build test
 
-## build: compile every package and the hodei binary into bin/
+## build: compile every package, the hodei binary and the slim worker agent into bin/
+## (both static: the docker provider mounts one into containers; hodei server and hodei
+## dev start bin/hodei-agent for local workers when it sits next to bin/hodei)
 build:
 	$(GO) build ./...
-	$(GO) build -o bin/hodei ./cmd/hodei
+	CGO_ENABLED=0 $(GO) build -o bin/hodei ./cmd/hodei
+	CGO_ENABLED=0 $(GO) build -o bin/hodei-agent ./cmd/hodei-agent
 
 ## ensure-postgres: install PostgreSQL's server binaries if missing (the tests need them)
 ensure-postgres:

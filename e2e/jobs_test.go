@@ -354,10 +354,10 @@ func testServerKilledWhileJobsRun(t *testing.T, b backend) {
 	}
 }
 
-// isWorker reports whether pid is still a `hodei worker` (pids can be reused).
+// isWorker reports whether pid is still a worker agent (pids can be reused).
 func isWorker(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && strings.Contains(string(b), "worker")
+	return err == nil && isAgentArgv(strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"))
 }
 
 // Invalid specs are refused, naming the field, through the CLI and through the API as
@@ -474,5 +474,19 @@ func testRestartKeepsJobs(t *testing.T, b backend) {
 	}
 	if r := s.mustHodei("job", "run", "--", "echo", "after"); r.stdout != "after\n" {
 		t.Errorf("job run after the restart: %v", r)
+	}
+}
+
+// A job's worker is the slim hodei-agent when one sits next to hodei (as `make build`
+// leaves them): the job's parent process is that binary, with no "worker" argument.
+func TestJobRunsUnderSlimAgent(t *testing.T) {
+	s := startServer(t, backendPostgres, 0)
+	r := s.hodei("job", "run", "--", "sh", "-c", `tr '\0' ' ' </proc/$PPID/cmdline`)
+	if r.code != 0 {
+		t.Fatalf("%v", r)
+	}
+	argv := strings.Fields(r.stdout)
+	if len(argv) == 0 || filepath.Base(argv[0]) != "hodei-agent" || slices.Contains(argv, "worker") {
+		t.Fatalf("the job's parent is %q, want the hodei-agent binary beside hodei", r.stdout)
 	}
 }

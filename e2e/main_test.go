@@ -79,6 +79,18 @@ func buildHodei() (string, error) {
 	if err := os.Rename(tmp, bin); err != nil {
 		return "", err
 	}
+	// The slim agent next to it, as `make build` leaves bin/: the servers these tests
+	// start run their local workers as hodei-agent (server.AgentCommand).
+	agent := filepath.Join(dir, "hodei-agent")
+	build = exec.Command(goBin, "build", "-o", agent+"."+strconv.Itoa(os.Getpid()), "./cmd/hodei-agent")
+	build.Dir = modDir
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/hodei-agent: %w\n%s", err, out)
+	}
+	if err := os.Rename(agent+"."+strconv.Itoa(os.Getpid()), agent); err != nil {
+		return "", err
+	}
 	return bin, nil
 }
 
@@ -508,11 +520,11 @@ func workerPIDs(url string) []int {
 	return pids
 }
 
-// workerProcs returns the `hodei worker` processes of the server at url that are alive
-// at one instant, found by scanning /proc: the program is the binary under test, its
-// first argument "worker", and its environment holds HODEI_WORKER_ID and
-// HODEI_SERVER=url. Job processes (children of workers) do not match: their first
-// argument is not "worker".
+// workerProcs returns the worker agent processes of the server at url that are alive
+// at one instant, found by scanning /proc: the program is the slim hodei-agent built
+// beside the binary under test (or that binary with first argument "worker"), and its
+// environment holds HODEI_WORKER_ID and HODEI_SERVER=url. Job processes (children of
+// workers) do not match.
 //
 // The scan is not atomic: a worker may exit and another start while it runs. So every
 // process found is checked again afterwards: one that is still alive (not a zombie) at
@@ -526,7 +538,7 @@ func workerProcs(url string) []workerProc {
 			return
 		}
 		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if len(argv) < 2 || argv[1] != "worker" || filepath.Base(argv[0]) != "hodei" {
+		if !isAgentArgv(argv) {
 			return
 		}
 		environ, err := os.ReadFile(dir + "/environ")
@@ -553,6 +565,17 @@ func workerProcs(url string) []workerProc {
 		}
 	}
 	return alive
+}
+
+// isAgentArgv reports whether argv is a worker agent's: hodei-agent, or hodei worker.
+func isAgentArgv(argv []string) bool {
+	switch filepath.Base(argv[0]) {
+	case "hodei-agent":
+		return true
+	case "hodei":
+		return len(argv) >= 2 && argv[1] == "worker"
+	}
+	return false
 }
 
 // forEachProc calls fn with the pid and /proc directory of every process.

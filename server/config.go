@@ -62,7 +62,8 @@ type Config struct {
 	// Docker configures the docker provider (when Providers has "docker").
 	Docker DockerConfig
 	// WorkerBinary is the `hodei` executable the local provider starts as
-	// `<WorkerBinary> worker` (default os.Executable()).
+	// `<WorkerBinary> worker`, or a hodei-agent binary it starts as it is (default: a
+	// hodei-agent next to os.Executable(), else os.Executable(); AgentCommand).
 	WorkerBinary string
 	// ShutdownTimeout bounds the graceful drain of HTTP requests (default 10s).
 	ShutdownTimeout time.Duration

@@ -154,8 +154,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		var p provider.Provider
 		switch name {
 		case local.Name:
+			bin, args := AgentCommand(cfg.WorkerBinary)
 			lp, err := local.New(local.Config{
-				Binary:     cfg.WorkerBinary,
+				Binary:     bin,
+				Args:       args,
 				StateDir:   filepath.Join(cfg.DataDir, "workers"),
 				MaxWorkers: cfg.MaxWorkers,
 				Logger:     logger,

@@ -2,53 +2,32 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/hodei-jobs/hodei/internal/envflag"
 )
 
-// Flags mirror HODEI_* environment variables. A flag bound with bindEnv takes its value
-// from the variable when it is not given on the command line; the command line wins.
-// The value is read when the command runs (applyEnvDefaults, called from the root's
-// PersistentPreRunE), not when the flag is defined, so `--help` never prints a secret
-// such as a database password as a "default".
+// Flags mirror HODEI_* environment variables (internal/envflag): a flag bound with
+// bindEnv takes its value from the variable when it is not given on the command line;
+// the command line wins, and the value is read when the command runs (applyEnvDefaults,
+// called from the root's PersistentPreRunE).
 //
 // A subcommand that defines its own PersistentPreRunE hides the root's (cobra runs only
 // the nearest one) and must call applyEnvDefaults itself.
-
-// envAnnotation is the flag annotation that holds the environment variable's name.
-const envAnnotation = "hodei_env"
 
 // Names of the environment variables shared by several subcommands.
 const (
 	envDatabaseURL = "HODEI_DATABASE_URL"
 )
 
-// bindEnv ties the existing flag `name` of cmd to the environment variable env and
-// notes the variable in the flag's usage.
-func bindEnv(cmd *cobra.Command, name, env string) {
-	f := cmd.Flags().Lookup(name)
-	if f == nil {
-		f = cmd.PersistentFlags().Lookup(name)
-	}
-	if f == nil {
-		panic(fmt.Sprintf("bindEnv: command %q has no flag --%s", cmd.Name(), name))
-	}
-	if f.Annotations == nil {
-		f.Annotations = map[string][]string{}
-	}
-	f.Annotations[envAnnotation] = []string{env}
-	f.Usage += " [$" + env + "]"
-}
+func bindEnv(cmd *cobra.Command, name, env string) { envflag.Bind(cmd, name, env) }
 
-// stringFlagEnv defines the string flag --name bound to the environment variable env.
 func stringFlagEnv(cmd *cobra.Command, p *string, name, env, def, usage string) {
-	cmd.Flags().StringVar(p, name, def, usage)
-	bindEnv(cmd, name, env)
+	envflag.String(cmd, p, name, env, def, usage)
 }
 
 // databaseURLFlag defines --database-url bound to HODEI_DATABASE_URL.
@@ -57,51 +36,11 @@ func databaseURLFlag(cmd *cobra.Command, p *string) {
 		"PostgreSQL URL, e.g. postgres://user:pass@localhost:5432/hodei")
 }
 
-// applyEnvDefaults sets every env-bound flag of cmd that was not given on the command
-// line from its environment variable, if that is set and non-empty.
-func applyEnvDefaults(cmd *cobra.Command) error {
-	var errs []error
-	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		env := envOf(f)
-		if env == "" || f.Changed {
-			return
-		}
-		v, ok := os.LookupEnv(env)
-		if !ok || v == "" {
-			return
-		}
-		if err := f.Value.Set(v); err != nil {
-			errs = append(errs, fmt.Errorf("$%s (for --%s): %w", env, f.Name, err))
-		}
-	})
-	return errors.Join(errs...)
-}
+func applyEnvDefaults(cmd *cobra.Command) error { return envflag.ApplyDefaults(cmd) }
 
-func envOf(f *pflag.Flag) string {
-	if v := f.Annotations[envAnnotation]; len(v) == 1 {
-		return v[0]
-	}
-	return ""
-}
+func envOf(f *pflag.Flag) string { return envflag.Of(f) }
 
-// requireFlags returns an error naming the first of the given flags that is empty after
-// environment defaults were applied, with its environment variable if it has one.
-func requireFlags(cmd *cobra.Command, names ...string) error {
-	for _, name := range names {
-		f := cmd.Flags().Lookup(name)
-		if f == nil {
-			return fmt.Errorf("internal error: no flag --%s", name)
-		}
-		if f.Value.String() != "" {
-			continue
-		}
-		if env := envOf(f); env != "" {
-			return fmt.Errorf("--%s is required (or set the environment variable %s)", name, env)
-		}
-		return fmt.Errorf("--%s is required", name)
-	}
-	return nil
-}
+func requireFlags(cmd *cobra.Command, names ...string) error { return envflag.Require(cmd, names...) }
 
 // Output formats accepted by -o/--output.
 const (
