@@ -18,6 +18,8 @@ type File struct {
 	MaxWorkers int `yaml:"max_workers"`
 	// Providers are the worker providers, in the order jobs try them.
 	Providers []string `yaml:"providers"`
+	// ProviderStrategy is first-fit or least-loaded.
+	ProviderStrategy string `yaml:"provider_strategy"`
 
 	AdminToken         string   `yaml:"admin_token"`
 	Auth               bool     `yaml:"auth"`

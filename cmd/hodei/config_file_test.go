@@ -51,6 +51,7 @@ func TestConfigFilePrecedence(t *testing.T) {
 	path := writeConfig(t, `listen: 127.0.0.1:7171
 max_workers: 3
 providers: [local, docker]
+provider_strategy: least-loaded
 heartbeat_interval: 2s
 cleanup_dry_run: true
 log_level: debug
@@ -106,13 +107,14 @@ func TestConfigFileRefused(t *testing.T) {
 		"database_url: postgres://x\n": `hodei.yaml:1: database_url is not a setting of hodei dev`,
 		// The flag's own parser runs on the file's value.
 		"providers: [local, local]\n": `--provider: "local" given twice`,
+		"provider_strategy: random\n": `--provider-strategy: "random": want first-fit or least-loaded`,
 	} {
 		path := writeConfig(t, body)
 		out, err := runHodei(t, "dev", "--config", path, "--data-dir", filepath.Join(t.TempDir(), "unused"))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: got %v, want %q\n%s", body, err, want, out)
 		}
-		if !strings.Contains(want, "given twice") && !strings.Contains(err.Error(), filepath.Dir(path)) {
+		if !strings.HasPrefix(want, "--") && !strings.Contains(err.Error(), filepath.Dir(path)) {
 			t.Errorf("%q: error does not name the file: %v", body, err)
 		}
 	}
