@@ -266,3 +266,20 @@ func TestDockerLeastLoadedFromConfigFile(t *testing.T) {
 		t.Errorf("job get does not show provider docker:\n%s", out)
 	}
 }
+
+// Two installations (two hodei dev, each its own database) on one engine: the second
+// one's sweep at start, and its cleanup after, leave the first's container alone.
+func TestDockerTwoInstallationsOneEngine(t *testing.T) {
+	e := dockertest.Get(t)
+	first := startDockerDev(t, e)
+	id := first.submit("--image", e.Image, "--pull", "never", "--", "sleep", "6")
+	first.waitJobState(id, "RUNNING", time.Minute)
+	second := startDockerDev(t, e)
+	other := second.submit("--image", e.Image, "--pull", "never", "--", "true")
+	second.waitJobState(other, "SUCCEEDED", time.Minute)
+	first.waitJobState(id, "SUCCEEDED", time.Minute)
+	if j := first.getJob(id); j.GetAttempt() != 1 {
+		t.Fatalf("the first installation's job ran %d times (its container was removed by the other installation?); error %q",
+			j.GetAttempt(), j.GetLastError())
+	}
+}

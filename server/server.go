@@ -143,7 +143,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return err
 	}
 
-	// Providers, in selection order.
+	// Providers, in selection order. Those on shared infrastructure (a Docker Engine)
+	// tag what they create with the installation id and see only what carries it.
+	installation, err := st.InstallationID(ctx)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
 	providers := provider.NewRegistry()
 	names := cfg.Providers
 	if len(names) == 0 {
@@ -172,7 +177,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			}
 			dp, err := docker.New(ctx, docker.Config{Host: cfg.Docker.Host, MaxWorkers: cfg.Docker.MaxWorkers,
 				Network: cfg.Docker.Network, AgentBinary: agentBin, DefaultImage: cfg.Docker.DefaultImage,
-				Labels: cfg.Docker.Labels, Owner: node, Logger: logger})
+				Labels: cfg.Docker.Labels, Owner: node, Installation: installation, Logger: logger})
 			if err != nil {
 				return fmt.Errorf("server: docker provider: %w", err)
 			}
