@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -455,7 +454,7 @@ func startEmbeddedNATS(ctx context.Context, dataDir string, log *slog.Logger) (*
 	if err != nil {
 		return nil, nil, fmt.Errorf("server: open NATS store lock: %w", err)
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flock(lock); err != nil {
 		_ = lock.Close()
 		log.Warn("NATS store dir in use by another process; using a temporary store", "dir", dir)
 		dir = ""

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hodei-jobs/hodei/provider/local"
 	"github.com/hodei-jobs/hodei/server"
 )
 
@@ -63,6 +64,11 @@ func (pf *providerFlags) apply(cmd *cobra.Command, cfg *server.Config) error {
 		}
 		if seen[p] {
 			return fmt.Errorf("--provider: %q given twice", p)
+		}
+		if p == local.Name {
+			if err := local.CheckPlatform(); err != nil {
+				return fmt.Errorf("--provider local: %w", err)
+			}
 		}
 		seen[p] = true
 		cfg.Providers = append(cfg.Providers, p)
