@@ -149,6 +149,9 @@ func (e *RegistrationError) Unwrap() error { return e.Err }
 // (then the running job is stopped: SIGTERM to its group, SIGKILL after
 // Config.ShutdownGrace). A clean end returns nil.
 func Run(ctx context.Context, cfg Config) error {
+	if err := canRunJobs(); err != nil {
+		return err // before it takes a one-time password it could not use
+	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -16,7 +16,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
@@ -125,6 +124,9 @@ type jobProcess struct {
 // caller reports it as the job's result, see startFailure).
 func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSink) (*jobProcess, error) {
 	opts.setDefaults()
+	if err := canRunJobs(); err != nil {
+		return nil, err
+	}
 	if spec == nil {
 		return nil, errors.New("job spec is missing")
 	}
@@ -188,7 +190,7 @@ func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSin
 		Dir:         spec.GetWorkingDir(),
 		Stdout:      outW,
 		Stderr:      errW,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		SysProcAttr: groupLeaderAttr(),
 	}
 	if cmd.Dir == "" {
 		cmd.Dir = dir
@@ -215,7 +217,7 @@ func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSin
 	}
 	if mem > 0 && !opts.CgroupMemory {
 		if err := limitAddressSpace(p.pid, mem); err != nil {
-			_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+			killGroup(p.pid, syscall.SIGKILL)
 			_ = cmd.Wait()
 			outR.Close()
 			errR.Close()
@@ -285,7 +287,7 @@ func (p *jobProcess) wait(readers *sync.WaitGroup, pipes []*os.File, b *batcher,
 		ws, _ := exitErr.Sys().(syscall.WaitStatus)
 		if ws.Signaled() {
 			r.ExitCode = 128 + int(ws.Signal())
-			r.Err = "terminated by signal " + unix.SignalName(ws.Signal())
+			r.Err = "terminated by signal " + signalName(ws.Signal())
 			if ws.Signal() == syscall.SIGKILL && p.cgroupDir != "" && oomKills(p.cgroupDir) > p.oomBefore {
 				r.Err = "out of memory" + limitSuffix(p.cgroupDir)
 			}
@@ -305,7 +307,7 @@ func (p *jobProcess) signalGroup(sig syscall.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.reaped {
-		_ = syscall.Kill(-p.pid, sig)
+		killGroup(p.pid, sig)
 	}
 }
 
@@ -320,10 +322,10 @@ func (p *jobProcess) Cancel(grace time.Duration) {
 	first := !p.cancelled
 	p.cancelled = true
 	if first {
-		_ = syscall.Kill(-p.pid, syscall.SIGTERM)
+		killGroup(p.pid, syscall.SIGTERM)
 	}
 	if grace <= 0 {
-		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		killGroup(p.pid, syscall.SIGKILL)
 		return
 	}
 	if p.killTimer != nil {

@@ -18,10 +18,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/moby/moby/client"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/internal/dockertest"
 )
 
 // The chaos test (issue 5): about 200 jobs of mixed kinds while the control plane is
@@ -34,7 +36,28 @@ import (
 // HODEI_CHAOS_JOBS changes the number of jobs (default 200); HODEI_CHAOS_SEED replays a
 // run's random choices (printed in the report); HODEI_CHAOS_REPORT names a
 // file the report is appended to (CI prints it), besides the test log.
-func TestChaos(t *testing.T) { forEachBackend(t, testChaos) }
+func TestChaos(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) { testChaos(t, b, chaosVariant{jobs: 200, serverKills: 3}) })
+}
+
+// TestChaosDocker is the chaos test with every worker a container on a real Docker
+// Engine (hodei dev --provider docker), smaller for CI time: 40 jobs, two server
+// SIGKILLs, random worker containers killed through the engine (docker kill). At the
+// end no container is left either. HODEI_CHAOS_DOCKER_JOBS changes the number of jobs.
+func TestChaosDocker(t *testing.T) {
+	e := dockertest.Get(t)
+	testChaos(t, backendDev, chaosVariant{name: "docker", jobs: 40, serverKills: 2, engine: e,
+		args: []string{"--provider", "docker", "--docker-host", e.Host, "--docker-default-image", e.Image, "--docker-max-workers", "8"}})
+}
+
+// chaosVariant is what differs between the chaos runs.
+type chaosVariant struct {
+	name        string // "" (local workers) or "docker"
+	jobs        int    // default number of jobs
+	serverKills int
+	args        []string           // more server flags
+	engine      *dockertest.Engine // docker: the workers' engine, whose containers are killed
+}
 
 // Kinds of chaos jobs.
 const (
@@ -73,17 +96,21 @@ type workerKill struct {
 	outcome   string        // what became of the job
 }
 
-func testChaos(t *testing.T, b backend) {
-	n := 200
-	if v := os.Getenv("HODEI_CHAOS_JOBS"); v != "" {
+func testChaos(t *testing.T, b backend, variant chaosVariant) {
+	n := variant.jobs
+	jobsEnv := "HODEI_CHAOS_JOBS"
+	if variant.engine != nil {
+		jobsEnv = "HODEI_CHAOS_DOCKER_JOBS"
+	}
+	if v := os.Getenv(jobsEnv); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 1 {
-			t.Fatalf("HODEI_CHAOS_JOBS=%q: want a positive integer", v)
+			t.Fatalf("%s=%q: want a positive integer", jobsEnv, v)
 		}
 	}
+	serverKills := variant.serverKills
 	const (
 		capacity      = 8
-		serverKills   = 3
 		submitSpacing = 60 * time.Millisecond
 	)
 	// Heartbeats every second: a worker not heard of for 3 s is lost (cleanup runs
@@ -91,8 +118,8 @@ func testChaos(t *testing.T, b backend) {
 	// default grace), and one whose process the server saw exit at once. A worker
 	// killed before it registered while the server that started it was down is found
 	// by the cleanup run asking the provider (not after the 2 min registration timeout).
-	s := startServerArgs(t, b, capacity, "--heartbeat-interval", "1s", "--worker-lost-after", "3s",
-		"--cleanup-interval", "1s")
+	s := startServerArgs(t, b, capacity, append([]string{"--heartbeat-interval", "1s", "--worker-lost-after", "3s",
+		"--cleanup-interval", "1s"}, variant.args...)...)
 	run := fmt.Sprintf("chaos-%d", time.Now().UnixNano())
 	labels := map[string]string{"chaos": run}
 	client := hodeiv1connect.NewJobServiceClient(&http.Client{Timeout: 15 * time.Second}, s.url)
@@ -182,16 +209,14 @@ func testChaos(t *testing.T, b backend) {
 				return
 			case <-time.After(time.Duration(700+killRng.IntN(1000)) * time.Millisecond):
 			}
-			procs := workerProcs(url)
-			if len(procs) == 0 {
-				continue
+			var k *workerKill
+			if variant.engine != nil {
+				k = killWorkerContainer(variant.engine, killRng, s)
+			} else {
+				k = killWorkerProcess(url, killRng, s)
 			}
-			p := procs[killRng.IntN(len(procs))]
-			k := &workerKill{pid: p.pid, workerID: p.id}
-			k.jobID, k.jobState, k.attempt = s.workerJob(p.id)
-			k.at = time.Now()
-			if err := syscall.Kill(p.pid, syscall.SIGKILL); err != nil {
-				continue // it exited meanwhile
+			if k == nil {
+				continue // none, or it exited meanwhile
 			}
 			mu.Lock()
 			kills = append(kills, k)
@@ -202,7 +227,7 @@ func testChaos(t *testing.T, b backend) {
 	// The control plane: SIGKILLed three times while jobs are submitted and run.
 	submitTime := time.Duration(n) * (submitSpacing + 15*time.Millisecond)
 	for i := range serverKills {
-		time.Sleep(submitTime / (serverKills + 1))
+		time.Sleep(submitTime / time.Duration(serverKills+1))
 		s.kill()
 		t.Logf("chaos: SIGKILLed the server (%d of %d) at +%s", i+1, serverKills, time.Since(began).Round(time.Millisecond))
 		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
@@ -222,7 +247,7 @@ func testChaos(t *testing.T, b backend) {
 	all := s.waitChaosJobs(labels, n, 4*time.Minute)
 	ended := time.Since(began)
 
-	r := chaosReport{backend: b, seed: seed, jobs: n, serverKills: serverKills, workerKills: len(kills),
+	r := chaosReport{backend: b, variant: variant.name, seed: seed, jobs: n, serverKills: serverKills, workerKills: len(kills),
 		states: map[string]int{}, byKind: map[string]map[string]int{}}
 	bySeq := map[string][]*hodeiv1.Job{}
 	for _, j := range all {
@@ -305,8 +330,24 @@ func testChaos(t *testing.T, b backend) {
 	r.recoveries = recoveries
 
 	// No process left: workers, and the jobs' own processes (orphaned when their worker
-	// was SIGKILLed; destroying the worker ends its process group).
+	// was SIGKILLed; destroying the worker ends its process group). Containers' processes
+	// are the host's too; and no container is left.
 	s.waitNoWorkers(90 * time.Second)
+	if variant.engine != nil {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			left := containers(t, variant.engine, "hodei.worker")
+			if len(left) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				r.leftContainers = len(left)
+				t.Errorf("%d worker containers left 60s after every job ended: %v", len(left), left)
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		left := processesWithEnv("CHAOS_RUN=" + run)
@@ -646,6 +687,8 @@ type chaosReport struct {
 	notRerun                     []string
 	failedByChaos, manual        []string
 	leftProcesses, stuckOutbox   int
+	variant                      string // "" or docker
+	leftContainers               int
 	outboxRows                   int
 	deadLetters                  []string
 	submitted, ended             time.Duration
@@ -653,8 +696,12 @@ type chaosReport struct {
 
 func (r chaosReport) String() string {
 	var b strings.Builder
+	name := string(r.backend)
+	if r.variant != "" {
+		name += ", " + r.variant + " workers"
+	}
 	fmt.Fprintf(&b, "chaos report (%s, HODEI_CHAOS_SEED=%d): %d jobs submitted over %s, all ended after %s\n",
-		r.backend, r.seed, r.jobs, r.submitted.Round(time.Second), r.ended.Round(time.Second))
+		name, r.seed, r.jobs, r.submitted.Round(time.Second), r.ended.Round(time.Second))
 	fmt.Fprintf(&b, "  server SIGKILLs: %d; worker SIGKILLs: %d (%d while their job ran)\n",
 		r.serverKills, r.workerKills, r.killedRunning)
 	fmt.Fprintf(&b, "  end states: %s\n", formatCounts(r.states))
@@ -684,8 +731,8 @@ func (r chaosReport) String() string {
 	for _, s := range r.manual {
 		fmt.Fprintf(&b, "    manual intervention: %s\n", s)
 	}
-	fmt.Fprintf(&b, "  processes left: %d; outbox rows: %d, stuck: %d, dead letters: %d\n",
-		r.leftProcesses, r.outboxRows, r.stuckOutbox, len(r.deadLetters))
+	fmt.Fprintf(&b, "  processes left: %d; containers left: %d; outbox rows: %d, stuck: %d, dead letters: %d\n",
+		r.leftProcesses, r.leftContainers, r.outboxRows, r.stuckOutbox, len(r.deadLetters))
 	for _, d := range r.deadLetters {
 		fmt.Fprintf(&b, "    dead letter %s\n", d)
 	}
@@ -711,4 +758,40 @@ func sumCounts(m map[string]int) int {
 		n += v
 	}
 	return n
+}
+
+// killWorkerProcess SIGKILLs a random worker process of the server at url.
+func killWorkerProcess(url string, rng *rand.Rand, s *server) *workerKill {
+	procs := workerProcs(url)
+	if len(procs) == 0 {
+		return nil
+	}
+	p := procs[rng.IntN(len(procs))]
+	k := &workerKill{pid: p.pid, workerID: p.id}
+	k.jobID, k.jobState, k.attempt = s.workerJob(p.id)
+	k.at = time.Now()
+	if err := syscall.Kill(p.pid, syscall.SIGKILL); err != nil {
+		return nil
+	}
+	return k
+}
+
+// killWorkerContainer kills (SIGKILL, through the engine's API) a random running
+// worker container.
+func killWorkerContainer(e *dockertest.Engine, rng *rand.Rand, s *server) *workerKill {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := e.Client.ContainerList(ctx, client.ContainerListOptions{
+		Filters: client.Filters{}.Add("label", "hodei.worker").Add("status", "running")})
+	if err != nil || len(res.Items) == 0 {
+		return nil
+	}
+	c := res.Items[rng.IntN(len(res.Items))]
+	k := &workerKill{workerID: c.Labels["hodei.worker"]}
+	k.jobID, k.jobState, k.attempt = s.workerJob(k.workerID)
+	k.at = time.Now()
+	if _, err := e.Client.ContainerKill(ctx, c.ID, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+		return nil
+	}
+	return k
 }

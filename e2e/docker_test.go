@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -278,4 +281,45 @@ func TestDockerSecretNotInContainerSpec(t *testing.T) {
 		t.Fatalf("job logs %q, want %q", r.stdout, "k=***\n")
 	}
 	waitNoContainers(t, e, 30*time.Second)
+}
+
+// --provider-strategy least-loaded, set in the --config file: jobs that both providers
+// can run (docker has a default image) spread over them, and `hodei job get` shows
+// where each ran.
+func TestDockerLeastLoadedFromConfigFile(t *testing.T) {
+	e := dockertest.Get(t)
+	cfg := filepath.Join(t.TempDir(), "hodei.yaml")
+	if err := os.WriteFile(cfg, []byte("provider_strategy: least-loaded\ndocker:\n  default_image: "+e.Image+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startDockerDev(t, e, "--config", cfg, "--local-max-workers", "2")
+	a := s.submit("--", "sleep", "3")
+	s.waitJobState(a, "RUNNING", time.Minute)
+	b := s.submit("--", "sleep", "1")
+	s.waitJobState(b, "SUCCEEDED", time.Minute)
+	s.waitJobState(a, "SUCCEEDED", time.Minute)
+	got := s.getJob(a).GetProvider() + "," + s.getJob(b).GetProvider()
+	if got != "local,docker" {
+		t.Fatalf("providers of the two jobs: %s; want local,docker (first-fit would put both on local)", got)
+	}
+	if out := s.mustHodei("job", "get", b).stdout; !regexp.MustCompile(`(?m)^provider:\s+docker$`).MatchString(out) {
+		t.Errorf("job get does not show provider docker:\n%s", out)
+	}
+}
+
+// Two installations (two hodei dev, each its own database) on one engine: the second
+// one's sweep at start, and its cleanup after, leave the first's container alone.
+func TestDockerTwoInstallationsOneEngine(t *testing.T) {
+	e := dockertest.Get(t)
+	first := startDockerDev(t, e)
+	id := first.submit("--image", e.Image, "--pull", "never", "--", "sleep", "6")
+	first.waitJobState(id, "RUNNING", time.Minute)
+	second := startDockerDev(t, e)
+	other := second.submit("--image", e.Image, "--pull", "never", "--", "true")
+	second.waitJobState(other, "SUCCEEDED", time.Minute)
+	first.waitJobState(id, "SUCCEEDED", time.Minute)
+	if j := first.getJob(id); j.GetAttempt() != 1 {
+		t.Fatalf("the first installation's job ran %d times (its container was removed by the other installation?); error %q",
+			j.GetAttempt(), j.GetLastError())
+	}
 }

@@ -129,13 +129,7 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 				}
 				continue
 			}
-			chosen := ""
-			for _, c := range cands {
-				if room[c] > 0 {
-					chosen = c
-					break
-				}
-			}
+			chosen := choose(s.cfg.ProviderStrategy, cands, room)
 			if chosen == "" {
 				continue // its providers are full: it keeps its place in PENDING
 			}
@@ -148,7 +142,9 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 			if err := s.reserve(ctx, j, chosen); err != nil {
 				return fmt.Errorf("job %s: %w", j.ID, err)
 			}
-			room[chosen]--
+			sl := room[chosen]
+			sl.room--
+			room[chosen] = sl
 			started++
 		}
 		return nil
@@ -159,10 +155,11 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 	return started, nil
 }
 
-// providerRoom returns, per registered provider, how many more workers it may run:
-// its Capabilities().MaxWorkers (0: only the overall Config.Capacity bounds it) less
-// its workers that are not TERMINATED. Called under the scheduler lock.
-func (s *Service) providerRoom(ctx context.Context) (map[string]int, error) {
+// providerRoom returns, per registered provider, its capacity (its
+// Capabilities().MaxWorkers; 0: only the overall Config.Capacity bounds it) and how
+// many more workers it may run: that less its workers that are not TERMINATED. Called
+// under the scheduler lock.
+func (s *Service) providerRoom(ctx context.Context) (map[string]slots, error) {
 	ws, err := s.st.Workers().List(ctx, domain.WorkerCreating, domain.WorkerReady, domain.WorkerBusy, domain.WorkerTerminating)
 	if err != nil {
 		return nil, err
@@ -171,7 +168,7 @@ func (s *Service) providerRoom(ctx context.Context) (map[string]int, error) {
 	for _, w := range ws {
 		used[w.Provider]++
 	}
-	room := map[string]int{}
+	room := map[string]slots{}
 	for _, n := range s.providers.Names() {
 		p, err := s.providers.Get(n)
 		if err != nil {
@@ -181,7 +178,7 @@ func (s *Service) providerRoom(ctx context.Context) (map[string]int, error) {
 		if limit <= 0 {
 			limit = s.cfg.Capacity
 		}
-		room[n] = max(limit-used[n], 0)
+		room[n] = slots{room: max(limit-used[n], 0), limit: limit}
 	}
 	return room, nil
 }

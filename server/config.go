@@ -59,6 +59,10 @@ type Config struct {
 	// Providers are the worker providers to run, in selection order (first-fit):
 	// "local", "docker". Default ["local"].
 	Providers []string
+	// ProviderStrategy chooses among the providers that can run a job and have room:
+	// "first-fit" (default: the first in Providers order) or "least-loaded" (the
+	// lowest share of its capacity in use); see jobs.Strategy.
+	ProviderStrategy string
 	// Docker configures the docker provider (when Providers has "docker").
 	Docker DockerConfig
 	// WorkerBinary is the `hodei` executable the local provider starts as
@@ -182,6 +186,11 @@ func (c *Config) Validate() error {
 		if slices.Contains(c.Providers[:i], p) {
 			return fmt.Errorf("server: Config.Providers: %q given twice", p)
 		}
+	}
+	switch jobs.Strategy(c.ProviderStrategy) {
+	case "", jobs.StrategyFirstFit, jobs.StrategyLeastLoaded:
+	default:
+		return fmt.Errorf("server: Config.ProviderStrategy %q: want %s or %s (--provider-strategy)", c.ProviderStrategy, jobs.StrategyFirstFit, jobs.StrategyLeastLoaded)
 	}
 	if c.Docker.MaxWorkers < 0 {
 		return fmt.Errorf("server: Config.Docker.MaxWorkers must not be negative, got %d", c.Docker.MaxWorkers)

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -59,7 +58,7 @@ func LockDataDir(dir string) (*DataDirLock, error) {
 	}
 	if err := flock(f); err != nil {
 		_ = f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errLockBusy) {
 			return nil, &DataDirInUseError{Dir: abs, PID: holderPID(path)}
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
@@ -72,16 +71,6 @@ func LockDataDir(dir string) (*DataDirLock, error) {
 		return nil, fmt.Errorf("write pid to %s: %w", path, err)
 	}
 	return &DataDirLock{f: f, dir: abs}, nil
-}
-
-// flock takes an exclusive flock without waiting, retrying on EINTR.
-func flock(f *os.File) error {
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if !errors.Is(err, syscall.EINTR) {
-			return err
-		}
-	}
 }
 
 // holderPID reads the pid the holder wrote. The holder writes it right after taking

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -142,7 +142,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return err
 	}
 
-	// Providers, in selection order.
+	// Providers, in selection order. Those on shared infrastructure (a Docker Engine)
+	// tag what they create with the installation id and see only what carries it.
+	installation, err := st.InstallationID(ctx)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
 	providers := provider.NewRegistry()
 	names := cfg.Providers
 	if len(names) == 0 {
@@ -173,7 +178,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			}
 			dp, err := docker.New(ctx, docker.Config{Host: cfg.Docker.Host, MaxWorkers: cfg.Docker.MaxWorkers,
 				Network: cfg.Docker.Network, AgentBinary: agentBin, DefaultImage: cfg.Docker.DefaultImage,
-				Labels: cfg.Docker.Labels, Owner: node, Logger: logger})
+				Labels: cfg.Docker.Labels, Owner: node, Installation: installation, Logger: logger})
 			if err != nil {
 				return fmt.Errorf("server: docker provider: %w", err)
 			}
@@ -216,6 +221,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, WorkerCACertPEM: workerCA, Logger: logger,
+		ProviderStrategy:    jobs.Strategy(cfg.ProviderStrategy),
 		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router, Leader: elector, Dispatcher: edge, TxDispatcher: inTx})
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
@@ -338,7 +344,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return nil
 	})
 	log.Info("server ready", "replica", node, "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir, "driver", cfg.Driver,
-		"nats", natsURL, "providers", strings.Join(capacities, ","), "max_workers", maxWorkers, "tls", cfg.TLS(), "mtls", cfg.TLSClientCA != "")
+		"nats", natsURL, "providers", strings.Join(capacities, ","), "provider_strategy", cmp.Or(cfg.ProviderStrategy, string(jobs.StrategyFirstFit)), "max_workers", maxWorkers, "tls", cfg.TLS(), "mtls", cfg.TLSClientCA != "")
 	if cfg.OnReady != nil {
 		cfg.OnReady(baseURL)
 	}
@@ -450,7 +456,7 @@ func startEmbeddedNATS(ctx context.Context, dataDir string, log *slog.Logger) (*
 	if err != nil {
 		return nil, nil, fmt.Errorf("server: open NATS store lock: %w", err)
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flock(lock); err != nil {
 		_ = lock.Close()
 		log.Warn("NATS store dir in use by another process; using a temporary store", "dir", dir)
 		dir = ""

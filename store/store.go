@@ -81,6 +81,13 @@ type Store interface {
 	// Namespace limits (store/namespace.go).
 	Namespaces() NamespaceStore
 
+	// InstallationID is the id of the installation this database belongs to, the same
+	// for every replica on it and every call (created by the first; migration 0006).
+	// Providers on shared infrastructure record it on what they create (docker:
+	// hodei.installation) and see only what carries theirs. A copy of a database keeps
+	// the id: installations restored from one backup share it.
+	InstallationID(ctx context.Context) (string, error)
+
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error
 	Close()

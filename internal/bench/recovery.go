@@ -346,7 +346,7 @@ func (b *recoveryBench) killAndMeasure(ctx context.Context, id string) (Recovery
 		return k, err
 	}
 	k.PID = rec.PID
-	if err := syscall.Kill(rec.PID, syscall.SIGKILL); err != nil {
+	if err := killPID(rec.PID, syscall.SIGKILL); err != nil {
 		return k, fmt.Errorf("SIGKILL worker %s (pid %d): %w", k.WorkerID, rec.PID, err)
 	}
 	t0 := time.Now()
@@ -498,7 +498,7 @@ func recoveryKillLeftovers(dataDir string, log io.Writer) {
 		}
 		if rec, err := readWorkerPID(dataDir, id); err == nil {
 			fmt.Fprintf(log, "bench recovery: worker %s (pid %d) still running at the end; killing its process group\n", id, rec.PID)
-			_ = syscall.Kill(-rec.PID, syscall.SIGKILL)
+			_ = killPID(-rec.PID, syscall.SIGKILL)
 		}
 	}
 }

@@ -17,8 +17,10 @@
 //     HODEI_WORKER_CGROUP_MEMORY=1 (the agent leaves memory to the container's cgroup
 //     instead of RLIMIT_AS, and reports an OOM kill of its job as "out of memory (limit
 //     64Mi)", exit 137). Config.Env is added.
-//   - Labels: hodei.worker, hodei.job, hodei.owner (the replica that created it), so a
-//     sweep finds what belongs to the control plane after a crash (List).
+//   - Labels: hodei.worker, hodei.job, hodei.owner (the replica that created it) and
+//     hodei.installation (Config.Installation: the database's installation id, shared
+//     by its replicas), so a sweep finds what belongs to this control plane after a
+//     crash (List) and only that.
 //   - Limits, enforced by the engine: Resources.MemoryBytes as a hard memory limit
 //     (swap included, so no swap), Resources.CPUMillis as NanoCPUs, Config.PidsLimit.
 //   - Network: Config.Network (default "host", so the agent reaches a server on
@@ -55,11 +57,18 @@
 //
 // Destroy stops the container (SIGTERM, then SIGKILL after Config.GracePeriod), then
 // removes it with its anonymous volumes; a missing container is not an error. Status
-// comes from inspect. Capacity: the containers labelled hodei.worker that run (any
-// owner: the engine is shared) count against Config.MaxWorkers, except those this
-// provider is destroying.
+// comes from inspect. Capacity: this installation's containers that run (any
+// owner replica) count against Config.MaxWorkers, except those this provider is
+// destroying.
 //
-// Known limits: one engine serves one Hodei installation (List returns every container
-// labelled hodei.worker on it); exits of containers whose owner replica is dead are left
-// to the control plane's heartbeat rules.
+// # One engine, several installations
+//
+// List, the capacity count and the event subscription filter on
+// hodei.installation=Config.Installation: two installations (two databases) may share
+// an engine, and neither's sweep removes, counts or hears the other's containers.
+// Containers created before the label existed are not seen (remove them by hand).
+//
+// Known limits: exits of containers whose owner replica is dead are left to the control
+// plane's heartbeat rules. A database restored into a second installation keeps the
+// first's installation id (store.Store.InstallationID).
 package docker

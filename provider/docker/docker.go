@@ -38,6 +38,9 @@ const (
 	LabelWorker = "hodei.worker"
 	LabelJob    = "hodei.job"
 	LabelOwner  = "hodei.owner"
+	// LabelInstallation holds Config.Installation: List, the capacity count and the
+	// exit events see only the containers that carry this installation's id.
+	LabelInstallation = "hodei.installation"
 )
 
 // Environment variables the worker receives (the agent's, see agent.Config).
@@ -71,6 +74,12 @@ type Config struct {
 	// Owner is this replica's node id, recorded as hodei.owner; exits are reported
 	// for its containers only. Default "hodei".
 	Owner string
+	// Installation is the control plane's installation id (store.Store's
+	// InstallationID: one per database, shared by its replicas), recorded as
+	// hodei.installation. Containers of other installations on the same engine are
+	// neither listed (so a sweep never removes them), nor counted against MaxWorkers,
+	// nor reported when they exit. Default "hodei".
+	Installation string
 	// Env is extra KEY=VALUE environment for every worker.
 	Env []string
 	// IdleTimeout is HODEI_WORKER_IDLE_TIMEOUT (default 1ms: the agent exits once its
@@ -104,6 +113,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Owner == "" {
 		c.Owner = "hodei"
+	}
+	if c.Installation == "" {
+		c.Installation = "hodei"
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = time.Millisecond
@@ -289,11 +301,12 @@ func (p *Provider) Create(ctx context.Context, spec provider.WorkerSpec) error {
 	}
 	grace := int((p.cfg.GracePeriod + time.Second - 1) / time.Second)
 	cfg := &container.Config{
-		Image:       image,
-		Entrypoint:  []string{AgentPath, "worker"},
-		Cmd:         []string{},
-		Env:         p.env(spec),
-		Labels:      map[string]string{LabelWorker: spec.WorkerID, LabelJob: spec.JobID, LabelOwner: p.ownerOf(spec)},
+		Image:      image,
+		Entrypoint: []string{AgentPath, "worker"},
+		Cmd:        []string{},
+		Env:        p.env(spec),
+		Labels: map[string]string{LabelWorker: spec.WorkerID, LabelJob: spec.JobID, LabelOwner: p.ownerOf(spec),
+			LabelInstallation: p.cfg.Installation},
 		StopTimeout: &grace,
 	}
 	pids := p.cfg.PidsLimit
@@ -388,9 +401,9 @@ func (p *Provider) ensureImage(ctx context.Context, image string, pull domain.Pu
 	return nil
 }
 
-// alive counts running hodei containers on the engine, less those being destroyed.
+// alive counts this installation's running containers, less those being destroyed.
 func (p *Provider) alive(ctx context.Context) (int, error) {
-	res, err := p.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", LabelWorker)})
+	res, err := p.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: p.mine()})
 	if err != nil {
 		return 0, err
 	}
@@ -475,9 +488,15 @@ func (p *Provider) waitGone(ctx context.Context, name string) error {
 	}
 }
 
-// List returns the worker ids of every container labelled hodei.worker, running or not.
+// mine filters the engine's containers down to this installation's workers.
+func (p *Provider) mine() client.Filters {
+	return client.Filters{}.Add("label", LabelWorker, LabelInstallation+"="+p.cfg.Installation)
+}
+
+// List returns the worker ids of this installation's containers (labelled hodei.worker
+// and hodei.installation=Config.Installation), running or not.
 func (p *Provider) List(ctx context.Context) ([]string, error) {
-	res, err := p.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", LabelWorker)})
+	res, err := p.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: p.mine()})
 	if err != nil {
 		return nil, fmt.Errorf("docker: list workers: %w", err)
 	}
@@ -510,7 +529,8 @@ func (p *Provider) watch(ctx context.Context, ready chan struct{}) {
 	first := true
 	for ctx.Err() == nil {
 		opts := client.EventsListOptions{Filters: client.Filters{}.Add("type", string(events.ContainerEventType)).
-			Add("label", LabelWorker).Add("event", string(events.ActionDie), string(events.ActionOOM))}
+			Add("label", LabelWorker, LabelInstallation+"="+p.cfg.Installation).
+			Add("event", string(events.ActionDie), string(events.ActionOOM))}
 		if !since.IsZero() {
 			opts.Since = strconv.FormatInt(since.Unix(), 10)
 		}
@@ -555,7 +575,7 @@ func (p *Provider) follow(ctx context.Context, res client.EventsResult, since *t
 func (p *Provider) handleEvent(m events.Message, oom map[string]bool) {
 	attrs := m.Actor.Attributes
 	id := attrs[LabelWorker]
-	if !validWorkerID(id) || attrs[LabelOwner] != p.cfg.Owner {
+	if !validWorkerID(id) || attrs[LabelOwner] != p.cfg.Owner || attrs[LabelInstallation] != p.cfg.Installation {
 		return
 	}
 	switch m.Action {

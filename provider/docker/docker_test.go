@@ -21,7 +21,15 @@ import (
 
 func TestMain(m *testing.M) { dockertest.Main(m) }
 
+// testInstallation is the installation id of the tests' providers.
+const testInstallation = "inst-test"
+
 func newProvider(t *testing.T, e *dockertest.Engine, maxWorkers int) *docker.Provider {
+	t.Helper()
+	return newProviderOf(t, e, maxWorkers, testInstallation, "node-"+t.Name())
+}
+
+func newProviderOf(t *testing.T, e *dockertest.Engine, maxWorkers int, installation, owner string) *docker.Provider {
 	t.Helper()
 	// Built first: on a cold build cache the static agent takes longer to build than
 	// the engine has to answer.
@@ -29,7 +37,7 @@ func newProvider(t *testing.T, e *dockertest.Engine, maxWorkers int) *docker.Pro
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p, err := docker.New(ctx, docker.Config{Host: e.Host, AgentBinary: agent, MaxWorkers: maxWorkers,
-		GracePeriod: time.Second, Owner: "node-" + t.Name()})
+		GracePeriod: time.Second, Owner: owner, Installation: installation})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +125,8 @@ func TestContainerShape(t *testing.T) {
 		t.Errorf("mounts %+v; want the agent read-only at %s", hc.Mounts, docker.AgentPath)
 	}
 	l := c.Container.Config.Labels
-	if l[docker.LabelWorker] != id || l[docker.LabelJob] != "job-1" || l[docker.LabelOwner] != "node-a" {
+	if l[docker.LabelWorker] != id || l[docker.LabelJob] != "job-1" || l[docker.LabelOwner] != "node-a" ||
+		l[docker.LabelInstallation] != testInstallation {
 		t.Errorf("labels %v", l)
 	}
 	if got := strings.Join(c.Container.Config.Entrypoint, " "); got != docker.AgentPath+" worker" {
@@ -170,7 +179,8 @@ func TestOOMKilledContainerReported(t *testing.T) {
 	t.Cleanup(func() { _ = p.Destroy(context.Background(), "oom-1") })
 	c, err := e.Client.ContainerCreate(ctx, client.ContainerCreateOptions{Name: "hodei-worker-oom-1",
 		Config: &container.Config{Image: e.Image, Cmd: []string{"sh", "-c", "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo $x"},
-			Labels: map[string]string{docker.LabelWorker: "oom-1", docker.LabelOwner: "node-" + t.Name()}},
+			Labels: map[string]string{docker.LabelWorker: "oom-1", docker.LabelOwner: "node-" + t.Name(),
+				docker.LabelInstallation: testInstallation}},
 		HostConfig: &container.HostConfig{NetworkMode: "none", Resources: container.Resources{Memory: 64 << 20, MemorySwap: 64 << 20}},
 	})
 	if err != nil {
@@ -186,5 +196,57 @@ func TestOOMKilledContainerReported(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("no exit reported within 60s")
+	}
+}
+
+// Two installations (two databases, so two installation ids) on one engine, even with
+// replicas of the same node id: each lists, counts and hears the exits of its own
+// containers only, so one's sweep never removes the other's workers and one's
+// containers take no slot of the other's capacity.
+func TestTwoInstallationsOnOneEngine(t *testing.T) {
+	e := dockertest.Get(t)
+	a := newProviderOf(t, e, 1, "inst-a", "node-same")
+	b := newProviderOf(t, e, 1, "inst-b", "node-same")
+	exits := map[string]chan string{"a": make(chan string, 8), "b": make(chan string, 8)}
+	a.OnExit(func(id string, _ error) { exits["a"] <- id })
+	b.OnExit(func(id string, _ error) { exits["b"] <- id })
+	ctx := context.Background()
+	for name, p := range map[string]*docker.Provider{"a": a, "b": b} {
+		id := name + "-1"
+		t.Cleanup(func() { _ = p.Destroy(context.Background(), id) })
+		// Each has one slot: the other installation's live container must not take it.
+		if err := p.Create(ctx, provider.WorkerSpec{WorkerID: id, OneTimePassword: "pw", ServerURL: "http://127.0.0.1:1",
+			JobID: "job-" + id, Image: e.Image, Pull: domain.PullNever}); err != nil {
+			t.Fatalf("installation %s: create %s: %v", name, id, err)
+		}
+	}
+	for name, p := range map[string]*docker.Provider{"a": a, "b": b} {
+		ids, err := p.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(ids, ",") != name+"-1" {
+			t.Errorf("installation %s lists %v; want only %s-1", name, ids, name)
+		}
+	}
+	if _, err := e.Client.ContainerKill(ctx, "hodei-worker-b-1", client.ContainerKillOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-exits["b"]:
+		if id != "b-1" {
+			t.Fatalf("installation b heard the exit of %s", id)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("installation b did not hear its container's exit")
+	}
+	// The die event reached the engine's subscribers; a's filter left it out.
+	select {
+	case id := <-exits["a"]:
+		t.Fatalf("installation a heard the exit of %s", id)
+	case <-time.After(time.Second):
+	}
+	if st, err := a.Status(ctx, "a-1"); err != nil || st != provider.StatusRunning {
+		t.Errorf("installation a's worker: %v %v; want running", st, err)
 	}
 }

@@ -25,6 +25,15 @@
 // MaxWorkers. List returns the workers with a pid record, so the control plane can
 // destroy those it no longer knows (a Destroy lost in a crash).
 //
+// # Platforms
+//
+// Linux reads processes from /proc/<pid>/stat (proc_linux.go). macOS has no /proc:
+// the same facts come from sysctl kern.proc.pid / kern.proc.all and getsid(2)
+// (proc_darwin.go; the recorded start time is p_starttime in microseconds), and the
+// agent cannot apply memory limits there (a job asking for one is refused). Windows
+// has neither sessions nor POSIX signals: New (and hodei dev --provider local) refuse
+// it with CheckPlatform's error, which points to --provider docker.
+//
 // Secrets (the one-time password) travel only in the environment: HODEI_SERVER,
 // HODEI_WORKER_ID, HODEI_ONE_TIME_PASSWORD (+ HODEI_WORKER_MEMORY_BYTES when the job
 // asks for memory). The worker does not inherit the server's environment (which holds

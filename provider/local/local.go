@@ -158,6 +158,9 @@ func (p *Provider) OnExit(handler func(workerID string, exitErr error)) {
 
 // New builds a local provider and creates its StateDir (0700).
 func New(cfg Config) (*Provider, error) {
+	if err := CheckPlatform(); err != nil {
+		return nil, err
+	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -247,7 +250,7 @@ func (p *Provider) Create(ctx context.Context, spec provider.WorkerSpec) error {
 	cmd.Env = p.workerEnv(spec)
 	cmd.Dir = p.cfg.StateDir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr = newSessionAttr()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("local: create worker %s: start %s: %w", spec.WorkerID, p.cfg.Binary, err)
 	}
@@ -256,12 +259,12 @@ func (p *Provider) Create(ctx context.Context, spec provider.WorkerSpec) error {
 	go p.reap(spec.WorkerID, cmd, c.done)
 	st, err := readStat(pid)
 	if err != nil {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = kill(-pid, syscall.SIGKILL)
 		return fmt.Errorf("local: create worker %s: read start time of pid %d: %w", spec.WorkerID, pid, err)
 	}
 	c.rec = record{WorkerID: spec.WorkerID, JobID: spec.JobID, PID: pid, StartTime: st.startTime, StartedAt: time.Now().UTC()}
 	if err := p.writeRecord(c.rec); err != nil {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = kill(-pid, syscall.SIGKILL)
 		return fmt.Errorf("local: create worker %s: %w", spec.WorkerID, err)
 	}
 	p.children[spec.WorkerID] = c
@@ -434,7 +437,7 @@ func (p *Provider) terminateChild(ctx context.Context, c *child) {
 	select {
 	case <-c.done:
 	default:
-		_ = syscall.Kill(-sid, syscall.SIGTERM) // the agent's group; it stops its job itself
+		_ = kill(-sid, syscall.SIGTERM) // the agent's group; it stops its job itself
 		grace := time.NewTimer(p.cfg.GracePeriod)
 		select {
 		case <-c.done:
@@ -470,7 +473,7 @@ func (p *Provider) terminateChild(ctx context.Context, c *child) {
 func (p *Provider) terminate(ctx context.Context, rec record) {
 	sid := rec.PID
 	if p.recordState(rec) == procAlive {
-		_ = syscall.Kill(-sid, syscall.SIGTERM)
+		_ = kill(-sid, syscall.SIGTERM)
 		deadline := time.NewTimer(p.cfg.GracePeriod)
 		defer deadline.Stop()
 		tick := time.NewTicker(50 * time.Millisecond)
@@ -501,9 +504,9 @@ func (p *Provider) killSession(rec record) {
 		if len(members) == 0 {
 			return
 		}
-		_ = syscall.Kill(-sid, syscall.SIGKILL)
+		_ = kill(-sid, syscall.SIGKILL)
 		for _, pid := range members {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			_ = kill(pid, syscall.SIGKILL)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -584,80 +587,6 @@ func (p *Provider) writeRecord(rec record) error {
 		return fmt.Errorf("write pid file: %w", err)
 	}
 	return nil
-}
-
-// procStat is the part of /proc/<pid>/stat the provider uses.
-type procStat struct {
-	state     byte
-	pgrp      int
-	session   int
-	startTime uint64
-}
-
-// readStat reads /proc/<pid>/stat with three system calls (open, one read, close): a
-// session scan reads it for every process of the machine, and os.ReadFile needs five.
-func readStat(pid int) (procStat, error) {
-	fd, err := syscall.Open("/proc/"+strconv.Itoa(pid)+"/stat", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return procStat{}, err
-	}
-	var buf [1024]byte // the line is ~300 bytes; comm is at most 64
-	n, err := syscall.Read(fd, buf[:])
-	syscall.Close(fd)
-	if err != nil {
-		return procStat{}, err
-	}
-	if n <= 0 {
-		return procStat{}, errors.New("stat: empty")
-	}
-	return parseStat(string(buf[:n]))
-}
-
-// parseStat parses /proc/<pid>/stat; the command name (field 2) may hold spaces and
-// parentheses, so fields are counted from the last ')'.
-func parseStat(s string) (procStat, error) {
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return procStat{}, errors.New("stat: no ')'")
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); field n is f[n-3].
-	if len(f) < 20 {
-		return procStat{}, fmt.Errorf("stat: %d fields after comm, want >= 20", len(f))
-	}
-	pgrp, err1 := strconv.Atoi(f[2])
-	sess, err2 := strconv.Atoi(f[3])
-	start, err3 := strconv.ParseUint(f[19], 10, 64)
-	if err := errors.Join(err1, err2, err3); err != nil {
-		return procStat{}, fmt.Errorf("stat: %w", err)
-	}
-	return procStat{state: f[0][0], pgrp: pgrp, session: sess, startTime: start}, nil
-}
-
-// sessionMembers lists the live (non-zombie) processes whose session id is sid.
-func sessionMembers(sid int) []int {
-	d, err := os.Open("/proc")
-	if err != nil {
-		return nil
-	}
-	names, err := d.Readdirnames(-1) // unsorted, no per-entry stat
-	d.Close()
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
-		if err != nil {
-			continue
-		}
-		st, err := readStat(pid)
-		if err != nil || st.session != sid || st.state == 'Z' || st.state == 'X' {
-			continue
-		}
-		pids = append(pids, pid)
-	}
-	return pids
 }
 
 func tail(path string, n int64) string {
