@@ -449,7 +449,7 @@ func (p *Provider) terminateChild(ctx context.Context, c *child) {
 	select {
 	case <-c.done:
 		// The agent is gone; anything left in its session escaped the agent's cleanup.
-		if members := sessionMembers(sid); len(members) > 0 {
+		if members := leftInSession(c.rec); len(members) > 0 {
 			p.log.Warn("processes left in a worker's session after its agent exited; SIGKILL",
 				"worker_id", c.rec.WorkerID, "pids", members)
 			p.killSession(c.rec)

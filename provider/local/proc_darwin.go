@@ -59,3 +59,6 @@ func sessionMembers(sid int) []int {
 	}
 	return pids
 }
+
+// leftInSession lists what is left in the session of a worker whose agent exited.
+func leftInSession(rec record) []int { return sessionMembers(rec.PID) }

@@ -27,3 +27,5 @@ func sessionMembers(int) []int { return nil }
 func newSessionAttr() *syscall.SysProcAttr { return nil }
 
 func kill(int, syscall.Signal) error { return errWindows }
+
+func leftInSession(record) []int { return nil }
