@@ -290,15 +290,18 @@ func (p *Provider) Create(ctx context.Context, spec provider.WorkerSpec) error {
 	} else if !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("docker: create worker %s: inspect: %w", spec.WorkerID, err)
 	}
+	began := time.Now()
 	if n, err := p.alive(ctx); err != nil {
 		return fmt.Errorf("docker: create worker %s: count workers: %w", spec.WorkerID, err)
 	} else if n >= p.cfg.MaxWorkers {
 		return fmt.Errorf("docker: create worker %s: %w: %d of MaxWorkers=%d workers alive",
 			spec.WorkerID, provider.ErrCapacity, n, p.cfg.MaxWorkers)
 	}
+	counted := time.Now()
 	if err := p.ensureImage(ctx, image, spec.Pull); err != nil {
 		return err
 	}
+	imaged := time.Now()
 	grace := int((p.cfg.GracePeriod + time.Second - 1) / time.Second)
 	cfg := &container.Config{
 		Image:      image,
@@ -330,10 +333,13 @@ func (p *Provider) Create(ctx context.Context, spec provider.WorkerSpec) error {
 		}
 		return fmt.Errorf("docker: create worker %s (image %s): %w", spec.WorkerID, image, err)
 	}
+	created := time.Now()
 	if err := p.start(ctx, spec.WorkerID, name); err != nil {
 		return err
 	}
-	p.log.InfoContext(ctx, "worker started", "worker_id", spec.WorkerID, "job_id", spec.JobID, "image", image, "container", name)
+	ms := func(a, b time.Time) float64 { return float64(b.Sub(a).Microseconds()) / 1000 }
+	p.log.InfoContext(ctx, "worker started", "worker_id", spec.WorkerID, "job_id", spec.JobID, "image", image, "container", name,
+		"count_ms", ms(began, counted), "image_ms", ms(counted, imaged), "create_ms", ms(imaged, created), "start_ms", ms(created, time.Now()))
 	return nil
 }
 
