@@ -60,6 +60,7 @@ func procedurePolicies() map[string]auth.Policy {
 const (
 	routeHealthz       = "GET /healthz"
 	routeReadyz        = "GET /readyz"
+	routeMetrics       = "GET /metrics"
 	routeAdminResume   = "POST /api/v1/admin/jobs/{job_id}/resume"
 	routeAdminJobSagas = "GET /api/v1/admin/jobs/{job_id}/sagas"
 	routeAdminSaga     = "GET /api/v1/admin/sagas/{saga_id}"
@@ -74,6 +75,7 @@ func routePolicies() map[string]auth.Policy {
 	return map[string]auth.Policy{
 		routeHealthz:       {Public: true},
 		routeReadyz:        {Public: true},
+		routeMetrics:       {Public: true},
 		routeAdminResume:   {Role: auth.RoleAdmin, Action: "job.resume"},
 		routeAdminJobSagas: admin,
 		routeAdminSaga:     admin,

@@ -11,6 +11,8 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/store"
 )
@@ -55,6 +57,11 @@ type Config struct {
 	// (ActivityContext.Dispatch): a dispatcher for callers outside transactions, with
 	// no middleware that opens one. Nil: activities cannot dispatch.
 	ActivityDispatcher command.Dispatcher
+	// Observer is told of every step run and every lost append (metrics); nil: none.
+	Observer Observer
+	// TracerProvider makes the step spans (default the global one, a no-op unless
+	// installed); see telemetry.go.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -140,6 +147,7 @@ type Engine struct {
 	cfg    Config
 	codecs codecSet
 	log    *slog.Logger
+	tracer trace.Tracer
 }
 
 // New returns an engine over st running the definitions of reg; steps dispatch through d
@@ -155,7 +163,7 @@ func New(st store.Store, reg *Registry, d command.Dispatcher, cfg Config) (*Engi
 	if err := checkActivities(reg, cfg.Lease); err != nil {
 		return nil, err
 	}
-	return &Engine{st: st, sagas: st.Sagas(), reg: reg, d: d, cfg: cfg,
+	return &Engine{st: st, sagas: st.Sagas(), reg: reg, d: d, cfg: cfg, tracer: newTracer(cfg.TracerProvider),
 		codecs: newCodecSet(append(cfg.Codecs, cfg.Codec)...),
 		log:    cfg.Logger.With("component", "saga", "runner", cfg.RunnerID)}, nil
 }
@@ -251,6 +259,7 @@ func (e *Engine) Start(ctx context.Context, name, sagaID string, input any) (inf
 	if err != nil {
 		return nil, false, err
 	}
+	started.TraceContext = traceContext(ctx) // the trace the saga continues (telemetry.go)
 	rec := &store.SagaRecord{ID: sagaID, Type: def.Name, Version: def.Version, State: string(StateRunning),
 		Input: in, RunnableAt: now, CreatedAt: now}
 	saved, created, err := e.sagas.Create(ctx, rec, started, sched)
@@ -305,6 +314,9 @@ func (e *Engine) appendExternal(ctx context.Context, id string, ev func(rec *sto
 		event, upd, err := ev(rec)
 		if err != nil {
 			return err
+		}
+		if event.TraceContext == nil {
+			event.TraceContext = traceContext(ctx)
 		}
 		err = e.sagas.Append(ctx, id, rec.LastSeq, upd, event)
 		if errors.Is(err, store.ErrConflict) {

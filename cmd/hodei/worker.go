@@ -11,6 +11,7 @@ import (
 
 	"github.com/hodei-jobs/hodei/agent"
 	"github.com/hodei-jobs/hodei/internal/tlsconf"
+	"github.com/hodei-jobs/hodei/telemetry"
 )
 
 // Environment of `hodei worker`, set by the provider that starts it.
@@ -79,7 +80,19 @@ job; non-zero when the server refuses the password or cannot be reached.`,
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
 			}
-			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			logger, err := telemetry.NewLogger(cmd.ErrOrStderr(), telemetry.LogText, level)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			// The agent exports its own spans where the server does (OTEL_* handed over
+			// by the provider), in the job's trace (TRACEPARENT).
+			cfg.TraceParent = os.Getenv(telemetry.EnvTraceParent)
+			stopTracing, err := startTracing(cmd.Context(), telemetry.WorkerServiceName, logger)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			return agent.Run(cmd.Context(), cfg)
 		},
 	}

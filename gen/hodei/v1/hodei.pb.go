@@ -1867,7 +1867,10 @@ type RunJob struct {
 	// The values of spec.secrets, decrypted by the replica holding the worker's
 	// authenticated stream just before sending; the agent sets them in the job's
 	// environment only and masks them in its logs. Fields 10-14.
-	SecretEnv     []*SecretEnv `protobuf:"bytes,10,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty"`
+	SecretEnv []*SecretEnv `protobuf:"bytes,10,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty"`
+	// The W3C trace context (traceparent, tracestate) of the job's trace: the agent's
+	// span of running the job is its child, exported by the agent (OTEL_* environment).
+	TraceContext  map[string]string `protobuf:"bytes,30,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1926,6 +1929,13 @@ func (x *RunJob) GetAttempt() int32 {
 func (x *RunJob) GetSecretEnv() []*SecretEnv {
 	if x != nil {
 		return x.SecretEnv
+	}
+	return nil
+}
+
+func (x *RunJob) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
 	}
 	return nil
 }
@@ -3979,14 +3989,18 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x06result\x18\x04 \x01(\v2\x13.hodei.v1.JobResultH\x00R\x06result\x12!\n" +
 	"\x03ack\x18\x05 \x01(\v2\r.hodei.v1.AckH\x00R\x03ack\x120\n" +
 	"\astarted\x18\x06 \x01(\v2\x14.hodei.v1.JobStartedH\x00R\astartedB\t\n" +
-	"\apayload\"\x94\x01\n" +
+	"\apayload\"\x9e\x02\n" +
 	"\x06RunJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x122\n" +
 	"\n" +
 	"secret_env\x18\n" +
-	" \x03(\v2\x13.hodei.v1.SecretEnvR\tsecretEnv\"3\n" +
+	" \x03(\v2\x13.hodei.v1.SecretEnvR\tsecretEnv\x12G\n" +
+	"\rtrace_context\x18\x1e \x03(\v2\".hodei.v1.RunJob.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
 	"\tSecretEnv\x12\x10\n" +
 	"\x03env\x18\x01 \x01(\tR\x03env\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"x\n" +
@@ -4189,7 +4203,7 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_hodei_v1_hodei_proto_goTypes = []any{
 	(JobState)(0),                     // 0: hodei.v1.JobState
 	(LogStream)(0),                    // 1: hodei.v1.LogStream
@@ -4255,22 +4269,23 @@ var file_hodei_v1_hodei_proto_goTypes = []any{
 	nil,                               // 61: hodei.v1.JobSpec.LabelsEntry
 	nil,                               // 62: hodei.v1.JobSpec.SelectorEntry
 	nil,                               // 63: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),       // 64: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 65: google.protobuf.Timestamp
+	nil,                               // 64: hodei.v1.RunJob.TraceContextEntry
+	(*durationpb.Duration)(nil),       // 65: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 66: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
 	60, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
 	61, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	64, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	65, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
 	62, // 5: hodei.v1.JobSpec.selector:type_name -> hodei.v1.JobSpec.SelectorEntry
 	5,  // 6: hodei.v1.JobSpec.secrets:type_name -> hodei.v1.SecretRef
 	4,  // 7: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	65, // 8: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	65, // 9: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	65, // 10: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	65, // 11: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	66, // 8: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	66, // 9: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	66, // 10: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	66, // 11: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	4,  // 12: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
 	6,  // 13: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
 	6,  // 14: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
@@ -4280,14 +4295,14 @@ var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	6,  // 18: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
 	6,  // 19: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
 	1,  // 20: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	65, // 21: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	66, // 21: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	18, // 22: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	64, // 23: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	65, // 24: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	65, // 23: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	66, // 24: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
 	18, // 25: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	65, // 26: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	65, // 27: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	65, // 28: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	66, // 26: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	66, // 27: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	66, // 28: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
 	22, // 29: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
 	23, // 30: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
 	24, // 31: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
@@ -4295,76 +4310,77 @@ var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	25, // 33: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
 	4,  // 34: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
 	29, // 35: hodei.v1.RunJob.secret_env:type_name -> hodei.v1.SecretEnv
-	64, // 36: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
-	28, // 37: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
-	30, // 38: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
-	26, // 39: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
-	6,  // 40: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
-	65, // 41: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	65, // 42: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
-	34, // 43: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
-	65, // 44: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
-	65, // 45: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
-	39, // 46: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
-	65, // 47: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
-	39, // 48: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
-	65, // 49: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
-	42, // 50: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
-	65, // 51: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
-	65, // 52: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
-	65, // 53: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
-	64, // 54: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
-	45, // 55: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
-	45, // 56: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
-	45, // 57: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
-	65, // 58: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	65, // 59: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	52, // 60: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
-	55, // 61: hodei.v1.SetNamespaceResponse.namespace:type_name -> hodei.v1.Namespace
-	55, // 62: hodei.v1.ListNamespacesResponse.namespaces:type_name -> hodei.v1.Namespace
-	7,  // 63: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	9,  // 64: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	11, // 65: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	13, // 66: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	15, // 67: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	17, // 68: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	20, // 69: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	27, // 70: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	32, // 71: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
-	35, // 72: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	37, // 73: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
-	40, // 74: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
-	43, // 75: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
-	46, // 76: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
-	48, // 77: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
-	50, // 78: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
-	53, // 79: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
-	56, // 80: hodei.v1.AdminService.SetNamespace:input_type -> hodei.v1.SetNamespaceRequest
-	58, // 81: hodei.v1.AdminService.ListNamespaces:input_type -> hodei.v1.ListNamespacesRequest
-	8,  // 82: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	10, // 83: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	12, // 84: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	14, // 85: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	16, // 86: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	19, // 87: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	21, // 88: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	31, // 89: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	33, // 90: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
-	36, // 91: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	38, // 92: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
-	41, // 93: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
-	44, // 94: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
-	47, // 95: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
-	49, // 96: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
-	51, // 97: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
-	54, // 98: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
-	57, // 99: hodei.v1.AdminService.SetNamespace:output_type -> hodei.v1.SetNamespaceResponse
-	59, // 100: hodei.v1.AdminService.ListNamespaces:output_type -> hodei.v1.ListNamespacesResponse
-	82, // [82:101] is the sub-list for method output_type
-	63, // [63:82] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	64, // 36: hodei.v1.RunJob.trace_context:type_name -> hodei.v1.RunJob.TraceContextEntry
+	65, // 37: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	28, // 38: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
+	30, // 39: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
+	26, // 40: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
+	6,  // 41: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
+	66, // 42: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	66, // 43: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	34, // 44: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
+	66, // 45: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	66, // 46: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	39, // 47: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
+	66, // 48: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
+	39, // 49: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
+	66, // 50: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
+	42, // 51: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
+	66, // 52: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	66, // 53: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	66, // 54: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
+	65, // 55: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
+	45, // 56: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
+	45, // 57: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
+	45, // 58: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
+	66, // 59: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	66, // 60: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	52, // 61: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
+	55, // 62: hodei.v1.SetNamespaceResponse.namespace:type_name -> hodei.v1.Namespace
+	55, // 63: hodei.v1.ListNamespacesResponse.namespaces:type_name -> hodei.v1.Namespace
+	7,  // 64: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	9,  // 65: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	11, // 66: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	13, // 67: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	15, // 68: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	17, // 69: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
+	20, // 70: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	27, // 71: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	32, // 72: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	35, // 73: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	37, // 74: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	40, // 75: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	43, // 76: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
+	46, // 77: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
+	48, // 78: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
+	50, // 79: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
+	53, // 80: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
+	56, // 81: hodei.v1.AdminService.SetNamespace:input_type -> hodei.v1.SetNamespaceRequest
+	58, // 82: hodei.v1.AdminService.ListNamespaces:input_type -> hodei.v1.ListNamespacesRequest
+	8,  // 83: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	10, // 84: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	12, // 85: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	14, // 86: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	16, // 87: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	19, // 88: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	21, // 89: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	31, // 90: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	33, // 91: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	36, // 92: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	38, // 93: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	41, // 94: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	44, // 95: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
+	47, // 96: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
+	49, // 97: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
+	51, // 98: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
+	54, // 99: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
+	57, // 100: hodei.v1.AdminService.SetNamespace:output_type -> hodei.v1.SetNamespaceResponse
+	59, // 101: hodei.v1.AdminService.ListNamespaces:output_type -> hodei.v1.ListNamespacesResponse
+	83, // [83:102] is the sub-list for method output_type
+	64, // [64:83] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_hodei_proto_init() }
@@ -4391,7 +4407,7 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   62,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hodei-jobs/hodei/server"
+	"github.com/hodei-jobs/hodei/telemetry"
+)
+
+// Environment variables of the observability flags of `hodei server` and `hodei dev`.
+const (
+	envLogFormat     = "HODEI_LOG_FORMAT"
+	envMetricsListen = "HODEI_METRICS_LISTEN"
+)
+
+// observabilityFlags defines --log-format and --metrics-listen.
+func observabilityFlags(cmd *cobra.Command, logFormat *string, cfg *server.Config) {
+	stringFlagEnv(cmd, logFormat, "log-format", envLogFormat, telemetry.LogText,
+		"log format on standard error: text or json (records logged inside a traced request carry trace_id and span_id)")
+	stringFlagEnv(cmd, &cfg.MetricsListen, "metrics-listen", envMetricsListen, "",
+		"also serve GET /metrics (Prometheus) on this TCP address; the API port always serves it")
+}
+
+// startTracing installs the OpenTelemetry trace pipeline of the OTEL_* environment
+// (off when no endpoint is set; see go doc ./telemetry) for service and returns the
+// function that flushes it at exit.
+func startTracing(ctx context.Context, service string, logger *slog.Logger) (func(), error) {
+	tr, err := telemetry.SetupTracing(ctx, service, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if tr.Enabled {
+		logger.Info("exporting traces over OTLP", "service", service)
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(sctx); err != nil {
+			logger.Warn("trace export at shutdown failed", "err", err)
+		}
+	}, nil
+}
