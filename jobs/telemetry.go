@@ -86,9 +86,12 @@ func (s *Service) observeMove(ctx context.Context, j *domain.Job) {
 		}
 		s.afterCommit(ctx, func() {
 			if provider == "" && workerID != "" {
-				if w, err := s.st.Workers().Get(context.WithoutCancel(ctx), workerID); err == nil {
+				// Not ctx: it carries the committed transaction, which takes no queries.
+				gctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if w, err := s.st.Workers().Get(gctx, workerID); err == nil {
 					provider = w.Provider
 				}
+				cancel()
 			}
 			o.JobFinished(state, provider, run)
 		})
