@@ -117,6 +117,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// Metrics (telemetry.Metrics): counted by the job logic, the saga runner and the
 	// API, and read from the database at scrape time.
 	metrics := telemetry.NewMetrics()
+	metrics.InitSeries(jobs.SagaTypes()...)
 	sagaCfg := saga.Config{Waker: waker, Queue: queue, Logger: logger, ActivityDispatcher: activities, Observer: metrics}
 	// The node id names this replica: its saga runner, and the owner of the workers it
 	// creates with node-local providers (stable across restarts with a locked data dir).

@@ -99,6 +99,18 @@ func NewMetrics() *Metrics {
 	return m
 }
 
+// InitSeries creates the labelled counters that have known label values at 0, so that
+// they are scraped (and rate() and alerts work) before their first event: worker losses
+// by every rule, and saga conflicts and step failures of the given saga types.
+func (m *Metrics) InitSeries(sagaTypes ...string) {
+	for _, rule := range []string{"exited", "disconnected", "heartbeat", "assign"} {
+		m.workerLosses.WithLabelValues(rule)
+	}
+	for _, t := range sagaTypes {
+		m.sagaConflicts.WithLabelValues(t)
+	}
+}
+
 // Handler serves the metrics in the Prometheus text format (or OpenMetrics when asked).
 // A gauge that cannot be read leaves that gauge out of the scrape and counts an error;
 // the rest is served.
@@ -240,6 +252,9 @@ func (c *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 			c.m.scrapeErrors.Inc()
 			ch <- prometheus.NewInvalidMetric(c.pending, err)
 		} else {
+			if _, ok := g.PendingByPriority[0]; !ok { // the series exists with an empty queue
+				ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, 0, "0")
+			}
 			for p, n := range g.PendingByPriority {
 				ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(n), strconv.Itoa(p))
 			}
