@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -98,6 +99,18 @@ func TestObservabilityAssetsUseExportedMetrics(t *testing.T) {
 		if err := yaml.Unmarshal(b, &v); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+
+	// promtool (make test installs it: scripts/ensure-promtool.sh) checks the rules.
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool is not installed (make ensure-promtool): %v", err)
+	}
+	if out, err := exec.Command(promtool, "check", "rules", filepath.Join(assetsDir, "alerts.yaml")).CombinedOutput(); err != nil {
+		t.Errorf("promtool check rules: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(promtool, "check", "config", filepath.Join(assetsDir, "prometheus.yaml")).CombinedOutput(); err != nil {
+		t.Errorf("promtool check config: %v\n%s", err, out)
 	}
 
 	s := startServer(t, backendDev, 2)
