@@ -151,6 +151,14 @@ func NewMux(cfg MuxConfig) (http.Handler, error) {
 	if cfg.Secrets != nil {
 		mux.Handle(hodeiv1connect.NewSecretServiceHandler(cfg.Secrets, guarded...))
 	}
+	served := []string{hodeiv1connect.JobServiceName}
+	if cfg.Secrets != nil {
+		served = append(served, hodeiv1connect.SecretServiceName)
+	}
+	if cfg.Admin != nil {
+		served = append(served, hodeiv1connect.AdminServiceName)
+	}
+	mountGRPCConventions(mux, authn, served, cfg.Ready, cfg.ReadyTimeout, opts) // grpcconv.go
 	routes := routePolicies()
 	route := func(pattern string, h http.HandlerFunc) error {
 		pol, ok := routes[pattern]
