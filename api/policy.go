@@ -27,6 +27,7 @@ func procedurePolicies() map[string]auth.Policy {
 	return map[string]auth.Policy{
 		hodeiv1connect.JobServiceSubmitJobProcedure:  {Role: auth.RoleSubmitter, Action: "job.submit"},
 		hodeiv1connect.JobServiceGetJobProcedure:     viewer,
+		hodeiv1connect.JobServiceExplainJobProcedure: viewer,
 		hodeiv1connect.JobServiceListJobsProcedure:   viewer,
 		hodeiv1connect.JobServiceCancelJobProcedure:  {Role: auth.RoleSubmitter, Action: "job.cancel"},
 		hodeiv1connect.JobServiceWatchJobProcedure:   viewer,

@@ -244,6 +244,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// so the poll is only the safety net.
 	jobAPI, err := api.NewJobService(st.Jobs(), svc, svc, api.JobOptions{
 		Notifier: notifier, PollInterval: 500 * time.Millisecond, Errors: errorCodes, Sagas: svc, Secrets: secretMgr, Logger: logger,
+		Explain: func(ctx context.Context, j *domain.Job) (string, string, []string, error) {
+			e, err := svc.Explain(ctx, j)
+			if err != nil {
+				return "", "", nil, err
+			}
+			return e.State, e.Summary, e.Details, nil
+		},
 		WorkerProvider: func(ctx context.Context, workerID string) (string, error) {
 			w, err := st.Workers().Get(ctx, workerID)
 			if err != nil {

@@ -48,6 +48,7 @@ func newJobCmd() *cobra.Command {
 		newJobSubmitCmd(),
 		newJobRunCmd(),
 		newJobGetCmd(),
+		newJobExplainCmd(),
 		newJobListCmd(),
 		newJobLogsCmd(),
 		newJobCancelCmd(),

@@ -3841,6 +3841,112 @@ func (x *ListNamespacesResponse) GetNamespaces() []*Namespace {
 	return nil
 }
 
+// Field numbers 30-39 (issue 15's range).
+type ExplainJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,30,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainJobRequest) Reset() {
+	*x = ExplainJobRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainJobRequest) ProtoMessage() {}
+
+func (x *ExplainJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainJobRequest.ProtoReflect.Descriptor instead.
+func (*ExplainJobRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ExplainJobRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ExplainJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State string                 `protobuf:"bytes,30,opt,name=state,proto3" json:"state,omitempty"`
+	// One line, e.g. "PENDING: 37 jobs ahead of it; provider docker at capacity 8/8".
+	Summary       string   `protobuf:"bytes,31,opt,name=summary,proto3" json:"summary,omitempty"`
+	Details       []string `protobuf:"bytes,32,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainJobResponse) Reset() {
+	*x = ExplainJobResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainJobResponse) ProtoMessage() {}
+
+func (x *ExplainJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainJobResponse.ProtoReflect.Descriptor instead.
+func (*ExplainJobResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ExplainJobResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ExplainJobResponse) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *ExplainJobResponse) GetDetails() []string {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
 var File_hodei_v1_hodei_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_hodei_proto_rawDesc = "" +
@@ -4146,7 +4252,13 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x16ListNamespacesResponse\x123\n" +
 	"\n" +
 	"namespaces\x18\x01 \x03(\v2\x13.hodei.v1.NamespaceR\n" +
-	"namespaces*\xae\x02\n" +
+	"namespaces\"#\n" +
+	"\x11ExplainJobRequest\x12\x0e\n" +
+	"\x02id\x18\x1e \x01(\tR\x02id\"^\n" +
+	"\x12ExplainJobResponse\x12\x14\n" +
+	"\x05state\x18\x1e \x01(\tR\x05state\x12\x18\n" +
+	"\asummary\x18\x1f \x01(\tR\asummary\x12\x18\n" +
+	"\adetails\x18  \x03(\tR\adetails*\xae\x02\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -4163,7 +4275,7 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\tLogStream\x12\x1a\n" +
 	"\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n" +
-	"\x11LOG_STREAM_STDERR\x10\x022\xa8\x03\n" +
+	"\x11LOG_STREAM_STDERR\x10\x022\xf1\x03\n" +
 	"\n" +
 	"JobService\x12D\n" +
 	"\tSubmitJob\x12\x1a.hodei.v1.SubmitJobRequest\x1a\x1b.hodei.v1.SubmitJobResponse\x12;\n" +
@@ -4172,7 +4284,9 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\tCancelJob\x12\x1a.hodei.v1.CancelJobRequest\x1a\x1b.hodei.v1.CancelJobResponse\x12C\n" +
 	"\bWatchJob\x12\x19.hodei.v1.WatchJobRequest\x1a\x1a.hodei.v1.WatchJobResponse0\x01\x12I\n" +
 	"\n" +
-	"StreamLogs\x12\x1b.hodei.v1.StreamLogsRequest\x1a\x1c.hodei.v1.StreamLogsResponse0\x012\x98\x01\n" +
+	"StreamLogs\x12\x1b.hodei.v1.StreamLogsRequest\x1a\x1c.hodei.v1.StreamLogsResponse0\x01\x12G\n" +
+	"\n" +
+	"ExplainJob\x12\x1b.hodei.v1.ExplainJobRequest\x1a\x1c.hodei.v1.ExplainJobResponse2\x98\x01\n" +
 	"\x12WorkerAgentService\x12A\n" +
 	"\bRegister\x12\x19.hodei.v1.RegisterRequest\x1a\x1a.hodei.v1.RegisterResponse\x12?\n" +
 	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xf9\x06\n" +
@@ -4203,7 +4317,7 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_hodei_v1_hodei_proto_goTypes = []any{
 	(JobState)(0),                     // 0: hodei.v1.JobState
 	(LogStream)(0),                    // 1: hodei.v1.LogStream
@@ -4265,44 +4379,46 @@ var file_hodei_v1_hodei_proto_goTypes = []any{
 	(*SetNamespaceResponse)(nil),      // 57: hodei.v1.SetNamespaceResponse
 	(*ListNamespacesRequest)(nil),     // 58: hodei.v1.ListNamespacesRequest
 	(*ListNamespacesResponse)(nil),    // 59: hodei.v1.ListNamespacesResponse
-	nil,                               // 60: hodei.v1.JobSpec.EnvEntry
-	nil,                               // 61: hodei.v1.JobSpec.LabelsEntry
-	nil,                               // 62: hodei.v1.JobSpec.SelectorEntry
-	nil,                               // 63: hodei.v1.ListJobsRequest.LabelsEntry
-	nil,                               // 64: hodei.v1.RunJob.TraceContextEntry
-	(*durationpb.Duration)(nil),       // 65: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 66: google.protobuf.Timestamp
+	(*ExplainJobRequest)(nil),         // 60: hodei.v1.ExplainJobRequest
+	(*ExplainJobResponse)(nil),        // 61: hodei.v1.ExplainJobResponse
+	nil,                               // 62: hodei.v1.JobSpec.EnvEntry
+	nil,                               // 63: hodei.v1.JobSpec.LabelsEntry
+	nil,                               // 64: hodei.v1.JobSpec.SelectorEntry
+	nil,                               // 65: hodei.v1.ListJobsRequest.LabelsEntry
+	nil,                               // 66: hodei.v1.RunJob.TraceContextEntry
+	(*durationpb.Duration)(nil),       // 67: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 68: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
-	60, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	62, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	61, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	65, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
-	62, // 5: hodei.v1.JobSpec.selector:type_name -> hodei.v1.JobSpec.SelectorEntry
+	63, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	67, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	64, // 5: hodei.v1.JobSpec.selector:type_name -> hodei.v1.JobSpec.SelectorEntry
 	5,  // 6: hodei.v1.JobSpec.secrets:type_name -> hodei.v1.SecretRef
 	4,  // 7: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	66, // 8: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	66, // 9: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	66, // 10: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	66, // 11: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	68, // 8: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	68, // 9: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	68, // 10: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	68, // 11: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	4,  // 12: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
 	6,  // 13: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
 	6,  // 14: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
 	39, // 15: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
-	63, // 16: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	65, // 16: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
 	6,  // 17: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
 	6,  // 18: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
 	6,  // 19: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
 	1,  // 20: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	66, // 21: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	68, // 21: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	18, // 22: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	65, // 23: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	66, // 24: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	67, // 23: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	68, // 24: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
 	18, // 25: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	66, // 26: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	66, // 27: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	66, // 28: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	68, // 26: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	68, // 27: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	68, // 28: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
 	22, // 29: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
 	23, // 30: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
 	24, // 31: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
@@ -4310,31 +4426,31 @@ var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	25, // 33: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
 	4,  // 34: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
 	29, // 35: hodei.v1.RunJob.secret_env:type_name -> hodei.v1.SecretEnv
-	64, // 36: hodei.v1.RunJob.trace_context:type_name -> hodei.v1.RunJob.TraceContextEntry
-	65, // 37: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	66, // 36: hodei.v1.RunJob.trace_context:type_name -> hodei.v1.RunJob.TraceContextEntry
+	67, // 37: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
 	28, // 38: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
 	30, // 39: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
 	26, // 40: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
 	6,  // 41: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
-	66, // 42: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	66, // 43: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	68, // 42: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	68, // 43: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
 	34, // 44: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
-	66, // 45: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
-	66, // 46: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	68, // 45: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	68, // 46: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
 	39, // 47: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
-	66, // 48: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
+	68, // 48: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
 	39, // 49: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
-	66, // 50: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
+	68, // 50: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
 	42, // 51: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
-	66, // 52: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
-	66, // 53: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
-	66, // 54: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
-	65, // 55: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
+	68, // 52: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	68, // 53: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	68, // 54: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
+	67, // 55: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
 	45, // 56: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
 	45, // 57: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
 	45, // 58: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
-	66, // 59: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	66, // 60: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	68, // 59: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	68, // 60: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
 	52, // 61: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
 	55, // 62: hodei.v1.SetNamespaceResponse.namespace:type_name -> hodei.v1.Namespace
 	55, // 63: hodei.v1.ListNamespacesResponse.namespaces:type_name -> hodei.v1.Namespace
@@ -4344,40 +4460,42 @@ var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	13, // 67: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
 	15, // 68: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
 	17, // 69: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	20, // 70: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	27, // 71: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	32, // 72: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
-	35, // 73: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	37, // 74: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
-	40, // 75: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
-	43, // 76: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
-	46, // 77: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
-	48, // 78: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
-	50, // 79: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
-	53, // 80: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
-	56, // 81: hodei.v1.AdminService.SetNamespace:input_type -> hodei.v1.SetNamespaceRequest
-	58, // 82: hodei.v1.AdminService.ListNamespaces:input_type -> hodei.v1.ListNamespacesRequest
-	8,  // 83: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	10, // 84: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	12, // 85: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	14, // 86: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	16, // 87: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	19, // 88: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	21, // 89: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	31, // 90: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	33, // 91: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
-	36, // 92: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	38, // 93: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
-	41, // 94: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
-	44, // 95: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
-	47, // 96: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
-	49, // 97: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
-	51, // 98: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
-	54, // 99: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
-	57, // 100: hodei.v1.AdminService.SetNamespace:output_type -> hodei.v1.SetNamespaceResponse
-	59, // 101: hodei.v1.AdminService.ListNamespaces:output_type -> hodei.v1.ListNamespacesResponse
-	83, // [83:102] is the sub-list for method output_type
-	64, // [64:83] is the sub-list for method input_type
+	60, // 70: hodei.v1.JobService.ExplainJob:input_type -> hodei.v1.ExplainJobRequest
+	20, // 71: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	27, // 72: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	32, // 73: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	35, // 74: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	37, // 75: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	40, // 76: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	43, // 77: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
+	46, // 78: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
+	48, // 79: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
+	50, // 80: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
+	53, // 81: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
+	56, // 82: hodei.v1.AdminService.SetNamespace:input_type -> hodei.v1.SetNamespaceRequest
+	58, // 83: hodei.v1.AdminService.ListNamespaces:input_type -> hodei.v1.ListNamespacesRequest
+	8,  // 84: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	10, // 85: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	12, // 86: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	14, // 87: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	16, // 88: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	19, // 89: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	61, // 90: hodei.v1.JobService.ExplainJob:output_type -> hodei.v1.ExplainJobResponse
+	21, // 91: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	31, // 92: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	33, // 93: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	36, // 94: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	38, // 95: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	41, // 96: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	44, // 97: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
+	47, // 98: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
+	49, // 99: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
+	51, // 100: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
+	54, // 101: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
+	57, // 102: hodei.v1.AdminService.SetNamespace:output_type -> hodei.v1.SetNamespaceResponse
+	59, // 103: hodei.v1.AdminService.ListNamespaces:output_type -> hodei.v1.ListNamespacesResponse
+	84, // [84:104] is the sub-list for method output_type
+	64, // [64:84] is the sub-list for method input_type
 	64, // [64:64] is the sub-list for extension type_name
 	64, // [64:64] is the sub-list for extension extendee
 	0,  // [0:64] is the sub-list for field type_name
@@ -4407,7 +4525,7 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   63,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -49,6 +49,8 @@ const (
 	JobServiceWatchJobProcedure = "/hodei.v1.JobService/WatchJob"
 	// JobServiceStreamLogsProcedure is the fully-qualified name of the JobService's StreamLogs RPC.
 	JobServiceStreamLogsProcedure = "/hodei.v1.JobService/StreamLogs"
+	// JobServiceExplainJobProcedure is the fully-qualified name of the JobService's ExplainJob RPC.
+	JobServiceExplainJobProcedure = "/hodei.v1.JobService/ExplainJob"
 	// WorkerAgentServiceRegisterProcedure is the fully-qualified name of the WorkerAgentService's
 	// Register RPC.
 	WorkerAgentServiceRegisterProcedure = "/hodei.v1.WorkerAgentService/Register"
@@ -95,6 +97,8 @@ type JobServiceClient interface {
 	CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error)
 	WatchJob(context.Context, *connect.Request[v1.WatchJobRequest]) (*connect.ServerStreamForClient[v1.WatchJobResponse], error)
 	StreamLogs(context.Context, *connect.Request[v1.StreamLogsRequest]) (*connect.ServerStreamForClient[v1.StreamLogsResponse], error)
+	// ExplainJob says in words why a job is where it is (hodei job explain).
+	ExplainJob(context.Context, *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error)
 }
 
 // NewJobServiceClient constructs a client for the hodei.v1.JobService service. By default, it uses
@@ -144,6 +148,12 @@ func NewJobServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(jobServiceMethods.ByName("StreamLogs")),
 			connect.WithClientOptions(opts...),
 		),
+		explainJob: connect.NewClient[v1.ExplainJobRequest, v1.ExplainJobResponse](
+			httpClient,
+			baseURL+JobServiceExplainJobProcedure,
+			connect.WithSchema(jobServiceMethods.ByName("ExplainJob")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -155,6 +165,7 @@ type jobServiceClient struct {
 	cancelJob  *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
 	watchJob   *connect.Client[v1.WatchJobRequest, v1.WatchJobResponse]
 	streamLogs *connect.Client[v1.StreamLogsRequest, v1.StreamLogsResponse]
+	explainJob *connect.Client[v1.ExplainJobRequest, v1.ExplainJobResponse]
 }
 
 // SubmitJob calls hodei.v1.JobService.SubmitJob.
@@ -187,6 +198,11 @@ func (c *jobServiceClient) StreamLogs(ctx context.Context, req *connect.Request[
 	return c.streamLogs.CallServerStream(ctx, req)
 }
 
+// ExplainJob calls hodei.v1.JobService.ExplainJob.
+func (c *jobServiceClient) ExplainJob(ctx context.Context, req *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error) {
+	return c.explainJob.CallUnary(ctx, req)
+}
+
 // JobServiceHandler is an implementation of the hodei.v1.JobService service.
 type JobServiceHandler interface {
 	SubmitJob(context.Context, *connect.Request[v1.SubmitJobRequest]) (*connect.Response[v1.SubmitJobResponse], error)
@@ -195,6 +211,8 @@ type JobServiceHandler interface {
 	CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error)
 	WatchJob(context.Context, *connect.Request[v1.WatchJobRequest], *connect.ServerStream[v1.WatchJobResponse]) error
 	StreamLogs(context.Context, *connect.Request[v1.StreamLogsRequest], *connect.ServerStream[v1.StreamLogsResponse]) error
+	// ExplainJob says in words why a job is where it is (hodei job explain).
+	ExplainJob(context.Context, *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error)
 }
 
 // NewJobServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -240,6 +258,12 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(jobServiceMethods.ByName("StreamLogs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	jobServiceExplainJobHandler := connect.NewUnaryHandler(
+		JobServiceExplainJobProcedure,
+		svc.ExplainJob,
+		connect.WithSchema(jobServiceMethods.ByName("ExplainJob")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hodei.v1.JobService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case JobServiceSubmitJobProcedure:
@@ -254,6 +278,8 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 			jobServiceWatchJobHandler.ServeHTTP(w, r)
 		case JobServiceStreamLogsProcedure:
 			jobServiceStreamLogsHandler.ServeHTTP(w, r)
+		case JobServiceExplainJobProcedure:
+			jobServiceExplainJobHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -285,6 +311,10 @@ func (UnimplementedJobServiceHandler) WatchJob(context.Context, *connect.Request
 
 func (UnimplementedJobServiceHandler) StreamLogs(context.Context, *connect.Request[v1.StreamLogsRequest], *connect.ServerStream[v1.StreamLogsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.JobService.StreamLogs is not implemented"))
+}
+
+func (UnimplementedJobServiceHandler) ExplainJob(context.Context, *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.JobService.ExplainJob is not implemented"))
 }
 
 // WorkerAgentServiceClient is a client for the hodei.v1.WorkerAgentService service.
