@@ -39,6 +39,7 @@ func procedurePolicies() map[string]auth.Policy {
 		hodeiv1connect.AdminServiceListDeadLettersProcedure:   admin,
 		hodeiv1connect.AdminServiceRequeueDeadLetterProcedure: {Role: auth.RoleAdmin, Action: "dead_letter.requeue"},
 		hodeiv1connect.AdminServiceListJobSagasProcedure:      admin,
+		hodeiv1connect.AdminServiceListSagasProcedure:         admin,
 		hodeiv1connect.AdminServiceGetSagaHistoryProcedure:    admin,
 		hodeiv1connect.AdminServiceCreateTokenProcedure:       {Role: auth.RoleAdmin, Action: "token.create"},
 		hodeiv1connect.AdminServiceListTokensProcedure:        admin,

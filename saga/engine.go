@@ -285,6 +285,27 @@ func (e *Engine) Get(ctx context.Context, id string) (*Info, error) {
 	return in, nil
 }
 
+// List returns the sagas f selects (least recently changed first), with their current
+// step's name; it needs a store whose saga port is a store.SagaLister.
+func (e *Engine) List(ctx context.Context, f store.SagaFilter) ([]*Info, error) {
+	sl, ok := e.sagas.(store.SagaLister)
+	if !ok {
+		return nil, fmt.Errorf("saga: the store (%T) does not list sagas", e.sagas)
+	}
+	recs, err := sl.ListSagas(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Info, len(recs))
+	for i, r := range recs {
+		out[i] = infoOf(r)
+		if d, err := e.reg.Lookup(r.Type, r.Version); err == nil && r.CurrentStep >= 0 && r.CurrentStep < len(d.Steps) {
+			out[i].CurrentStepName = d.Steps[r.CurrentStep].Name
+		}
+	}
+	return out, nil
+}
+
 // History returns the saga's decoded events in order.
 func (e *Engine) History(ctx context.Context, id string) ([]*Event, error) {
 	evs, err := e.sagas.Events(ctx, id, 0)

@@ -270,7 +270,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	replica := replicaStatus(elector)
 	adminAPI, err := api.NewAdminService(svc, st.Outbox(), engine, api.AdminOptions{Errors: errorCodes,
 		Tokens: st.Tokens(), Audit: st.Audit(), Namespaces: st.Namespaces(),
-		Replica: replica, Logger: logger})
+		Replica: replica, Logger: logger, ListSagas: engine.List})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}

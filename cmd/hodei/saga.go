@@ -31,7 +31,7 @@ func newSagaCmd() *cobra.Command {
 		Short: "Inspect durable sagas",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newSagaShowCmd())
+	cmd.AddCommand(newSagaShowCmd(), newSagaListCmd())
 	return cmd
 }
 

@@ -68,6 +68,8 @@ const (
 	// AdminServiceListJobSagasProcedure is the fully-qualified name of the AdminService's ListJobSagas
 	// RPC.
 	AdminServiceListJobSagasProcedure = "/hodei.v1.AdminService/ListJobSagas"
+	// AdminServiceListSagasProcedure is the fully-qualified name of the AdminService's ListSagas RPC.
+	AdminServiceListSagasProcedure = "/hodei.v1.AdminService/ListSagas"
 	// AdminServiceGetSagaHistoryProcedure is the fully-qualified name of the AdminService's
 	// GetSagaHistory RPC.
 	AdminServiceGetSagaHistoryProcedure = "/hodei.v1.AdminService/GetSagaHistory"
@@ -421,6 +423,8 @@ type AdminServiceClient interface {
 	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
 	RequeueDeadLetter(context.Context, *connect.Request[v1.RequeueDeadLetterRequest]) (*connect.Response[v1.RequeueDeadLetterResponse], error)
 	ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error)
+	// ListSagas lists sagas by type, state and time since their last change (hodei saga list).
+	ListSagas(context.Context, *connect.Request[v1.ListSagasRequest]) (*connect.Response[v1.ListSagasResponse], error)
 	// A saga's row and its event history (`hodei saga show`).
 	GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error)
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
@@ -466,6 +470,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+AdminServiceListJobSagasProcedure,
 			connect.WithSchema(adminServiceMethods.ByName("ListJobSagas")),
+			connect.WithClientOptions(opts...),
+		),
+		listSagas: connect.NewClient[v1.ListSagasRequest, v1.ListSagasResponse](
+			httpClient,
+			baseURL+AdminServiceListSagasProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListSagas")),
 			connect.WithClientOptions(opts...),
 		),
 		getSagaHistory: connect.NewClient[v1.GetSagaHistoryRequest, v1.GetSagaHistoryResponse](
@@ -519,6 +529,7 @@ type adminServiceClient struct {
 	listDeadLetters   *connect.Client[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse]
 	requeueDeadLetter *connect.Client[v1.RequeueDeadLetterRequest, v1.RequeueDeadLetterResponse]
 	listJobSagas      *connect.Client[v1.ListJobSagasRequest, v1.ListJobSagasResponse]
+	listSagas         *connect.Client[v1.ListSagasRequest, v1.ListSagasResponse]
 	getSagaHistory    *connect.Client[v1.GetSagaHistoryRequest, v1.GetSagaHistoryResponse]
 	createToken       *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
 	listTokens        *connect.Client[v1.ListTokensRequest, v1.ListTokensResponse]
@@ -546,6 +557,11 @@ func (c *adminServiceClient) RequeueDeadLetter(ctx context.Context, req *connect
 // ListJobSagas calls hodei.v1.AdminService.ListJobSagas.
 func (c *adminServiceClient) ListJobSagas(ctx context.Context, req *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error) {
 	return c.listJobSagas.CallUnary(ctx, req)
+}
+
+// ListSagas calls hodei.v1.AdminService.ListSagas.
+func (c *adminServiceClient) ListSagas(ctx context.Context, req *connect.Request[v1.ListSagasRequest]) (*connect.Response[v1.ListSagasResponse], error) {
+	return c.listSagas.CallUnary(ctx, req)
 }
 
 // GetSagaHistory calls hodei.v1.AdminService.GetSagaHistory.
@@ -589,6 +605,8 @@ type AdminServiceHandler interface {
 	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
 	RequeueDeadLetter(context.Context, *connect.Request[v1.RequeueDeadLetterRequest]) (*connect.Response[v1.RequeueDeadLetterResponse], error)
 	ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error)
+	// ListSagas lists sagas by type, state and time since their last change (hodei saga list).
+	ListSagas(context.Context, *connect.Request[v1.ListSagasRequest]) (*connect.Response[v1.ListSagasResponse], error)
 	// A saga's row and its event history (`hodei saga show`).
 	GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error)
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
@@ -630,6 +648,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		AdminServiceListJobSagasProcedure,
 		svc.ListJobSagas,
 		connect.WithSchema(adminServiceMethods.ByName("ListJobSagas")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListSagasHandler := connect.NewUnaryHandler(
+		AdminServiceListSagasProcedure,
+		svc.ListSagas,
+		connect.WithSchema(adminServiceMethods.ByName("ListSagas")),
 		connect.WithHandlerOptions(opts...),
 	)
 	adminServiceGetSagaHistoryHandler := connect.NewUnaryHandler(
@@ -684,6 +708,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRequeueDeadLetterHandler.ServeHTTP(w, r)
 		case AdminServiceListJobSagasProcedure:
 			adminServiceListJobSagasHandler.ServeHTTP(w, r)
+		case AdminServiceListSagasProcedure:
+			adminServiceListSagasHandler.ServeHTTP(w, r)
 		case AdminServiceGetSagaHistoryProcedure:
 			adminServiceGetSagaHistoryHandler.ServeHTTP(w, r)
 		case AdminServiceCreateTokenProcedure:
@@ -721,6 +747,10 @@ func (UnimplementedAdminServiceHandler) RequeueDeadLetter(context.Context, *conn
 
 func (UnimplementedAdminServiceHandler) ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListJobSagas is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListSagas(context.Context, *connect.Request[v1.ListSagasRequest]) (*connect.Response[v1.ListSagasResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListSagas is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error) {
