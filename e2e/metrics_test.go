@@ -140,9 +140,9 @@ func testMetricsFollowJobs(t *testing.T, b backend) {
 		t.Errorf("hodei_jobs_pending %v after every job ended", v)
 	}
 	// Gauges read from the database, and the runtime and process collectors.
-	for _, name := range []string{"hodei_outbox_rows", "hodei_outbox_oldest_pending_age_seconds", "hodei_workers",
+	for _, name := range []string{"hodei_outbox_rows", "hodei_outbox_oldest_pending_age_seconds",
 		"go_goroutines", "process_cpu_seconds_total"} {
-		if _, ok := fams[name]; !ok && name != "hodei_workers" {
+		if _, ok := fams[name]; !ok {
 			t.Errorf("%s missing from the scrape", name)
 		}
 	}
