@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -74,6 +75,11 @@ type Config struct {
 	HTTPClient connect.HTTPClient
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// TraceParent is the W3C traceparent of the job the worker was created for
+	// (TRACEPARENT, set by the provider): the registration span joins that trace.
+	// Spans go to the global tracer provider (the worker command installs the OTLP
+	// exporter of the OTEL_* environment; a no-op without it).
+	TraceParent string
 
 	exec execOptions // executor tuning (tests)
 }
@@ -164,6 +170,7 @@ func Run(ctx context.Context, cfg Config) error {
 		seen:    map[string]bool{},
 		msgs:    map[string]bool{},
 		running: map[string]*jobProcess{},
+		spans:   map[string]trace.Span{},
 	}
 	return a.run(ctx)
 }
@@ -189,8 +196,9 @@ type agent struct {
 	pendingLogSize int
 
 	// Connection state (loop goroutine only).
-	conn *conn
-	gen  int
+	conn  *conn
+	gen   int
+	spans map[string]trace.Span // job id → the span of running it (telemetry.go)
 }
 
 // event is sent by job goroutines to the loop.
@@ -331,17 +339,21 @@ func (a *agent) run(ctx context.Context) error {
 
 // register exchanges the one-time password for a session token, retrying transient
 // failures until RegisterTimeout.
-func (a *agent) register(parent context.Context) error {
+func (a *agent) register(parent context.Context) (err error) {
 	ctx, cancel := context.WithTimeout(parent, a.cfg.RegisterTimeout)
 	defer cancel()
+	ctx, span := a.startSpan(withTraceParent(ctx, a.cfg.TraceParent), "agent.register") // telemetry.go
+	defer func() { endSpan(span, err) }()
 	pace := a.pacer()
 	for {
-		resp, err := a.client.Register(ctx, connect.NewRequest(&hodeiv1.RegisterRequest{
+		req := connect.NewRequest(&hodeiv1.RegisterRequest{
 			WorkerId:        a.cfg.WorkerID,
 			OneTimePassword: a.cfg.OneTimePassword,
 			Hostname:        a.cfg.Hostname,
 			AgentVersion:    Version,
-		}))
+		})
+		injectTrace(ctx, req.Header())
+		resp, err := a.client.Register(ctx, req)
 		if err == nil {
 			a.token = resp.Msg.GetSessionToken()
 			if id := resp.Msg.GetWorkerId(); id != "" && id != a.cfg.WorkerID {
@@ -606,6 +618,7 @@ func (a *agent) runJob(r *hodeiv1.RunJob) {
 			opts.Secrets[e.GetEnv()] = e.GetValue()
 		}
 	}
+	a.startJobSpan(id, r) // telemetry.go
 	p, err := startJob(id, r.GetSpec(), opts, sink)
 	if err != nil {
 		log.Warn("job failed to start", "err", err)
@@ -645,6 +658,7 @@ func (a *agent) cancelJob(c *hodeiv1.CancelJob) {
 func (a *agent) finish(f *finishedJob) {
 	delete(a.running, f.jobID)
 	r := f.res
+	a.endJobSpan(f.jobID, r)
 	a.log.Info("job finished", "job_id", f.jobID, "exit_code", r.ExitCode, "err", r.Err, "cancelled", r.Cancelled,
 		"duration", r.FinishedAt.Sub(r.StartedAt))
 	a.queue(&hodeiv1.WorkerMessage{MessageId: uuid.NewString(), Payload: &hodeiv1.WorkerMessage_Result{Result: &hodeiv1.JobResult{

@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -64,6 +66,8 @@ type AdminOptions struct {
 	// Replica, if set, answers GET /api/v1/admin/status (this replica and the leader).
 	Replica func() ReplicaStatus
 	Logger  *slog.Logger
+	// ListSagas, if set, answers ListSagas (saga.Engine.List); else Unimplemented.
+	ListSagas func(ctx context.Context, f store.SagaFilter) ([]*saga.Info, error)
 }
 
 // AdminService implements hodeiv1connect.AdminServiceHandler and the admin REST routes
@@ -192,6 +196,47 @@ func (s *AdminService) ListJobSagas(ctx context.Context, req *connect.Request[ho
 		out[i] = protoconv.SagaToProto(in)
 	}
 	return connect.NewResponse(&hodeiv1.ListJobSagasResponse{Sagas: out}), nil
+}
+
+// maxListSagas bounds ListSagasRequest.limit.
+const maxListSagas = 1000
+
+// sagaStates are the states ListSagasRequest.state may name.
+func sagaStates() []saga.State {
+	return []saga.State{saga.StateRunning, saga.StateWaiting, saga.StateCompensating, saga.StateCompleted,
+		saga.StateFailed, saga.StateCompensated, saga.StateCompensationFailed, saga.StateCancelled}
+}
+
+// ListSagas implements AdminService.ListSagas.
+func (s *AdminService) ListSagas(ctx context.Context, req *connect.Request[hodeiv1.ListSagasRequest]) (*connect.Response[hodeiv1.ListSagasResponse], error) {
+	if s.opts.ListSagas == nil {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("this server does not list sagas"))
+	}
+	m := req.Msg
+	f := store.SagaFilter{Type: m.GetType(), State: m.GetState(), Limit: int(m.GetLimit())}
+	switch {
+	case f.Limit < 0 || f.Limit > maxListSagas:
+		return nil, invalidArg("limit", "%d out of range [0, %d]", f.Limit, maxListSagas)
+	case len(f.Type) > 128:
+		return nil, invalidArg("type", "longer than 128 bytes")
+	case f.State != "" && !slices.Contains(sagaStates(), saga.State(f.State)):
+		return nil, invalidArg("state", "%q is not a saga state (%v)", f.State, sagaStates())
+	}
+	if d := m.GetUnchangedFor(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return nil, invalidArg("unchanged_for", "must be a non-negative duration")
+		}
+		f.UpdatedBefore = time.Now().Add(-d.AsDuration())
+	}
+	sagas, err := s.opts.ListSagas(ctx, f)
+	if err != nil {
+		return nil, s.toConnect(err)
+	}
+	out := make([]*hodeiv1.SagaSummary, len(sagas))
+	for i, in := range sagas {
+		out[i] = protoconv.SagaToProto(in)
+	}
+	return connect.NewResponse(&hodeiv1.ListSagasResponse{Sagas: out}), nil
 }
 
 // --- REST -------------------------------------------------------------------------

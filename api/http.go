@@ -49,6 +49,12 @@ type MuxConfig struct {
 	// MaxMessageBytes bounds each message read (default DefaultMaxMessageBytes).
 	MaxMessageBytes int
 	Logger          *slog.Logger
+	// Interceptors run around every procedure of every service, outside the policy
+	// check (telemetry: spans and request metrics).
+	Interceptors []connect.Interceptor
+	// Metrics, if set, is served at GET /metrics (public, like /healthz: Prometheus
+	// scrapes it without a token).
+	Metrics http.Handler
 }
 
 func (c *MuxConfig) setDefaults() {
@@ -121,6 +127,9 @@ func NewMux(cfg MuxConfig) (http.Handler, error) {
 			return connect.NewError(connect.CodeInternal, fmt.Errorf("internal error in %s", spec.Procedure))
 		}),
 	}
+	if len(cfg.Interceptors) > 0 {
+		opts = append(opts, connect.WithInterceptors(cfg.Interceptors...))
+	}
 	authn := cfg.Auth
 	if authn == nil {
 		var boot []auth.Bootstrap
@@ -142,6 +151,14 @@ func NewMux(cfg MuxConfig) (http.Handler, error) {
 	if cfg.Secrets != nil {
 		mux.Handle(hodeiv1connect.NewSecretServiceHandler(cfg.Secrets, guarded...))
 	}
+	served := []string{hodeiv1connect.JobServiceName}
+	if cfg.Secrets != nil {
+		served = append(served, hodeiv1connect.SecretServiceName)
+	}
+	if cfg.Admin != nil {
+		served = append(served, hodeiv1connect.AdminServiceName)
+	}
+	mountGRPCConventions(mux, authn, served, cfg.Ready, cfg.ReadyTimeout, opts) // grpcconv.go
 	routes := routePolicies()
 	route := func(pattern string, h http.HandlerFunc) error {
 		pol, ok := routes[pattern]
@@ -161,6 +178,11 @@ func NewMux(cfg MuxConfig) (http.Handler, error) {
 		_, _ = w.Write([]byte("ok\n"))
 	}); err != nil {
 		return nil, err
+	}
+	if cfg.Metrics != nil {
+		if err := route(routeMetrics, cfg.Metrics.ServeHTTP); err != nil {
+			return nil, err
+		}
 	}
 	if err := route(routeReadyz, func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), cfg.ReadyTimeout)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -58,9 +59,19 @@ func CancelMessageID(jobID string, attempt, round int) string {
 	return "cancel/" + jobID + "/" + strconv.Itoa(attempt) + "/" + strconv.Itoa(round)
 }
 
-func runJobMessage(j *domain.Job) *hodeiv1.ServerMessage {
+// runJobMessage is j's RunJob, carrying the trace context of ctx (the delivering saga
+// step) or, without one, j's own trace (a RunJob sent again on reconnect).
+func runJobMessage(ctx context.Context, j *domain.Job) *hodeiv1.ServerMessage {
+	tc := map[string]string{}
+	propagation.TraceContext{}.Inject(ctx, propagation.MapCarrier(tc))
+	if len(tc) == 0 && j.Spec.TraceParent != "" {
+		tc["traceparent"] = j.Spec.TraceParent
+	}
+	if len(tc) == 0 {
+		tc = nil
+	}
 	return &hodeiv1.ServerMessage{MessageId: RunMessageID(j.ID, j.Attempt), Payload: &hodeiv1.ServerMessage_RunJob{
-		RunJob: &hodeiv1.RunJob{JobId: j.ID, Spec: protoconv.SpecToProto(j.Spec), Attempt: int32(j.Attempt)}}}
+		RunJob: &hodeiv1.RunJob{JobId: j.ID, Spec: protoconv.SpecToProto(j.Spec), Attempt: int32(j.Attempt), TraceContext: tc}}}
 }
 
 func cancelJobMessage(c domain.CancelRequest) *hodeiv1.ServerMessage {
@@ -74,7 +85,7 @@ func (h *Hub) RunJob(ctx context.Context, workerID string, j *domain.Job) error 
 	if j == nil {
 		return errors.New("api: hub RunJob: job is nil")
 	}
-	return h.deliver(ctx, workerID, runJobMessage(j))
+	return h.deliver(ctx, workerID, runJobMessage(ctx, j))
 }
 
 // CancelJob delivers a CancelJob to workerID and returns once the agent acked it.

@@ -50,6 +50,29 @@ type JobOptions struct {
 	// namespace; without it a job naming secrets is refused (FailedPrecondition).
 	Secrets SecretChecker
 	Logger  *slog.Logger
+	// Explain, if set, answers ExplainJob (else Unimplemented): the job's state, one
+	// line saying why it is there, and further facts (jobs.Service.Explain).
+	Explain func(ctx context.Context, j *domain.Job) (state, summary string, details []string, err error)
+}
+
+// ExplainJob says in words why a job is where it is; a job the caller cannot see is
+// NotFound, as for GetJob.
+func (s *JobService) ExplainJob(ctx context.Context, req *connect.Request[hodeiv1.ExplainJobRequest]) (*connect.Response[hodeiv1.ExplainJobResponse], error) {
+	if s.opts.Explain == nil {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("this server does not explain jobs"))
+	}
+	if err := validID("id", req.Msg.GetId()); err != nil {
+		return nil, err
+	}
+	j, err := s.visibleJob(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	state, summary, details, err := s.opts.Explain(ctx, j)
+	if err != nil {
+		return nil, s.err(err)
+	}
+	return connect.NewResponse(&hodeiv1.ExplainJobResponse{State: state, Summary: summary, Details: details}), nil
 }
 
 func (o *JobOptions) setDefaults() {

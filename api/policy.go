@@ -27,6 +27,7 @@ func procedurePolicies() map[string]auth.Policy {
 	return map[string]auth.Policy{
 		hodeiv1connect.JobServiceSubmitJobProcedure:  {Role: auth.RoleSubmitter, Action: "job.submit"},
 		hodeiv1connect.JobServiceGetJobProcedure:     viewer,
+		hodeiv1connect.JobServiceExplainJobProcedure: viewer,
 		hodeiv1connect.JobServiceListJobsProcedure:   viewer,
 		hodeiv1connect.JobServiceCancelJobProcedure:  {Role: auth.RoleSubmitter, Action: "job.cancel"},
 		hodeiv1connect.JobServiceWatchJobProcedure:   viewer,
@@ -38,6 +39,7 @@ func procedurePolicies() map[string]auth.Policy {
 		hodeiv1connect.AdminServiceListDeadLettersProcedure:   admin,
 		hodeiv1connect.AdminServiceRequeueDeadLetterProcedure: {Role: auth.RoleAdmin, Action: "dead_letter.requeue"},
 		hodeiv1connect.AdminServiceListJobSagasProcedure:      admin,
+		hodeiv1connect.AdminServiceListSagasProcedure:         admin,
 		hodeiv1connect.AdminServiceGetSagaHistoryProcedure:    admin,
 		hodeiv1connect.AdminServiceCreateTokenProcedure:       {Role: auth.RoleAdmin, Action: "token.create"},
 		hodeiv1connect.AdminServiceListTokensProcedure:        admin,
@@ -60,6 +62,7 @@ func procedurePolicies() map[string]auth.Policy {
 const (
 	routeHealthz       = "GET /healthz"
 	routeReadyz        = "GET /readyz"
+	routeMetrics       = "GET /metrics"
 	routeAdminResume   = "POST /api/v1/admin/jobs/{job_id}/resume"
 	routeAdminJobSagas = "GET /api/v1/admin/jobs/{job_id}/sagas"
 	routeAdminSaga     = "GET /api/v1/admin/sagas/{saga_id}"
@@ -74,6 +77,7 @@ func routePolicies() map[string]auth.Policy {
 	return map[string]auth.Policy{
 		routeHealthz:       {Public: true},
 		routeReadyz:        {Public: true},
+		routeMetrics:       {Public: true},
 		routeAdminResume:   {Role: auth.RoleAdmin, Action: "job.resume"},
 		routeAdminJobSagas: admin,
 		routeAdminSaga:     admin,

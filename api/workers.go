@@ -204,7 +204,7 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 	if j, err := w.logic.PendingRun(ctx, workerID); err != nil {
 		log.Warn("pending run lookup failed", "err", err)
 	} else if j != nil {
-		if err := w.send(ctx, stream, workerID, runJobMessage(j)); err != nil {
+		if err := w.send(ctx, stream, workerID, runJobMessage(ctx, j)); err != nil {
 			return err
 		}
 		log.Debug("re-sent pending run", "job", j.ID)

@@ -14,6 +14,9 @@ type File struct {
 	NATSURL     string `yaml:"nats_url"`
 	DataDir     string `yaml:"data_dir"`
 	LogLevel    string `yaml:"log_level"`
+	// LogFormat is text or json; MetricsListen a second address for /metrics.
+	LogFormat     string `yaml:"log_format"`
+	MetricsListen string `yaml:"metrics_listen"`
 	// MaxWorkers is the local provider's capacity (same as Local.MaxWorkers).
 	MaxWorkers int `yaml:"max_workers"`
 	// Providers are the worker providers, in the order jobs try them.

@@ -60,6 +60,10 @@ type JobSpec struct {
 	Provider string `json:"provider,omitempty"`
 	// Selector: the job runs on a provider carrying all these labels.
 	Selector map[string]string `json:"selector,omitempty"`
+	// TraceParent is the W3C traceparent of the request that submitted the job, set by
+	// the server (never by a user, not part of the API): the sagas started for the job
+	// later (provisioning, by the scheduler) join the job's trace through it.
+	TraceParent string `json:"trace_parent,omitempty"`
 }
 
 // PullPolicy says when a container provider pulls the job's image.

@@ -146,6 +146,7 @@ type server struct {
 	url        string       // http://127.0.0.1:port once started (https:// with TLS)
 	client     *http.Client // the test's own HTTP client (nil: http.DefaultClient)
 	cliEnv     []string     // more environment for every CLI call (s.hodei)
+	env        []string     // more environment for every start of the server
 
 	log   *lockedBuffer // every start's output
 	cmd   *exec.Cmd
@@ -216,7 +217,7 @@ func (s *server) startProcess() {
 	}
 	args = append(args, s.extraArgs...)
 	cmd := exec.Command(hodeiBin, args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), s.env...)
 	pr, pw := io.Pipe()
 	cmd.Stdout = io.MultiWriter(s.log, pw)
 	cmd.Stderr = s.log

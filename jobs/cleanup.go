@@ -302,6 +302,7 @@ func (s *Service) recoverLostJob(ctx context.Context, key string, j *domain.Job,
 	if out.Skipped {
 		return out, nil
 	}
+	s.observeLoss(ctx, key) // telemetry.go
 	ev, err := domain.NewEvent(EventJobWorkerLost, j.ID, workerLostData{WorkerID: j.WorkerID, Attempt: j.Attempt, Reason: reason})
 	if err != nil {
 		return RecoveryOutcome{}, err

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"slices"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
 	"github.com/hodei-jobs/hodei/store"
@@ -131,7 +133,8 @@ func (s *Service) destroyWorker(ctx context.Context, c DestroyWorker) (Outcome, 
 	// The slot is free from the commit on; the scheduler is woken once the provider's
 	// Destroy returned, so that the processes alive rarely exceed the capacity either.
 	t := target(w)
-	s.afterCommit(ctx, func() { s.destroyAfterCommit(t, c.Reason) })
+	sc := trace.SpanContextFromContext(ctx) // the destroy joins the caller's trace
+	s.afterCommit(ctx, func() { s.destroyAfterCommit(sc, t, c.Reason) })
 	return Outcome{WorkerState: string(w.State)}, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
 	"github.com/hodei-jobs/hodei/internal/backoff"
@@ -82,7 +84,11 @@ func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName
 	if s.cfg.WorkerCACertPEM != nil {
 		spec.CACertPEM = s.cfg.WorkerCACertPEM()
 	}
-	if err := p.Create(ctx, spec); err != nil {
+	cctx, endSpan := providerSpan(ctx, "create", providerName, workerID) // telemetry.go
+	spec.TraceParent = traceParent(cctx)
+	err = p.Create(cctx, spec)
+	endSpan(err)
+	if err != nil {
 		if provider.IsPermanent(err) {
 			// Trying again cannot help (an image that does not exist, a spec the
 			// provider refuses): the job fails now with the provider's reason. The
@@ -216,10 +222,10 @@ func (s *Service) deliverAfterCommit(ctx context.Context, workerID, what string,
 // committed, on the node that owns it, in its own goroutine (the caller is an
 // after-commit callback). A failure is retried a few times, then left to the owner's
 // next sweep. The scheduler is woken when it ends (the worker's slot is free).
-func (s *Service) destroyAfterCommit(t routing.Target, reason string) {
+func (s *Service) destroyAfterCommit(sc trace.SpanContext, t routing.Target, reason string) {
 	go func() {
 		defer s.WakeScheduler()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DestroyTimeout)
+		ctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(context.Background(), sc), s.cfg.DestroyTimeout)
 		defer cancel()
 		pace := backoff.Pacer{Base: 100 * time.Millisecond, Max: time.Second}
 		for attempt := 0; ; attempt++ {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
@@ -165,7 +166,10 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	}
 	log := o.cfg.Logger.With("component", "orchestrator")
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		created, err := o.Handle(ctx, m.Data())
+		// The event's trace context (outbox.JetStreamPublisher copies it into the
+		// headers): the saga it starts joins the trace of the code that wrote it.
+		hctx := propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(m.Headers()))
+		created, err := o.Handle(hctx, m.Data())
 		o.handled.Add(1)
 		var syntax *json.SyntaxError
 		switch {

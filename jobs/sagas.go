@@ -21,6 +21,11 @@ type abortedSignal struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// SagaTypes are the names of the saga types RegisterSagas registers.
+func SagaTypes() []string {
+	return []string{SagaExecution, SagaProvisioning, SagaTimeout, SagaCancellation, SagaRecovery}
+}
+
 // RegisterSagas adds the provisioning and execution saga definitions to reg. The steps
 // need nothing but the commands' handlers (registered on the bus by New) and their
 // saga's input, so this can run before the engine and the Service exist.

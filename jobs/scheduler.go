@@ -216,7 +216,7 @@ func (s *Service) reserve(ctx context.Context, j *domain.Job, providerName strin
 	}
 	in := provisioningInput{JobID: j.ID, WorkerID: workerID, Provider: providerName,
 		Attempt: moved.Attempt, RegistrationTimeout: s.cfg.RegistrationTimeout}
-	_, _, err = s.engine.Start(ctx, SagaProvisioning, ProvisioningSagaID(j.ID, moved.Attempt), in)
+	_, _, err = s.engine.Start(inJobTrace(ctx, moved), SagaProvisioning, ProvisioningSagaID(j.ID, moved.Attempt), in)
 	return err
 }
 

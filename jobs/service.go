@@ -131,6 +131,9 @@ type Config struct {
 	// Now is the clock of credential expiry and of job and worker state changes
 	// (UpdatedAt, StartedAt, FinishedAt; default time.Now).
 	Now func() time.Time
+	// Observer is told of job submissions, starts, ends and worker losses (metrics;
+	// telemetry.Metrics implements it); nil: none.
+	Observer Observer
 }
 
 func (c *Config) setDefaults(providers *provider.Registry) {
@@ -315,6 +318,7 @@ func (s *Service) Submit(ctx context.Context, spec domain.JobSpec) (*domain.Job,
 	}
 	now := s.cfg.Now()
 	j := &domain.Job{ID: id.String(), Spec: spec.WithDefaults(), State: domain.JobPending, CreatedAt: now, UpdatedAt: now}
+	j.Spec.TraceParent = traceParent(ctx) // telemetry.go
 	err = s.st.InTx(ctx, func(ctx context.Context) error {
 		if err := s.st.Jobs().Create(ctx, j); err != nil {
 			return err
@@ -336,6 +340,9 @@ func (s *Service) Submit(ctx context.Context, spec domain.JobSpec) (*domain.Job,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jobs: submit: %w", err)
+	}
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.JobSubmitted()
 	}
 	return j, nil
 }
@@ -361,6 +368,7 @@ func (s *Service) moveJob(ctx context.Context, id string, to domain.JobState, re
 	if err != nil {
 		return nil, err
 	}
+	s.observeMove(ctx, j) // telemetry.go
 	evs, err := domain.JobStateEvents(id, domain.JobStateChanged{From: from, To: to, Attempt: j.Attempt,
 		Reason: reason, At: j.UpdatedAt})
 	if err != nil {

@@ -242,7 +242,9 @@ func (r *Relay) dispatch(ctx context.Context, m *store.OutboxMessage) (err error
 			err = fmt.Errorf("outbox: command %s (row %d) panicked: %v", m.Type, m.ID, p)
 		}
 	}()
-	return r.cmds.DispatchEncoded(extractTrace(ctx, m.TraceContext), m.Type, m.Payload)
+	ctx, span := dispatchSpan(extractTrace(ctx, m.TraceContext), m)
+	defer func() { endSpan(span, err) }()
+	return r.cmds.DispatchEncoded(ctx, m.Type, m.Payload)
 }
 
 func (r *Relay) publish(ctx context.Context, msgs []*store.OutboxMessage, idx []int, results []error) {

@@ -3,8 +3,39 @@ package outbox
 import (
 	"context"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/hodei-jobs/hodei/store"
 )
+
+// TracerName is the instrumentation name of the relay's spans.
+const TracerName = "github.com/hodei-jobs/hodei/outbox"
+
+// dispatchSpan starts the span of the relay's dispatch of command row m: a child of
+// the trace stored on the row (the code that wrote it), so a command the relay runs
+// minutes later or on another replica stays in its job's trace. It uses the global
+// tracer provider (a no-op unless one is installed).
+func dispatchSpan(ctx context.Context, m *store.OutboxMessage) (context.Context, trace.Span) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx, trace.SpanFromContext(ctx) // an untraced row: no span, no cost
+	}
+	return otel.Tracer(TracerName).Start(ctx, "outbox.dispatch "+m.Type, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.Int64("hodei.outbox.id", m.ID), attribute.String("hodei.outbox.type", m.Type),
+			attribute.Int("hodei.outbox.attempts", m.Attempts)))
+}
+
+// endSpan ends span with err as its status.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
 
 // traceProp carries the W3C trace context (traceparent, tracestate) from the code that
 // enqueues a row to the relay that executes it.

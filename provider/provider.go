@@ -31,6 +31,9 @@ type WorkerSpec struct {
 	// (empty: the system's roots). Not a secret; providers pass it as
 	// HODEI_CA_CERT_PEM (or a file named by HODEI_CA_CERT).
 	CACertPEM string
+	// TraceParent is the W3C traceparent of the job's trace ("" when untraced);
+	// providers pass it as TRACEPARENT so that the agent's registration joins the trace.
+	TraceParent string
 }
 
 // Validate reports the first missing field.

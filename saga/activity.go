@@ -93,7 +93,8 @@ func (e *Engine) runActivity(ctx context.Context, rec *store.SagaRecord, st *sag
 	if timeout == 0 {
 		timeout = e.cfg.Lease / 2
 	}
-	actx, cancel := context.WithTimeout(ctx, timeout)
+	actx, run := e.startStep(ctx, rec.ID, rec.Type, step.Name, st.Attempt, false)
+	actx, cancel := context.WithTimeout(actx, timeout)
 	defer cancel()
 	out, err := step.Activity(actx, &ActivityContext{sc: sc, d: e.cfg.ActivityDispatcher})
 	timedOut := actx.Err() == context.DeadlineExceeded && ctx.Err() == nil
@@ -115,6 +116,7 @@ func (e *Engine) runActivity(ctx context.Context, rec *store.SagaRecord, st *sag
 		// Not %w: the step must fail, and recordFailure parks any error that is ErrWaiting.
 		r.err = fmt.Errorf("activities cannot wait: %v", r.err)
 	}
+	run.end(r.err)
 	return r
 }
 

@@ -11,6 +11,8 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/store"
 )
@@ -58,6 +60,11 @@ type Config struct {
 	// NoHandoff turns the local hand-off off (handoff.go): every start, signal, cancel
 	// and fired timer then wakes runners and the saga is claimed by whichever polls it.
 	NoHandoff bool
+	// Observer is told of every step run and every lost append (metrics); nil: none.
+	Observer Observer
+	// TracerProvider makes the step spans (default the global one, a no-op unless
+	// installed); see telemetry.go.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -145,6 +152,7 @@ type Engine struct {
 	log    *slog.Logger
 	hand   handoff
 	parked parkedStates
+	tracer trace.Tracer
 }
 
 // New returns an engine over st running the definitions of reg; steps dispatch through d
@@ -160,7 +168,7 @@ func New(st store.Store, reg *Registry, d command.Dispatcher, cfg Config) (*Engi
 	if err := checkActivities(reg, cfg.Lease); err != nil {
 		return nil, err
 	}
-	return &Engine{st: st, sagas: st.Sagas(), reg: reg, d: d, cfg: cfg,
+	return &Engine{st: st, sagas: st.Sagas(), reg: reg, d: d, cfg: cfg, tracer: newTracer(cfg.TracerProvider),
 		codecs: newCodecSet(append(cfg.Codecs, cfg.Codec)...),
 		log:    cfg.Logger.With("component", "saga", "runner", cfg.RunnerID)}, nil
 }
@@ -256,6 +264,7 @@ func (e *Engine) Start(ctx context.Context, name, sagaID string, input any) (inf
 	if err != nil {
 		return nil, false, err
 	}
+	started.TraceContext = traceContext(ctx) // the trace the saga continues (telemetry.go)
 	rec := &store.SagaRecord{ID: sagaID, Type: def.Name, Version: def.Version, State: string(StateRunning),
 		Input: in, RunnableAt: now, CreatedAt: now}
 	var upd store.SagaUpdate
@@ -288,6 +297,27 @@ func (e *Engine) Get(ctx context.Context, id string) (*Info, error) {
 	return in, nil
 }
 
+// List returns the sagas f selects (least recently changed first), with their current
+// step's name; it needs a store whose saga port is a store.SagaLister.
+func (e *Engine) List(ctx context.Context, f store.SagaFilter) ([]*Info, error) {
+	sl, ok := e.sagas.(store.SagaLister)
+	if !ok {
+		return nil, fmt.Errorf("saga: the store (%T) does not list sagas", e.sagas)
+	}
+	recs, err := sl.ListSagas(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Info, len(recs))
+	for i, r := range recs {
+		out[i] = infoOf(r)
+		if d, err := e.reg.Lookup(r.Type, r.Version); err == nil && r.CurrentStep >= 0 && r.CurrentStep < len(d.Steps) {
+			out[i].CurrentStepName = d.Steps[r.CurrentStep].Name
+		}
+	}
+	return out, nil
+}
+
 // History returns the saga's decoded events in order.
 func (e *Engine) History(ctx context.Context, id string) ([]*Event, error) {
 	evs, err := e.sagas.Events(ctx, id, 0)
@@ -317,6 +347,9 @@ func (e *Engine) appendExternal(ctx context.Context, id string, ev func(rec *sto
 		event, upd, err := ev(rec)
 		if err != nil {
 			return err
+		}
+		if event.TraceContext == nil {
+			event.TraceContext = traceContext(ctx)
 		}
 		e.takeFor(rec, &upd, e.cfg.Clock.Now())
 		err = e.sagas.Append(ctx, id, rec.LastSeq, upd, event)

@@ -128,6 +128,9 @@ type sagaState struct {
 	Cancelling   bool                       `json:"cancelling,omitempty"`
 	LastSeq      int64                      `json:"last_seq"`
 	WaitingSince int64                      `json:"waiting_since,omitempty"`
+	// Trace is the W3C trace context the saga started in (of its first event that has
+	// one): every run of the saga continues that trace (telemetry.go).
+	Trace map[string]string `json:"trace,omitempty"`
 }
 
 func newState() *sagaState {
@@ -170,6 +173,9 @@ func (s *sagaState) apply(e *Event) error {
 		return fmt.Errorf("saga: history gap: event seq %d after %d", e.Seq, s.LastSeq)
 	}
 	s.LastSeq = e.Seq
+	if s.Trace == nil && len(e.TraceContext) > 0 {
+		s.Trace = e.TraceContext
+	}
 	d := &e.Data
 	switch e.Type {
 	case EventStarted:

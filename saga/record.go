@@ -39,6 +39,7 @@ func (e *Engine) commit(ctx context.Context, id string, st *sagaState, p *pendin
 	if p.err != nil {
 		return nil, p.err
 	}
+	stampTrace(ctx, p)
 	now := e.cfg.Clock.Now()
 	next := st.clone()
 	for i, d := range p.decs {

@@ -67,7 +67,8 @@ func (e *Engine) advanceWith(ctx context.Context, rec *store.SagaRecord, hist []
 		e.release(ctx, rec.ID)
 		return err
 	}
-	var act *activityResult // an activity's outcome not yet recorded (kept across conflicts)
+	ctx = inSagaTrace(ctx, st) // telemetry.go
+	var act *activityResult    // an activity's outcome not yet recorded (kept across conflicts)
 	for range e.cfg.MaxTransitions {
 		if ctx.Err() != nil {
 			e.release(ctx, rec.ID)
@@ -75,6 +76,7 @@ func (e *Engine) advanceWith(ctx context.Context, rec *store.SagaRecord, hist []
 		}
 		next, done, err := e.transition(ctx, rec, def, st, &act)
 		if errors.Is(err, store.ErrConflict) {
+			e.conflict(rec.Type)
 			// Someone else appended (a signal, a timer, another runner). Keep going only
 			// if the saga is still ours.
 			cur, gerr := e.sagas.Get(ctx, rec.ID)
@@ -340,7 +342,9 @@ func (g *stepGroup) try(ctx context.Context, n int, step *Step, sc *StepContext,
 	if n == 0 && act != nil {
 		out, serr = act.out, act.err
 	} else {
-		out, serr = call(ctx, step, step.Do, sc)
+		sctx, run := g.e.startStep(ctx, sc.sagaID, sc.sagaType, step.Name, sc.attempt, false)
+		out, serr = call(sctx, step, step.Do, sc)
+		run.end(serr)
 	}
 	if serr == nil {
 		return out, nil, nil
@@ -409,7 +413,9 @@ func (e *Engine) runStep(ctx context.Context, rec *store.SagaRecord, def *Defini
 		if act != nil && !comp {
 			outJSON, err = act.out, act.err
 		} else {
-			outJSON, err = call(ctx, step, fn, sc)
+			sctx, run := e.startStep(ctx, rec.ID, rec.Type, step.Name, sc.attempt, comp)
+			outJSON, err = call(sctx, step, fn, sc)
+			run.end(err)
 		}
 		if err != nil {
 			return &stepError{err}

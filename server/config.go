@@ -127,6 +127,9 @@ type Config struct {
 	// Cleanup tunes the cleanup loop (lost and stuck workers, orphaned jobs); zero
 	// fields get jobs.CleanupConfig defaults.
 	Cleanup jobs.CleanupConfig
+	// MetricsListen, if set, is a second TCP address serving only GET /metrics (the
+	// API port serves it too), e.g. for a scraper that must not reach the API.
+	MetricsListen string
 	// OnReady, if set, is called once with the API's base URL when the server accepts
 	// requests.
 	OnReady func(url string)

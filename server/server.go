@@ -35,6 +35,7 @@ import (
 	"github.com/hodei-jobs/hodei/store"
 	"github.com/hodei-jobs/hodei/store/postgres"
 	"github.com/hodei-jobs/hodei/store/sqlite"
+	"github.com/hodei-jobs/hodei/telemetry"
 )
 
 // Run assembles and runs a control-plane replica until ctx ends, then shuts it down
@@ -113,7 +114,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// The activities' commands run outside any transaction: no idempotency middleware
 	// (it opens one), and no retry (the saga step's retry policy retries them).
 	activities := command.ActivityChain(bus, chainCfg)
-	sagaCfg := saga.Config{Waker: waker, Queue: queue, Logger: logger, ActivityDispatcher: activities}
+	// Metrics (telemetry.Metrics): counted by the job logic, the saga runner and the
+	// API, and read from the database at scrape time.
+	metrics := telemetry.NewMetrics()
+	metrics.InitSeries(jobs.SagaTypes()...)
+	sagaCfg := saga.Config{Waker: waker, Queue: queue, Logger: logger, ActivityDispatcher: activities, Observer: metrics}
 	// The node id names this replica: its saga runner, and the owner of the workers it
 	// creates with node-local providers (stable across restarts with a locked data dir).
 	node := "hodei-" + uuid.NewString()
@@ -154,6 +159,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		names = []string{local.Name}
 	}
 	var capacities []string // "local:8" in selection order
+	// Workers export their spans where this server does (nil when tracing is off).
+	workerEnv := telemetry.WorkerEnv(os.Environ(), os.Getenv)
 	maxWorkers := 0
 	for _, name := range names {
 		var p provider.Provider
@@ -166,6 +173,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 				StateDir:   filepath.Join(cfg.DataDir, "workers"),
 				MaxWorkers: cfg.MaxWorkers,
 				Logger:     logger,
+				Env:        workerEnv,
 			})
 			if err != nil {
 				return fmt.Errorf("server: local provider: %w", err)
@@ -178,7 +186,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			}
 			dp, err := docker.New(ctx, docker.Config{Host: cfg.Docker.Host, MaxWorkers: cfg.Docker.MaxWorkers,
 				Network: cfg.Docker.Network, AgentBinary: agentBin, DefaultImage: cfg.Docker.DefaultImage,
-				Labels: cfg.Docker.Labels, Owner: node, Installation: installation, Logger: logger})
+				Labels: cfg.Docker.Labels, Owner: node, Installation: installation, Logger: logger, Env: workerEnv})
 			if err != nil {
 				return fmt.Errorf("server: docker provider: %w", err)
 			}
@@ -222,7 +230,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, WorkerCACertPEM: workerCA, Logger: logger,
 		ProviderStrategy:    jobs.Strategy(cfg.ProviderStrategy),
-		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router, Leader: elector, Dispatcher: edge, TxDispatcher: inTx})
+		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router, Leader: elector, Dispatcher: edge, TxDispatcher: inTx,
+		Observer: metrics})
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
 	}
@@ -243,6 +252,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// so the poll is only the safety net.
 	jobAPI, err := api.NewJobService(st.Jobs(), svc, svc, api.JobOptions{
 		Notifier: notifier, PollInterval: 500 * time.Millisecond, Errors: errorCodes, Sagas: svc, Secrets: secretMgr, Logger: logger,
+		Explain: func(ctx context.Context, j *domain.Job) (string, string, []string, error) {
+			e, err := svc.Explain(ctx, j)
+			if err != nil {
+				return "", "", nil, err
+			}
+			return e.State, e.Summary, e.Details, nil
+		},
 		WorkerProvider: func(ctx context.Context, workerID string) (string, error) {
 			w, err := st.Workers().Get(ctx, workerID)
 			if err != nil {
@@ -262,7 +278,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	replica := replicaStatus(elector)
 	adminAPI, err := api.NewAdminService(svc, st.Outbox(), engine, api.AdminOptions{Errors: errorCodes,
 		Tokens: st.Tokens(), Audit: st.Audit(), Namespaces: st.Namespaces(),
-		Replica: replica, Logger: logger})
+		Replica: replica, Logger: logger, ListSagas: engine.List})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -274,6 +290,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	gauges := telemetry.GaugeSources{Outbox: st.Outbox(), Leading: func() bool { return elector.Status().Leading }}
+	if gr, ok := st.(store.GaugeReader); ok {
+		gauges.Store = gr
+	}
+	if err := metrics.RegisterGauges(gauges); err != nil {
+		return fmt.Errorf("server: metrics: %w", err)
+	}
 	handler, err := api.NewMux(api.MuxConfig{
 		Auth:    authn,
 		Jobs:    jobAPI,
@@ -284,8 +307,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			{Name: "database", Check: st.Ping},
 			{Name: "nats", Check: natsReady(nc)},
 		},
-		Replica: replica,
-		Logger:  logger,
+		Replica:      replica,
+		Logger:       logger,
+		Interceptors: []connect.Interceptor{telemetry.Interceptor(metrics, nil)},
+		Metrics:      metrics.Handler(),
 	})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -306,6 +331,24 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		p.SetHTTP1(true)
 		p.SetHTTP2(true)
 		srv.Protocols, srv.TLSConfig = &p, apiTLS
+	}
+	if cfg.MetricsListen != "" {
+		msrv, mln, err := metricsServer(cfg.MetricsListen, metrics)
+		if err != nil {
+			return err
+		}
+		defer mln.Close()
+		g.Go(func() error {
+			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("server: metrics http: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			return msrv.Close()
+		})
+		log.Info("metrics listening", "url", "http://"+mln.Addr().String()+"/metrics")
 	}
 	g.Go(func() error { return loop("leader election", elector.Run(gctx)) })
 	// A job submitted on another replica wakes the leader's scheduler (its job.queued
@@ -351,6 +394,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	err = g.Wait()
 	log.Info("server stopped", "err", err)
 	return err
+}
+
+// metricsServer listens on addr (Config.MetricsListen) and serves GET /metrics only.
+func metricsServer(addr string, m *telemetry.Metrics) (*http.Server, net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server: listen on %s (Config.MetricsListen): %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln, nil
 }
 
 // openStore opens (and migrates) the store of cfg.Driver.

@@ -176,3 +176,20 @@ func (e *SagaConflictError) Error() string {
 func (e *SagaConflictError) Is(target error) bool { return target == ErrConflict }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// SagaLister is implemented by drivers that list sagas for operators (hodei saga
+// list). Both drivers implement it.
+type SagaLister interface {
+	// ListSagas returns up to f.Limit sagas matching f, least recently updated first.
+	ListSagas(ctx context.Context, f SagaFilter) ([]*SagaRecord, error)
+}
+
+// SagaFilter selects sagas for ListSagas; zero fields do not filter.
+type SagaFilter struct {
+	Type  string
+	State string
+	// UpdatedBefore keeps sagas whose row was last changed before it (with State
+	// WAITING: sagas waiting longer than now-UpdatedBefore).
+	UpdatedBefore time.Time
+	Limit         int // default 100
+}

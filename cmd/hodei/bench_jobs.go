@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -11,8 +12,9 @@ import (
 
 func newBenchJobsCmd() *cobra.Command {
 	var (
-		output string
-		cfg    bench.JobsConfig
+		output    string
+		cfg       bench.JobsConfig
+		traceSink bool
 	)
 	cmd := &cobra.Command{
 		Use:   "jobs",
@@ -83,9 +85,19 @@ func newBenchJobsCmd() *cobra.Command {
 			if cfg.Provider == "docker" && cfg.Image == "" {
 				return errors.New("--image: required with --provider docker (an image on the engine: jobs run with --pull never)")
 			}
+			var stopSink func() int64
+			if traceSink {
+				var err error
+				if stopSink, err = startTraceSink(cmd.Context(), slog.New(slog.DiscardHandler)); err != nil {
+					return err
+				}
+			}
 			res, err := bench.RunJobs(cmd.Context(), cfg)
 			if err != nil {
 				return err
+			}
+			if stopSink != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "trace sink: %d spans received\n", stopSink())
 			}
 			out := cmd.OutOrStdout()
 			if output == outputJSON {
@@ -116,6 +128,7 @@ func newBenchJobsCmd() *cobra.Command {
 	stringFlagEnv(cmd, &cfg.DatabaseURL, "database-url", envDatabaseURL, "",
 		"run a server in this process on this PostgreSQL database instead of using --server")
 	outputFlag(cmd, &output)
+	traceSinkFlag(cmd, &traceSink)
 	f := cmd.Flags()
 	f.StringVar(&cfg.Driver, "driver", bench.DriverPostgres, "store driver of the in-process server: postgres (--database-url) or sqlite (--sqlite-path)")
 	f.StringVar(&cfg.SQLitePath, "sqlite-path", "", "SQLite file of the in-process server with --driver sqlite (default: one in a temporary data directory)")

@@ -57,6 +57,8 @@ type apiClient struct {
 	hc      *http.Client // h2c, or TLS with the CLI's CA bundle and client certificate
 	token   string       // sent as Authorization: Bearer; may be empty
 	jobs    hodeiv1connect.JobServiceClient
+	// traceParent, if set, is sent with SubmitJob (job run -v): the job's trace id.
+	traceParent string
 }
 
 // checkServerURL returns the normalised server URL or an error naming --server.

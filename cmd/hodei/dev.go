@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hodei-jobs/hodei/server"
+	"github.com/hodei-jobs/hodei/telemetry"
 )
 
 // envDevDataDir is the environment variable of `hodei dev --data-dir`. It differs from
@@ -24,6 +25,7 @@ func newDevCmd() *cobra.Command {
 	var (
 		cfg      server.Config
 		logLevel string
+		logFmt   string
 		pf       providerFlags
 	)
 	cmd := &cobra.Command{
@@ -83,7 +85,15 @@ running jobs are not killed.`,
 			cfg.DataDir = lock.Dir()
 			cfg.DataDirLocked = true
 			cfg.Driver = server.DriverSQLite
-			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			logger, err := telemetry.NewLogger(cmd.ErrOrStderr(), logFmt, level)
+			if err != nil {
+				return err
+			}
+			stopTracing, err := startTracing(cmd.Context(), telemetry.ServerServiceName, logger)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			out := cmd.OutOrStdout()
 			cfg.OnReady = func(url string) { printDevBanner(out, url, cfg.DataDir, cfg.Auth) }
 			err = server.Run(cmd.Context(), cfg, logger)
@@ -104,6 +114,7 @@ running jobs are not killed.`,
 	livenessFlags(cmd, &cfg)
 	pf.define(cmd, &cfg)
 	serverConfigFlag(cmd)
+	observabilityFlags(cmd, &logFmt, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)

@@ -22,6 +22,7 @@ import (
 	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/internal/backoff"
+	"github.com/hodei-jobs/hodei/telemetry"
 )
 
 // Exit codes of `hodei job run` when the job did not exit by itself. A job that exited
@@ -47,6 +48,7 @@ func newJobCmd() *cobra.Command {
 		newJobSubmitCmd(),
 		newJobRunCmd(),
 		newJobGetCmd(),
+		newJobExplainCmd(),
 		newJobListCmd(),
 		newJobLogsCmd(),
 		newJobCancelCmd(),
@@ -255,8 +257,10 @@ func newJobSubmitCmd() *cobra.Command {
 
 func newJobRunCmd() *cobra.Command {
 	var (
-		server string
-		sf     specFlags
+		server  string
+		sf      specFlags
+		verbose bool
+		traceID string
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- CMD [ARGS...]",
@@ -275,15 +279,27 @@ func newJobRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if verbose {
+				tp, tid, err := telemetry.NewTraceParent()
+				if err != nil {
+					return err
+				}
+				c.traceParent, traceID = tp, tid
+			}
 			job, err := c.submit(cmd.Context(), spec)
 			if err != nil {
 				return err
+			}
+			if verbose {
+				fmt.Fprintf(cmd.ErrOrStderr(), "job %s, trace %s\n", job.GetId(), traceID)
 			}
 			return c.follow(cmd.Context(), job.GetId(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	serverFlag(cmd, &server)
 	sf.define(cmd)
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false,
+		"print the job's id and trace id on standard error (look the trace up in your trace UI when the server exports traces: OTEL_EXPORTER_OTLP_ENDPOINT)")
 	return cmd
 }
 
@@ -439,7 +455,11 @@ func newJobCancelCmd() *cobra.Command {
 
 // submit submits spec and returns the created job.
 func (c *apiClient) submit(ctx context.Context, spec *hodeiv1.JobSpec) (*hodeiv1.Job, error) {
-	res, err := c.jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec}))
+	req := connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec})
+	if c.traceParent != "" {
+		req.Header().Set("traceparent", c.traceParent)
+	}
+	res, err := c.jobs.SubmitJob(ctx, req)
 	if err != nil {
 		return nil, c.explain(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -30,7 +31,7 @@ func newSagaCmd() *cobra.Command {
 		Short: "Inspect durable sagas",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newSagaShowCmd())
+	cmd.AddCommand(newSagaShowCmd(), newSagaListCmd())
 	return cmd
 }
 
@@ -226,6 +227,7 @@ func newBenchSagasCmd() *cobra.Command {
 	var (
 		dbURL, output, cpuProfile string
 		cfg                       bench.SagasConfig
+		traceSink                 bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sagas",
@@ -258,9 +260,19 @@ func newBenchSagasCmd() *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
+			var stopSink func() int64
+			if traceSink {
+				var err error
+				if stopSink, err = startTraceSink(cmd.Context(), slog.New(slog.DiscardHandler)); err != nil {
+					return err
+				}
+			}
 			res, err := bench.RunSagas(cmd.Context(), cfg)
 			if err != nil {
 				return err
+			}
+			if stopSink != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "trace sink: %d spans received\n", stopSink())
 			}
 			out := cmd.OutOrStdout()
 			if output == outputJSON {
@@ -286,5 +298,6 @@ func newBenchSagasCmd() *cobra.Command {
 	f.BoolVar(&cfg.Wake, "wake", false, "also wake runners on each start (in-process waker)")
 	f.IntVar(&cfg.Starters, "starters", 8, "goroutines starting sagas")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	traceSinkFlag(cmd, &traceSink)
 	return cmd
 }

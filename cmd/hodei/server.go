@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hodei-jobs/hodei/server"
+	"github.com/hodei-jobs/hodei/telemetry"
 )
 
 // Environment variables of `hodei server`.
@@ -24,6 +25,7 @@ func newServerCmd() *cobra.Command {
 	var (
 		cfg      server.Config
 		logLevel string
+		logFmt   string
 		pf       providerFlags
 	)
 	cmd := &cobra.Command{
@@ -77,7 +79,15 @@ server that comes up on the same address.`,
 			}
 			defer func() { _ = lock.Release() }()
 			cfg.DataDir, cfg.DataDirLocked = lock.Dir(), true
-			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			logger, err := telemetry.NewLogger(cmd.ErrOrStderr(), logFmt, level)
+			if err != nil {
+				return err
+			}
+			stopTracing, err := startTracing(cmd.Context(), telemetry.ServerServiceName, logger)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			out := cmd.OutOrStdout()
 			cfg.OnReady = func(url string) { fmt.Fprintf(out, "hodei server listening on %s\n", url) }
 			return server.Run(cmd.Context(), cfg, logger)
@@ -97,6 +107,7 @@ server that comes up on the same address.`,
 	livenessFlags(cmd, &cfg)
 	pf.define(cmd, &cfg)
 	serverConfigFlag(cmd)
+	observabilityFlags(cmd, &logFmt, &cfg)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)

@@ -5,6 +5,7 @@
 package workercmd
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/hodei-jobs/hodei/agent"
 	"github.com/hodei-jobs/hodei/internal/envflag"
 	"github.com/hodei-jobs/hodei/internal/tlsconf"
+	"github.com/hodei-jobs/hodei/telemetry"
 )
 
 // Environment of `hodei worker`, set by the provider that starts it.
@@ -87,7 +89,19 @@ job; non-zero when the server refuses the password or cannot be reached.`,
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
 			}
-			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			logger, err := telemetry.NewLogger(cmd.ErrOrStderr(), telemetry.LogText, level)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			// The agent exports its own spans where the server does (OTEL_* handed over
+			// by the provider), in the job's trace (TRACEPARENT).
+			cfg.TraceParent = os.Getenv(telemetry.EnvTraceParent)
+			stopTracing, err := StartTracing(cmd.Context(), telemetry.WorkerServiceName, logger)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			return agent.Run(cmd.Context(), cfg)
 		},
 	}
@@ -101,4 +115,23 @@ job; non-zero when the server refuses the password or cannot be reached.`,
 	envflag.Bind(cmd, "idle-timeout", envWorkerIdleTimeout)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
+}
+
+// StartTracing installs the OTLP trace pipeline from OTEL_* (a no-op when no endpoint
+// is set) and returns the function that flushes it at exit.
+func StartTracing(ctx context.Context, service string, logger *slog.Logger) (func(), error) {
+	tr, err := telemetry.SetupTracing(ctx, service, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if tr.Enabled {
+		logger.Info("exporting traces over OTLP", "service", service)
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(sctx); err != nil {
+			logger.Warn("trace export at shutdown failed", "err", err)
+		}
+	}, nil
 }

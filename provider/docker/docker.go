@@ -368,6 +368,9 @@ func (p *Provider) env(spec provider.WorkerSpec) []string {
 	if spec.CACertPEM != "" { // the CA bundle of an https:// server: not a secret
 		env = append(env, EnvCACertPEM+"="+spec.CACertPEM)
 	}
+	if spec.TraceParent != "" { // the job's trace, joined by the agent's registration
+		env = append(env, "TRACEPARENT="+spec.TraceParent)
+	}
 	return append(env,
 		EnvServer+"="+spec.ServerURL,
 		EnvWorkerID+"="+spec.WorkerID,

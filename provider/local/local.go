@@ -289,6 +289,9 @@ func (p *Provider) workerEnv(spec provider.WorkerSpec) []string {
 	if spec.CACertPEM != "" {
 		env = append(env, EnvCACertPEM+"="+spec.CACertPEM)
 	}
+	if spec.TraceParent != "" {
+		env = append(env, "TRACEPARENT="+spec.TraceParent)
+	}
 	if spec.Resources.MemoryBytes > 0 {
 		env = append(env, EnvMemoryBytes+"="+strconv.FormatInt(spec.Resources.MemoryBytes, 10))
 	}

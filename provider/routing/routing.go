@@ -10,6 +10,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hodei-jobs/hodei/provider"
 )
@@ -95,9 +99,20 @@ func (r *Router) Local(t Target) (bool, error) {
 
 // Destroy ends t's infrastructure (provider Destroy) where that may run.
 func (r *Router) Destroy(ctx context.Context, t Target) error {
+	ctx, span := otel.Tracer(TracerName).Start(ctx, "provider.destroy "+t.Provider, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("hodei.provider", t.Provider), attribute.String("hodei.worker.id", t.WorkerID),
+			attribute.String("hodei.worker.owner", t.Owner)))
+	defer span.End()
 	_, err := r.do(ctx, opDestroy, t)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
 	return err
 }
+
+// TracerName is the instrumentation name of the provider.destroy spans.
+const TracerName = "github.com/hodei-jobs/hodei/provider/routing"
 
 // Status asks t's provider about it where that may run.
 func (r *Router) Status(ctx context.Context, t Target) (provider.Status, error) {

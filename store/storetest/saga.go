@@ -24,6 +24,7 @@ func RunSaga(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Histories", func(t *testing.T) { sagaHistories(t, newStore(t)) })
 	t.Run("Snapshots", func(t *testing.T) { sagaSnapshots(t, newStore(t)) })
 	t.Run("Timers", func(t *testing.T) { sagaTimers(t, newStore(t)) })
+	t.Run("List", func(t *testing.T) { sagaList(t, newStore(t)) })
 }
 
 func sagaCtx(t *testing.T) context.Context {

@@ -20,6 +20,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Workers", func(t *testing.T) { testWorkers(t, newStore) })
 	t.Run("Tx", func(t *testing.T) { testTx(t, newStore) })
 	t.Run("Outbox", func(t *testing.T) { testOutbox(t, newStore) })
+	t.Run("Gauges", func(t *testing.T) { testGauges(t, newStore) })
 	t.Run("Idempotency", func(t *testing.T) { testIdempotency(t, newStore) })
 	t.Run("Installation", func(t *testing.T) { testInstallation(t, newStore) })
 }

@@ -1867,7 +1867,10 @@ type RunJob struct {
 	// The values of spec.secrets, decrypted by the replica holding the worker's
 	// authenticated stream just before sending; the agent sets them in the job's
 	// environment only and masks them in its logs. Fields 10-14.
-	SecretEnv     []*SecretEnv `protobuf:"bytes,10,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty"`
+	SecretEnv []*SecretEnv `protobuf:"bytes,10,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty"`
+	// The W3C trace context (traceparent, tracestate) of the job's trace: the agent's
+	// span of running the job is its child, exported by the agent (OTEL_* environment).
+	TraceContext  map[string]string `protobuf:"bytes,30,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1926,6 +1929,13 @@ func (x *RunJob) GetAttempt() int32 {
 func (x *RunJob) GetSecretEnv() []*SecretEnv {
 	if x != nil {
 		return x.SecretEnv
+	}
+	return nil
+}
+
+func (x *RunJob) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
 	}
 	return nil
 }
@@ -3831,6 +3841,227 @@ func (x *ListNamespacesResponse) GetNamespaces() []*Namespace {
 	return nil
 }
 
+// Field numbers 30-39 (issue 15's range).
+type ExplainJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,30,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainJobRequest) Reset() {
+	*x = ExplainJobRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainJobRequest) ProtoMessage() {}
+
+func (x *ExplainJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainJobRequest.ProtoReflect.Descriptor instead.
+func (*ExplainJobRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ExplainJobRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ExplainJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State string                 `protobuf:"bytes,30,opt,name=state,proto3" json:"state,omitempty"`
+	// One line, e.g. "PENDING: 37 jobs ahead of it; provider docker at capacity 8/8".
+	Summary       string   `protobuf:"bytes,31,opt,name=summary,proto3" json:"summary,omitempty"`
+	Details       []string `protobuf:"bytes,32,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainJobResponse) Reset() {
+	*x = ExplainJobResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainJobResponse) ProtoMessage() {}
+
+func (x *ExplainJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainJobResponse.ProtoReflect.Descriptor instead.
+func (*ExplainJobResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ExplainJobResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ExplainJobResponse) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *ExplainJobResponse) GetDetails() []string {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+type ListSagasRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  string                 `protobuf:"bytes,30,opt,name=type,proto3" json:"type,omitempty"`
+	// A saga state (RUNNING, WAITING, COMPENSATING, COMPLETED, ...); empty: any.
+	State string `protobuf:"bytes,31,opt,name=state,proto3" json:"state,omitempty"`
+	// Only sagas unchanged for longer than this (e.g. WAITING for more than 10m).
+	UnchangedFor *durationpb.Duration `protobuf:"bytes,32,opt,name=unchanged_for,json=unchangedFor,proto3" json:"unchanged_for,omitempty"`
+	// At most this many, least recently changed first (default 100, at most 1000).
+	Limit         int32 `protobuf:"varint,33,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSagasRequest) Reset() {
+	*x = ListSagasRequest{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSagasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSagasRequest) ProtoMessage() {}
+
+func (x *ListSagasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSagasRequest.ProtoReflect.Descriptor instead.
+func (*ListSagasRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ListSagasRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ListSagasRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ListSagasRequest) GetUnchangedFor() *durationpb.Duration {
+	if x != nil {
+		return x.UnchangedFor
+	}
+	return nil
+}
+
+func (x *ListSagasRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListSagasResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sagas         []*SagaSummary         `protobuf:"bytes,30,rep,name=sagas,proto3" json:"sagas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSagasResponse) Reset() {
+	*x = ListSagasResponse{}
+	mi := &file_hodei_v1_hodei_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSagasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSagasResponse) ProtoMessage() {}
+
+func (x *ListSagasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_hodei_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSagasResponse.ProtoReflect.Descriptor instead.
+func (*ListSagasResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_hodei_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ListSagasResponse) GetSagas() []*SagaSummary {
+	if x != nil {
+		return x.Sagas
+	}
+	return nil
+}
+
 var File_hodei_v1_hodei_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_hodei_proto_rawDesc = "" +
@@ -3979,14 +4210,18 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x06result\x18\x04 \x01(\v2\x13.hodei.v1.JobResultH\x00R\x06result\x12!\n" +
 	"\x03ack\x18\x05 \x01(\v2\r.hodei.v1.AckH\x00R\x03ack\x120\n" +
 	"\astarted\x18\x06 \x01(\v2\x14.hodei.v1.JobStartedH\x00R\astartedB\t\n" +
-	"\apayload\"\x94\x01\n" +
+	"\apayload\"\x9e\x02\n" +
 	"\x06RunJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x122\n" +
 	"\n" +
 	"secret_env\x18\n" +
-	" \x03(\v2\x13.hodei.v1.SecretEnvR\tsecretEnv\"3\n" +
+	" \x03(\v2\x13.hodei.v1.SecretEnvR\tsecretEnv\x12G\n" +
+	"\rtrace_context\x18\x1e \x03(\v2\".hodei.v1.RunJob.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
 	"\tSecretEnv\x12\x10\n" +
 	"\x03env\x18\x01 \x01(\tR\x03env\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"x\n" +
@@ -4132,7 +4367,20 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\x16ListNamespacesResponse\x123\n" +
 	"\n" +
 	"namespaces\x18\x01 \x03(\v2\x13.hodei.v1.NamespaceR\n" +
-	"namespaces*\xae\x02\n" +
+	"namespaces\"#\n" +
+	"\x11ExplainJobRequest\x12\x0e\n" +
+	"\x02id\x18\x1e \x01(\tR\x02id\"^\n" +
+	"\x12ExplainJobResponse\x12\x14\n" +
+	"\x05state\x18\x1e \x01(\tR\x05state\x12\x18\n" +
+	"\asummary\x18\x1f \x01(\tR\asummary\x12\x18\n" +
+	"\adetails\x18  \x03(\tR\adetails\"\x92\x01\n" +
+	"\x10ListSagasRequest\x12\x12\n" +
+	"\x04type\x18\x1e \x01(\tR\x04type\x12\x14\n" +
+	"\x05state\x18\x1f \x01(\tR\x05state\x12>\n" +
+	"\runchanged_for\x18  \x01(\v2\x19.google.protobuf.DurationR\funchangedFor\x12\x14\n" +
+	"\x05limit\x18! \x01(\x05R\x05limit\"@\n" +
+	"\x11ListSagasResponse\x12+\n" +
+	"\x05sagas\x18\x1e \x03(\v2\x15.hodei.v1.SagaSummaryR\x05sagas*\xae\x02\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -4149,7 +4397,7 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\tLogStream\x12\x1a\n" +
 	"\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n" +
-	"\x11LOG_STREAM_STDERR\x10\x022\xa8\x03\n" +
+	"\x11LOG_STREAM_STDERR\x10\x022\xf1\x03\n" +
 	"\n" +
 	"JobService\x12D\n" +
 	"\tSubmitJob\x12\x1a.hodei.v1.SubmitJobRequest\x1a\x1b.hodei.v1.SubmitJobResponse\x12;\n" +
@@ -4158,15 +4406,18 @@ const file_hodei_v1_hodei_proto_rawDesc = "" +
 	"\tCancelJob\x12\x1a.hodei.v1.CancelJobRequest\x1a\x1b.hodei.v1.CancelJobResponse\x12C\n" +
 	"\bWatchJob\x12\x19.hodei.v1.WatchJobRequest\x1a\x1a.hodei.v1.WatchJobResponse0\x01\x12I\n" +
 	"\n" +
-	"StreamLogs\x12\x1b.hodei.v1.StreamLogsRequest\x1a\x1c.hodei.v1.StreamLogsResponse0\x012\x98\x01\n" +
+	"StreamLogs\x12\x1b.hodei.v1.StreamLogsRequest\x1a\x1c.hodei.v1.StreamLogsResponse0\x01\x12G\n" +
+	"\n" +
+	"ExplainJob\x12\x1b.hodei.v1.ExplainJobRequest\x1a\x1c.hodei.v1.ExplainJobResponse2\x98\x01\n" +
 	"\x12WorkerAgentService\x12A\n" +
 	"\bRegister\x12\x19.hodei.v1.RegisterRequest\x1a\x1a.hodei.v1.RegisterResponse\x12?\n" +
-	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xf9\x06\n" +
+	"\aConnect\x12\x17.hodei.v1.WorkerMessage\x1a\x17.hodei.v1.ServerMessage(\x010\x012\xbf\a\n" +
 	"\fAdminService\x12D\n" +
 	"\tResumeJob\x12\x1a.hodei.v1.ResumeJobRequest\x1a\x1b.hodei.v1.ResumeJobResponse\x12V\n" +
 	"\x0fListDeadLetters\x12 .hodei.v1.ListDeadLettersRequest\x1a!.hodei.v1.ListDeadLettersResponse\x12\\\n" +
 	"\x11RequeueDeadLetter\x12\".hodei.v1.RequeueDeadLetterRequest\x1a#.hodei.v1.RequeueDeadLetterResponse\x12M\n" +
-	"\fListJobSagas\x12\x1d.hodei.v1.ListJobSagasRequest\x1a\x1e.hodei.v1.ListJobSagasResponse\x12S\n" +
+	"\fListJobSagas\x12\x1d.hodei.v1.ListJobSagasRequest\x1a\x1e.hodei.v1.ListJobSagasResponse\x12D\n" +
+	"\tListSagas\x12\x1a.hodei.v1.ListSagasRequest\x1a\x1b.hodei.v1.ListSagasResponse\x12S\n" +
 	"\x0eGetSagaHistory\x12\x1f.hodei.v1.GetSagaHistoryRequest\x1a .hodei.v1.GetSagaHistoryResponse\x12J\n" +
 	"\vCreateToken\x12\x1c.hodei.v1.CreateTokenRequest\x1a\x1d.hodei.v1.CreateTokenResponse\x12G\n" +
 	"\n" +
@@ -4189,7 +4440,7 @@ func file_hodei_v1_hodei_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_hodei_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_hodei_v1_hodei_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_hodei_v1_hodei_proto_goTypes = []any{
 	(JobState)(0),                     // 0: hodei.v1.JobState
 	(LogStream)(0),                    // 1: hodei.v1.LogStream
@@ -4251,43 +4502,48 @@ var file_hodei_v1_hodei_proto_goTypes = []any{
 	(*SetNamespaceResponse)(nil),      // 57: hodei.v1.SetNamespaceResponse
 	(*ListNamespacesRequest)(nil),     // 58: hodei.v1.ListNamespacesRequest
 	(*ListNamespacesResponse)(nil),    // 59: hodei.v1.ListNamespacesResponse
-	nil,                               // 60: hodei.v1.JobSpec.EnvEntry
-	nil,                               // 61: hodei.v1.JobSpec.LabelsEntry
-	nil,                               // 62: hodei.v1.JobSpec.SelectorEntry
-	nil,                               // 63: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),       // 64: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 65: google.protobuf.Timestamp
+	(*ExplainJobRequest)(nil),         // 60: hodei.v1.ExplainJobRequest
+	(*ExplainJobResponse)(nil),        // 61: hodei.v1.ExplainJobResponse
+	(*ListSagasRequest)(nil),          // 62: hodei.v1.ListSagasRequest
+	(*ListSagasResponse)(nil),         // 63: hodei.v1.ListSagasResponse
+	nil,                               // 64: hodei.v1.JobSpec.EnvEntry
+	nil,                               // 65: hodei.v1.JobSpec.LabelsEntry
+	nil,                               // 66: hodei.v1.JobSpec.SelectorEntry
+	nil,                               // 67: hodei.v1.ListJobsRequest.LabelsEntry
+	nil,                               // 68: hodei.v1.RunJob.TraceContextEntry
+	(*durationpb.Duration)(nil),       // 69: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 70: google.protobuf.Timestamp
 }
 var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	2,  // 0: hodei.v1.JobSpec.script:type_name -> hodei.v1.Script
-	60, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	64, // 1: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
 	3,  // 2: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	61, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
-	64, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
-	62, // 5: hodei.v1.JobSpec.selector:type_name -> hodei.v1.JobSpec.SelectorEntry
+	65, // 3: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	69, // 4: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	66, // 5: hodei.v1.JobSpec.selector:type_name -> hodei.v1.JobSpec.SelectorEntry
 	5,  // 6: hodei.v1.JobSpec.secrets:type_name -> hodei.v1.SecretRef
 	4,  // 7: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	65, // 8: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	65, // 9: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	65, // 10: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	65, // 11: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	70, // 8: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	70, // 9: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	70, // 10: hodei.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	70, // 11: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
 	4,  // 12: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
 	6,  // 13: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
 	6,  // 14: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
 	39, // 15: hodei.v1.GetJobResponse.sagas:type_name -> hodei.v1.SagaSummary
-	63, // 16: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	67, // 16: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
 	6,  // 17: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
 	6,  // 18: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
 	6,  // 19: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
 	1,  // 20: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	65, // 21: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	70, // 21: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	18, // 22: hodei.v1.StreamLogsResponse.lines:type_name -> hodei.v1.LogLine
-	64, // 23: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	65, // 24: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	69, // 23: hodei.v1.RegisterResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	70, // 24: hodei.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
 	18, // 25: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	65, // 26: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	65, // 27: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	65, // 28: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
+	70, // 26: hodei.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	70, // 27: hodei.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	70, // 28: hodei.v1.JobStarted.time:type_name -> google.protobuf.Timestamp
 	22, // 29: hodei.v1.WorkerMessage.heartbeat:type_name -> hodei.v1.Heartbeat
 	23, // 30: hodei.v1.WorkerMessage.logs:type_name -> hodei.v1.LogBatch
 	24, // 31: hodei.v1.WorkerMessage.result:type_name -> hodei.v1.JobResult
@@ -4295,76 +4551,83 @@ var file_hodei_v1_hodei_proto_depIdxs = []int32{
 	25, // 33: hodei.v1.WorkerMessage.started:type_name -> hodei.v1.JobStarted
 	4,  // 34: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
 	29, // 35: hodei.v1.RunJob.secret_env:type_name -> hodei.v1.SecretEnv
-	64, // 36: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
-	28, // 37: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
-	30, // 38: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
-	26, // 39: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
-	6,  // 40: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
-	65, // 41: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
-	65, // 42: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
-	34, // 43: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
-	65, // 44: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
-	65, // 45: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
-	39, // 46: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
-	65, // 47: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
-	39, // 48: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
-	65, // 49: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
-	42, // 50: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
-	65, // 51: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
-	65, // 52: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
-	65, // 53: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
-	64, // 54: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
-	45, // 55: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
-	45, // 56: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
-	45, // 57: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
-	65, // 58: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	65, // 59: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	52, // 60: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
-	55, // 61: hodei.v1.SetNamespaceResponse.namespace:type_name -> hodei.v1.Namespace
-	55, // 62: hodei.v1.ListNamespacesResponse.namespaces:type_name -> hodei.v1.Namespace
-	7,  // 63: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	9,  // 64: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	11, // 65: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	13, // 66: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	15, // 67: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	17, // 68: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
-	20, // 69: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
-	27, // 70: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
-	32, // 71: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
-	35, // 72: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	37, // 73: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
-	40, // 74: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
-	43, // 75: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
-	46, // 76: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
-	48, // 77: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
-	50, // 78: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
-	53, // 79: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
-	56, // 80: hodei.v1.AdminService.SetNamespace:input_type -> hodei.v1.SetNamespaceRequest
-	58, // 81: hodei.v1.AdminService.ListNamespaces:input_type -> hodei.v1.ListNamespacesRequest
-	8,  // 82: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	10, // 83: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	12, // 84: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	14, // 85: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	16, // 86: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	19, // 87: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
-	21, // 88: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
-	31, // 89: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
-	33, // 90: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
-	36, // 91: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	38, // 92: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
-	41, // 93: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
-	44, // 94: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
-	47, // 95: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
-	49, // 96: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
-	51, // 97: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
-	54, // 98: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
-	57, // 99: hodei.v1.AdminService.SetNamespace:output_type -> hodei.v1.SetNamespaceResponse
-	59, // 100: hodei.v1.AdminService.ListNamespaces:output_type -> hodei.v1.ListNamespacesResponse
-	82, // [82:101] is the sub-list for method output_type
-	63, // [63:82] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	68, // 36: hodei.v1.RunJob.trace_context:type_name -> hodei.v1.RunJob.TraceContextEntry
+	69, // 37: hodei.v1.CancelJob.grace_period:type_name -> google.protobuf.Duration
+	28, // 38: hodei.v1.ServerMessage.run_job:type_name -> hodei.v1.RunJob
+	30, // 39: hodei.v1.ServerMessage.cancel:type_name -> hodei.v1.CancelJob
+	26, // 40: hodei.v1.ServerMessage.ack:type_name -> hodei.v1.Ack
+	6,  // 41: hodei.v1.ResumeJobResponse.job:type_name -> hodei.v1.Job
+	70, // 42: hodei.v1.DeadLetter.created_at:type_name -> google.protobuf.Timestamp
+	70, // 43: hodei.v1.DeadLetter.updated_at:type_name -> google.protobuf.Timestamp
+	34, // 44: hodei.v1.ListDeadLettersResponse.messages:type_name -> hodei.v1.DeadLetter
+	70, // 45: hodei.v1.SagaSummary.created_at:type_name -> google.protobuf.Timestamp
+	70, // 46: hodei.v1.SagaSummary.updated_at:type_name -> google.protobuf.Timestamp
+	39, // 47: hodei.v1.ListJobSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
+	70, // 48: hodei.v1.SagaEvent.time:type_name -> google.protobuf.Timestamp
+	39, // 49: hodei.v1.GetSagaHistoryResponse.saga:type_name -> hodei.v1.SagaSummary
+	70, // 50: hodei.v1.GetSagaHistoryResponse.runnable_at:type_name -> google.protobuf.Timestamp
+	42, // 51: hodei.v1.GetSagaHistoryResponse.events:type_name -> hodei.v1.SagaEvent
+	70, // 52: hodei.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	70, // 53: hodei.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	70, // 54: hodei.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
+	69, // 55: hodei.v1.CreateTokenRequest.expires_in:type_name -> google.protobuf.Duration
+	45, // 56: hodei.v1.CreateTokenResponse.token:type_name -> hodei.v1.ApiToken
+	45, // 57: hodei.v1.ListTokensResponse.tokens:type_name -> hodei.v1.ApiToken
+	45, // 58: hodei.v1.RevokeTokenResponse.token:type_name -> hodei.v1.ApiToken
+	70, // 59: hodei.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	70, // 60: hodei.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	52, // 61: hodei.v1.ListAuditResponse.records:type_name -> hodei.v1.AuditRecord
+	55, // 62: hodei.v1.SetNamespaceResponse.namespace:type_name -> hodei.v1.Namespace
+	55, // 63: hodei.v1.ListNamespacesResponse.namespaces:type_name -> hodei.v1.Namespace
+	69, // 64: hodei.v1.ListSagasRequest.unchanged_for:type_name -> google.protobuf.Duration
+	39, // 65: hodei.v1.ListSagasResponse.sagas:type_name -> hodei.v1.SagaSummary
+	7,  // 66: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	9,  // 67: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	11, // 68: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	13, // 69: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	15, // 70: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	17, // 71: hodei.v1.JobService.StreamLogs:input_type -> hodei.v1.StreamLogsRequest
+	60, // 72: hodei.v1.JobService.ExplainJob:input_type -> hodei.v1.ExplainJobRequest
+	20, // 73: hodei.v1.WorkerAgentService.Register:input_type -> hodei.v1.RegisterRequest
+	27, // 74: hodei.v1.WorkerAgentService.Connect:input_type -> hodei.v1.WorkerMessage
+	32, // 75: hodei.v1.AdminService.ResumeJob:input_type -> hodei.v1.ResumeJobRequest
+	35, // 76: hodei.v1.AdminService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	37, // 77: hodei.v1.AdminService.RequeueDeadLetter:input_type -> hodei.v1.RequeueDeadLetterRequest
+	40, // 78: hodei.v1.AdminService.ListJobSagas:input_type -> hodei.v1.ListJobSagasRequest
+	62, // 79: hodei.v1.AdminService.ListSagas:input_type -> hodei.v1.ListSagasRequest
+	43, // 80: hodei.v1.AdminService.GetSagaHistory:input_type -> hodei.v1.GetSagaHistoryRequest
+	46, // 81: hodei.v1.AdminService.CreateToken:input_type -> hodei.v1.CreateTokenRequest
+	48, // 82: hodei.v1.AdminService.ListTokens:input_type -> hodei.v1.ListTokensRequest
+	50, // 83: hodei.v1.AdminService.RevokeToken:input_type -> hodei.v1.RevokeTokenRequest
+	53, // 84: hodei.v1.AdminService.ListAudit:input_type -> hodei.v1.ListAuditRequest
+	56, // 85: hodei.v1.AdminService.SetNamespace:input_type -> hodei.v1.SetNamespaceRequest
+	58, // 86: hodei.v1.AdminService.ListNamespaces:input_type -> hodei.v1.ListNamespacesRequest
+	8,  // 87: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	10, // 88: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	12, // 89: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	14, // 90: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	16, // 91: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	19, // 92: hodei.v1.JobService.StreamLogs:output_type -> hodei.v1.StreamLogsResponse
+	61, // 93: hodei.v1.JobService.ExplainJob:output_type -> hodei.v1.ExplainJobResponse
+	21, // 94: hodei.v1.WorkerAgentService.Register:output_type -> hodei.v1.RegisterResponse
+	31, // 95: hodei.v1.WorkerAgentService.Connect:output_type -> hodei.v1.ServerMessage
+	33, // 96: hodei.v1.AdminService.ResumeJob:output_type -> hodei.v1.ResumeJobResponse
+	36, // 97: hodei.v1.AdminService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	38, // 98: hodei.v1.AdminService.RequeueDeadLetter:output_type -> hodei.v1.RequeueDeadLetterResponse
+	41, // 99: hodei.v1.AdminService.ListJobSagas:output_type -> hodei.v1.ListJobSagasResponse
+	63, // 100: hodei.v1.AdminService.ListSagas:output_type -> hodei.v1.ListSagasResponse
+	44, // 101: hodei.v1.AdminService.GetSagaHistory:output_type -> hodei.v1.GetSagaHistoryResponse
+	47, // 102: hodei.v1.AdminService.CreateToken:output_type -> hodei.v1.CreateTokenResponse
+	49, // 103: hodei.v1.AdminService.ListTokens:output_type -> hodei.v1.ListTokensResponse
+	51, // 104: hodei.v1.AdminService.RevokeToken:output_type -> hodei.v1.RevokeTokenResponse
+	54, // 105: hodei.v1.AdminService.ListAudit:output_type -> hodei.v1.ListAuditResponse
+	57, // 106: hodei.v1.AdminService.SetNamespace:output_type -> hodei.v1.SetNamespaceResponse
+	59, // 107: hodei.v1.AdminService.ListNamespaces:output_type -> hodei.v1.ListNamespacesResponse
+	87, // [87:108] is the sub-list for method output_type
+	66, // [66:87] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_hodei_proto_init() }
@@ -4391,7 +4654,7 @@ func file_hodei_v1_hodei_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_hodei_proto_rawDesc), len(file_hodei_v1_hodei_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   62,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -49,6 +49,8 @@ const (
 	JobServiceWatchJobProcedure = "/hodei.v1.JobService/WatchJob"
 	// JobServiceStreamLogsProcedure is the fully-qualified name of the JobService's StreamLogs RPC.
 	JobServiceStreamLogsProcedure = "/hodei.v1.JobService/StreamLogs"
+	// JobServiceExplainJobProcedure is the fully-qualified name of the JobService's ExplainJob RPC.
+	JobServiceExplainJobProcedure = "/hodei.v1.JobService/ExplainJob"
 	// WorkerAgentServiceRegisterProcedure is the fully-qualified name of the WorkerAgentService's
 	// Register RPC.
 	WorkerAgentServiceRegisterProcedure = "/hodei.v1.WorkerAgentService/Register"
@@ -66,6 +68,8 @@ const (
 	// AdminServiceListJobSagasProcedure is the fully-qualified name of the AdminService's ListJobSagas
 	// RPC.
 	AdminServiceListJobSagasProcedure = "/hodei.v1.AdminService/ListJobSagas"
+	// AdminServiceListSagasProcedure is the fully-qualified name of the AdminService's ListSagas RPC.
+	AdminServiceListSagasProcedure = "/hodei.v1.AdminService/ListSagas"
 	// AdminServiceGetSagaHistoryProcedure is the fully-qualified name of the AdminService's
 	// GetSagaHistory RPC.
 	AdminServiceGetSagaHistoryProcedure = "/hodei.v1.AdminService/GetSagaHistory"
@@ -95,6 +99,8 @@ type JobServiceClient interface {
 	CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error)
 	WatchJob(context.Context, *connect.Request[v1.WatchJobRequest]) (*connect.ServerStreamForClient[v1.WatchJobResponse], error)
 	StreamLogs(context.Context, *connect.Request[v1.StreamLogsRequest]) (*connect.ServerStreamForClient[v1.StreamLogsResponse], error)
+	// ExplainJob says in words why a job is where it is (hodei job explain).
+	ExplainJob(context.Context, *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error)
 }
 
 // NewJobServiceClient constructs a client for the hodei.v1.JobService service. By default, it uses
@@ -144,6 +150,12 @@ func NewJobServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(jobServiceMethods.ByName("StreamLogs")),
 			connect.WithClientOptions(opts...),
 		),
+		explainJob: connect.NewClient[v1.ExplainJobRequest, v1.ExplainJobResponse](
+			httpClient,
+			baseURL+JobServiceExplainJobProcedure,
+			connect.WithSchema(jobServiceMethods.ByName("ExplainJob")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -155,6 +167,7 @@ type jobServiceClient struct {
 	cancelJob  *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
 	watchJob   *connect.Client[v1.WatchJobRequest, v1.WatchJobResponse]
 	streamLogs *connect.Client[v1.StreamLogsRequest, v1.StreamLogsResponse]
+	explainJob *connect.Client[v1.ExplainJobRequest, v1.ExplainJobResponse]
 }
 
 // SubmitJob calls hodei.v1.JobService.SubmitJob.
@@ -187,6 +200,11 @@ func (c *jobServiceClient) StreamLogs(ctx context.Context, req *connect.Request[
 	return c.streamLogs.CallServerStream(ctx, req)
 }
 
+// ExplainJob calls hodei.v1.JobService.ExplainJob.
+func (c *jobServiceClient) ExplainJob(ctx context.Context, req *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error) {
+	return c.explainJob.CallUnary(ctx, req)
+}
+
 // JobServiceHandler is an implementation of the hodei.v1.JobService service.
 type JobServiceHandler interface {
 	SubmitJob(context.Context, *connect.Request[v1.SubmitJobRequest]) (*connect.Response[v1.SubmitJobResponse], error)
@@ -195,6 +213,8 @@ type JobServiceHandler interface {
 	CancelJob(context.Context, *connect.Request[v1.CancelJobRequest]) (*connect.Response[v1.CancelJobResponse], error)
 	WatchJob(context.Context, *connect.Request[v1.WatchJobRequest], *connect.ServerStream[v1.WatchJobResponse]) error
 	StreamLogs(context.Context, *connect.Request[v1.StreamLogsRequest], *connect.ServerStream[v1.StreamLogsResponse]) error
+	// ExplainJob says in words why a job is where it is (hodei job explain).
+	ExplainJob(context.Context, *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error)
 }
 
 // NewJobServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -240,6 +260,12 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(jobServiceMethods.ByName("StreamLogs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	jobServiceExplainJobHandler := connect.NewUnaryHandler(
+		JobServiceExplainJobProcedure,
+		svc.ExplainJob,
+		connect.WithSchema(jobServiceMethods.ByName("ExplainJob")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hodei.v1.JobService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case JobServiceSubmitJobProcedure:
@@ -254,6 +280,8 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 			jobServiceWatchJobHandler.ServeHTTP(w, r)
 		case JobServiceStreamLogsProcedure:
 			jobServiceStreamLogsHandler.ServeHTTP(w, r)
+		case JobServiceExplainJobProcedure:
+			jobServiceExplainJobHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -285,6 +313,10 @@ func (UnimplementedJobServiceHandler) WatchJob(context.Context, *connect.Request
 
 func (UnimplementedJobServiceHandler) StreamLogs(context.Context, *connect.Request[v1.StreamLogsRequest], *connect.ServerStream[v1.StreamLogsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.JobService.StreamLogs is not implemented"))
+}
+
+func (UnimplementedJobServiceHandler) ExplainJob(context.Context, *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.JobService.ExplainJob is not implemented"))
 }
 
 // WorkerAgentServiceClient is a client for the hodei.v1.WorkerAgentService service.
@@ -391,6 +423,8 @@ type AdminServiceClient interface {
 	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
 	RequeueDeadLetter(context.Context, *connect.Request[v1.RequeueDeadLetterRequest]) (*connect.Response[v1.RequeueDeadLetterResponse], error)
 	ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error)
+	// ListSagas lists sagas by type, state and time since their last change (hodei saga list).
+	ListSagas(context.Context, *connect.Request[v1.ListSagasRequest]) (*connect.Response[v1.ListSagasResponse], error)
 	// A saga's row and its event history (`hodei saga show`).
 	GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error)
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
@@ -436,6 +470,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+AdminServiceListJobSagasProcedure,
 			connect.WithSchema(adminServiceMethods.ByName("ListJobSagas")),
+			connect.WithClientOptions(opts...),
+		),
+		listSagas: connect.NewClient[v1.ListSagasRequest, v1.ListSagasResponse](
+			httpClient,
+			baseURL+AdminServiceListSagasProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListSagas")),
 			connect.WithClientOptions(opts...),
 		),
 		getSagaHistory: connect.NewClient[v1.GetSagaHistoryRequest, v1.GetSagaHistoryResponse](
@@ -489,6 +529,7 @@ type adminServiceClient struct {
 	listDeadLetters   *connect.Client[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse]
 	requeueDeadLetter *connect.Client[v1.RequeueDeadLetterRequest, v1.RequeueDeadLetterResponse]
 	listJobSagas      *connect.Client[v1.ListJobSagasRequest, v1.ListJobSagasResponse]
+	listSagas         *connect.Client[v1.ListSagasRequest, v1.ListSagasResponse]
 	getSagaHistory    *connect.Client[v1.GetSagaHistoryRequest, v1.GetSagaHistoryResponse]
 	createToken       *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
 	listTokens        *connect.Client[v1.ListTokensRequest, v1.ListTokensResponse]
@@ -516,6 +557,11 @@ func (c *adminServiceClient) RequeueDeadLetter(ctx context.Context, req *connect
 // ListJobSagas calls hodei.v1.AdminService.ListJobSagas.
 func (c *adminServiceClient) ListJobSagas(ctx context.Context, req *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error) {
 	return c.listJobSagas.CallUnary(ctx, req)
+}
+
+// ListSagas calls hodei.v1.AdminService.ListSagas.
+func (c *adminServiceClient) ListSagas(ctx context.Context, req *connect.Request[v1.ListSagasRequest]) (*connect.Response[v1.ListSagasResponse], error) {
+	return c.listSagas.CallUnary(ctx, req)
 }
 
 // GetSagaHistory calls hodei.v1.AdminService.GetSagaHistory.
@@ -559,6 +605,8 @@ type AdminServiceHandler interface {
 	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
 	RequeueDeadLetter(context.Context, *connect.Request[v1.RequeueDeadLetterRequest]) (*connect.Response[v1.RequeueDeadLetterResponse], error)
 	ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error)
+	// ListSagas lists sagas by type, state and time since their last change (hodei saga list).
+	ListSagas(context.Context, *connect.Request[v1.ListSagasRequest]) (*connect.Response[v1.ListSagasResponse], error)
 	// A saga's row and its event history (`hodei saga show`).
 	GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error)
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
@@ -600,6 +648,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		AdminServiceListJobSagasProcedure,
 		svc.ListJobSagas,
 		connect.WithSchema(adminServiceMethods.ByName("ListJobSagas")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListSagasHandler := connect.NewUnaryHandler(
+		AdminServiceListSagasProcedure,
+		svc.ListSagas,
+		connect.WithSchema(adminServiceMethods.ByName("ListSagas")),
 		connect.WithHandlerOptions(opts...),
 	)
 	adminServiceGetSagaHistoryHandler := connect.NewUnaryHandler(
@@ -654,6 +708,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceRequeueDeadLetterHandler.ServeHTTP(w, r)
 		case AdminServiceListJobSagasProcedure:
 			adminServiceListJobSagasHandler.ServeHTTP(w, r)
+		case AdminServiceListSagasProcedure:
+			adminServiceListSagasHandler.ServeHTTP(w, r)
 		case AdminServiceGetSagaHistoryProcedure:
 			adminServiceGetSagaHistoryHandler.ServeHTTP(w, r)
 		case AdminServiceCreateTokenProcedure:
@@ -691,6 +747,10 @@ func (UnimplementedAdminServiceHandler) RequeueDeadLetter(context.Context, *conn
 
 func (UnimplementedAdminServiceHandler) ListJobSagas(context.Context, *connect.Request[v1.ListJobSagasRequest]) (*connect.Response[v1.ListJobSagasResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListJobSagas is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListSagas(context.Context, *connect.Request[v1.ListSagasRequest]) (*connect.Response[v1.ListSagasResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.AdminService.ListSagas is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) GetSagaHistory(context.Context, *connect.Request[v1.GetSagaHistoryRequest]) (*connect.Response[v1.GetSagaHistoryResponse], error) {
