@@ -263,6 +263,8 @@ type envOpts struct {
 	noEngineLoop bool
 	// leader, if set, builds the Service's Config.Leader over the test's store.
 	leader func(st store.Store) jobs.Leadership
+	// pools are the Service's warm pools (Config.Pools).
+	pools []jobs.PoolConfig
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -305,7 +307,7 @@ func (e *env) start(o envOpts) {
 		leader = o.leader(e.st)
 	}
 	svc, err := jobs.New(e.st, bus, eng, newProviders(t, e.cloud), e.cloud, jobs.Config{ServerURL: "http://127.0.0.1:1",
-		Leader:   leader,
+		Leader: leader, Pools: o.pools,
 		Capacity: capacity, RegistrationTimeout: o.regTimeout, SchedulerPoll: 50 * time.Millisecond,
 		SweepInterval: 100 * time.Millisecond,
 		Logger:        logger, Now: e.clock.Now})

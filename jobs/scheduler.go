@@ -88,13 +88,25 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 			return err
 		}
 		free := min(s.cfg.Capacity-active, s.cfg.SchedulerBatch)
-		if free <= 0 {
+		if free <= 0 && len(s.cfg.Pools) == 0 {
 			return nil
 		}
-		room, err := s.providerRoom(ctx)
+		room, workers, err := s.providerRoom(ctx)
 		if err != nil {
 			return err
 		}
+		// Warm pools (warm.go): idle workers a job may take with no provisioning.
+		wp := &warmPass{waiting: map[string]bool{}}
+		for _, w := range workers {
+			if idleWarm(w) {
+				wp.idle = append(wp.idle, w)
+			}
+		}
+		if free <= 0 && len(wp.idle) == 0 {
+			return nil
+		}
+		free = max(free, 0)
+		reserved := 0
 		// Namespaces at their limit on running jobs are left out; the others' jobs
 		// start up to their headroom (a batch may claim more of one namespace than it
 		// may start: those stay PENDING, and the next round leaves the namespace out).
@@ -111,12 +123,15 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 		slices.Sort(full)
 		// More than free are claimed so that a job waiting for a full provider does
 		// not hold back later jobs that another provider has room for.
-		pending, err := sched.ClaimPendingExcept(ctx, min(max(4*free, 16), 100), full)
+		limit := min(max(4*free, 16), 100)
+		pending, err := sched.ClaimPendingExcept(ctx, limit, full)
 		if err != nil {
 			return err
 		}
+		wp.all = len(pending) == limit // more may wait unclaimed: the pools wait too
 		for _, j := range pending {
-			if started == free {
+			if started == s.cfg.SchedulerBatch {
+				wp.all = true
 				break
 			}
 			cands, err := s.candidates(j.Spec)
@@ -129,6 +144,23 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 				}
 				continue
 			}
+			ns := j.NamespaceOf()
+			if n, limited := headroom[ns]; limited && n <= 0 {
+				continue
+			}
+			took := func() {
+				if n, limited := headroom[ns]; limited {
+					headroom[ns] = n - 1
+				}
+				started++
+			}
+			if w := s.takeMatch(wp, j, cands); w != nil {
+				if err := s.assignWarm(ctx, j, w); err != nil {
+					return fmt.Errorf("job %s on warm worker %s: %w", j.ID, w.ID, err)
+				}
+				took()
+				continue
+			}
 			chosen := ""
 			for _, c := range cands {
 				if room[c] > 0 {
@@ -136,20 +168,35 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 					break
 				}
 			}
-			if chosen == "" {
-				continue // its providers are full: it keeps its place in PENDING
-			}
-			if n, limited := headroom[j.NamespaceOf()]; limited {
-				if n <= 0 {
-					continue
+			if chosen == "" || reserved >= free {
+				// A slot held by an idle pool worker the job cannot use goes to the job.
+				if w := s.takeEvictable(wp, cands); w != nil {
+					if _, err := s.destroyWorker(ctx, DestroyWorker{WorkerID: w.ID,
+						Reason: "its slot goes to PENDING job " + j.ID}); err != nil {
+						return err
+					}
+					room[w.Provider]++
+					free++
+					chosen = w.Provider
 				}
-				headroom[j.NamespaceOf()] = n - 1
+			}
+			if chosen == "" || reserved >= free {
+				for _, c := range cands {
+					wp.waiting[c] = true
+				}
+				continue // its providers are full: it keeps its place in PENDING
 			}
 			if err := s.reserve(ctx, j, chosen); err != nil {
 				return fmt.Errorf("job %s: %w", j.ID, err)
 			}
 			room[chosen]--
-			started++
+			reserved++
+			took()
+		}
+		if len(s.cfg.Pools) > 0 || len(wp.idle) > 0 {
+			if _, err := s.tendPools(ctx, wp, workers, room, free-reserved); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -161,11 +208,12 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 
 // providerRoom returns, per registered provider, how many more workers it may run:
 // its Capabilities().MaxWorkers (0: only the overall Config.Capacity bounds it) less
-// its workers that are not TERMINATED. Called under the scheduler lock.
-func (s *Service) providerRoom(ctx context.Context) (map[string]int, error) {
+// its workers that are not TERMINATED (which it returns too). Called under the
+// scheduler lock.
+func (s *Service) providerRoom(ctx context.Context) (map[string]int, []*domain.Worker, error) {
 	ws, err := s.st.Workers().List(ctx, domain.WorkerCreating, domain.WorkerReady, domain.WorkerBusy, domain.WorkerTerminating)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	used := map[string]int{}
 	for _, w := range ws {
@@ -183,7 +231,7 @@ func (s *Service) providerRoom(ctx context.Context) (map[string]int, error) {
 		}
 		room[n] = max(limit-used[n], 0)
 	}
-	return room, nil
+	return room, ws, nil
 }
 
 func (s *Service) reserve(ctx context.Context, j *domain.Job, providerName string) error {
