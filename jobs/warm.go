@@ -296,18 +296,14 @@ func (s *Service) tendPools(ctx context.Context, wp *warmPass, all []*domain.Wor
 	now := s.cfg.Now()
 	idle := map[string]int{}
 	have := map[string]int{}
-	for _, w := range all {
-		name := w.Labels[labelPool]
-		if name == "" || w.JobID != "" {
-			continue
-		}
-		switch w.State {
-		case domain.WorkerReady:
-			idle[name]++
-			have[name]++
-		case domain.WorkerCreating:
+	for _, w := range all { // being created
+		if name := w.Labels[labelPool]; name != "" && w.JobID == "" && w.State == domain.WorkerCreating {
 			have[name]++
 		}
+	}
+	for _, w := range wp.idle { // idle, not taken by a job in this pass
+		idle[w.Labels[labelPool]]++
+		have[w.Labels[labelPool]]++
 	}
 	for _, w := range wp.idle {
 		name := w.Labels[labelPool]
