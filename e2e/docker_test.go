@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -238,4 +241,28 @@ func TestDockerServerKilledMidJob(t *testing.T) {
 		t.Fatalf("job ended %s (%q); want SUCCEEDED", st, s.getJob(id).GetLastError())
 	}
 	waitNoContainers(t, e, 30*time.Second)
+}
+
+// --provider-strategy least-loaded, set in the --config file: jobs that both providers
+// can run (docker has a default image) spread over them, and `hodei job get` shows
+// where each ran.
+func TestDockerLeastLoadedFromConfigFile(t *testing.T) {
+	e := dockertest.Get(t)
+	cfg := filepath.Join(t.TempDir(), "hodei.yaml")
+	if err := os.WriteFile(cfg, []byte("provider_strategy: least-loaded\ndocker:\n  default_image: "+e.Image+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startDockerDev(t, e, "--config", cfg, "--local-max-workers", "2")
+	a := s.submit("--", "sleep", "3")
+	s.waitJobState(a, "RUNNING", time.Minute)
+	b := s.submit("--", "sleep", "1")
+	s.waitJobState(b, "SUCCEEDED", time.Minute)
+	s.waitJobState(a, "SUCCEEDED", time.Minute)
+	got := s.getJob(a).GetProvider() + "," + s.getJob(b).GetProvider()
+	if got != "local,docker" {
+		t.Fatalf("providers of the two jobs: %s; want local,docker (first-fit would put both on local)", got)
+	}
+	if out := s.mustHodei("job", "get", b).stdout; !regexp.MustCompile(`(?m)^provider:\s+docker$`).MatchString(out) {
+		t.Errorf("job get does not show provider docker:\n%s", out)
+	}
 }

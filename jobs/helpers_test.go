@@ -265,6 +265,10 @@ type envOpts struct {
 	leader func(st store.Store) jobs.Leadership
 	// pools are the Service's warm pools (Config.Pools).
 	pools []jobs.PoolConfig
+	// providers, if set, builds the registry over the fake cloud (default: the cloud
+	// alone); strategy is the Service's Config.ProviderStrategy.
+	providers func(t *testing.T, cloud *fakeCloud) *provider.Registry
+	strategy  jobs.Strategy
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -306,8 +310,12 @@ func (e *env) start(o envOpts) {
 	if o.leader != nil {
 		leader = o.leader(e.st)
 	}
-	svc, err := jobs.New(e.st, bus, eng, newProviders(t, e.cloud), e.cloud, jobs.Config{ServerURL: "http://127.0.0.1:1",
-		Leader: leader, Pools: o.pools,
+	providers := newProviders(t, e.cloud)
+	if o.providers != nil {
+		providers = o.providers(t, e.cloud)
+	}
+	svc, err := jobs.New(e.st, bus, eng, providers, e.cloud, jobs.Config{ServerURL: "http://127.0.0.1:1",
+		Leader: leader, ProviderStrategy: o.strategy, Pools: o.pools,
 		Capacity: capacity, RegistrationTimeout: o.regTimeout, SchedulerPoll: 50 * time.Millisecond,
 		SweepInterval: 100 * time.Millisecond,
 		Logger:        logger, Now: e.clock.Now})

@@ -161,13 +161,7 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 				took()
 				continue
 			}
-			chosen := ""
-			for _, c := range cands {
-				if room[c] > 0 {
-					chosen = c
-					break
-				}
-			}
+			chosen := choose(s.cfg.ProviderStrategy, cands, room)
 			if chosen == "" || reserved >= free {
 				// A slot held by an idle pool worker the job cannot use goes to the job.
 				if w := s.takeEvictable(wp, cands); w != nil {
@@ -175,7 +169,7 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 						Reason: "its slot goes to PENDING job " + j.ID}); err != nil {
 						return err
 					}
-					room[w.Provider]++
+					addRoom(room, w.Provider, 1)
 					free++
 					chosen = w.Provider
 				}
@@ -189,7 +183,7 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 			if err := s.reserve(ctx, j, chosen); err != nil {
 				return fmt.Errorf("job %s: %w", j.ID, err)
 			}
-			room[chosen]--
+			addRoom(room, chosen, -1)
 			reserved++
 			took()
 		}
@@ -206,11 +200,11 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 	return started, nil
 }
 
-// providerRoom returns, per registered provider, how many more workers it may run:
-// its Capabilities().MaxWorkers (0: only the overall Config.Capacity bounds it) less
-// its workers that are not TERMINATED (which it returns too). Called under the
-// scheduler lock.
-func (s *Service) providerRoom(ctx context.Context) (map[string]int, []*domain.Worker, error) {
+// providerRoom returns, per registered provider, its capacity (its
+// Capabilities().MaxWorkers; 0: only the overall Config.Capacity bounds it) and how
+// many more workers it may run: that less its workers that are not TERMINATED (which
+// it returns too). Called under the scheduler lock.
+func (s *Service) providerRoom(ctx context.Context) (map[string]slots, []*domain.Worker, error) {
 	ws, err := s.st.Workers().List(ctx, domain.WorkerCreating, domain.WorkerReady, domain.WorkerBusy, domain.WorkerTerminating)
 	if err != nil {
 		return nil, nil, err
@@ -219,7 +213,7 @@ func (s *Service) providerRoom(ctx context.Context) (map[string]int, []*domain.W
 	for _, w := range ws {
 		used[w.Provider]++
 	}
-	room := map[string]int{}
+	room := map[string]slots{}
 	for _, n := range s.providers.Names() {
 		p, err := s.providers.Get(n)
 		if err != nil {
@@ -229,7 +223,7 @@ func (s *Service) providerRoom(ctx context.Context) (map[string]int, []*domain.W
 		if limit <= 0 {
 			limit = s.cfg.Capacity
 		}
-		room[n] = max(limit-used[n], 0)
+		room[n] = slots{room: max(limit-used[n], 0), limit: limit}
 	}
 	return room, ws, nil
 }

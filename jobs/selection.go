@@ -10,12 +10,48 @@ import (
 	"github.com/hodei-jobs/hodei/provider"
 )
 
-// Provider selection (first-fit): the job's Provider if it names one; otherwise every
-// registered provider, in the order they were registered (hodei server --provider
-// order), that carries the job's Selector labels and can run the job (an image needs a
-// provider with Capabilities().Images). The scheduler takes the first candidate with a
-// free slot; a job whose candidates are all full waits in PENDING while later jobs
-// whose providers have room start.
+// Provider selection: the job's Provider if it names one; otherwise every registered
+// provider, in the order they were registered (hodei server --provider order), that
+// carries the job's Selector labels and can run the job (an image needs a provider
+// with Capabilities().Images). Among the candidates with a free slot the scheduler
+// takes one by Config.ProviderStrategy; a job whose candidates are all full waits in
+// PENDING while later jobs whose providers have room start.
+
+// Strategy is how the scheduler chooses among a job's candidate providers that have
+// room (hodei server --provider-strategy).
+type Strategy string
+
+const (
+	// StrategyFirstFit takes the first candidate, in registration order, with a free
+	// slot: later providers take the overflow of earlier ones.
+	StrategyFirstFit Strategy = "first-fit"
+	// StrategyLeastLoaded takes the candidate whose share of its capacity in use
+	// (workers not TERMINATED / its MaxWorkers) is lowest, the earlier one on a tie:
+	// jobs spread over the providers in proportion to their capacities.
+	StrategyLeastLoaded Strategy = "least-loaded"
+)
+
+// slots is a provider's capacity and what of it is free.
+type slots struct{ room, limit int }
+
+// choose returns the candidate the strategy picks among those with room ("" if all
+// are full).
+func choose(strategy Strategy, cands []string, free map[string]slots) string {
+	chosen, best := "", 2.0
+	for _, c := range cands {
+		sl := free[c]
+		if sl.room <= 0 {
+			continue
+		}
+		if strategy != StrategyLeastLoaded {
+			return c
+		}
+		if load := float64(sl.limit-sl.room) / float64(sl.limit); load < best {
+			chosen, best = c, load
+		}
+	}
+	return chosen
+}
 
 // candidates returns the providers that may run spec, in preference order, or a
 // *domain.ValidationError saying why none can.

@@ -84,6 +84,9 @@ type Config struct {
 	// DefaultProvider names the provider new workers are created with (default: the
 	// registry's default provider).
 	DefaultProvider string
+	// ProviderStrategy chooses among the providers that can run a job and have room:
+	// StrategyFirstFit (default) or StrategyLeastLoaded (see selection.go).
+	ProviderStrategy Strategy
 	// Capacity is the most workers that are not TERMINATED at once, across replicas
 	// (default: the default provider's Capabilities().MaxWorkers, else 8).
 	Capacity int
@@ -155,6 +158,9 @@ func (c *Config) setDefaults(providers *provider.Registry) {
 			}
 		}
 	}
+	if c.ProviderStrategy == "" {
+		c.ProviderStrategy = StrategyFirstFit
+	}
 	if c.OTPTTL == 0 {
 		c.OTPTTL = 5 * time.Minute
 	}
@@ -197,6 +203,8 @@ func (c *Config) Validate() error {
 		return errors.New("jobs: Config.ServerURL is empty")
 	case c.DefaultProvider == "":
 		return errors.New("jobs: Config.DefaultProvider is empty and no provider is registered")
+	case c.ProviderStrategy != StrategyFirstFit && c.ProviderStrategy != StrategyLeastLoaded:
+		return fmt.Errorf("jobs: Config.ProviderStrategy %q: want %s or %s", c.ProviderStrategy, StrategyFirstFit, StrategyLeastLoaded)
 	case c.Capacity < 1 || c.Capacity > 100_000:
 		return fmt.Errorf("jobs: Config.Capacity %d out of range [1, 100000]", c.Capacity)
 	case c.OTPTTL < time.Second || c.OTPTTL > 24*time.Hour:

@@ -97,9 +97,31 @@ func (p *PoolConfig) setDefaults() {
 	}
 }
 
+// Check reports the first invalid field of p as pools[i] (with its defaults applied),
+// without the providers: what a command can check before the server starts.
+func (p PoolConfig) Check(i int) error {
+	p.setDefaults()
+	return p.checkFields(i)
+}
+
 // validate names the first invalid field of pools[i] (after setDefaults), and parses
 // its resources.
 func (p *PoolConfig) validate(i int, providers *provider.Registry) error {
+	if err := p.checkFields(i); err != nil {
+		return err
+	}
+	prov, err := providers.Get(p.Provider)
+	if err != nil {
+		return fmt.Errorf("jobs: pools[%d].provider: %w", i, err)
+	}
+	if why := unfit(domain.JobSpec{Image: p.Image}, prov.Capabilities()); why != "" {
+		return fmt.Errorf("jobs: pools[%d].image: provider %s cannot run the pool's workers: %s", i, p.Provider, why)
+	}
+	return nil
+}
+
+// checkFields is validate without the providers.
+func (p *PoolConfig) checkFields(i int) error {
 	field := func(f string) string { return fmt.Sprintf("pools[%d].%s", i, f) }
 	switch {
 	case p.Provider == "":
@@ -133,13 +155,6 @@ func (p *PoolConfig) validate(i int, providers *provider.Registry) error {
 			return fmt.Errorf("jobs: %s: %w", field("memory"), err)
 		}
 		p.resources.MemoryBytes = b
-	}
-	prov, err := providers.Get(p.Provider)
-	if err != nil {
-		return fmt.Errorf("jobs: %s: %w", field("provider"), err)
-	}
-	if why := unfit(domain.JobSpec{Image: p.Image}, prov.Capabilities()); why != "" {
-		return fmt.Errorf("jobs: %s: provider %s cannot run the pool's workers: %s", field("image"), p.Provider, why)
 	}
 	return nil
 }
@@ -292,7 +307,7 @@ func (s *Service) assignWarm(ctx context.Context, j *domain.Job, w *domain.Worke
 // configured, and refills each pool to MinIdle idle-or-creating workers, on providers
 // with room that no PENDING job of this pass waited for. free is the overall capacity
 // left; it returns how many workers it reserved.
-func (s *Service) tendPools(ctx context.Context, wp *warmPass, all []*domain.Worker, room map[string]int, free int) (int, error) {
+func (s *Service) tendPools(ctx context.Context, wp *warmPass, all []*domain.Worker, room map[string]slots, free int) (int, error) {
 	now := s.cfg.Now()
 	idle := map[string]int{}
 	have := map[string]int{}
@@ -329,7 +344,7 @@ func (s *Service) tendPools(ctx context.Context, wp *warmPass, all []*domain.Wor
 		}
 		idle[name]--
 		have[name]--
-		room[w.Provider]++
+		addRoom(room, w.Provider, 1)
 		free++
 	}
 	if wp.all {
@@ -341,12 +356,12 @@ func (s *Service) tendPools(ctx context.Context, wp *warmPass, all []*domain.Wor
 		if wp.waiting[p.Provider] || s.warmPaused.paused(p.Name, now) {
 			continue
 		}
-		for have[p.Name] < p.MinIdle && room[p.Provider] > 0 && free > 0 {
+		for have[p.Name] < p.MinIdle && room[p.Provider].room > 0 && free > 0 {
 			if err := s.reserveWarm(ctx, p); err != nil {
 				return reserved, fmt.Errorf("pool %s: %w", p.Name, err)
 			}
 			have[p.Name]++
-			room[p.Provider]--
+			addRoom(room, p.Provider, -1)
 			free--
 			reserved++
 		}
@@ -553,4 +568,11 @@ func (s *Service) warmExited(ctx context.Context, w *domain.Worker, reason strin
 	}
 	_, err := s.destroyWorker(ctx, DestroyWorker{WorkerID: w.ID, Reason: reason})
 	return err
+}
+
+// addRoom adds d free slots to provider name's room.
+func addRoom(room map[string]slots, name string, d int) {
+	sl := room[name]
+	sl.room += d
+	room[name] = sl
 }

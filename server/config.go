@@ -59,6 +59,10 @@ type Config struct {
 	// Providers are the worker providers to run, in selection order (first-fit):
 	// "local", "docker". Default ["local"].
 	Providers []string
+	// ProviderStrategy chooses among the providers that can run a job and have room:
+	// "first-fit" (default: the first in Providers order) or "least-loaded" (the
+	// lowest share of its capacity in use); see jobs.Strategy.
+	ProviderStrategy string
 	// Docker configures the docker provider (when Providers has "docker").
 	Docker DockerConfig
 	// WorkerBinary is the `hodei` executable the local provider starts as
@@ -137,9 +141,10 @@ type Config struct {
 	Pools []jobs.PoolConfig
 }
 
-// warmPools returns the job service's pools: the default one (WarmWorkers), then Pools.
+// warmPools returns the job service's pools: Pools (so that pools[i] in an error is
+// the file's), then the default one (WarmWorkers).
 func (c *Config) warmPools() []jobs.PoolConfig {
-	var out []jobs.PoolConfig
+	out := slices.Clone(c.Pools)
 	if c.WarmWorkers > 0 {
 		// Up to twice as many idle workers may return to the pool after their jobs (the
 		// pool refills while its workers are busy); idle_ttl retires the extra ones.
@@ -153,7 +158,7 @@ func (c *Config) warmPools() []jobs.PoolConfig {
 		}
 		out = append(out, p)
 	}
-	return append(out, c.Pools...)
+	return out
 }
 
 func (c *Config) setDefaults() {
@@ -210,6 +215,11 @@ func (c *Config) Validate() error {
 		if slices.Contains(c.Providers[:i], p) {
 			return fmt.Errorf("server: Config.Providers: %q given twice", p)
 		}
+	}
+	switch jobs.Strategy(c.ProviderStrategy) {
+	case "", jobs.StrategyFirstFit, jobs.StrategyLeastLoaded:
+	default:
+		return fmt.Errorf("server: Config.ProviderStrategy %q: want %s or %s (--provider-strategy)", c.ProviderStrategy, jobs.StrategyFirstFit, jobs.StrategyLeastLoaded)
 	}
 	if c.Docker.MaxWorkers < 0 {
 		return fmt.Errorf("server: Config.Docker.MaxWorkers must not be negative, got %d", c.Docker.MaxWorkers)

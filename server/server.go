@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -214,6 +215,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, WorkerCACertPEM: workerCA, Logger: logger,
+		ProviderStrategy:    jobs.Strategy(cfg.ProviderStrategy),
 		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router, Leader: elector, Dispatcher: edge, TxDispatcher: inTx,
 		Pools: cfg.warmPools()})
 	if err != nil {
@@ -337,7 +339,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return nil
 	})
 	log.Info("server ready", "replica", node, "url", baseURL, "worker_url", serverURL, "data_dir", cfg.DataDir, "driver", cfg.Driver,
-		"nats", natsURL, "providers", strings.Join(capacities, ","), "max_workers", maxWorkers, "tls", cfg.TLS(), "mtls", cfg.TLSClientCA != "")
+		"nats", natsURL, "providers", strings.Join(capacities, ","), "provider_strategy", cmp.Or(cfg.ProviderStrategy, string(jobs.StrategyFirstFit)), "max_workers", maxWorkers, "tls", cfg.TLS(), "mtls", cfg.TLSClientCA != "")
 	if cfg.OnReady != nil {
 		cfg.OnReady(baseURL)
 	}

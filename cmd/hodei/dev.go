@@ -51,6 +51,13 @@ running jobs are not killed.`,
   hodei dev --listen 127.0.0.1:8080 --data-dir /tmp/hodei-dev --max-workers 4`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			loaded, err := applyConfigFile(cmd)
+			if err != nil {
+				return err
+			}
+			if cfg.Pools, err = poolsFromFile(loaded); err != nil {
+				return err
+			}
 			if cfg.MaxWorkers < 0 {
 				return fmt.Errorf("--max-workers: must not be negative, got %d", cfg.MaxWorkers)
 			}
@@ -100,6 +107,7 @@ running jobs are not killed.`,
 	tlsServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
 	pf.define(cmd, &cfg)
+	serverConfigFlag(cmd)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)

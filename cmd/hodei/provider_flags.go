@@ -12,6 +12,7 @@ import (
 // Environment variables of the provider flags (hodei server and hodei dev).
 const (
 	envProviders          = "HODEI_PROVIDERS"
+	envProviderStrategy   = "HODEI_PROVIDER_STRATEGY"
 	envLocalMaxWorkers    = "HODEI_LOCAL_MAX_WORKERS"
 	envDockerHost         = "HODEI_DOCKER_HOST"
 	envDockerMaxWorkers   = "HODEI_DOCKER_MAX_WORKERS"
@@ -35,6 +36,8 @@ func (pf *providerFlags) define(cmd *cobra.Command, cfg *server.Config) {
 	f.StringSliceVar(&pf.providers, "provider", []string{"local"},
 		"worker provider to run: local (processes on this machine) or docker (containers on a Docker Engine); repeatable, in the order jobs try them")
 	bindEnv(cmd, "provider", envProviders)
+	stringFlagEnv(cmd, &cfg.ProviderStrategy, "provider-strategy", envProviderStrategy, "first-fit",
+		"how a job that several providers can run picks one with room: first-fit (the first in --provider order) or least-loaded (the lowest share of its capacity in use)")
 	f.IntVar(&pf.localMax, "local-max-workers", 0, "most local workers at once (same as --max-workers; 0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "local-max-workers", envLocalMaxWorkers)
 	stringFlagEnv(cmd, &cfg.Docker.Host, "docker-host", envDockerHost, "",
@@ -71,6 +74,11 @@ func (pf *providerFlags) apply(cmd *cobra.Command, cfg *server.Config) error {
 		}
 		seen[p] = true
 		cfg.Providers = append(cfg.Providers, p)
+	}
+	switch cfg.ProviderStrategy {
+	case "first-fit", "least-loaded":
+	default:
+		return fmt.Errorf("--provider-strategy: %q: want first-fit or least-loaded", cfg.ProviderStrategy)
 	}
 	if pf.localMax < 0 {
 		return fmt.Errorf("--local-max-workers: must not be negative, got %d", pf.localMax)

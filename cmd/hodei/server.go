@@ -41,6 +41,13 @@ server that comes up on the same address.`,
   HODEI_DATABASE_URL=postgres://localhost/hodei hodei server --listen 0.0.0.0:7070 --max-workers 8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			loaded, err := applyConfigFile(cmd)
+			if err != nil {
+				return err
+			}
+			if cfg.Pools, err = poolsFromFile(loaded); err != nil {
+				return err
+			}
 			if err := requireFlags(cmd, "database-url"); err != nil {
 				return err
 			}
@@ -93,6 +100,7 @@ server that comes up on the same address.`,
 	tlsServerFlags(cmd, &cfg)
 	livenessFlags(cmd, &cfg)
 	pf.define(cmd, &cfg)
+	serverConfigFlag(cmd)
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)

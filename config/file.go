@@ -1,0 +1,88 @@
+package config
+
+import "time"
+
+// File is the schema of hodei.yaml: every setting of `hodei server` and `hodei dev`.
+// A key is its flag's name with "-" written "_" (--heartbeat-interval is
+// heartbeat_interval), except that the settings of a section sit under the section's
+// key (--docker-max-workers is max_workers under docker:) and --provider is the list
+// providers. Fields tagged `config:"file-only"` have no flag: they hold maps and lists
+// a command line cannot say well, and the server reads them from File itself.
+type File struct {
+	Listen      string `yaml:"listen"`
+	DatabaseURL string `yaml:"database_url"`
+	NATSURL     string `yaml:"nats_url"`
+	DataDir     string `yaml:"data_dir"`
+	LogLevel    string `yaml:"log_level"`
+	// MaxWorkers is the local provider's capacity (same as Local.MaxWorkers).
+	MaxWorkers int `yaml:"max_workers"`
+	// Providers are the worker providers, in the order jobs try them.
+	Providers []string `yaml:"providers"`
+	// ProviderStrategy is first-fit or least-loaded.
+	ProviderStrategy string `yaml:"provider_strategy"`
+
+	AdminToken         string   `yaml:"admin_token"`
+	Auth               bool     `yaml:"auth"`
+	BootstrapTokenFile string   `yaml:"bootstrap_token_file"`
+	Insecure           bool     `yaml:"insecure"`
+	SecretsKeyFile     string   `yaml:"secrets_key_file"`
+	SecretsOldKeyFile  []string `yaml:"secrets_old_key_file"`
+	TLSCert            string   `yaml:"tls_cert"`
+	TLSKey             string   `yaml:"tls_key"`
+	TLSClientCA        string   `yaml:"tls_client_ca"`
+	TLSWorkerCA        string   `yaml:"tls_worker_ca"`
+
+	RegistrationTimeout time.Duration `yaml:"registration_timeout"`
+	HeartbeatInterval   time.Duration `yaml:"heartbeat_interval"`
+	WorkerLostAfter     time.Duration `yaml:"worker_lost_after"`
+	DisconnectGrace     time.Duration `yaml:"disconnect_grace"`
+	CleanupInterval     time.Duration `yaml:"cleanup_interval"`
+	CreatingTimeout     time.Duration `yaml:"creating_timeout"`
+	CleanupDryRun       bool          `yaml:"cleanup_dry_run"`
+	LeaderTTL           time.Duration `yaml:"leader_ttl"`
+	NodeTimeout         time.Duration `yaml:"node_timeout"`
+
+	// WarmWorkers and WarmMaxJobs are the default warm pool (--warm-workers,
+	// --warm-max-jobs).
+	WarmWorkers int `yaml:"warm_workers"`
+	WarmMaxJobs int `yaml:"warm_max_jobs"`
+	// Pools are further warm pools, per provider and image (file-only).
+	Pools []Pool `yaml:"pools" config:"file-only"`
+
+	// Sections: one per provider (and per later feature). A section is a struct
+	// field; its flags are named --<section>-<key>.
+	Local  Local  `yaml:"local"`
+	Docker Docker `yaml:"docker"`
+}
+
+// Local is the local provider's section (flags --local-*).
+type Local struct {
+	MaxWorkers int `yaml:"max_workers"`
+}
+
+// Docker is the docker provider's section (flags --docker-*).
+type Docker struct {
+	Host         string `yaml:"host"`
+	MaxWorkers   int    `yaml:"max_workers"`
+	Network      string `yaml:"network"`
+	Agent        string `yaml:"agent"`
+	DefaultImage string `yaml:"default_image"`
+	// Labels are written as a mapping (gpu: "true"); the flag takes K=V items.
+	Labels map[string]string `yaml:"labels"`
+}
+
+// Pool is one warm pool of the pools list (jobs.PoolConfig, whose documentation says
+// what each key does; the server checks the values and names pools[i].key).
+type Pool struct {
+	Name             string        `yaml:"name"`
+	Provider         string        `yaml:"provider"`
+	Image            string        `yaml:"image"`
+	Pull             string        `yaml:"pull"`
+	CPU              string        `yaml:"cpu"`
+	Memory           string        `yaml:"memory"`
+	Namespace        string        `yaml:"namespace"`
+	MinIdle          int           `yaml:"min_idle"`
+	MaxIdle          int           `yaml:"max_idle"`
+	IdleTTL          time.Duration `yaml:"idle_ttl"`
+	MaxJobsPerWorker int           `yaml:"max_jobs_per_worker"`
+}
