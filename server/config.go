@@ -153,9 +153,8 @@ func (c *Config) warmPools() []jobs.PoolConfig {
 		if len(c.Providers) > 0 {
 			p.Provider = c.Providers[0]
 		}
-		if p.Provider == "docker" {
-			p.Image = c.Docker.DefaultImage
-		}
+		// No image: a docker pool's workers then run Docker.DefaultImage, and match the
+		// jobs that name no image.
 		out = append(out, p)
 	}
 	return out
