@@ -3,7 +3,9 @@ package devtest
 import (
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestDevWarmWorkerReusedWithoutLeaks: `hodei dev --warm-workers 1 --warm-max-jobs 3
@@ -42,5 +44,23 @@ true`
 		if got := strings.TrimSpace(strings.SplitN(r.stdout, "\n", 2)[0]); got != "agent="+vals["agent"] {
 			t.Fatalf("job %d ran under %q, want the warm worker's agent=%s (reused)", i+2, got, vals["agent"])
 		}
+	}
+}
+
+// TestDevWarmWorkerSurvivesRestart: a warm worker idle when `hodei dev` stops (SIGTERM
+// does not kill workers) reconnects to the next `hodei dev` on the same data dir and
+// address; the sweep leaves it, and the next job runs on it (the same agent process).
+func TestDevWarmWorkerSurvivesRestart(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "dev")
+	args := []string{"--warm-workers", "1", "--warm-max-jobs", "5", "--max-workers", "1"}
+	d := startDev(t, dataDir, "127.0.0.1:0", args...)
+	before := strings.TrimSpace(mustCLI(t, "job", "run", "--server", d.url, "--", "sh", "-c", "echo $PPID").stdout)
+	if code, _ := d.signal(syscall.SIGTERM, 15*time.Second); code != 0 {
+		t.Fatalf("hodei dev exit code %d after SIGTERM\n%s", code, d.out)
+	}
+	d2 := startDev(t, dataDir, d.listen(), args...)
+	after := strings.TrimSpace(mustCLI(t, "job", "run", "--server", d2.url, "--", "sh", "-c", "echo $PPID").stdout)
+	if before == "" || after != before {
+		t.Fatalf("job after the restart ran under agent %q, before it under %q: the warm worker was not reused", after, before)
 	}
 }
