@@ -106,6 +106,7 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 			return nil
 		}
 		free = max(free, 0)
+		capLeft := s.cfg.Capacity - active // free is also bounded by the batch
 		reserved := 0
 		// Namespaces at their limit on running jobs are left out; the others' jobs
 		// start up to their headroom (a batch may claim more of one namespace than it
@@ -162,7 +163,7 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 				continue
 			}
 			chosen := choose(s.cfg.ProviderStrategy, cands, room)
-			if chosen == "" || reserved >= free {
+			if chosen == "" || reserved >= capLeft {
 				// A slot held by an idle pool worker the job cannot use goes to the job.
 				if w := s.takeEvictable(wp, cands); w != nil {
 					if _, err := s.destroyWorker(ctx, DestroyWorker{WorkerID: w.ID,
@@ -171,6 +172,7 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 					}
 					addRoom(room, w.Provider, 1)
 					free++
+					capLeft++
 					chosen = w.Provider
 				}
 			}
