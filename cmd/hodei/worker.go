@@ -103,7 +103,7 @@ job; non-zero when the server refuses the password or cannot be reached.`,
 		"jobs this worker runs one after another (above 1: a reused worker, cleaned between jobs)")
 	bindEnv(cmd, "max-jobs", envWorkerMaxJobs)
 	cmd.Flags().DurationVar(&cfg.FirstJobTimeout, "first-job-timeout", 5*time.Minute,
-		"exit if no job arrives this long after start (a reused worker: after its last job)")
+		"exit if no job arrives this long after start (a reused worker: also while it waits between jobs)")
 	bindEnv(cmd, "first-job-timeout", envWorkerFirstJobTimeout)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
