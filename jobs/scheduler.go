@@ -91,23 +91,7 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 		if free <= 0 && len(s.cfg.Pools) == 0 {
 			return nil
 		}
-		room, workers, err := s.providerRoom(ctx)
-		if err != nil {
-			return err
-		}
-		// Warm pools (warm.go): idle workers a job may take with no provisioning.
-		wp := &warmPass{waiting: map[string]bool{}}
-		for _, w := range workers {
-			if idleWarm(w) {
-				wp.idle = append(wp.idle, w)
-			}
-		}
-		if free <= 0 && len(wp.idle) == 0 {
-			return nil
-		}
 		free = max(free, 0)
-		capLeft := s.cfg.Capacity - active // free is also bounded by the batch
-		reserved := 0
 		// Namespaces at their limit on running jobs are left out; the others' jobs
 		// start up to their headroom (a batch may claim more of one namespace than it
 		// may start: those stay PENDING, and the next round leaves the namespace out).
@@ -129,6 +113,24 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 		if err != nil {
 			return err
 		}
+		// The workers are read after the claim: a worker that became idle before a
+		// claimed job was submitted is seen (its commit came first).
+		room, workers, err := s.providerRoom(ctx)
+		if err != nil {
+			return err
+		}
+		// Warm pools (warm.go): idle workers a job may take with no provisioning.
+		wp := &warmPass{waiting: map[string]bool{}}
+		for _, w := range workers {
+			if idleWarm(w) {
+				wp.idle = append(wp.idle, w)
+			}
+		}
+		if free <= 0 && len(wp.idle) == 0 {
+			return nil
+		}
+		capLeft := s.cfg.Capacity - active // free is also bounded by the batch
+		reserved := 0
 		wp.all = len(pending) == limit // more may wait unclaimed: the pools wait too
 		for _, j := range pending {
 			if started == s.cfg.SchedulerBatch {
