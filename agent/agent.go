@@ -67,6 +67,15 @@ type Config struct {
 	// MaxPendingLogBytes bounds unacknowledged log batches kept for re-sending; the
 	// oldest are dropped beyond it. Default 64 MiB.
 	MaxPendingLogBytes int
+	// MaxJobs is how many jobs this worker runs, one after another
+	// (HODEI_WORKER_MAX_JOBS; 0 or 1: one, the ephemeral worker). Above 1 the worker
+	// is reused: between two jobs the agent kills every process the last job left
+	// (its group, and on Linux any process that left the group: the agent is their
+	// child subreaper), the job's directory is removed and nothing of its environment
+	// or secrets is kept; the job's TMPDIR is its own directory. While it has jobs
+	// left, the agent waits FirstJobTimeout for the next one (instead of IdleTimeout).
+	// A RunJob beyond MaxJobs is answered with a failed result.
+	MaxJobs int
 
 	// RootCAs verify an https:// server (HODEI_CA_CERT, HODEI_CA_CERT_PEM; nil: the
 	// system's roots). Unused with HTTPClient.
@@ -126,6 +135,8 @@ func (c *Config) Validate() error {
 		return errors.New("agent: Config.OneTimePassword is empty (HODEI_ONE_TIME_PASSWORD)")
 	case c.HeartbeatInterval < 0:
 		return fmt.Errorf("agent: Config.HeartbeatInterval is negative (%s)", c.HeartbeatInterval)
+	case c.MaxJobs < 0 || c.MaxJobs > MaxJobsLimit:
+		return fmt.Errorf("agent: Config.MaxJobs %d out of range [0, %d] (HODEI_WORKER_MAX_JOBS)", c.MaxJobs, MaxJobsLimit)
 	case c.MemoryLimitBytes < 0:
 		return fmt.Errorf("agent: Config.MemoryLimitBytes is negative (%d)", c.MemoryLimitBytes)
 	case c.ReconnectMin <= 0 || c.ReconnectMax < c.ReconnectMin:
@@ -133,6 +144,12 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// MaxJobsLimit bounds Config.MaxJobs.
+const MaxJobsLimit = 1_000_000
+
+// reused reports whether the worker runs more than one job (Config.MaxJobs).
+func (c *Config) reused() bool { return c.MaxJobs > 1 }
 
 // errStopped: ctx ended while registering.
 var errStopped = errors.New("agent: stopped")
@@ -172,6 +189,12 @@ func Run(ctx context.Context, cfg Config) error {
 		running: map[string]*jobProcess{},
 		spans:   map[string]trace.Span{},
 	}
+	if cfg.reused() {
+		a.cfg.exec.JobTmpDir = true
+		if err := becomeSubreaper(); err != nil {
+			a.log.Warn("cannot become the child subreaper; processes that leave a job's group may outlive it", "err", err)
+		}
+	}
 	return a.run(ctx)
 }
 
@@ -190,6 +213,7 @@ type agent struct {
 	msgOrder []string
 	running  map[string]*jobProcess
 	ranJob   bool
+	jobsRun  int // RunJobs started (or refused at start)
 
 	// pending holds reliable messages (started, logs, result) in send order until acked.
 	pending        []*hodeiv1.WorkerMessage
@@ -332,7 +356,11 @@ func (a *agent) run(ctx context.Context) error {
 			wasBusy = true
 		} else if wasBusy {
 			wasBusy = false
-			idle.Reset(a.cfg.IdleTimeout)
+			if a.cfg.reused() && a.jobsRun < a.cfg.MaxJobs {
+				idle.Reset(a.cfg.FirstJobTimeout) // a reused worker waits for its next job
+			} else {
+				idle.Reset(a.cfg.IdleTimeout)
+			}
 		}
 	}
 }
@@ -604,6 +632,19 @@ func (a *agent) runJob(r *hodeiv1.RunJob) {
 	a.seen[id] = true
 	a.ranJob = true
 	log := a.log.With("job_id", id, "attempt", r.GetAttempt())
+	a.jobsRun++
+	if a.cfg.reused() && a.jobsRun > a.cfg.MaxJobs {
+		log.Warn("RunJob beyond this worker's MaxJobs refused", "max_jobs", a.cfg.MaxJobs)
+		a.finish(&finishedJob{jobID: id, res: startFailure(fmt.Errorf("worker %s already ran its %d jobs (max_jobs_per_worker)", a.cfg.WorkerID, a.cfg.MaxJobs), time.Now())})
+		return
+	}
+	if a.cfg.reused() && len(a.running) > 0 {
+		// A reused worker runs one job at a time: the next one must not see the
+		// running one's processes.
+		log.Warn("RunJob while another job runs refused on a reused worker")
+		a.finish(&finishedJob{jobID: id, res: startFailure(fmt.Errorf("worker %s is running another job", a.cfg.WorkerID), time.Now())})
+		return
+	}
 	sink := func(lines []*hodeiv1.LogLine) {
 		a.events <- event{logs: &hodeiv1.LogBatch{JobId: id, Lines: lines}}
 	}
@@ -657,6 +698,16 @@ func (a *agent) cancelJob(c *hodeiv1.CancelJob) {
 
 func (a *agent) finish(f *finishedJob) {
 	delete(a.running, f.jobID)
+	if a.cfg.reused() && len(a.running) == 0 {
+		// Between two jobs: nothing the last one started may meet the next one. Its
+		// group was killed when its main process ended, but what it left is re-parented
+		// to the agent (its subreaper) and must be reaped, and what left the group must
+		// be killed; both happen before the result is sent, so the next RunJob cannot
+		// arrive earlier.
+		if n := killStrays(time.Now().Add(2 * time.Second)); n > 0 {
+			a.log.Info("killed processes left by the job", "job_id", f.jobID, "processes", n)
+		}
+	}
 	r := f.res
 	a.endJobSpan(f.jobID, r)
 	a.log.Info("job finished", "job_id", f.jobID, "exit_code", r.ExitCode, "err", r.Err, "cancelled", r.Cancelled,

@@ -25,6 +25,21 @@
 // no job at all it exits after FirstJobTimeout (5m). Without a stream for
 // ReconnectTimeout (10m) it stops its job and exits non-zero.
 //
+// # Reused workers (warm pools)
+//
+// With Config.MaxJobs above 1 (HODEI_WORKER_MAX_JOBS, set by the provider for a warm
+// pool's worker) the agent runs up to MaxJobs jobs, one at a time, and nothing of one
+// job reaches the next: the job's environment and secrets exist only in its process
+// (built afresh per RunJob), its directory (also its TMPDIR) is removed when it ends,
+// its process group is SIGKILLed when its main process ends, and on Linux the agent is
+// the child subreaper (PR_SET_CHILD_SUBREAPER) of everything its jobs start, so a
+// process that left the group (setsid, a daemon) is re-parented to it: before the
+// result is sent, the agent SIGKILLs and reaps every child it has left (killStrays).
+// Files a job writes outside its directory (an absolute path such as /var/tmp/x) are
+// not removed; the server reuses a worker only within one namespace. While jobs
+// remain it waits FirstJobTimeout for the next; a RunJob beyond MaxJobs, or while a
+// job runs, gets a failed result and runs nothing.
+//
 // # Delivery
 //
 // JobStarted, LogBatch and JobResult are "reliable": kept in order until the server

@@ -56,6 +56,9 @@ type execOptions struct {
 	// Secrets are the job's secret values by variable (RunJob.secret_env): set in the
 	// job's environment only, and masked in its output before a line is batched.
 	Secrets map[string]string
+	// JobTmpDir sets TMPDIR to the job's own directory (removed when the job ends)
+	// unless the job's env sets it: a reused worker's jobs leave no temporary files.
+	JobTmpDir bool
 }
 
 func (o *execOptions) setDefaults() {
@@ -130,16 +133,6 @@ func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSin
 	if spec == nil {
 		return nil, errors.New("job spec is missing")
 	}
-	env := mergeEnv(opts.BaseEnv, spec.GetEnv(), jobID)
-	var secretValues []string
-	if len(opts.Secrets) > 0 {
-		m := envMap(env)
-		for k, v := range opts.Secrets {
-			m[k] = v
-			secretValues = append(secretValues, v)
-		}
-		env = mergeEnv(nil, m, jobID)
-	}
 	dir, err := os.MkdirTemp(opts.TempDir, "hodei-job-")
 	if err != nil {
 		return nil, fmt.Errorf("create job directory: %w", err)
@@ -150,6 +143,24 @@ func startJob(jobID string, spec *hodeiv1.JobSpec, opts execOptions, sink logSin
 			os.RemoveAll(dir)
 		}
 	}()
+	base := opts.BaseEnv
+	if opts.JobTmpDir {
+		base = make(map[string]string, len(opts.BaseEnv)+1)
+		for k, v := range opts.BaseEnv {
+			base[k] = v
+		}
+		base["TMPDIR"] = dir
+	}
+	env := mergeEnv(base, spec.GetEnv(), jobID)
+	var secretValues []string
+	if len(opts.Secrets) > 0 {
+		m := envMap(env)
+		for k, v := range opts.Secrets {
+			m[k] = v
+			secretValues = append(secretValues, v)
+		}
+		env = mergeEnv(nil, m, jobID)
+	}
 
 	var argv []string
 	switch {

@@ -24,3 +24,10 @@ func waitExitedNoReap(pid int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// becomeSubreaper: darwin has no child subreaper; a reused worker relies on killing
+// its job's process group only (a job that leaves its group may outlive it).
+func becomeSubreaper() error { return nil }
+
+// killStrays does nothing on darwin (see becomeSubreaper).
+func killStrays(deadline time.Time) int { return 0 }

@@ -45,6 +45,13 @@ type File struct {
 	LeaderTTL           time.Duration `yaml:"leader_ttl"`
 	NodeTimeout         time.Duration `yaml:"node_timeout"`
 
+	// WarmWorkers and WarmMaxJobs are the default warm pool (--warm-workers,
+	// --warm-max-jobs).
+	WarmWorkers int `yaml:"warm_workers"`
+	WarmMaxJobs int `yaml:"warm_max_jobs"`
+	// Pools are further warm pools, per provider and image (file-only).
+	Pools []Pool `yaml:"pools" config:"file-only"`
+
 	// Sections: one per provider (and per later feature). A section is a struct
 	// field; its flags are named --<section>-<key>.
 	Local  Local  `yaml:"local"`
@@ -65,4 +72,20 @@ type Docker struct {
 	DefaultImage string `yaml:"default_image"`
 	// Labels are written as a mapping (gpu: "true"); the flag takes K=V items.
 	Labels map[string]string `yaml:"labels"`
+}
+
+// Pool is one warm pool of the pools list (jobs.PoolConfig, whose documentation says
+// what each key does; the server checks the values and names pools[i].key).
+type Pool struct {
+	Name             string        `yaml:"name"`
+	Provider         string        `yaml:"provider"`
+	Image            string        `yaml:"image"`
+	Pull             string        `yaml:"pull"`
+	CPU              string        `yaml:"cpu"`
+	Memory           string        `yaml:"memory"`
+	Namespace        string        `yaml:"namespace"`
+	MinIdle          int           `yaml:"min_idle"`
+	MaxIdle          int           `yaml:"max_idle"`
+	IdleTTL          time.Duration `yaml:"idle_ttl"`
+	MaxJobsPerWorker int           `yaml:"max_jobs_per_worker"`
 }

@@ -150,3 +150,17 @@ func TestFileOnlyFieldsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePools(t *testing.T) {
+	l, err := Parse("h.yaml", []byte("warm_workers: 2\npools:\n  - name: ci\n    provider: docker\n    image: busybox\n    cpu: \"0.5\"\n    min_idle: 1\n    max_idle: 4\n    idle_ttl: 90s\n    max_jobs_per_worker: 20\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Pool{{Name: "ci", Provider: "docker", Image: "busybox", CPU: "0.5", MinIdle: 1, MaxIdle: 4, IdleTTL: 90 * time.Second, MaxJobsPerWorker: 20}}
+	if !reflect.DeepEqual(l.File.Pools, want) || l.File.WarmWorkers != 2 {
+		t.Fatalf("decoded %+v", l.File)
+	}
+	if _, err := Parse("h.yaml", []byte("pools:\n  - idle_ttl: 5\n")); err == nil || !strings.Contains(err.Error(), "h.yaml:2: pools[0].idle_ttl: want a duration") {
+		t.Fatalf("bad idle_ttl: %v", err)
+	}
+}

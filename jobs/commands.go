@@ -50,7 +50,7 @@ func Commands() []command.Command {
 	return slices.Concat([]command.Command{
 		CreateWorker{}, DestroyWorker{}, ReleaseWorker{}, ValidateReservation{}, AssignWorker{},
 		DispatchJob{}, DeliverRun{}, CompleteJob{}, MarkJobFailed{}, MarkJobRunning{}, NotifyWorkerReady{},
-		RetryProvisioning{},
+		RetryProvisioning{}, CreateWarmWorker{},
 	}, CancellationCommands(), RecoveryCommands())
 }
 
@@ -65,6 +65,8 @@ type Outcome struct {
 	// already ended, so the remaining steps only clean up.
 	Cancelled bool `json:"cancelled,omitempty"`
 	Aborted   bool `json:"aborted,omitempty"`
+	// Recycled (ReleaseWorker): the worker went back to its warm pool, not away.
+	Recycled bool `json:"recycled,omitempty"`
 }
 
 // Command handlers. Each writes through the transaction ctx carries (the saga step's,
@@ -87,6 +89,7 @@ func (s *Service) register() {
 	command.Register(s.bus, command.HandlerFunc[MarkJobRunning, Outcome](s.markJobRunning))
 	command.Register(s.bus, command.HandlerFunc[RetryProvisioning, Outcome](s.retryProvisioning))
 	command.Register(s.bus, command.HandlerFunc[NotifyWorkerReady, Outcome](s.notifyWorkerReady))
+	command.Register(s.bus, command.HandlerFunc[CreateWarmWorker, Outcome](s.createWarmWorker))     // warm.go
 	command.Register(s.bus, command.HandlerFunc[SendCancel, Outcome](s.sendCancel))                 // cancel.go
 	command.Register(s.bus, command.HandlerFunc[FinishCancellation, Outcome](s.finishCancellation)) // cancel.go
 	command.Register(s.bus, command.HandlerFunc[StartJobTimeout, Outcome](s.startJobTimeout))       // timeout.go

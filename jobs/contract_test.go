@@ -58,5 +58,7 @@ func TestEveryCommandContract(t *testing.T) {
 		commandtest.For[jobs.ReserveReplacement, jobs.RecoveryOutcome](),
 		commandtest.For[jobs.TransferJob, jobs.RecoveryOutcome](),
 		commandtest.For[jobs.AbandonJob, jobs.RecoveryOutcome](),
+		// Warm pools (warm.go).
+		commandtest.For[jobs.CreateWarmWorker, jobs.Outcome](),
 	)
 }

@@ -69,6 +69,50 @@
 // with the provider's reason (failPermanently, effects.go) instead of provisioning it
 // again until its attempts run out.
 //
+// # Warm pools (warm.go)
+//
+// Config.Pools keeps idle workers registered ahead of jobs, per provider and image
+// (PoolConfig: min_idle, max_idle, idle_ttl, max_jobs_per_worker). A pool's worker is
+// an ordinary worker row with the label hodei.pool and no job; it counts against its
+// provider's capacity like any other. Everything about it stays in the saga and
+// ownership structure:
+//
+//	scheduler tx (leader, under the lock), after the PENDING jobs: per pool, while
+//	     idle + creating < min_idle and its provider has room that no PENDING job of
+//	     this pass waited for: worker row CREATING (labels hodei.pool), password row,
+//	     warm-worker saga started (id saga.IDFor("warm-worker", worker))
+//	warm-worker saga: create-worker (activity: CreateWarmWorker, the same launch as
+//	     CreateWorker; the spec carries MaxJobs and a long JobWait) ▶
+//	     await-registration; compensation: DestroyWorker
+//	RegisterWorker of a pool worker: READY (hodei.pool.idle_since), its saga signalled,
+//	     scheduler woken
+//	scheduler tx: a PENDING job that matches an idle worker (the worker's provider is
+//	     one of the job's candidates — provider, selector, image capability — and image,
+//	     resources and namespace are equal; a worker serves the namespace of its first
+//	     job, label hodei.namespace) takes it at once: worker READY → BUSY on the job,
+//	     job PENDING → PROVISIONING, "worker.ready" signalled to its execution saga, all
+//	     in that commit. No provisioning saga, no provider call. A crash after the
+//	     commit loses nothing: the signal is in the execution saga's history, whose
+//	     assign and dispatch steps run as for any worker (PendingRun re-sends RunJob).
+//	execution saga release: ReleaseWorker returns a pool worker to its pool
+//	     (BUSY → READY, no job, Outcome.Recycled; the destroy is skipped) when its pool
+//	     reuses workers (max_jobs_per_worker > 1), it has jobs left, the job SUCCEEDED
+//	     or FAILED with a result the worker itself reported (so its agent finished and
+//	     cleaned up, see package agent), and the pool has fewer than max_idle idle
+//	     workers; else it is destroyed as today.
+//
+// A PENDING job comes first: the pool refills only on providers no job of the pass
+// waited for, and a job whose providers are full takes the slot of an idle pool worker
+// it cannot use (that worker is destroyed in the job's scheduler transaction). Idle
+// workers idle longer than idle_ttl are destroyed while the pool has more than
+// min_idle, and those of a pool no longer configured at once. A pool whose worker
+// could not be created pauses for poolFailurePause. A pool worker that exits without a
+// job (local: the provider saw it) is destroyed at once (checkExited); one lost
+// silently is destroyed by the cleanup's heartbeat rule, and after a restart the
+// sweep leaves pool workers alone (their rows are not TERMINATED): they reconnect and
+// are matched again. Timeouts, cancellations and recoveries destroy a pool worker like
+// any other.
+//
 // # Side effects: after the commit, on the node that owns the worker (effects.go)
 //
 // No provider call and no message to a worker runs inside a database transaction

@@ -47,6 +47,24 @@ func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName
 	if err != nil {
 		return Outcome{}, err
 	}
+	spec := provider.WorkerSpec{JobID: jobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": jobID},
+		Image: j.Spec.Image, Pull: j.Spec.Pull}
+	return s.launchWorker(ctx, w, providerName, spec, func(cause error) error {
+		// Trying again cannot help (an image that does not exist, a spec the
+		// provider refuses): the job fails now with the provider's reason. The
+		// error is not transient, so the saga compensates at once (destroys the
+		// reserved worker; RetryProvisioning finds the job ended and does nothing).
+		return s.failPermanently(ctx, jobID, workerID, providerName, cause)
+	})
+}
+
+// launchWorker is the common part of startWorker and createWarmWorker (warm.go): the
+// CREATING worker w gets a fresh one-time password and this node as its owner, both
+// committed, then its provider starts it with spec (WorkerID, the password, the server
+// URL, the owner and the CA bundle are filled in here). A provider.Permanent error of
+// Create is handed to permanent, whose error is returned.
+func (s *Service) launchWorker(ctx context.Context, w *domain.Worker, providerName string, spec provider.WorkerSpec, permanent func(error) error) (Outcome, error) {
+	workerID := w.ID
 	p, err := s.providers.Get(providerName)
 	if err != nil {
 		return Outcome{}, err
@@ -78,9 +96,8 @@ func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName
 			return Outcome{}, command.Transient(fmt.Errorf("jobs: destroy stale worker %s: %w", workerID, err))
 		}
 	}
-	spec := provider.WorkerSpec{WorkerID: workerID, OneTimePassword: otp, ServerURL: s.cfg.ServerURL,
-		JobID: jobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": jobID},
-		Image: j.Spec.Image, Pull: j.Spec.Pull, Owner: node}
+	spec.WorkerID, spec.OneTimePassword, spec.ServerURL = workerID, otp, s.cfg.ServerURL
+	spec.Owner = node
 	if s.cfg.WorkerCACertPEM != nil {
 		spec.CACertPEM = s.cfg.WorkerCACertPEM()
 	}
@@ -90,11 +107,7 @@ func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName
 	endSpan(err)
 	if err != nil {
 		if provider.IsPermanent(err) {
-			// Trying again cannot help (an image that does not exist, a spec the
-			// provider refuses): the job fails now with the provider's reason. The
-			// error is not transient, so the saga compensates at once (destroys the
-			// reserved worker; RetryProvisioning finds the job ended and does nothing).
-			return Outcome{}, s.failPermanently(ctx, jobID, workerID, providerName, err)
+			return Outcome{}, permanent(err)
 		}
 		return Outcome{}, command.Transient(fmt.Errorf("jobs: create worker %s with provider %s: %w", workerID, providerName, err))
 	}

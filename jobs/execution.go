@@ -205,8 +205,8 @@ func executionSaga(version int) saga.Definition {
 				if _, err := sc.Output("await-result", &r); err != nil || r.TimeoutSaga {
 					return nil, err
 				}
-				if _, err := dispatch(ctx, sc, ReleaseWorker{Key: sc.Key() + "/release", WorkerID: s.workerID}); err != nil {
-					return nil, err
+				if o, err := dispatch(ctx, sc, ReleaseWorker{Key: sc.Key() + "/release", WorkerID: s.workerID}); err != nil || o.Recycled {
+					return o, err // a pool's worker may go back to its pool (warm.go)
 				}
 				return dispatch(ctx, sc, DestroyWorker{Key: sc.Key() + "/destroy", WorkerID: s.workerID, Reason: "job finished"})
 			},
@@ -346,6 +346,11 @@ func (s *Service) releaseWorker(ctx context.Context, c ReleaseWorker) (Outcome, 
 	}
 	if w.State == domain.WorkerTerminating || w.State.IsTerminal() {
 		return skipped(nil, w, "worker already released"), nil
+	}
+	if ok, err := s.recycleWorker(ctx, w); err != nil { // warm.go
+		return Outcome{}, err
+	} else if ok {
+		return Outcome{WorkerState: string(domain.WorkerReady), Recycled: true}, nil
 	}
 	w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminating, s.cfg.Now(), nil)
 	if err != nil {

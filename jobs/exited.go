@@ -57,6 +57,13 @@ func (s *Service) checkExited(ctx context.Context, cfg CleanupConfig, n disconne
 	)
 	err := s.st.InTx(ctx, func(ctx context.Context) error {
 		w, j, err := s.workerAndJob(ctx, n.workerID)
+		if err == nil && j == nil && w != nil && w.JobID == "" && w.Labels[labelPool] != "" && !w.State.IsTerminal() {
+			action = "idle pool worker destroyed" // warm.go: the pool refills
+			if cfg.DryRun {
+				return nil
+			}
+			return s.warmExited(ctx, w, reason)
+		}
 		if err != nil || j == nil || w.State == domain.WorkerTerminating || w.State == domain.WorkerTerminated {
 			return err
 		}

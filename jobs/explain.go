@@ -45,7 +45,7 @@ func (s *Service) Explain(ctx context.Context, j *domain.Job) (*Explanation, err
 			return nil, err
 		}
 		e.Summary = fmt.Sprintf("PENDING: %d jobs ahead of it", ahead)
-		room, err := s.providerRoom(ctx)
+		room, _, err := s.providerRoom(ctx)
 		if err != nil {
 			return nil, err
 		}

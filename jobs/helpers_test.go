@@ -263,6 +263,8 @@ type envOpts struct {
 	noEngineLoop bool
 	// leader, if set, builds the Service's Config.Leader over the test's store.
 	leader func(st store.Store) jobs.Leadership
+	// pools are the Service's warm pools (Config.Pools).
+	pools []jobs.PoolConfig
 	// providers, if set, builds the registry over the fake cloud (default: the cloud
 	// alone); strategy is the Service's Config.ProviderStrategy.
 	providers func(t *testing.T, cloud *fakeCloud) *provider.Registry
@@ -313,7 +315,7 @@ func (e *env) start(o envOpts) {
 		providers = o.providers(t, e.cloud)
 	}
 	svc, err := jobs.New(e.st, bus, eng, providers, e.cloud, jobs.Config{ServerURL: "http://127.0.0.1:1",
-		Leader: leader, ProviderStrategy: o.strategy,
+		Leader: leader, ProviderStrategy: o.strategy, Pools: o.pools,
 		Capacity: capacity, RegistrationTimeout: o.regTimeout, SchedulerPoll: 50 * time.Millisecond,
 		SweepInterval: 100 * time.Millisecond,
 		Logger:        logger, Now: e.clock.Now})

@@ -35,7 +35,7 @@ func SagaTypes() []string {
 // made them inside the step's transaction, stays registered so that sagas started on
 // it finish on its steps (new sagas start on the latest version).
 func RegisterSagas(reg *saga.Registry) error {
-	defs := []saga.Definition{cancellationSaga(), recoverySaga() /* recovery.go */}
+	defs := []saga.Definition{cancellationSaga(), recoverySaga() /* recovery.go */, warmWorkerSaga() /* warm.go */}
 	for _, v := range []int{1, 2} {
 		defs = append(defs, provisioningSaga(v), executionSaga(v), timeoutSaga(v) /* timeout.go */)
 	}

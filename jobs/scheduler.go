@@ -88,13 +88,10 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 			return err
 		}
 		free := min(s.cfg.Capacity-active, s.cfg.SchedulerBatch)
-		if free <= 0 {
+		if free <= 0 && len(s.cfg.Pools) == 0 {
 			return nil
 		}
-		room, err := s.providerRoom(ctx)
-		if err != nil {
-			return err
-		}
+		free = max(free, 0)
 		// Namespaces at their limit on running jobs are left out; the others' jobs
 		// start up to their headroom (a batch may claim more of one namespace than it
 		// may start: those stay PENDING, and the next round leaves the namespace out).
@@ -111,12 +108,33 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 		slices.Sort(full)
 		// More than free are claimed so that a job waiting for a full provider does
 		// not hold back later jobs that another provider has room for.
-		pending, err := sched.ClaimPendingExcept(ctx, min(max(4*free, 16), 100), full)
+		limit := min(max(4*free, 16), 100)
+		pending, err := sched.ClaimPendingExcept(ctx, limit, full)
 		if err != nil {
 			return err
 		}
+		// The workers are read after the claim: a worker that became idle before a
+		// claimed job was submitted is seen (its commit came first).
+		room, workers, err := s.providerRoom(ctx)
+		if err != nil {
+			return err
+		}
+		// Warm pools (warm.go): idle workers a job may take with no provisioning.
+		wp := &warmPass{waiting: map[string]bool{}}
+		for _, w := range workers {
+			if idleWarm(w) {
+				wp.idle = append(wp.idle, w)
+			}
+		}
+		if free <= 0 && len(wp.idle) == 0 {
+			return nil
+		}
+		capLeft := s.cfg.Capacity - active // free is also bounded by the batch
+		reserved := 0
+		wp.all = len(pending) == limit // more may wait unclaimed: the pools wait too
 		for _, j := range pending {
-			if started == free {
+			if started == s.cfg.SchedulerBatch {
+				wp.all = true
 				break
 			}
 			cands, err := s.candidates(j.Spec)
@@ -129,23 +147,54 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 				}
 				continue
 			}
-			chosen := choose(s.cfg.ProviderStrategy, cands, room)
-			if chosen == "" {
-				continue // its providers are full: it keeps its place in PENDING
+			ns := j.NamespaceOf()
+			if n, limited := headroom[ns]; limited && n <= 0 {
+				continue
 			}
-			if n, limited := headroom[j.NamespaceOf()]; limited {
-				if n <= 0 {
-					continue
+			took := func() {
+				if n, limited := headroom[ns]; limited {
+					headroom[ns] = n - 1
 				}
-				headroom[j.NamespaceOf()] = n - 1
+				started++
+			}
+			if w := s.takeMatch(wp, j, cands); w != nil {
+				if err := s.assignWarm(ctx, j, w); err != nil {
+					return fmt.Errorf("job %s on warm worker %s: %w", j.ID, w.ID, err)
+				}
+				took()
+				continue
+			}
+			chosen := choose(s.cfg.ProviderStrategy, cands, room)
+			if chosen == "" || reserved >= capLeft {
+				// A slot held by an idle pool worker the job cannot use goes to the job.
+				if w := s.takeEvictable(wp, cands); w != nil {
+					if _, err := s.destroyWorker(ctx, DestroyWorker{WorkerID: w.ID,
+						Reason: "its slot goes to PENDING job " + j.ID}); err != nil {
+						return err
+					}
+					addRoom(room, w.Provider, 1)
+					free++
+					capLeft++
+					chosen = w.Provider
+				}
+			}
+			if chosen == "" || reserved >= free {
+				for _, c := range cands {
+					wp.waiting[c] = true
+				}
+				continue // its providers are full: it keeps its place in PENDING
 			}
 			if err := s.reserve(ctx, j, chosen); err != nil {
 				return fmt.Errorf("job %s: %w", j.ID, err)
 			}
-			sl := room[chosen]
-			sl.room--
-			room[chosen] = sl
-			started++
+			addRoom(room, chosen, -1)
+			reserved++
+			took()
+		}
+		if len(s.cfg.Pools) > 0 || len(wp.idle) > 0 {
+			if _, err := s.tendPools(ctx, wp, workers, room, free-reserved); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -157,12 +206,12 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 
 // providerRoom returns, per registered provider, its capacity (its
 // Capabilities().MaxWorkers; 0: only the overall Config.Capacity bounds it) and how
-// many more workers it may run: that less its workers that are not TERMINATED. Called
-// under the scheduler lock.
-func (s *Service) providerRoom(ctx context.Context) (map[string]slots, error) {
+// many more workers it may run: that less its workers that are not TERMINATED (which
+// it returns too). Called under the scheduler lock.
+func (s *Service) providerRoom(ctx context.Context) (map[string]slots, []*domain.Worker, error) {
 	ws, err := s.st.Workers().List(ctx, domain.WorkerCreating, domain.WorkerReady, domain.WorkerBusy, domain.WorkerTerminating)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	used := map[string]int{}
 	for _, w := range ws {
@@ -180,7 +229,7 @@ func (s *Service) providerRoom(ctx context.Context) (map[string]slots, error) {
 		}
 		room[n] = slots{room: max(limit-used[n], 0), limit: limit}
 	}
-	return room, nil
+	return room, ws, nil
 }
 
 func (s *Service) reserve(ctx context.Context, j *domain.Job, providerName string) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,6 +125,10 @@ type Config struct {
 	// DeliveryTimeout bounds one delivery of a message to a worker, ack included
 	// (default 5s); an unacknowledged message is sent again.
 	DeliveryTimeout time.Duration
+	// Pools are the warm pools (warm.go): idle workers kept registered per provider
+	// (and image), reused by up to MaxJobsPerWorker jobs of one namespace. New applies
+	// their defaults and refuses an invalid one, naming it (pools[i].field).
+	Pools []PoolConfig
 	// Leader tells whether this replica leads: only the leader schedules and runs the
 	// cleanup scan (default: always leads, for one replica and for tests).
 	Leader Leadership
@@ -245,6 +250,8 @@ type Service struct {
 	disconnects chan disconnectNotice
 	// otps hands passwords from the scheduler to the create-worker activity (otpstash.go).
 	otps otpStash
+	// warmPaused: pools not refilled for a while after a failed create (warm.go).
+	warmPaused poolBackoff
 }
 
 // New builds the Service and registers the handlers of Commands() on bus. The engine
@@ -260,6 +267,10 @@ func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provi
 	}
 	if _, err := providers.Get(cfg.DefaultProvider); err != nil {
 		return nil, fmt.Errorf("jobs: Config.DefaultProvider: %w", err)
+	}
+	cfg.Pools = slices.Clone(cfg.Pools)
+	if err := validatePools(cfg.Pools, providers); err != nil {
+		return nil, err
 	}
 	if cfg.Workers == nil {
 		r, err := routing.New(nil, "local", providers, routing.Config{Logger: cfg.Logger})

@@ -59,9 +59,12 @@ func (s *Service) RegisterWorker(ctx context.Context, workerID, otp string) (str
 		if err := s.st.Credentials().RedeemOTP(ctx, workerID, hashSecret(otp), tokenHash, now); err != nil {
 			return err
 		}
-		w, err := s.st.Workers().UpdateState(ctx, workerID, domain.WorkerReady, now, nil)
+		w, err := s.st.Workers().UpdateState(ctx, workerID, domain.WorkerReady, now, registeredMutate(now))
 		if err != nil {
 			return err
+		}
+		if w.JobID == "" && w.Labels[labelPool] != "" { // warm.go: a pool's worker
+			return s.warmRegistered(ctx, w, now)
 		}
 		j, err := s.st.Jobs().Get(ctx, w.JobID)
 		if err != nil {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/hodei-jobs/hodei/domain"
 )
@@ -34,6 +36,31 @@ type WorkerSpec struct {
 	// TraceParent is the W3C traceparent of the job's trace ("" when untraced);
 	// providers pass it as TRACEPARENT so that the agent's registration joins the trace.
 	TraceParent string
+	// MaxJobs above 1 makes the worker a reused one (a warm pool's): its agent runs up
+	// to MaxJobs jobs one after another, cleaning up between them.
+	MaxJobs int
+	// JobWait is how long an idle worker's agent waits for a job before it exits (a
+	// warm worker waits for its first job, and between jobs); 0: the agent's default.
+	JobWait time.Duration
+}
+
+// Environment variables of the agent for WorkerSpec.MaxJobs and JobWait.
+const (
+	EnvMaxJobs         = "HODEI_WORKER_MAX_JOBS"
+	EnvFirstJobTimeout = "HODEI_WORKER_FIRST_JOB_TIMEOUT"
+)
+
+// AgentEnv is the agent's environment for the spec's reuse settings (MaxJobs,
+// JobWait), "K=V" entries; providers add it to the worker's environment.
+func (s WorkerSpec) AgentEnv() []string {
+	var env []string
+	if s.MaxJobs > 1 {
+		env = append(env, EnvMaxJobs+"="+strconv.Itoa(s.MaxJobs))
+	}
+	if s.JobWait > 0 {
+		env = append(env, EnvFirstJobTimeout+"="+s.JobWait.String())
+	}
+	return env
 }
 
 // Validate reports the first missing field.
@@ -45,6 +72,10 @@ func (s WorkerSpec) Validate() error {
 		return errors.New("provider: WorkerSpec.OneTimePassword is empty")
 	case s.ServerURL == "":
 		return errors.New("provider: WorkerSpec.ServerURL is empty")
+	case s.MaxJobs < 0:
+		return fmt.Errorf("provider: WorkerSpec.MaxJobs is negative (%d)", s.MaxJobs)
+	case s.JobWait < 0:
+		return fmt.Errorf("provider: WorkerSpec.JobWait is negative (%s)", s.JobWait)
 	case s.Resources.MemoryBytes < 0:
 		return fmt.Errorf("provider: WorkerSpec.Resources.MemoryBytes is negative (%d)", s.Resources.MemoryBytes)
 	case s.Resources.CPUMillis < 0:

@@ -133,6 +133,35 @@ type Config struct {
 	// OnReady, if set, is called once with the API's base URL when the server accepts
 	// requests.
 	OnReady func(url string)
+	// WarmWorkers is the size of the default warm pool (--warm-workers,
+	// HODEI_WARM_WORKERS): that many idle workers of the first provider (docker: with
+	// Docker.DefaultImage) are kept registered for jobs that match them, and up to twice
+	// as many go back to the pool after a job (0: none).
+	WarmWorkers int
+	// WarmMaxJobs is the default pool's max_jobs_per_worker (--warm-max-jobs,
+	// HODEI_WARM_MAX_JOBS; 0: 1, a warm worker runs one job).
+	WarmMaxJobs int
+	// Pools are further warm pools (the config file's pools section).
+	Pools []jobs.PoolConfig
+}
+
+// warmPools returns the job service's pools: Pools (so that pools[i] in an error is
+// the file's), then the default one (WarmWorkers).
+func (c *Config) warmPools() []jobs.PoolConfig {
+	out := slices.Clone(c.Pools)
+	if c.WarmWorkers > 0 {
+		// Up to twice as many idle workers may return to the pool after their jobs (the
+		// pool refills while its workers are busy); idle_ttl retires the extra ones.
+		p := jobs.PoolConfig{Name: "default", Provider: "local", MinIdle: c.WarmWorkers, MaxIdle: 2 * c.WarmWorkers,
+			MaxJobsPerWorker: c.WarmMaxJobs}
+		if len(c.Providers) > 0 {
+			p.Provider = c.Providers[0]
+		}
+		// No image: a docker pool's workers then run Docker.DefaultImage, and match the
+		// jobs that name no image.
+		out = append(out, p)
+	}
+	return out
 }
 
 func (c *Config) setDefaults() {
@@ -197,6 +226,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Docker.MaxWorkers < 0 {
 		return fmt.Errorf("server: Config.Docker.MaxWorkers must not be negative, got %d", c.Docker.MaxWorkers)
+	}
+	if c.WarmWorkers < 0 || c.WarmWorkers > 10_000 {
+		return fmt.Errorf("server: Config.WarmWorkers %d out of range [0, 10000] (--warm-workers)", c.WarmWorkers)
+	}
+	if c.WarmMaxJobs < 0 || c.WarmMaxJobs > 1_000_000 {
+		return fmt.Errorf("server: Config.WarmMaxJobs %d out of range [0, 1000000] (--warm-max-jobs)", c.WarmMaxJobs)
 	}
 	if c.MaxWorkers < 0 {
 		return fmt.Errorf("server: Config.MaxWorkers must not be negative, got %d", c.MaxWorkers)

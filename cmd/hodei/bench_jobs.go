@@ -29,6 +29,7 @@ func newBenchJobsCmd() *cobra.Command {
 		Example: "  hodei bench jobs --server http://127.0.0.1:7070 --jobs 500 --concurrency 16\n" +
 			"  hodei bench jobs --database-url postgres://localhost/hodei_bench -o json\n" +
 			"  hodei bench jobs --driver sqlite --sqlite-path /tmp/bench.db --jobs 200\n" +
+			"  hodei bench jobs --driver sqlite --warm-workers 8 --warm-max-jobs 100 --max-workers 8 -o json\n" +
 			"  hodei bench jobs --driver sqlite --provider docker --image busybox:1.36 --jobs 100 -o json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -82,6 +83,12 @@ func newBenchJobsCmd() *cobra.Command {
 			if cfg.Provider != "" && cfg.Provider != "local" && cfg.Provider != "docker" {
 				return fmt.Errorf("--provider: %q: want local or docker", cfg.Provider)
 			}
+			if cfg.WarmWorkers < 0 || cfg.WarmMaxJobs < 1 {
+				return fmt.Errorf("--warm-workers (%d) must not be negative and --warm-max-jobs (%d) must be at least 1", cfg.WarmWorkers, cfg.WarmMaxJobs)
+			}
+			if cfg.WarmWorkers > 0 && srvGiven {
+				return errors.New("--warm-workers: only with an in-process server (start the running one with --warm-workers)")
+			}
 			if cfg.Provider == "docker" && cfg.Image == "" {
 				return errors.New("--image: required with --provider docker (an image on the engine: jobs run with --pull never)")
 			}
@@ -109,6 +116,9 @@ func newBenchJobsCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "server:      %s\n", where)
 			fmt.Fprintf(out, "jobs:        %d (%d in flight): %d succeeded, %d did not\n", res.Jobs, res.Concurrency, res.Succeeded, res.NotSucceeded)
+			if res.WarmWorkers > 0 {
+				fmt.Fprintf(out, "warm pool:   %d workers, %d jobs each at most\n", res.WarmWorkers, res.WarmMaxJobs)
+			}
 			fmt.Fprintf(out, "throughput:  %.1f jobs/s (%.2fs)\n", res.ThroughputPerS, res.DurationSeconds)
 			fmt.Fprintf(out, "start:       submit→RUNNING p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms\n",
 				res.StartLatencyP50Ms, res.StartLatencyP95Ms, res.StartLatencyP99Ms, res.StartLatencyMaxMs)
@@ -139,6 +149,8 @@ func newBenchJobsCmd() *cobra.Command {
 	f.StringVar(&cfg.Image, "image", "", "image the jobs run in (with --provider docker; it must be on the engine: --pull never)")
 	f.StringVar(&cfg.Docker.Host, "docker-host", "", "Docker Engine of the in-process server and of the bare runs (default $DOCKER_HOST or the local socket)")
 	f.StringVar(&cfg.Docker.AgentBinary, "docker-agent", "", "static hodei binary mounted into containers (default this executable, which must be built with CGO_ENABLED=0)")
+	f.IntVar(&cfg.WarmWorkers, "warm-workers", 0, "warm pool of the in-process server: idle workers kept for the jobs' provider and image (0: none, every job gets a fresh worker)")
+	f.IntVar(&cfg.WarmMaxJobs, "warm-max-jobs", 1, "jobs one warm worker runs before it is replaced (with --warm-workers)")
 	f.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (the in-process server) to this file")
 	return cmd
 }

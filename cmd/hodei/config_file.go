@@ -8,6 +8,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hodei-jobs/hodei/config"
+	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/jobs"
 )
 
 // envServerConfig names the settings file of `hodei server` and `hodei dev`. It is not
@@ -67,4 +69,20 @@ func applyConfigFile(cmd *cobra.Command) (*config.Loaded, error) {
 		f.Changed = true
 	}
 	return loaded, nil
+}
+
+// poolsFromFile is the file's pools section as the job service's pools, each checked
+// (the error names the file and pools[i].key; the server checks the providers).
+func poolsFromFile(loaded *config.Loaded) ([]jobs.PoolConfig, error) {
+	var out []jobs.PoolConfig
+	for i, p := range loaded.File.Pools {
+		pc := jobs.PoolConfig{Name: p.Name, Provider: p.Provider, Image: p.Image, Pull: domain.PullPolicy(p.Pull),
+			CPU: p.CPU, Memory: p.Memory, Namespace: p.Namespace, MinIdle: p.MinIdle, MaxIdle: p.MaxIdle, IdleTTL: p.IdleTTL,
+			MaxJobsPerWorker: p.MaxJobsPerWorker}
+		if err := pc.Check(i); err != nil {
+			return nil, fmt.Errorf("%s: %w", loaded.Path, err)
+		}
+		out = append(out, pc)
+	}
+	return out, nil
 }

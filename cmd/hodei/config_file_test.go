@@ -108,6 +108,11 @@ func TestConfigFileRefused(t *testing.T) {
 		// The flag's own parser runs on the file's value.
 		"providers: [local, local]\n": `--provider: "local" given twice`,
 		"provider_strategy: random\n": `--provider-strategy: "random": want first-fit or least-loaded`,
+		// Warm pools: the file-only list is checked key by key, and each pool by the
+		// job service, naming it.
+		"pools:\n  - provider: local\n    min_idel: 1\n":                  `hodei.yaml:3: unknown key pools[0].min_idel`,
+		"pools:\n  - provider: local\n    min_idle: 3\n    max_idle: 2\n": `pools[0].max_idle 2 out of range [min_idle 3, 10000]`,
+		"warm_max_jobs: 0\n": `--warm-max-jobs: must be at least 1, got 0`,
 	} {
 		path := writeConfig(t, body)
 		out, err := runHodei(t, "dev", "--config", path, "--data-dir", filepath.Join(t.TempDir(), "unused"))

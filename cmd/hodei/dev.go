@@ -53,7 +53,11 @@ running jobs are not killed.`,
   hodei dev --listen 127.0.0.1:8080 --data-dir /tmp/hodei-dev --max-workers 4`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := applyConfigFile(cmd); err != nil {
+			loaded, err := applyConfigFile(cmd)
+			if err != nil {
+				return err
+			}
+			if cfg.Pools, err = poolsFromFile(loaded); err != nil {
 				return err
 			}
 			if cfg.MaxWorkers < 0 {

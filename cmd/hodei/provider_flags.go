@@ -21,6 +21,8 @@ const (
 	envDockerAgent        = "HODEI_DOCKER_AGENT"
 	envDockerDefaultImage = "HODEI_DOCKER_DEFAULT_IMAGE"
 	envDockerLabels       = "HODEI_DOCKER_LABELS"
+	envWarmWorkers        = "HODEI_WARM_WORKERS"
+	envWarmMaxJobs        = "HODEI_WARM_MAX_JOBS"
 )
 
 // providerFlags are the flags choosing and configuring the worker providers.
@@ -51,6 +53,12 @@ func (pf *providerFlags) define(cmd *cobra.Command, cfg *server.Config) {
 		"image for jobs that name none (empty: such jobs run on other providers)")
 	f.StringSliceVar(&pf.dockerLabels, "docker-labels", nil, "labels K=V of the docker provider, matched by jobs' --selector (comma-separated)")
 	bindEnv(cmd, "docker-labels", envDockerLabels)
+	f.IntVar(&cfg.WarmWorkers, "warm-workers", 0,
+		"idle workers of the first provider kept registered, so that a job that matches one starts with no provisioning (0: none; they count against the provider's capacity)")
+	bindEnv(cmd, "warm-workers", envWarmWorkers)
+	f.IntVar(&cfg.WarmMaxJobs, "warm-max-jobs", 1,
+		"jobs one warm worker runs, one after another and within one namespace, before it is replaced (1: one job each)")
+	bindEnv(cmd, "warm-max-jobs", envWarmMaxJobs)
 }
 
 // apply checks the provider flags and puts them into cfg.
@@ -86,6 +94,12 @@ func (pf *providerFlags) apply(cmd *cobra.Command, cfg *server.Config) error {
 	}
 	if cfg.Docker.MaxWorkers < 0 {
 		return fmt.Errorf("--docker-max-workers: must not be negative, got %d", cfg.Docker.MaxWorkers)
+	}
+	if cfg.WarmWorkers < 0 {
+		return fmt.Errorf("--warm-workers: must not be negative, got %d", cfg.WarmWorkers)
+	}
+	if cfg.WarmMaxJobs < 1 {
+		return fmt.Errorf("--warm-max-jobs: must be at least 1, got %d", cfg.WarmMaxJobs)
 	}
 	labels, err := parseKV("--docker-labels", pf.dockerLabels)
 	if err != nil {

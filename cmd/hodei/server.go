@@ -43,7 +43,11 @@ server that comes up on the same address.`,
   HODEI_DATABASE_URL=postgres://localhost/hodei hodei server --listen 0.0.0.0:7070 --max-workers 8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := applyConfigFile(cmd); err != nil {
+			loaded, err := applyConfigFile(cmd)
+			if err != nil {
+				return err
+			}
+			if cfg.Pools, err = poolsFromFile(loaded); err != nil {
 				return err
 			}
 			if err := requireFlags(cmd, "database-url"); err != nil {

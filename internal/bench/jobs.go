@@ -19,8 +19,10 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hodei-jobs/hodei/domain"
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/server"
 )
 
@@ -59,6 +61,15 @@ type JobsConfig struct {
 	// Docker configures an in-process server's docker provider; with Provider docker
 	// the bench also times bare container runs of Image on the same engine.
 	Docker server.DockerConfig
+	// WarmWorkers is the in-process server's warm pool for the jobs' provider and
+	// Image (min_idle; max_idle twice that): 0, none. The bench gives the pool
+	// WarmSettle to fill before it measures.
+	WarmWorkers int
+	// WarmMaxJobs is the pool's max_jobs_per_worker (0: 1).
+	WarmMaxJobs int
+	// WarmSettle: how long the bench waits for the pool to fill (default 3s; 10s with
+	// Provider docker).
+	WarmSettle time.Duration
 }
 
 func (c *JobsConfig) setDefaults() {
@@ -73,6 +84,12 @@ func (c *JobsConfig) setDefaults() {
 	}
 	if c.Log == nil {
 		c.Log = io.Discard
+	}
+	if c.WarmSettle == 0 {
+		c.WarmSettle = 3 * time.Second
+		if c.Provider == "docker" {
+			c.WarmSettle = 10 * time.Second
+		}
 	}
 }
 
@@ -94,6 +111,10 @@ func (c *JobsConfig) Validate() error {
 		return fmt.Errorf("bench jobs: Jobs %d out of range [1, 1000000]", c.Jobs)
 	case c.Concurrency < 1 || c.Concurrency > 10_000:
 		return fmt.Errorf("bench jobs: Concurrency %d out of range [1, 10000]", c.Concurrency)
+	case c.WarmWorkers < 0 || c.WarmMaxJobs < 0:
+		return fmt.Errorf("bench jobs: WarmWorkers (%d) and WarmMaxJobs (%d) must not be negative", c.WarmWorkers, c.WarmMaxJobs)
+	case c.WarmWorkers > 0 && c.ServerURL != "":
+		return errors.New("bench jobs: WarmWorkers is for an in-process server (start a running one with --warm-workers)")
 	case c.MaxWorkers < 0:
 		return fmt.Errorf("bench jobs: MaxWorkers must not be negative, got %d", c.MaxWorkers)
 	case c.Provider == "docker" && c.Image == "":
@@ -138,6 +159,9 @@ type JobsResult struct {
 	// Provider and Image the jobs ran with ("" : the server's choice, none).
 	Provider string `json:"provider,omitempty"`
 	Image    string `json:"image,omitempty"`
+	// WarmWorkers and WarmMaxJobs of the in-process server's pool (0: none).
+	WarmWorkers int `json:"warm_workers,omitempty"`
+	WarmMaxJobs int `json:"warm_max_jobs,omitempty"`
 	// With Provider docker: a bare `docker run --rm IMAGE true` through the engine's
 	// API (create, start, wait for the exit, remove), p50 and p95 over BareRuns runs on
 	// the same engine, and the start-up overhead of a job beyond it (start latency
@@ -156,7 +180,11 @@ func RunJobs(ctx context.Context, cfg JobsConfig) (*JobsResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	res := &JobsResult{Jobs: cfg.Jobs, Concurrency: cfg.Concurrency, Server: cfg.ServerURL, Provider: cfg.Provider, Image: cfg.Image}
+	res := &JobsResult{Jobs: cfg.Jobs, Concurrency: cfg.Concurrency, Server: cfg.ServerURL, Provider: cfg.Provider, Image: cfg.Image,
+		WarmWorkers: cfg.WarmWorkers}
+	if cfg.WarmWorkers > 0 {
+		res.WarmMaxJobs = max(cfg.WarmMaxJobs, 1)
+	}
 	spec := func() *hodeiv1.JobSpec {
 		s := &hodeiv1.JobSpec{Command: []string{"true"}, Labels: map[string]string{"hodei.bench": "jobs"},
 			Provider: cfg.Provider, Image: cfg.Image}
@@ -187,6 +215,14 @@ func RunJobs(ctx context.Context, cfg JobsConfig) (*JobsResult, error) {
 		return nil, fmt.Errorf("bench jobs: warm-up job ended %s: %s", m.state, m.lastErr)
 	}
 
+	if cfg.WarmWorkers > 0 {
+		fmt.Fprintf(cfg.Log, "bench jobs: %s for the warm pool of %d workers to fill\n", cfg.WarmSettle, cfg.WarmWorkers)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(cfg.WarmSettle):
+		}
+	}
 	if cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
 		if err != nil {
@@ -388,6 +424,7 @@ func jobsStartServer(ctx context.Context, cfg JobsConfig) (string, func(), error
 			MaxWorkers:  cfg.MaxWorkers,
 			Providers:   jobsProviders(cfg.Provider),
 			Docker:      cfg.Docker,
+			Pools:       jobsPools(cfg),
 			OnReady:     func(u string) { ready <- u },
 		}, logger)
 	}()
@@ -446,4 +483,21 @@ func jobsProviders(provider string) []string {
 		return nil // the server's default: local
 	}
 	return []string{provider}
+}
+
+// jobsPools is the in-process server's warm pool for the bench's jobs (none without
+// WarmWorkers): the jobs' provider (default local) and image.
+func jobsPools(cfg JobsConfig) []jobs.PoolConfig {
+	if cfg.WarmWorkers == 0 {
+		return nil
+	}
+	p := jobs.PoolConfig{Name: "bench", Provider: cfg.Provider, Image: cfg.Image, MinIdle: cfg.WarmWorkers,
+		MaxIdle: 2 * cfg.WarmWorkers, MaxJobsPerWorker: cfg.WarmMaxJobs}
+	if p.Provider == "" {
+		p.Provider = "local"
+	}
+	if p.Image != "" {
+		p.Pull = domain.PullNever
+	}
+	return []jobs.PoolConfig{p}
 }

@@ -30,6 +30,9 @@ const (
 	// envWorkerCgroupMemory=1: the container's cgroup enforces memory (docker provider).
 	envWorkerCgroupMemory = "HODEI_WORKER_CGROUP_MEMORY"
 	envWorkerIdleTimeout  = "HODEI_WORKER_IDLE_TIMEOUT"
+	// A reused worker (warm pools): how many jobs it runs, and how long it waits for one.
+	envWorkerMaxJobs         = "HODEI_WORKER_MAX_JOBS"
+	envWorkerFirstJobTimeout = "HODEI_WORKER_FIRST_JOB_TIMEOUT"
 )
 
 // New returns the worker command, named use ("worker" under hodei, "hodei-agent" as a
@@ -50,6 +53,11 @@ A provider starts it with HODEI_SERVER, HODEI_WORKER_ID and HODEI_ONE_TIME_PASSW
 its environment, and for an https:// server the CA bundle that verifies it:
 HODEI_CA_CERT (a PEM file) or HODEI_CA_CERT_PEM (the PEM text). The one-time password is read only from the environment (a command
 line is visible to every user through ps) and removed from it at once.
+
+With --max-jobs N above 1 (a warm pool's worker) it runs up to N jobs one after
+another; between two jobs it kills every process the last one left (also those that
+left its process group), removes its directory and keeps none of its environment or
+secrets, and waits --first-job-timeout for the next.
 
 Exits 0 when destroyed (SIGTERM: the running job is stopped first) or idle after its
 job; non-zero when the server refuses the password or cannot be reached.`,
@@ -113,6 +121,12 @@ job; non-zero when the server refuses the password or cannot be reached.`,
 	cmd.Flags().DurationVar(&cfg.IdleTimeout, "idle-timeout", 30*time.Second,
 		"exit this long after the job's result was acknowledged if not destroyed before")
 	envflag.Bind(cmd, "idle-timeout", envWorkerIdleTimeout)
+	cmd.Flags().IntVar(&cfg.MaxJobs, "max-jobs", 1,
+		"jobs this worker runs one after another (above 1: a reused worker, cleaned between jobs)")
+	envflag.Bind(cmd, "max-jobs", envWorkerMaxJobs)
+	cmd.Flags().DurationVar(&cfg.FirstJobTimeout, "first-job-timeout", 5*time.Minute,
+		"exit if no job arrives this long after start (a reused worker: also while it waits between jobs)")
+	envflag.Bind(cmd, "first-job-timeout", envWorkerFirstJobTimeout)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }

@@ -365,6 +365,7 @@ func (p *Provider) start(ctx context.Context, workerID, name string) error {
 func (p *Provider) env(spec provider.WorkerSpec) []string {
 	env := []string{EnvIdleTimeout + "=" + p.cfg.IdleTimeout.String(), EnvCgroupMemory + "=1"}
 	env = append(env, p.cfg.Env...)
+	env = append(env, spec.AgentEnv()...)
 	if spec.CACertPEM != "" { // the CA bundle of an https:// server: not a secret
 		env = append(env, EnvCACertPEM+"="+spec.CACertPEM)
 	}

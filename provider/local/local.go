@@ -281,6 +281,7 @@ func (p *Provider) workerEnv(spec provider.WorkerSpec) []string {
 	}
 	env = append(env, EnvIdleTimeout+"="+p.cfg.IdleTimeout.String())
 	env = append(env, p.cfg.Env...)
+	env = append(env, spec.AgentEnv()...)
 	env = append(env,
 		EnvServer+"="+spec.ServerURL,
 		EnvWorkerID+"="+spec.WorkerID,
