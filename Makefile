@@ -4,7 +4,7 @@ GO ?= go
 # Extra flags for go test, e.g. make test GOTESTFLAGS="-race -timeout 25m"
 GOTESTFLAGS ?=
 
-.PHONY: all build test cover lint ensure-postgres ensure-docker generate fuzz
+.PHONY: all build test cover lint ensure-postgres ensure-docker ensure-nats generate fuzz
 
 all: lint build test
 
@@ -22,15 +22,20 @@ ensure-postgres:
 ensure-docker:
 	bash scripts/ensure-docker.sh
 
+## ensure-nats: install Debian's nats-server (2.9 line) if missing (the tests check
+## Hodei against it; the go.mod version is built by the tests, internal/natstest)
+ensure-nats:
+	bash scripts/ensure-nats.sh
+
 ## test: run every test against real PostgreSQL and a real Docker Engine (both started
 ## by the tests themselves)
-test: ensure-postgres ensure-docker
+test: ensure-postgres ensure-docker ensure-nats
 	$(GO) test $(GOTESTFLAGS) ./...
 
 ## cover: run the tests with coverage and print each package's statement coverage,
 ## then a table of them (CI's flags via GOTESTFLAGS; PKGS=./saga/... for a part)
 PKGS ?= ./...
-cover: ensure-postgres ensure-docker
+cover: ensure-postgres ensure-docker ensure-nats
 	@log=$$(mktemp); status=0; \
 	$(GO) test $(GOTESTFLAGS) -cover $(PKGS) 2>&1 | tee "$$log" || status=1; \
 	grep -q '^FAIL' "$$log" && status=1; \
