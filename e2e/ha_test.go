@@ -73,11 +73,7 @@ func startHA(t *testing.T, name string, seed uint64) *haCluster {
 	h := &haCluster{t: t, pg: pgtest.StartServer(t), rng: rand.New(rand.NewPCG(seed, 21))}
 	h.nats = natstest.Start(t, bin, 3)
 	for range 3 {
-		p := startPGProxy(t, h.pg.URL())
-		if name == "ambiguous-commit" {
-			p.dropCommit.Store(0.02)
-		}
-		h.proxies = append(h.proxies, p)
+		h.proxies = append(h.proxies, startPGProxy(t, h.pg.URL()))
 	}
 	for i := range 3 {
 		args := []string{"--nats-url", h.nats.URLs(), "--leader-ttl", "3s", "--max-workers", "4",
@@ -89,6 +85,13 @@ func startHA(t *testing.T, name string, seed uint64) *haCluster {
 		id, _ := s.readiness()
 		h.replicas = append(h.replicas, s)
 		h.ids = append(h.ids, id)
+	}
+	if name == "ambiguous-commit" {
+		// From now on (not during the migrations at start: a replica whose
+		// migration's answer is lost exits, and the operator starts it again).
+		for _, p := range h.proxies {
+			p.dropCommit.Store(0.02)
+		}
 	}
 	return h
 }
@@ -117,6 +120,8 @@ type haReport struct {
 	events   []string        // the faults, as injected
 	kills    []haKill        // replica kills
 	unready  []time.Duration // /readyz not ready, per replica and outage
+
+	extraWorkers []string // jobs with more workers than attempts
 }
 
 type haKill struct {
@@ -313,6 +318,11 @@ func (h *haCluster) check(r *haReport, jobs []*chaosJob, all []*hodeiv1.Job, run
 			t.Errorf("job %s (%s) has %d transitions into an end state, want 1: %v", j.GetId(), j.GetState(), ends, trans[j.GetId()])
 		}
 	}
+	// Every effect once: no job had more workers provisioned than it had attempts.
+	if dbl := h.extraWorkers(run); len(dbl) > 0 {
+		r.extraWorkers = dbl
+		t.Errorf("jobs with more workers than attempts (a provisioning done twice): %v", dbl)
+	}
 	// Replica kills: the time from the kill to the next transition of each job whose
 	// worker the killed replica owned.
 	for _, k := range r.kills {
@@ -365,6 +375,7 @@ func (r *haReport) String() string {
 	recoveries := r.recoveries
 	r.recoveries = nil // printed below with p50/p99
 	b.WriteString(r.chaosReport.String())
+	fmt.Fprintf(&b, "  jobs with more workers provisioned than attempts: %d\n", len(r.extraWorkers))
 	for _, e := range r.events {
 		fmt.Fprintf(&b, "  fault: %s\n", e)
 	}
@@ -432,6 +443,33 @@ func isDone(c chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// extraWorkers describes the jobs of the run with more worker rows than attempts.
+func (h *haCluster) extraWorkers(run string) []string {
+	db, err := h.replicas[0].openDB()
+	if err != nil {
+		h.t.Errorf("open the database: %v", err)
+		return nil
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(h.t.Context(), `SELECT j.id, j.attempt, count(w.id) FROM jobs j
+		JOIN workers w ON w.job_id = j.id WHERE j.labels->>'chaos' = $1
+		GROUP BY j.id, j.attempt HAVING count(w.id) > greatest(j.attempt, 1)`, run)
+	if err != nil {
+		h.t.Errorf("workers per job: %v", err)
+		return nil
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		var attempt, workers int
+		if rows.Scan(&id, &attempt, &workers) == nil {
+			out = append(out, fmt.Sprintf("%s: attempt %d, %d workers", id, attempt, workers))
+		}
+	}
+	return out
 }
 
 // affectedJobs returns the jobs not ended whose worker replica id owns.
