@@ -496,7 +496,7 @@ func startEmbeddedNATS(ctx context.Context, cfg Config, log *slog.Logger) (*mess
 	return emb, release, nil
 }
 
-// waitJetStream calls fn (each try bounded by 10s) until it succeeds, ctx ends or
+// waitJetStream calls fn (each try bounded by 3s) until it succeeds, ctx ends or
 // timeout passes (0: 2m): JetStream in a cluster answers once a majority of the nodes
 // is up and has elected its leaders, and a replica may start before that.
 func waitJetStream(ctx context.Context, timeout time.Duration, log *slog.Logger, fn func(context.Context) error) error {
@@ -505,7 +505,7 @@ func waitJetStream(ctx context.Context, timeout time.Duration, log *slog.Logger,
 	}
 	deadline := time.Now().Add(timeout)
 	for attempt := 1; ; attempt++ {
-		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := fn(tctx)
 		cancel()
 		if err == nil {
