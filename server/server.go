@@ -236,7 +236,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: orchestrator: %w", err)
 	}
 	relay, err := outbox.NewRelay(st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: edge},
-		outbox.NewJetStreamPublisher(js), outbox.Config{Logger: logger})
+		outbox.NewJetStreamPublisher(js), outbox.Config{Logger: logger,
+			// Stable per data directory (its lock guarantees the previous run is dead):
+			// a restarted replica takes its leased rows back at once.
+			RelayID: node, ReleaseOnStart: cfg.DataDirLocked})
 	if err != nil {
 		return fmt.Errorf("server: outbox relay: %w", err)
 	}

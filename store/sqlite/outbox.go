@@ -306,6 +306,33 @@ func (ob *outboxStore) missingOrConflict(ctx context.Context, id int64, why stri
 	return fmt.Errorf("sqlite: outbox row %d %s: %w", id, why, store.ErrConflict)
 }
 
+// ReleaseClaims releases every lease relayID holds (see store.OutboxStore).
+func (ob *outboxStore) ReleaseClaims(ctx context.Context, relayID string) (int, error) {
+	if relayID == "" {
+		return 0, errors.New("sqlite: outbox release claims: relayID is empty")
+	}
+	var n int64
+	err := ob.s.write(ctx, func(ctx context.Context, q querier) error {
+		res, err := q.ExecContext(ctx, `UPDATE outbox
+			SET claimed_by = NULL, claim_expires_at = NULL, updated_at = ?2
+			WHERE claimed_by = ?1 AND status IN ('PENDING', 'RETRY')`, relayID, nanos(now()))
+		if err != nil {
+			return err
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		if n > 0 {
+			ob.s.AfterCommit(ctx, ob.s.wake)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: outbox release claims of %s: %w", relayID, err)
+	}
+	return int(n), nil
+}
+
 // ReapExpired releases the leases that expired (the relay holding them died or stalled).
 // The attempt the dead claim counted stays counted. Rows reaped are due again at once.
 func (ob *outboxStore) ReapExpired(ctx context.Context) (int, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -280,6 +281,36 @@ func testOutbox(t *testing.T, newStore func(t *testing.T) store.Store) {
 			if counts[st] != want[st] {
 				t.Errorf("count %s = %d, want %d", st, counts[st], want[st])
 			}
+		}
+	})
+
+	t.Run("ReleaseClaims", func(t *testing.T) {
+		ctx, s := ctxT(t), newStore(t)
+		ids := insertN(t, s, "rc", 5)
+		_, err := s.Outbox().Claim(ctx, "restarted", 2, time.Hour)
+		must(t, err)
+		_, err = s.Outbox().Claim(ctx, "other", 2, time.Hour)
+		must(t, err)
+		done, err := s.Outbox().Claim(ctx, "restarted", 1, time.Hour)
+		must(t, err)
+		if n, err := s.Outbox().Complete(ctx, "restarted", done[0].ID); err != nil || n != 1 {
+			t.Fatalf("complete: %d, %v", n, err)
+		}
+		if _, err := s.Outbox().ReleaseClaims(ctx, ""); err == nil || !strings.Contains(err.Error(), "relayID is empty") {
+			t.Fatalf("ReleaseClaims(\"\") = %v, want an error naming relayID", err)
+		}
+		n, err := s.Outbox().ReleaseClaims(ctx, "restarted")
+		must(t, err)
+		if n != 2 {
+			t.Fatalf("released %d leases, want the 2 unexpired ones of the relay (not its completed row, not another relay's)", n)
+		}
+		got, err := s.Outbox().Claim(ctx, "again", 10, time.Minute)
+		must(t, err)
+		if !slices.Equal(msgIDs(got), ids[:2]) {
+			t.Fatalf("claimable after the release: %v, want %v", msgIDs(got), ids[:2])
+		}
+		if m, err := s.Outbox().Get(ctx, ids[4]); err != nil || m.Status != store.OutboxCompleted {
+			t.Fatalf("completed row after the release: %+v, %v", m, err)
 		}
 	})
 
