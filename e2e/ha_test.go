@@ -55,14 +55,15 @@ func TestHA(t *testing.T) {
 
 // haCluster is the platform of one scenario.
 type haCluster struct {
-	t        *testing.T
-	pg       *pgtest.Server
-	nats     *natstest.Cluster
-	replicas []*server
-	ids      []string   // replica ids (from /readyz), by index
-	proxies  []*pgProxy // replica i reaches PostgreSQL through proxies[i]
-	rng      *rand.Rand
-	mu       sync.Mutex // guards the replicas' restarts against the readiness poller
+	t          *testing.T
+	pg         *pgtest.Server
+	nats       *natstest.Cluster
+	replicas   []*server
+	ids        []string   // replica ids (from /readyz), by index
+	proxies    []*pgProxy // replica i reaches PostgreSQL through proxies[i]
+	rng        *rand.Rand
+	mu         sync.Mutex    // guards the replicas' restarts against the readiness poller
+	submitting chan struct{} // closed when every job is submitted
 }
 
 func startHA(t *testing.T, name string, seed uint64) *haCluster {
@@ -70,7 +71,7 @@ func startHA(t *testing.T, name string, seed uint64) *haCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &haCluster{t: t, pg: pgtest.StartServer(t), rng: rand.New(rand.NewPCG(seed, 21))}
+	h := &haCluster{t: t, pg: pgtest.StartServer(t), rng: rand.New(rand.NewPCG(seed, 21)), submitting: make(chan struct{})}
 	h.nats = natstest.Start(t, bin, 3)
 	for range 3 {
 		h.proxies = append(h.proxies, startPGProxy(t, h.pg.URL()))
@@ -194,6 +195,7 @@ func runHA(t *testing.T, name string, fault func(h *haCluster, r *haReport, wind
 	submits.Add(1)
 	go func() {
 		defer submits.Done()
+		defer close(h.submitting)
 		for i, j := range jobs {
 			id, err := submitOnce(ctx, client, specs[i], run, j.seq)
 			if err != nil {
@@ -497,11 +499,15 @@ func (h *haCluster) affectedJobs(id string) []string {
 	return out
 }
 
-// 1. One replica SIGKILLed every 3-5 s and restarted 0.5-1.5 s later.
-func faultReplicaKill(h *haCluster, r *haReport, window time.Duration) {
-	end := time.Now().Add(window)
-	for time.Now().Add(5 * time.Second).Before(end) {
-		time.Sleep(time.Duration(3000+h.rng.IntN(2000)) * time.Millisecond)
+// 1. One replica SIGKILLed every 3-5 s and restarted 0.5-1.5 s later, until every job
+// is submitted.
+func faultReplicaKill(h *haCluster, r *haReport, _ time.Duration) {
+	for {
+		select {
+		case <-h.submitting:
+			return
+		case <-time.After(time.Duration(3000+h.rng.IntN(2000)) * time.Millisecond):
+		}
 		i := h.rng.IntN(len(h.replicas))
 		affected := h.affectedJobs(h.ids[i])
 		at := time.Now()

@@ -60,6 +60,10 @@ type Config struct {
 	// NATSReplicas is the number of JetStream replicas of Hodei's streams (1..5). 0:
 	// 3 when the NATS server is part of a cluster, else 1 (messaging.DefaultReplicas).
 	NATSReplicas int
+	// RetainOutbox (--retain-outbox) is how long finished outbox rows (COMPLETED,
+	// CANCELLED) are kept; the leader deletes older ones in small batches every minute.
+	// 0: kept forever. At least a minute otherwise.
+	RetainOutbox time.Duration
 	// NATSStartTimeout bounds the wait for JetStream at start (a cluster elects its
 	// leaders once a majority of its nodes is up). Default 2m.
 	NATSStartTimeout time.Duration
@@ -341,6 +345,8 @@ func (c *Config) checkNATS() error {
 		return errors.New("server: Config.NATSRoutes (--nats-routes) needs Config.NATSClusterListen (--nats-cluster-listen)")
 	case c.NATSReplicas < 0 || c.NATSReplicas > 5:
 		return fmt.Errorf("server: Config.NATSReplicas (--nats-replicas) %d out of range [0, 5]", c.NATSReplicas)
+	case c.RetainOutbox < 0 || (c.RetainOutbox > 0 && c.RetainOutbox < time.Minute):
+		return fmt.Errorf("server: Config.RetainOutbox (--retain-outbox) %s: 0 (keep forever) or at least 1m", c.RetainOutbox)
 	case c.NATSStartTimeout < 0:
 		return fmt.Errorf("server: Config.NATSStartTimeout %s must not be negative", c.NATSStartTimeout)
 	}

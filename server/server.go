@@ -325,6 +325,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	defer func() { _ = queued.Unsubscribe() }()
 	g.Go(func() error { return loop("saga engine", engine.Run(gctx)) })
 	g.Go(func() error { return loop("outbox relay", relay.Run(gctx)) })
+	if cfg.RetainOutbox > 0 {
+		pruner, err := outbox.NewPruner(st.Outbox(), outbox.PrunerConfig{Retain: cfg.RetainOutbox, Leader: elector, Logger: logger})
+		if err != nil {
+			return fmt.Errorf("server: outbox pruner (--retain-outbox): %w", err)
+		}
+		g.Go(func() error { return loop("outbox pruner", pruner.Run(gctx)) })
+	}
 	g.Go(func() error { return loop("scheduler", svc.RunScheduler(gctx)) })
 	g.Go(func() error { return loop("cleanup", svc.RunCleanup(gctx, cfg.Cleanup)) }) // lost workers, recovery
 	g.Go(func() error { return loop("orchestrator", orch.Run(gctx)) })

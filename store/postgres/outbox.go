@@ -307,6 +307,31 @@ func (ob *outboxStore) ReleaseClaims(ctx context.Context, relayID string) (int, 
 	return n, nil
 }
 
+// PruneFinished deletes old finished rows (see store.OutboxStore).
+func (ob *outboxStore) PruneFinished(ctx context.Context, before time.Time, limit int, dryRun bool) (int, error) {
+	if limit < 1 || limit > maxClaimLimit {
+		return 0, fmt.Errorf("postgres: outbox prune: limit %d out of range [1, %d]", limit, maxClaimLimit)
+	}
+	if dryRun {
+		var n int
+		err := ob.s.q(ctx).QueryRow(ctx, `SELECT count(*) FROM outbox
+			WHERE status IN ('COMPLETED', 'CANCELLED') AND updated_at < $1`, before).Scan(&n)
+		if err != nil {
+			return 0, fmt.Errorf("postgres: outbox prune (dry run): %w", err)
+		}
+		return n, nil
+	}
+	tag, err := ob.s.q(ctx).Exec(ctx, `DELETE FROM outbox WHERE id = ANY(ARRAY(
+		SELECT id FROM outbox
+		WHERE status IN ('COMPLETED', 'CANCELLED') AND updated_at < $1
+		ORDER BY updated_at, id LIMIT $2
+		FOR UPDATE SKIP LOCKED))`, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: outbox prune: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
 func (ob *outboxStore) Get(ctx context.Context, id int64) (*store.OutboxMessage, error) {
 	m, err := scanOutbox(ob.s.q(ctx).QueryRow(ctx, `SELECT `+outboxColumns+` FROM outbox WHERE id = $1`, id))
 	if errNoRows(err) {

@@ -333,6 +333,32 @@ func (ob *outboxStore) ReleaseClaims(ctx context.Context, relayID string) (int, 
 	return int(n), nil
 }
 
+// PruneFinished deletes old finished rows (see store.OutboxStore).
+func (ob *outboxStore) PruneFinished(ctx context.Context, before time.Time, limit int, dryRun bool) (int, error) {
+	if limit < 1 || limit > 10000 {
+		return 0, fmt.Errorf("sqlite: outbox prune: limit %d out of range [1, 10000]", limit)
+	}
+	var n int64
+	err := ob.s.write(ctx, func(ctx context.Context, q querier) error {
+		if dryRun {
+			return q.QueryRowContext(ctx, `SELECT count(*) FROM outbox
+				WHERE status IN ('COMPLETED', 'CANCELLED') AND updated_at < ?1`, nanos(before)).Scan(&n)
+		}
+		res, err := q.ExecContext(ctx, `DELETE FROM outbox WHERE id IN (
+			SELECT id FROM outbox WHERE status IN ('COMPLETED', 'CANCELLED') AND updated_at < ?1
+			ORDER BY updated_at, id LIMIT ?2)`, nanos(before), limit)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: outbox prune: %w", err)
+	}
+	return int(n), nil
+}
+
 // ReapExpired releases the leases that expired (the relay holding them died or stalled).
 // The attempt the dead claim counted stays counted. Rows reaped are due again at once.
 func (ob *outboxStore) ReapExpired(ctx context.Context) (int, error) {

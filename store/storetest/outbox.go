@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -311,6 +312,45 @@ func testOutbox(t *testing.T, newStore func(t *testing.T) store.Store) {
 		}
 		if m, err := s.Outbox().Get(ctx, ids[4]); err != nil || m.Status != store.OutboxCompleted {
 			t.Fatalf("completed row after the release: %+v, %v", m, err)
+		}
+	})
+
+	t.Run("PruneFinished", func(t *testing.T) {
+		ctx, s := ctxT(t), newStore(t)
+		ids := insertN(t, s, "pr", 6)
+		// ids[0..2] COMPLETED, ids[3] DEAD_LETTER, ids[4] RETRY, ids[5] PENDING.
+		got, err := s.Outbox().Claim(ctx, "r", 5, time.Hour)
+		must(t, err)
+		if len(got) != 5 {
+			t.Fatalf("claimed %d", len(got))
+		}
+		if n, err := s.Outbox().Complete(ctx, "r", ids[:3]...); err != nil || n != 3 {
+			t.Fatalf("complete: %d, %v", n, err)
+		}
+		must(t, s.Outbox().Fail(ctx, "r", ids[3], "boom", time.Now(), true))
+		must(t, s.Outbox().Fail(ctx, "r", ids[4], "later", time.Now().Add(time.Hour), false))
+		if _, err := s.Outbox().PruneFinished(ctx, time.Now(), 0, false); err == nil || !strings.Contains(err.Error(), "limit 0") {
+			t.Fatalf("PruneFinished limit 0 = %v, want an error naming the limit", err)
+		}
+		// Nothing is older than an hour ago.
+		if n, err := s.Outbox().PruneFinished(ctx, time.Now().Add(-time.Hour), 100, false); err != nil || n != 0 {
+			t.Fatalf("prune before an hour ago: %d, %v; want 0", n, err)
+		}
+		later := time.Now().Add(time.Second)
+		if n, err := s.Outbox().PruneFinished(ctx, later, 100, true); err != nil || n != 3 {
+			t.Fatalf("dry run: %d, %v; want 3", n, err)
+		}
+		if n, err := s.Outbox().PruneFinished(ctx, later, 2, false); err != nil || n != 2 {
+			t.Fatalf("prune batch of 2: %d, %v", n, err)
+		}
+		if n, err := s.Outbox().PruneFinished(ctx, later, 100, false); err != nil || n != 1 {
+			t.Fatalf("second batch: %d, %v; want 1", n, err)
+		}
+		for i, id := range ids {
+			_, err := s.Outbox().Get(ctx, id)
+			if gone := errors.Is(err, store.ErrNotFound); gone != (i < 3) {
+				t.Errorf("row %d (index %d): gone %v, err %v", id, i, gone, err)
+			}
 		}
 	})
 
