@@ -646,7 +646,6 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 // both sides before the answer comes back (an ambiguous commit: committed, but the
 // answer was lost).
 type pgProxy struct {
-	t          *testing.T
 	ln         net.Listener
 	target     string
 	dbURL      string
@@ -665,7 +664,7 @@ func startPGProxy(t *testing.T, dbURL string) *pgProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pgProxy{t: t, ln: ln, target: dbURL[i:j], conns: map[net.Conn]struct{}{},
+	p := &pgProxy{ln: ln, target: dbURL[i:j], conns: map[net.Conn]struct{}{},
 		dbURL: dbURL[:i] + ln.Addr().String() + dbURL[j:], rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))}
 	p.dropCommit.Store(0.0)
 	t.Cleanup(func() { _ = ln.Close(); p.cut(true) })
