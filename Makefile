@@ -4,7 +4,7 @@ GO ?= go
 # Extra flags for go test, e.g. make test GOTESTFLAGS="-race -timeout 25m"
 GOTESTFLAGS ?=
 
-.PHONY: all build test cover lint ensure-postgres ensure-docker ensure-promtool generate fuzz
+.PHONY: all build test cover lint ensure-postgres ensure-docker ensure-promtool ensure-nats generate fuzz
 
 all: lint build test
 
@@ -25,6 +25,11 @@ ensure-postgres:
 ensure-docker:
 	bash scripts/ensure-docker.sh
 
+## ensure-nats: install Debian's nats-server (2.9 line) if missing (the tests check
+## Hodei against it; the go.mod version is built by the tests, internal/natstest)
+ensure-nats:
+	bash scripts/ensure-nats.sh
+
 ## ensure-promtool: install promtool (Debian's prometheus package) if missing (the test
 ## of deploy/observability checks the alert rules with it)
 ensure-promtool:
@@ -32,13 +37,13 @@ ensure-promtool:
 
 ## test: run every test against real PostgreSQL and a real Docker Engine (both started
 ## by the tests themselves)
-test: ensure-postgres ensure-docker ensure-promtool
+test: ensure-postgres ensure-docker ensure-promtool ensure-nats
 	$(GO) test $(GOTESTFLAGS) ./...
 
 ## cover: run the tests with coverage and print each package's statement coverage,
 ## then a table of them (CI's flags via GOTESTFLAGS; PKGS=./saga/... for a part)
 PKGS ?= ./...
-cover: ensure-postgres ensure-docker ensure-promtool
+cover: ensure-postgres ensure-docker ensure-promtool ensure-nats
 	@log=$$(mktemp); status=0; \
 	$(GO) test $(GOTESTFLAGS) -cover $(PKGS) 2>&1 | tee "$$log" || status=1; \
 	grep -q '^FAIL' "$$log" && status=1; \

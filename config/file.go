@@ -12,8 +12,15 @@ type File struct {
 	Listen      string `yaml:"listen"`
 	DatabaseURL string `yaml:"database_url"`
 	NATSURL     string `yaml:"nats_url"`
-	DataDir     string `yaml:"data_dir"`
-	LogLevel    string `yaml:"log_level"`
+	// An embedded NATS cluster (hodei server only) and the streams' replicas.
+	NATSClusterListen string   `yaml:"nats_cluster_listen"`
+	NATSRoutes        []string `yaml:"nats_routes"`
+	NATSClusterName   string   `yaml:"nats_cluster_name"`
+	NATSReplicas      int      `yaml:"nats_replicas"`
+	// RetainOutbox is how long relayed outbox rows are kept (hodei server only).
+	RetainOutbox time.Duration `yaml:"retain_outbox"`
+	DataDir      string        `yaml:"data_dir"`
+	LogLevel     string        `yaml:"log_level"`
 	// LogFormat is text or json; MetricsListen a second address for /metrics.
 	LogFormat     string `yaml:"log_format"`
 	MetricsListen string `yaml:"metrics_listen"`

@@ -158,14 +158,20 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	for t := range o.routes {
 		subjects = append(subjects, messaging.EventSubject(t))
 	}
-	cons, err := o.js.CreateOrUpdateConsumer(ctx, messaging.EventsStream, jetstream.ConsumerConfig{
+	cc := jetstream.ConsumerConfig{
 		Durable: o.cfg.Durable, FilterSubjects: subjects, AckPolicy: jetstream.AckExplicitPolicy,
-		DeliverPolicy: jetstream.DeliverAllPolicy, AckWait: o.cfg.AckWait})
+		DeliverPolicy: jetstream.DeliverAllPolicy, AckWait: o.cfg.AckWait}
+	if !messaging.ServerHasMultiFilter(o.js.Conn()) {
+		// nats-server 2.9 has one filter subject per consumer: take every event and
+		// acknowledge those without a route (Handle ignores them).
+		cc.FilterSubjects, cc.FilterSubject = nil, messaging.EventsSubjectPrefix+">"
+	}
+	cons, err := messaging.EnsureConsumer(ctx, o.js, messaging.EventsStream, cc)
 	if err != nil {
 		return fmt.Errorf("jobs: orchestrator: consumer %s: %w", o.cfg.Durable, err)
 	}
 	log := o.cfg.Logger.With("component", "orchestrator")
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	consuming, err := cons.Consume(func(m jetstream.Msg) {
 		// The event's trace context (outbox.JetStreamPublisher copies it into the
 		// headers): the saga it starts joins the trace of the code that wrote it.
 		hctx := propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(m.Headers()))
@@ -190,6 +196,6 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		return fmt.Errorf("jobs: orchestrator: consume: %w", err)
 	}
 	<-ctx.Done()
-	cc.Stop()
+	consuming.Stop()
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/internal/natstest"
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/messaging"
 	"github.com/hodei-jobs/hodei/saga"
@@ -18,13 +19,61 @@ import (
 // different message ids) starts one recovery saga; the job (no attempt left) FAILS.
 func TestOrchestratorDuplicateEventStartsOneSaga(t *testing.T) {
 	e := newEnv(t, envOpts{manual: true})
-	ctx := e.ctx()
-	nsrv, err := messaging.StartEmbedded(ctx, messaging.Options{StoreDir: t.TempDir()})
+	nsrv, err := messaging.StartEmbedded(e.ctx(), messaging.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nsrv.Shutdown)
-	nc, js, err := messaging.Connect(ctx, nsrv.ClientURL())
+	testOrchestratorDuplicate(t, e, nsrv.ClientURL())
+}
+
+// The same on Debian's nats-server 2.9 (one filter subject per consumer: the
+// orchestrator takes every event and acknowledges those without a route, here a
+// job.succeeded event published first).
+func TestOrchestratorDuplicateEventStartsOneSagaNATS29(t *testing.T) {
+	bin, err := natstest.DebianServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := natstest.Start(t, bin, 1)
+	e := newEnv(t, envOpts{manual: true})
+	nc, js, err := messaging.Connect(e.ctx(), c.URLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if messaging.ServerHasMultiFilter(nc) {
+		t.Fatalf("nats-server %s claims multi-filter consumers", nc.ConnectedServerVersion())
+	}
+	if err := messaging.EnsureStreams(e.ctx(), js); err != nil {
+		t.Fatal(err)
+	}
+	unrouted, err := json.Marshal(domain.Event{Type: "job.succeeded", EntityID: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(e.ctx(), messaging.EventSubject("job.succeeded"), unrouted); err != nil {
+		t.Fatal(err)
+	}
+	testOrchestratorDuplicate(t, e, c.URLs())
+	// Every event was acknowledged, the unrouted one included.
+	cons, err := js.Consumer(e.ctx(), messaging.EventsStream, "hodei-orchestrator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(e.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 || info.AckFloor.Stream != 3 {
+		t.Fatalf("orchestrator consumer: %d pending, %d unacked, ack floor %d; want 0, 0, 3",
+			info.NumPending, info.NumAckPending, info.AckFloor.Stream)
+	}
+}
+
+func testOrchestratorDuplicate(t *testing.T, e *env, url string) {
+	ctx := e.ctx()
+	nc, js, err := messaging.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}

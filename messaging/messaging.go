@@ -4,7 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -37,6 +42,18 @@ type Options struct {
 	Port int
 	// ReadyTimeout bounds the wait for the server to accept connections. Default 10s.
 	ReadyTimeout time.Duration
+
+	// ServerName names the server; in a cluster every node needs its own. Default
+	// "hodei-embedded".
+	ServerName string
+	// ClusterListen, "host:port", makes the server a node of a NATS cluster: other
+	// nodes' routes connect there. Empty: a standalone server.
+	ClusterListen string
+	// ClusterName is the cluster's name, the same on every node. Default "hodei".
+	ClusterName string
+	// Routes are the other nodes' ClusterListen addresses ("host:port" or
+	// "nats-route://host:port"); this node connects to each and they gossip the rest.
+	Routes []string
 }
 
 func (o *Options) setDefaults() {
@@ -49,6 +66,43 @@ func (o *Options) setDefaults() {
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 10 * time.Second
 	}
+	if o.ServerName == "" {
+		o.ServerName = "hodei-embedded"
+	}
+	if o.ClusterName == "" {
+		o.ClusterName = "hodei"
+	}
+}
+
+// clusterOpts turns ClusterListen and Routes into the server's options.
+func (o Options) clusterOpts() (server.ClusterOpts, []*url.URL, error) {
+	if o.ClusterListen == "" {
+		if len(o.Routes) > 0 {
+			return server.ClusterOpts{}, nil, errors.New("messaging: Options.Routes given without Options.ClusterListen")
+		}
+		return server.ClusterOpts{}, nil, nil
+	}
+	host, portStr, err := net.SplitHostPort(o.ClusterListen)
+	if err != nil {
+		return server.ClusterOpts{}, nil, fmt.Errorf("messaging: Options.ClusterListen %q: %w", o.ClusterListen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 {
+		return server.ClusterOpts{}, nil, fmt.Errorf("messaging: Options.ClusterListen %q: port must be 1..65535", o.ClusterListen)
+	}
+	var routes []*url.URL
+	for _, r := range o.Routes {
+		raw := r
+		if !strings.Contains(raw, "://") {
+			raw = "nats-route://" + raw
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" || u.Port() == "" {
+			return server.ClusterOpts{}, nil, fmt.Errorf("messaging: Options.Routes: %q is not host:port", r)
+		}
+		routes = append(routes, u)
+	}
+	return server.ClusterOpts{Name: o.ClusterName, Host: host, Port: port}, routes, nil
 }
 
 // Validate reports the first invalid field.
@@ -58,6 +112,9 @@ func (o Options) Validate() error {
 	}
 	if o.ReadyTimeout < 0 {
 		return fmt.Errorf("messaging: Options.ReadyTimeout %s must not be negative", o.ReadyTimeout)
+	}
+	if _, _, err := o.clusterOpts(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -84,14 +141,21 @@ func StartEmbedded(ctx context.Context, opts Options) (*Embedded, error) {
 		}
 		dir, e.tempDir = d, d
 	}
+	cluster, routes, err := opts.clusterOpts()
+	if err != nil {
+		e.cleanup()
+		return nil, err
+	}
 	srv, err := server.NewServer(&server.Options{
-		ServerName: "hodei-embedded",
+		ServerName: opts.ServerName,
 		Host:       opts.Host,
 		Port:       opts.Port,
 		JetStream:  true,
 		StoreDir:   dir,
 		NoSigs:     true,
 		NoLog:      true,
+		Cluster:    cluster,
+		Routes:     routes,
 	})
 	if err != nil {
 		e.cleanup()
@@ -158,9 +222,11 @@ func Connect(ctx context.Context, url string) (*nats.Conn, jetstream.JetStream, 
 	return nc, js, nil
 }
 
-// EventsStreamConfig is the configuration EnsureStreams applies to HODEI_EVENTS.
+// EventsStreamConfig is the configuration EnsureStreams applies to HODEI_EVENTS (one
+// replica; EnsureEventsStream sets Replicas).
 func EventsStreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
+		Replicas:    1,
 		Name:        EventsStream,
 		Description: "Hodei events, published by the outbox relay",
 		Subjects:    []string{EventsSubjectPrefix + ">"},
@@ -171,10 +237,155 @@ func EventsStreamConfig() jetstream.StreamConfig {
 	}
 }
 
-// EnsureStreams creates HODEI_EVENTS or updates it to EventsStreamConfig.
+// EnsureStreams creates HODEI_EVENTS or updates it to EventsStreamConfig, with one
+// replica (a single NATS server).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream) error {
-	if _, err := js.CreateOrUpdateStream(ctx, EventsStreamConfig()); err != nil {
-		return fmt.Errorf("messaging: ensure stream %s: %w", EventsStream, err)
+	return EnsureEventsStream(ctx, js, 1)
+}
+
+// EnsureEventsStream creates HODEI_EVENTS or updates it to EventsStreamConfig with the
+// given number of replicas (3 in a NATS cluster, so that one node of three may die; an
+// existing stream is changed to that many). Its consumers inherit the replicas.
+func EnsureEventsStream(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	if replicas < 1 || replicas > 5 {
+		return fmt.Errorf("messaging: stream replicas %d out of range [1, 5]", replicas)
+	}
+	cfg := EventsStreamConfig()
+	cfg.Replicas = replicas
+	if _, err := EnsureStream(ctx, js, cfg); err != nil {
+		return fmt.Errorf("messaging: ensure stream %s (replicas %d): %w", EventsStream, replicas, err)
 	}
 	return nil
+}
+
+// EnsureStream creates the stream cfg names, or updates it when its configuration
+// differs from cfg in a field cfg sets (name, description, subjects, retention,
+// storage, replicas, duplicate window, max age). A stream that already matches is not
+// updated: in a cluster with a node down, an update may wait for that node, while a
+// replica that (re)starts then must go on.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, cfg.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return js.CreateStream(ctx, cfg)
+	case err != nil:
+		return nil, err
+	}
+	if streamMatches(s.CachedInfo().Config, cfg) {
+		return s, nil
+	}
+	return js.UpdateStream(ctx, cfg)
+}
+
+// EnsureConsumer creates the durable consumer cfg names on stream, or updates it when
+// its configuration differs from cfg in a field cfg sets (as EnsureStream).
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := js.Consumer(ctx, stream, cfg.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	case err != nil:
+		return nil, err
+	}
+	if consumerMatches(c.CachedInfo().Config, cfg) {
+		return c, nil
+	}
+	return js.CreateOrUpdateConsumer(ctx, stream, cfg)
+}
+
+func consumerMatches(have, want jetstream.ConsumerConfig) bool {
+	sorted := func(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s }
+	return have.Description == want.Description && have.AckPolicy == want.AckPolicy &&
+		have.DeliverPolicy == want.DeliverPolicy && have.FilterSubject == want.FilterSubject &&
+		slices.Equal(sorted(have.FilterSubjects), sorted(want.FilterSubjects)) &&
+		(want.AckWait == 0 || have.AckWait == want.AckWait) &&
+		(want.MaxDeliver == 0 || have.MaxDeliver == want.MaxDeliver) &&
+		(want.MaxAckPending == 0 || have.MaxAckPending == want.MaxAckPending)
+}
+
+func streamMatches(have, want jetstream.StreamConfig) bool {
+	replicas := func(n int) int { return max(n, 1) }
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention && have.Storage == want.Storage &&
+		replicas(have.Replicas) == replicas(want.Replicas) &&
+		(want.Duplicates == 0 || have.Duplicates == want.Duplicates) && have.MaxAge == want.MaxAge
+}
+
+// MinServerVersion is the oldest nats-server Hodei works with (Debian bookworm's
+// package is 2.9.10). Consumers with several filter subjects need 2.10; on older
+// servers Hodei's consumers use one wildcard filter instead (ServerHasMultiFilter).
+const MinServerVersion = "2.9.0"
+
+// CheckServer returns an error naming MinServerVersion when the server nc is
+// connected to is older, or when it does not run JetStream.
+func CheckServer(nc *nats.Conn) error {
+	v := nc.ConnectedServerVersion()
+	ok, err := versionAtLeast(v, MinServerVersion)
+	if err != nil {
+		return fmt.Errorf("messaging: nats-server at %s reports version %q: %w", nc.ConnectedUrlRedacted(), v, err)
+	}
+	if !ok {
+		return fmt.Errorf("messaging: nats-server %s at %s is too old: Hodei needs nats-server %s or later with JetStream",
+			v, nc.ConnectedUrlRedacted(), MinServerVersion)
+	}
+	if js, _ := nc.ConnectedServerJetStream(); !js {
+		return fmt.Errorf("messaging: nats-server %s at %s does not run JetStream (start it with -js, or jetstream {} in its config)",
+			v, nc.ConnectedUrlRedacted())
+	}
+	return nil
+}
+
+// ServerHasMultiFilter reports whether the connected server supports consumers with
+// several filter subjects (nats-server 2.10 and later).
+func ServerHasMultiFilter(nc *nats.Conn) bool {
+	ok, err := versionAtLeast(nc.ConnectedServerVersion(), "2.10.0")
+	return err == nil && ok
+}
+
+// DefaultReplicas is the number of JetStream replicas for Hodei's streams when none is
+// configured: 3 when the connected server is part of a cluster (so one node of three
+// may die at any moment), else 1.
+func DefaultReplicas(nc *nats.Conn) int {
+	if nc.ConnectedClusterName() != "" {
+		return 3
+	}
+	return 1
+}
+
+// versionAtLeast compares "MAJOR.MINOR.PATCH[-suffix]" versions (a leading v allowed).
+func versionAtLeast(have, want string) (bool, error) {
+	h, err := parseVersion(have)
+	if err != nil {
+		return false, err
+	}
+	w, err := parseVersion(want)
+	if err != nil {
+		return false, err
+	}
+	for i := range h {
+		if h[i] != w[i] {
+			return h[i] > w[i], nil
+		}
+	}
+	return true, nil
+}
+
+func parseVersion(v string) ([3]int, error) {
+	var out [3]int
+	v = strings.TrimPrefix(v, "v")
+	if i := strings.IndexAny(v, "-+"); i >= 0 {
+		v = v[:i]
+	}
+	parts := strings.Split(v, ".")
+	if len(parts) != 3 {
+		return out, fmt.Errorf("version %q is not MAJOR.MINOR.PATCH", v)
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return out, fmt.Errorf("version %q is not MAJOR.MINOR.PATCH", v)
+		}
+		out[i] = n
+	}
+	return out, nil
 }

@@ -14,6 +14,12 @@ type Config struct {
 	// RelayID names this relay in the rows it leases (claimed_by). Default
 	// "<hostname>-<pid>-<random>". Two relays must never share an id.
 	RelayID string
+	// ReleaseOnStart makes Run release, before its first claim, every lease RelayID
+	// holds: with an id stable across restarts (hodei server's instance id, guarded by
+	// its data directory's lock), the rows the previous run held when it died are due
+	// again at once instead of after their lease and the reaper. Only for an id no
+	// other live relay can have.
+	ReleaseOnStart bool
 	// BatchSize is the most rows one claim leases (default 500, at most 10,000).
 	BatchSize int
 	// Lease is how long a claim holds its rows; a relay that dies leaves them to the

@@ -111,6 +111,17 @@ func (r *Relay) Run(ctx context.Context) error {
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
 
+	if r.cfg.ReleaseOnStart {
+		n, err := r.st.ReleaseClaims(ctx, r.cfg.RelayID)
+		switch {
+		case err != nil:
+			r.cfg.Logger.Warn("outbox: releasing the previous run's leases failed; they wait for the reaper",
+				"relay", r.cfg.RelayID, "err", err)
+		case n > 0:
+			r.cfg.Logger.Info("outbox: released the previous run's leases", "relay", r.cfg.RelayID, "rows", n)
+		}
+	}
+
 	r.drain(ctx, work, drainStart)
 	for {
 		select {

@@ -276,6 +276,27 @@ func TestRelayKilledMidBatchRowsReapedAndCompletedElsewhere(t *testing.T) {
 	}
 }
 
+// A relay restarted with its id (ReleaseOnStart) takes back at once the rows its dead
+// previous run had leased for an hour, without waiting for the lease or a reaper.
+func TestRestartedRelayReleasesItsLeases(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	st := pgtest.NewStore(t)
+	insertWork(t, ctx, st.Outbox(), "k", 7)
+	if claimed, err := st.Outbox().Claim(ctx, "stable-relay", 7, time.Hour); err != nil || len(claimed) != 7 {
+		t.Fatalf("claim: %d rows, %v", len(claimed), err)
+	}
+	rec := newRecorder(nil)
+	r := newRelay(t, st.Outbox(), rec, nil, outbox.Config{RelayID: "stable-relay", ReleaseOnStart: true,
+		PollInterval: 20 * time.Millisecond, ReapInterval: time.Hour})
+	runRelay(t, r)
+	eventually(t, 5*time.Second, "the restarted relay completed its old rows", func() bool {
+		return counts(t, st.Outbox())[store.OutboxCompleted] == 7
+	})
+	if rec.Total() != 7 {
+		t.Errorf("dispatched %d rows, want 7", rec.Total())
+	}
+}
+
 // A claim whose relay never settles (the process died) expires; the reaper of a live
 // relay returns the rows and that relay completes them.
 func TestLeaseOfDeadRelayExpires(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hodei-jobs/hodei/jobs"
@@ -48,6 +49,24 @@ type Config struct {
 	// NATSURL of an external NATS server with JetStream. Empty: an embedded server
 	// with its store under DataDir/nats.
 	NATSURL string
+	// NATSClusterListen ("host:port", --nats-cluster-listen) makes the embedded NATS
+	// server a node of a NATS cluster formed by the replicas' embedded servers: the
+	// other nodes' routes connect there. Refused with NATSURL.
+	NATSClusterListen string
+	// NATSRoutes (--nats-routes) are the other replicas' NATSClusterListen addresses.
+	NATSRoutes []string
+	// NATSClusterName names the embedded NATS cluster (default "hodei").
+	NATSClusterName string
+	// NATSReplicas is the number of JetStream replicas of Hodei's streams (1..5). 0:
+	// 3 when the NATS server is part of a cluster, else 1 (messaging.DefaultReplicas).
+	NATSReplicas int
+	// RetainOutbox (--retain-outbox) is how long finished outbox rows (COMPLETED,
+	// CANCELLED) are kept; the leader deletes older ones in small batches every minute.
+	// 0: kept forever. At least a minute otherwise.
+	RetainOutbox time.Duration
+	// NATSStartTimeout bounds the wait for JetStream at start (a cluster elects its
+	// leaders once a majority of its nodes is up). Default 2m.
+	NATSStartTimeout time.Duration
 	// DataDir holds the embedded NATS store and the local provider's state (default
 	// <user cache dir>/hodei, else <temp dir>/hodei-<uid>).
 	DataDir string
@@ -205,6 +224,9 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("server: Config.Listen %q is not host:port: %w", c.Listen, err)
 	}
+	if err := c.checkNATS(); err != nil {
+		return err
+	}
 	if err := c.checkTLS(); err != nil {
 		return err
 	}
@@ -360,4 +382,31 @@ type DockerConfig struct {
 	DefaultImage string
 	// Labels are matched by jobs' selectors.
 	Labels map[string]string
+}
+
+// checkNATS validates the NATS cluster fields.
+func (c *Config) checkNATS() error {
+	switch {
+	case c.NATSURL != "" && (c.NATSClusterListen != "" || len(c.NATSRoutes) > 0):
+		return errors.New("server: Config.NATSClusterListen and NATSRoutes (--nats-cluster-listen, --nats-routes) are for the embedded NATS server; they cannot be used with Config.NATSURL (--nats-url)")
+	case len(c.NATSRoutes) > 0 && c.NATSClusterListen == "":
+		return errors.New("server: Config.NATSRoutes (--nats-routes) needs Config.NATSClusterListen (--nats-cluster-listen)")
+	case c.NATSReplicas < 0 || c.NATSReplicas > 5:
+		return fmt.Errorf("server: Config.NATSReplicas (--nats-replicas) %d out of range [0, 5]", c.NATSReplicas)
+	case c.RetainOutbox < 0 || (c.RetainOutbox > 0 && c.RetainOutbox < time.Minute):
+		return fmt.Errorf("server: Config.RetainOutbox (--retain-outbox) %s: 0 (keep forever) or at least 1m", c.RetainOutbox)
+	case c.NATSStartTimeout < 0:
+		return fmt.Errorf("server: Config.NATSStartTimeout %s must not be negative", c.NATSStartTimeout)
+	}
+	if c.NATSClusterListen != "" {
+		if _, port, err := net.SplitHostPort(c.NATSClusterListen); err != nil || port == "" || port == "0" {
+			return fmt.Errorf("server: Config.NATSClusterListen (--nats-cluster-listen) %q is not host:port with a fixed port", c.NATSClusterListen)
+		}
+	}
+	for _, r := range c.NATSRoutes {
+		if _, _, err := net.SplitHostPort(strings.TrimPrefix(r, "nats-route://")); err != nil {
+			return fmt.Errorf("server: Config.NATSRoutes (--nats-routes) %q is not host:port: %w", r, err)
+		}
+	}
+	return nil
 }

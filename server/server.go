@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// NATS.
 	natsURL := cfg.NATSURL
 	if natsURL == "" {
-		emb, release, err := startEmbeddedNATS(ctx, cfg.DataDir, log)
+		emb, release, err := startEmbeddedNATS(ctx, cfg, log)
 		if err != nil {
 			return err
 		}
@@ -80,8 +80,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 	defer nc.Close()
-	if err := messaging.EnsureStreams(ctx, js); err != nil {
+	if err := messaging.CheckServer(nc); err != nil {
 		return fmt.Errorf("server: %w", err)
+	}
+	replicas := cfg.NATSReplicas
+	if replicas == 0 {
+		replicas = messaging.DefaultReplicas(nc)
+	}
+	if err := waitJetStream(ctx, cfg.NATSStartTimeout, log, func(ctx context.Context) error {
+		return messaging.EnsureEventsStream(ctx, js, replicas)
+	}); err != nil {
+		return fmt.Errorf("server: %w (with --nats-replicas %d; a NATS cluster needs at least that many nodes, a majority of them up)", err, replicas)
 	}
 
 	// Command bus, saga engine.
@@ -98,11 +107,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	inTx := command.InTxChain(bus, chainCfg)
 	edge := command.EdgeChain(bus, chainCfg)
 	var engine *saga.Engine
-	queue, err := natsq.NewTaskQueue(ctx, js, natsq.QueueConfig{
-		Logger: logger,
-		OnDeadTask: func(ctx context.Context, sagaID string, n int) error {
-			return natsq.RecordDeadTask(ctx, engine, sagaID, n)
-		},
+	var queue *natsq.TaskQueue
+	err = waitJetStream(ctx, cfg.NATSStartTimeout, log, func(ctx context.Context) (err error) {
+		queue, err = natsq.NewTaskQueue(ctx, js, natsq.QueueConfig{
+			Logger: logger, Replicas: replicas,
+			OnDeadTask: func(ctx context.Context, sagaID string, n int) error {
+				return natsq.RecordDeadTask(ctx, engine, sagaID, n)
+			},
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("server: saga task queue: %w", err)
@@ -240,7 +253,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		return fmt.Errorf("server: orchestrator: %w", err)
 	}
 	relay, err := outbox.NewRelay(st.Outbox(), outbox.BusSink{Bus: bus, Dispatcher: edge},
-		outbox.NewJetStreamPublisher(js), outbox.Config{Logger: logger})
+		outbox.NewJetStreamPublisher(js), outbox.Config{Logger: logger,
+			// Stable per data directory (its lock guarantees the previous run is dead):
+			// a restarted replica takes its leased rows back at once.
+			RelayID: node, ReleaseOnStart: cfg.DataDirLocked})
 	if err != nil {
 		return fmt.Errorf("server: outbox relay: %w", err)
 	}
@@ -360,6 +376,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	defer func() { _ = queued.Unsubscribe() }()
 	g.Go(func() error { return loop("saga engine", engine.Run(gctx)) })
 	g.Go(func() error { return loop("outbox relay", relay.Run(gctx)) })
+	if cfg.RetainOutbox > 0 {
+		pruner, err := outbox.NewPruner(st.Outbox(), outbox.PrunerConfig{Retain: cfg.RetainOutbox, Leader: elector, Logger: logger})
+		if err != nil {
+			return fmt.Errorf("server: outbox pruner (--retain-outbox): %w", err)
+		}
+		g.Go(func() error { return loop("outbox pruner", pruner.Run(gctx)) })
+	}
 	g.Go(func() error { return loop("scheduler", svc.RunScheduler(gctx)) })
 	g.Go(func() error { return loop("cleanup", svc.RunCleanup(gctx, cfg.Cleanup)) }) // lost workers, recovery
 	g.Go(func() error { return loop("orchestrator", orch.Run(gctx)) })
@@ -500,7 +523,8 @@ func natsReady(nc *nats.Conn) func(ctx context.Context) error {
 // (flock) by this process. When another process holds the lock (two servers sharing a
 // data dir), a temporary store is used instead and a warning logged: the database is
 // the source of truth, the embedded store only holds events and saga task hints.
-func startEmbeddedNATS(ctx context.Context, dataDir string, log *slog.Logger) (*messaging.Embedded, func(), error) {
+func startEmbeddedNATS(ctx context.Context, cfg Config, log *slog.Logger) (*messaging.Embedded, func(), error) {
+	dataDir := cfg.DataDir
 	dir := filepath.Join(dataDir, "nats")
 	release := func() {}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -518,11 +542,55 @@ func startEmbeddedNATS(ctx context.Context, dataDir string, log *slog.Logger) (*
 		release = func() { _ = lock.Close() } // closing releases the flock
 	}
 	start := time.Now()
-	emb, err := messaging.StartEmbedded(ctx, messaging.Options{StoreDir: dir})
+	opts := messaging.Options{StoreDir: dir, ClusterListen: cfg.NATSClusterListen, Routes: cfg.NATSRoutes,
+		ClusterName: cfg.NATSClusterName}
+	if cfg.NATSClusterListen != "" {
+		// Every node of a cluster needs its own name, stable across restarts (its
+		// JetStream peer id follows from it).
+		name := "hodei-" + uuid.NewString()
+		if cfg.DataDirLocked {
+			id, err := instanceID(dataDir)
+			if err != nil {
+				release()
+				return nil, nil, err
+			}
+			name = "hodei-" + id
+		}
+		opts.ServerName = name
+	}
+	emb, err := messaging.StartEmbedded(ctx, opts)
 	if err != nil {
 		release()
 		return nil, nil, fmt.Errorf("server: embedded NATS: %w", err)
 	}
-	log.Info("embedded NATS started", "url", emb.ClientURL(), "store", dir, "took", time.Since(start))
+	log.Info("embedded NATS started", "url", emb.ClientURL(), "store", dir, "cluster", cfg.NATSClusterListen,
+		"routes", cfg.NATSRoutes, "took", time.Since(start))
 	return emb, release, nil
+}
+
+// waitJetStream calls fn (each try bounded by 3s) until it succeeds, ctx ends or
+// timeout passes (0: 2m): JetStream in a cluster answers once a majority of the nodes
+// is up and has elected its leaders, and a replica may start before that.
+func waitJetStream(ctx context.Context, timeout time.Duration, log *slog.Logger, fn func(context.Context) error) error {
+	if timeout == 0 {
+		timeout = 2 * time.Minute
+	}
+	deadline := time.Now().Add(timeout)
+	for attempt := 1; ; attempt++ {
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := fn(tctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		log.Warn("JetStream not ready; retrying", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(min(time.Duration(attempt)*250*time.Millisecond, 2*time.Second)):
+		}
+	}
 }

@@ -156,3 +156,25 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("Run with a 10ms leader TTL: %v", err)
 	}
 }
+
+// The NATS cluster and retention fields are checked before anything starts, each error
+// naming its flag.
+func TestConfigValidateNATSAndRetention(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  server.Config
+		want string
+	}{
+		{server.Config{NATSURL: "nats://a:4222", NATSClusterListen: "127.0.0.1:6222"}, "cannot be used with Config.NATSURL (--nats-url)"},
+		{server.Config{NATSRoutes: []string{"127.0.0.1:6222"}}, "needs Config.NATSClusterListen (--nats-cluster-listen)"},
+		{server.Config{NATSClusterListen: "127.0.0.1:0"}, "--nats-cluster-listen) \"127.0.0.1:0\" is not host:port with a fixed port"},
+		{server.Config{NATSClusterListen: "127.0.0.1:6222", NATSRoutes: []string{"nohost"}}, "--nats-routes) \"nohost\" is not host:port"},
+		{server.Config{NATSReplicas: 7}, "--nats-replicas) 7 out of range [0, 5]"},
+		{server.Config{RetainOutbox: time.Second}, "--retain-outbox) 1s: 0 (keep forever) or at least 1m"},
+	} {
+		tc.cfg.DatabaseURL = "postgres://x"
+		err := server.Run(context.Background(), tc.cfg, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Run(%+v) = %v, want an error with %q", tc.cfg, err, tc.want)
+		}
+	}
+}

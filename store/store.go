@@ -203,6 +203,16 @@ type OutboxStore interface {
 	Fail(ctx context.Context, relayID string, id int64, errMsg string, retryAt time.Time, dead bool) error
 	// ReapExpired releases leases that expired before now; returns rows released.
 	ReapExpired(ctx context.Context) (int, error)
+	// ReleaseClaims releases every lease relayID holds, expired or not; returns rows
+	// released. A relay with an id stable across restarts calls it at start: the rows
+	// its previous run (dead, as the caller guarantees) held are due again at once
+	// instead of when their leases expire.
+	ReleaseClaims(ctx context.Context, relayID string) (int, error)
+	// PruneFinished deletes up to limit of the oldest COMPLETED and CANCELLED rows last
+	// changed before before (never PENDING, RETRY or DEAD_LETTER ones); with dryRun it
+	// deletes nothing and counts them (all of them, limit ignored). Returns the rows
+	// deleted (or that would be). One short statement: no lock is held for long.
+	PruneFinished(ctx context.Context, before time.Time, limit int, dryRun bool) (int, error)
 	Get(ctx context.Context, id int64) (*OutboxMessage, error)
 	ListByStatus(ctx context.Context, status OutboxStatus, limit int) ([]*OutboxMessage, error)
 	// Requeue moves a DEAD_LETTER row back to PENDING with zero attempts.

@@ -98,7 +98,7 @@ one answers admin requests from this machine (loopback) only.`,
 	job.AddCommand(newAdminJobResumeCmd())
 	dl := &cobra.Command{Use: "dead-letters", Short: "List and requeue outbox rows in DEAD_LETTER", Args: cobra.NoArgs}
 	dl.AddCommand(newAdminDeadListCmd(), newAdminDeadRequeueCmd())
-	cmd.AddCommand(job, dl, newAdminStatusCmd())
+	cmd.AddCommand(job, dl, newAdminStatusCmd(), newAdminPruneCmd())
 	return cmd
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hodei-jobs/hodei/outbox"
 	"github.com/hodei-jobs/hodei/server"
 	"github.com/hodei-jobs/hodei/telemetry"
 )
@@ -19,6 +20,12 @@ const (
 	envMaxWorkers  = "HODEI_MAX_WORKERS"
 	envLeaderTTL   = "HODEI_LEADER_TTL"
 	envNodeTimeout = "HODEI_NODE_TIMEOUT"
+
+	envNATSClusterListen = "HODEI_NATS_CLUSTER_LISTEN"
+	envNATSRoutes        = "HODEI_NATS_ROUTES"
+	envNATSClusterName   = "HODEI_NATS_CLUSTER_NAME"
+	envNATSReplicas      = "HODEI_NATS_REPLICAS"
+	envRetainOutbox      = "HODEI_RETAIN_OUTBOX"
 )
 
 func newServerCmd() *cobra.Command {
@@ -38,8 +45,16 @@ local provider (one "hodei worker" process per job).
 
 On SIGTERM or Ctrl-C it stops accepting requests, drains them, stops its loops and
 exits. Workers are not killed: they keep running their jobs and reconnect to the next
-server that comes up on the same address.`,
+server that comes up on the same address.
+
+Several replicas share one PostgreSQL database and one NATS cluster: either an external
+cluster (--nats-url with its nodes' URLs, comma-separated) or the replicas' embedded
+servers joined with --nats-cluster-listen and --nats-routes. In a cluster Hodei's
+JetStream streams are replicated over 3 nodes (--nats-replicas), so one node of three
+may die. nats-server 2.9 or later is needed.`,
 		Example: `  hodei server --database-url postgres://hodei:secret@localhost:5432/hodei
+  hodei server --database-url postgres://db/hodei --nats-url nats://n1:4222,nats://n2:4222,nats://n3:4222
+  hodei server --database-url postgres://db/hodei --nats-cluster-listen 10.0.0.1:6222 --nats-routes 10.0.0.2:6222,10.0.0.3:6222
   HODEI_DATABASE_URL=postgres://localhost/hodei hodei server --listen 0.0.0.0:7070 --max-workers 8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -101,7 +116,17 @@ server that comes up on the same address.`,
 		"TCP address of the API (host:port; port 0 picks a free one)")
 	databaseURLFlag(cmd, &cfg.DatabaseURL)
 	stringFlagEnv(cmd, &cfg.NATSURL, "nats-url", envNATSURL, "",
-		"NATS server with JetStream, e.g. nats://localhost:4222 (empty: run NATS embedded, storing under --data-dir)")
+		"NATS server(s) with JetStream, e.g. nats://localhost:4222, or a cluster's comma-separated URLs (empty: run NATS embedded, storing under --data-dir)")
+	stringFlagEnv(cmd, &cfg.NATSClusterListen, "nats-cluster-listen", envNATSClusterListen, "",
+		"host:port where the embedded NATS server takes routes from the other replicas' embedded servers, forming a NATS cluster (empty: a standalone server)")
+	cmd.Flags().StringSliceVar(&cfg.NATSRoutes, "nats-routes", nil,
+		"the other replicas' --nats-cluster-listen addresses, host:port (repeatable or comma-separated)")
+	bindEnv(cmd, "nats-routes", envNATSRoutes)
+	stringFlagEnv(cmd, &cfg.NATSClusterName, "nats-cluster-name", envNATSClusterName, "hodei",
+		"name of the embedded NATS cluster, the same on every replica")
+	cmd.Flags().IntVar(&cfg.NATSReplicas, "nats-replicas", 0,
+		"JetStream replicas of Hodei's streams, 1-5 (0: 3 when NATS is a cluster, so that one node of three may die; else 1)")
+	bindEnv(cmd, "nats-replicas", envNATSReplicas)
 	stringFlagEnv(cmd, &cfg.DataDir, "data-dir", envDataDir, "",
 		"directory for the embedded NATS store and the local workers' state (default "+server.DefaultDataDir()+")")
 	adminTokenServerFlag(cmd, &cfg.AdminToken)
@@ -121,6 +146,9 @@ server that comes up on the same address.`,
 	cmd.Flags().DurationVar(&cfg.NodeTimeout, "node-timeout", 10*time.Second,
 		"how long a replica waits for another one to stop or inspect a local worker that replica started; one that does not answer in time is unreachable (a timed-out job whose worker cannot be confirmed stopped then needs a human)")
 	bindEnv(cmd, "node-timeout", envNodeTimeout)
+	cmd.Flags().DurationVar(&cfg.RetainOutbox, "retain-outbox", outbox.DefaultRetain,
+		"how long finished outbox rows (COMPLETED, CANCELLED) are kept; the leader deletes older ones in small batches every minute (0: keep forever; else at least 1m). Dead letters are kept")
+	bindEnv(cmd, "retain-outbox", envRetainOutbox)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }

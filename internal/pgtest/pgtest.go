@@ -242,6 +242,10 @@ type cluster struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the postmaster exited
 	log  string
+
+	// What startPostmaster needs to start it again (Server.Restart).
+	bin, data, sock string
+	cred            *syscall.Credential
 }
 
 // findBinDir returns the directory holding initdb and postgres: initdb's on PATH (with
@@ -326,6 +330,7 @@ func startCluster(ctx context.Context) (*cluster, error) {
 		return nil, err
 	}
 	data, sock := filepath.Join(dir, "data"), filepath.Join(dir, "sock")
+	c.bin, c.data, c.sock, c.cred = bin, data, sock, cred
 	if err := os.Mkdir(sock, 0o700); err != nil {
 		return fail(err)
 	}
@@ -362,7 +367,7 @@ func startCluster(ctx context.Context) (*cluster, error) {
 }
 
 func (c *cluster) startPostmaster(ctx context.Context, bin, data, sock string, cred *syscall.Credential) error {
-	logf, err := os.OpenFile(c.log, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	logf, err := os.OpenFile(c.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("postgres log: %w", err)
 	}
@@ -453,4 +458,62 @@ func (c *cluster) stop() {
 	if err := os.RemoveAll(c.dir); err != nil && !strings.Contains(err.Error(), "no such file") {
 		fmt.Fprintf(os.Stderr, "pgtest: remove %s: %v\n", c.dir, err)
 	}
+}
+
+// Server is a PostgreSQL cluster of one test's own (not the test binary's shared one),
+// which the test may restart: for fault tests of the database itself.
+type Server struct {
+	t testing.TB
+	c *cluster
+}
+
+// StartServer starts a throwaway cluster for t (as Main's, on its own port and
+// directory); it is stopped and removed when t ends. It does not use
+// HODEI_TEST_DATABASE_URL: restarting a shared server is not a test's to do.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := startCluster(ctx)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(c.stop)
+	return &Server{t: t, c: c}
+}
+
+// URL is the URL of the cluster's "postgres" database as the superuser.
+func (s *Server) URL() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.c.port)
+}
+
+// Restart stops the postmaster the way pg_ctl stop -m MODE does, by its signal (fast:
+// SIGINT, roll back and disconnect every session, checkpoint; immediate: SIGQUIT, no
+// checkpoint, crash recovery at the next start), waits until it has exited, starts it
+// again on the same port and data directory and waits until it accepts connections.
+// It returns how long the server was down (stop sent → accepting again).
+func (s *Server) Restart(mode string) time.Duration {
+	s.t.Helper()
+	var sig syscall.Signal
+	switch mode {
+	case "fast":
+		sig = syscall.SIGINT
+	case "immediate":
+		sig = syscall.SIGQUIT
+	default:
+		s.t.Fatalf("pgtest: Restart mode %q is not fast or immediate", mode)
+	}
+	began := time.Now()
+	_ = s.c.cmd.Process.Signal(sig)
+	select {
+	case <-s.c.done:
+	case <-time.After(60 * time.Second):
+		s.t.Fatalf("pgtest: postgres did not stop within 60s of -m %s", mode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := s.c.startPostmaster(ctx, s.c.bin, s.c.data, s.c.sock, s.c.cred); err != nil {
+		s.t.Fatalf("pgtest: restart: %v", err)
+	}
+	return time.Since(began)
 }

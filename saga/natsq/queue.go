@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hodei-jobs/hodei/messaging"
 	"github.com/hodei-jobs/hodei/saga"
 )
 
@@ -55,6 +56,9 @@ type QueueConfig struct {
 	DuplicateWindow time.Duration
 	// Storage of the stream (default file storage).
 	Storage jetstream.StorageType
+	// Replicas of the stream in a NATS cluster (default 1; 3 lets one node of three
+	// die). The consumer inherits them; an existing stream is changed to that many.
+	Replicas int
 	// OnDeadTask records a task that reached MaxDeliver. Nil: the dead task is only
 	// logged at Error level.
 	OnDeadTask DeadTaskFunc
@@ -86,6 +90,9 @@ func (c *QueueConfig) setDefaults() {
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = 2 * time.Minute
 	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -111,6 +118,8 @@ func (c *QueueConfig) Validate() error {
 		return fmt.Errorf("natsq: QueueConfig.PullBatch %d out of range [1, 10000]", c.PullBatch)
 	case c.DuplicateWindow < time.Second:
 		return fmt.Errorf("natsq: QueueConfig.DuplicateWindow %s below 1s", c.DuplicateWindow)
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("natsq: QueueConfig.Replicas %d out of range [1, 5]", c.Replicas)
 	}
 	return nil
 }
@@ -145,18 +154,19 @@ func NewTaskQueue(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := messaging.EnsureStream(ctx, js, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "Hodei saga tasks: ids of runnable sagas for the runners",
 		Subjects:    []string{cfg.SubjectPrefix + ".>"},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     cfg.Storage,
 		Duplicates:  cfg.DuplicateWindow,
+		Replicas:    cfg.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsq: ensure stream %s: %w", cfg.Stream, err)
 	}
-	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	cons, err := messaging.EnsureConsumer(ctx, js, cfg.Stream, jetstream.ConsumerConfig{
 		Durable:       cfg.Consumer,
 		Description:   "Hodei saga runners",
 		AckPolicy:     jetstream.AckExplicitPolicy,

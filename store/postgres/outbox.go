@@ -289,6 +289,49 @@ func (ob *outboxStore) ReapExpired(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// ReleaseClaims releases every lease relayID holds (see store.OutboxStore).
+func (ob *outboxStore) ReleaseClaims(ctx context.Context, relayID string) (int, error) {
+	if relayID == "" {
+		return 0, errors.New("postgres: outbox release claims: relayID is empty")
+	}
+	tag, err := ob.s.q(ctx).Exec(ctx, `UPDATE outbox
+		SET claimed_by = NULL, claim_expires_at = NULL, updated_at = now()
+		WHERE claimed_by = $1 AND status IN ('PENDING', 'RETRY')`, relayID)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: outbox release claims of %s: %w", relayID, err)
+	}
+	n := int(tag.RowsAffected())
+	if n > 0 {
+		ob.s.AfterCommit(ctx, ob.s.wake)
+	}
+	return n, nil
+}
+
+// PruneFinished deletes old finished rows (see store.OutboxStore).
+func (ob *outboxStore) PruneFinished(ctx context.Context, before time.Time, limit int, dryRun bool) (int, error) {
+	if limit < 1 || limit > maxClaimLimit {
+		return 0, fmt.Errorf("postgres: outbox prune: limit %d out of range [1, %d]", limit, maxClaimLimit)
+	}
+	if dryRun {
+		var n int
+		err := ob.s.q(ctx).QueryRow(ctx, `SELECT count(*) FROM outbox
+			WHERE status IN ('COMPLETED', 'CANCELLED') AND updated_at < $1`, before).Scan(&n)
+		if err != nil {
+			return 0, fmt.Errorf("postgres: outbox prune (dry run): %w", err)
+		}
+		return n, nil
+	}
+	tag, err := ob.s.q(ctx).Exec(ctx, `DELETE FROM outbox WHERE id = ANY(ARRAY(
+		SELECT id FROM outbox
+		WHERE status IN ('COMPLETED', 'CANCELLED') AND updated_at < $1
+		ORDER BY updated_at, id LIMIT $2
+		FOR UPDATE SKIP LOCKED))`, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: outbox prune: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
 func (ob *outboxStore) Get(ctx context.Context, id int64) (*store.OutboxMessage, error) {
 	m, err := scanOutbox(ob.s.q(ctx).QueryRow(ctx, `SELECT `+outboxColumns+` FROM outbox WHERE id = $1`, id))
 	if errNoRows(err) {

@@ -306,6 +306,59 @@ func (ob *outboxStore) missingOrConflict(ctx context.Context, id int64, why stri
 	return fmt.Errorf("sqlite: outbox row %d %s: %w", id, why, store.ErrConflict)
 }
 
+// ReleaseClaims releases every lease relayID holds (see store.OutboxStore).
+func (ob *outboxStore) ReleaseClaims(ctx context.Context, relayID string) (int, error) {
+	if relayID == "" {
+		return 0, errors.New("sqlite: outbox release claims: relayID is empty")
+	}
+	var n int64
+	err := ob.s.write(ctx, func(ctx context.Context, q querier) error {
+		res, err := q.ExecContext(ctx, `UPDATE outbox
+			SET claimed_by = NULL, claim_expires_at = NULL, updated_at = ?2
+			WHERE claimed_by = ?1 AND status IN ('PENDING', 'RETRY')`, relayID, nanos(now()))
+		if err != nil {
+			return err
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		if n > 0 {
+			ob.s.AfterCommit(ctx, ob.s.wake)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: outbox release claims of %s: %w", relayID, err)
+	}
+	return int(n), nil
+}
+
+// PruneFinished deletes old finished rows (see store.OutboxStore).
+func (ob *outboxStore) PruneFinished(ctx context.Context, before time.Time, limit int, dryRun bool) (int, error) {
+	if limit < 1 || limit > 10000 {
+		return 0, fmt.Errorf("sqlite: outbox prune: limit %d out of range [1, 10000]", limit)
+	}
+	var n int64
+	err := ob.s.write(ctx, func(ctx context.Context, q querier) error {
+		if dryRun {
+			return q.QueryRowContext(ctx, `SELECT count(*) FROM outbox
+				WHERE status IN ('COMPLETED', 'CANCELLED') AND updated_at < ?1`, nanos(before)).Scan(&n)
+		}
+		res, err := q.ExecContext(ctx, `DELETE FROM outbox WHERE id IN (
+			SELECT id FROM outbox WHERE status IN ('COMPLETED', 'CANCELLED') AND updated_at < ?1
+			ORDER BY updated_at, id LIMIT ?2)`, nanos(before), limit)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: outbox prune: %w", err)
+	}
+	return int(n), nil
+}
+
 // ReapExpired releases the leases that expired (the relay holding them died or stalled).
 // The attempt the dead claim counted stays counted. Rows reaped are due again at once.
 func (ob *outboxStore) ReapExpired(ctx context.Context) (int, error) {

@@ -3,8 +3,10 @@ package storetest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -279,6 +281,75 @@ func testOutbox(t *testing.T, newStore func(t *testing.T) store.Store) {
 			store.OutboxDeadLetter, store.OutboxCancelled} {
 			if counts[st] != want[st] {
 				t.Errorf("count %s = %d, want %d", st, counts[st], want[st])
+			}
+		}
+	})
+
+	t.Run("ReleaseClaims", func(t *testing.T) {
+		ctx, s := ctxT(t), newStore(t)
+		ids := insertN(t, s, "rc", 5)
+		_, err := s.Outbox().Claim(ctx, "restarted", 2, time.Hour)
+		must(t, err)
+		_, err = s.Outbox().Claim(ctx, "other", 2, time.Hour)
+		must(t, err)
+		done, err := s.Outbox().Claim(ctx, "restarted", 1, time.Hour)
+		must(t, err)
+		if n, err := s.Outbox().Complete(ctx, "restarted", done[0].ID); err != nil || n != 1 {
+			t.Fatalf("complete: %d, %v", n, err)
+		}
+		if _, err := s.Outbox().ReleaseClaims(ctx, ""); err == nil || !strings.Contains(err.Error(), "relayID is empty") {
+			t.Fatalf("ReleaseClaims(\"\") = %v, want an error naming relayID", err)
+		}
+		n, err := s.Outbox().ReleaseClaims(ctx, "restarted")
+		must(t, err)
+		if n != 2 {
+			t.Fatalf("released %d leases, want the 2 unexpired ones of the relay (not its completed row, not another relay's)", n)
+		}
+		got, err := s.Outbox().Claim(ctx, "again", 10, time.Minute)
+		must(t, err)
+		if !slices.Equal(msgIDs(got), ids[:2]) {
+			t.Fatalf("claimable after the release: %v, want %v", msgIDs(got), ids[:2])
+		}
+		if m, err := s.Outbox().Get(ctx, ids[4]); err != nil || m.Status != store.OutboxCompleted {
+			t.Fatalf("completed row after the release: %+v, %v", m, err)
+		}
+	})
+
+	t.Run("PruneFinished", func(t *testing.T) {
+		ctx, s := ctxT(t), newStore(t)
+		ids := insertN(t, s, "pr", 6)
+		// ids[0..2] COMPLETED, ids[3] DEAD_LETTER, ids[4] RETRY, ids[5] PENDING.
+		got, err := s.Outbox().Claim(ctx, "r", 5, time.Hour)
+		must(t, err)
+		if len(got) != 5 {
+			t.Fatalf("claimed %d", len(got))
+		}
+		if n, err := s.Outbox().Complete(ctx, "r", ids[:3]...); err != nil || n != 3 {
+			t.Fatalf("complete: %d, %v", n, err)
+		}
+		must(t, s.Outbox().Fail(ctx, "r", ids[3], "boom", time.Now(), true))
+		must(t, s.Outbox().Fail(ctx, "r", ids[4], "later", time.Now().Add(time.Hour), false))
+		if _, err := s.Outbox().PruneFinished(ctx, time.Now(), 0, false); err == nil || !strings.Contains(err.Error(), "limit 0") {
+			t.Fatalf("PruneFinished limit 0 = %v, want an error naming the limit", err)
+		}
+		// Nothing is older than an hour ago.
+		if n, err := s.Outbox().PruneFinished(ctx, time.Now().Add(-time.Hour), 100, false); err != nil || n != 0 {
+			t.Fatalf("prune before an hour ago: %d, %v; want 0", n, err)
+		}
+		later := time.Now().Add(time.Second)
+		if n, err := s.Outbox().PruneFinished(ctx, later, 100, true); err != nil || n != 3 {
+			t.Fatalf("dry run: %d, %v; want 3", n, err)
+		}
+		if n, err := s.Outbox().PruneFinished(ctx, later, 2, false); err != nil || n != 2 {
+			t.Fatalf("prune batch of 2: %d, %v", n, err)
+		}
+		if n, err := s.Outbox().PruneFinished(ctx, later, 100, false); err != nil || n != 1 {
+			t.Fatalf("second batch: %d, %v; want 1", n, err)
+		}
+		for i, id := range ids {
+			_, err := s.Outbox().Get(ctx, id)
+			if gone := errors.Is(err, store.ErrNotFound); gone != (i < 3) {
+				t.Errorf("row %d (index %d): gone %v, err %v", id, i, gone, err)
 			}
 		}
 	})
