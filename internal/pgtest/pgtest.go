@@ -102,7 +102,7 @@ func start() (*env, error) {
 		}
 		e.adminURL = u
 	} else {
-		c, err := startCluster(ctx)
+		c, err := startCluster(ctx, false)
 		if err != nil {
 			return nil, err
 		}
@@ -246,6 +246,11 @@ type cluster struct {
 	// What startPostmaster needs to start it again (Server.Restart).
 	bin, data, sock string
 	cred            *syscall.Credential
+	// durable keeps PostgreSQL's default durability (fsync, full-page writes,
+	// synchronous commit): a StartServer cluster is crashed on purpose (Restart -m
+	// immediate), and without it a commit already acknowledged could be lost, which is
+	// not what a real server does.
+	durable bool
 }
 
 // findBinDir returns the directory holding initdb and postgres: initdb's on PATH (with
@@ -310,7 +315,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startCluster(ctx context.Context) (*cluster, error) {
+func startCluster(ctx context.Context, durable bool) (*cluster, error) {
 	bin, err := findBinDir()
 	if err != nil {
 		return nil, err
@@ -324,7 +329,7 @@ func startCluster(ctx context.Context) (*cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}
-	c := &cluster{dir: dir, log: filepath.Join(dir, "postgres.log")}
+	c := &cluster{dir: dir, log: filepath.Join(dir, "postgres.log"), durable: durable}
 	fail := func(err error) (*cluster, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -375,17 +380,18 @@ func (c *cluster) startPostmaster(ctx context.Context, bin, data, sock string, c
 	// postgres runs in the foreground as our child, not daemonised by pg_ctl, so that
 	// Pdeathsig kills it if this test binary crashes or is killed; its backends notice
 	// the postmaster's death and exit on their own.
-	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data,
+	args := []string{"-D", data,
 		"-p", strconv.Itoa(c.port),
 		"-k", sock,
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "max_connections=200",
-		"-c", "fsync=off",
-		"-c", "full_page_writes=off",
-		"-c", "synchronous_commit=off",
 		"-c", "shared_buffers=64MB",
 		"-c", "log_min_messages=warning",
-	)
+	}
+	if !c.durable {
+		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
 	cmd.Dir = c.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
@@ -468,13 +474,14 @@ type Server struct {
 }
 
 // StartServer starts a throwaway cluster for t (as Main's, on its own port and
-// directory); it is stopped and removed when t ends. It does not use
+// directory, but with PostgreSQL's default durability, as it is crashed on purpose); it
+// is stopped and removed when t ends. It does not use
 // HODEI_TEST_DATABASE_URL: restarting a shared server is not a test's to do.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := startCluster(ctx)
+	c, err := startCluster(ctx, true)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
