@@ -1,8 +1,9 @@
 # Hodei Jobs. `make test` is the test command of the README and of .ci/run.
 
 GO ?= go
-# Extra flags for go test, e.g. make test GOTESTFLAGS="-race -timeout 25m"
-GOTESTFLAGS ?=
+# Flags for go test, e.g. make test GOTESTFLAGS="-race -timeout 35m" (the e2e package
+# alone takes over 10 minutes, go test's default timeout)
+GOTESTFLAGS ?= -timeout 30m
 
 .PHONY: all build test cover lint ensure-postgres ensure-docker ensure-promtool ensure-nats generate fuzz
 
