@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"syscall"
+	"time"
 )
 
 // errNoWindowsJobs: the agent's executor relies on process groups and POSIX signals.
@@ -22,3 +23,9 @@ func signalName(sig syscall.Signal) string { return sig.String() }
 func limitAddressSpace(int, int64) error { return errNoWindowsJobs }
 
 func waitExitedNoReap(int) {}
+
+// becomeSubreaper: the agent does not run on Windows (see errWindows).
+func becomeSubreaper() error { return nil }
+
+// killStrays does nothing on Windows (see becomeSubreaper).
+func killStrays(deadline time.Time) int { return 0 }
