@@ -152,6 +152,7 @@ type Engine struct {
 	log    *slog.Logger
 	hand   handoff
 	parked parkedStates
+	taken  takenClaims
 	tracer trace.Tracer
 }
 
@@ -273,7 +274,11 @@ func (e *Engine) Start(ctx context.Context, name, sagaID string, input any) (inf
 	}
 	saved, created, err := e.sagas.Create(ctx, rec, started, sched)
 	if err != nil {
+		e.taken.done(sagaID)
 		return nil, false, fmt.Errorf("saga: Start %s %s: %w", name, sagaID, err)
+	}
+	if !created && rec.ClaimedBy != "" {
+		e.taken.done(sagaID) // nothing written: the claim was not taken
 	}
 	if created && rec.ClaimedBy != "" {
 		cp := *saved
@@ -353,6 +358,9 @@ func (e *Engine) appendExternal(ctx context.Context, id string, ev func(rec *sto
 		}
 		e.takeFor(rec, &upd, e.cfg.Clock.Now())
 		err = e.sagas.Append(ctx, id, rec.LastSeq, upd, event)
+		if err != nil && upd.Take != "" {
+			e.taken.done(id) // nothing written: the claim was not taken
+		}
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}

@@ -28,6 +28,59 @@ import (
 // (another process's signal, an incident) shows as a different last seq, and the
 // history is read as usual.
 
+// staleTake is how long a claim taken with a write may wait for its hand-off. A write
+// whose commit failed ambiguously (it committed, but the caller saw an error) never
+// runs its after-commit hand-off, so its claim would hold the saga for a whole lease
+// (a job's timeout fired that late lets the job succeed first); the loop's poll
+// releases such claims after staleTake (releaseStaleTakes).
+const staleTake = 5 * time.Second
+
+// takenClaims are the sagas whose claim this engine took with a write not yet handed
+// over, by when it was taken.
+type takenClaims struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (t *takenClaims) add(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[string]time.Time{}
+	}
+	t.m[id] = time.Now()
+}
+
+func (t *takenClaims) done(id string) {
+	t.mu.Lock()
+	delete(t.m, id)
+	t.mu.Unlock()
+}
+
+// stale removes and returns the ids taken more than age ago.
+func (t *takenClaims) stale(age time.Duration) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ids []string
+	for id, at := range t.m {
+		if time.Since(at) > age {
+			ids = append(ids, id)
+			delete(t.m, id)
+		}
+	}
+	return ids
+}
+
+// releaseStaleTakes hands back the claims taken with a write whose hand-off never came
+// (its transaction rolled back, or its commit failed ambiguously) and wakes runners: a
+// release of a claim that was never committed changes nothing.
+func (e *Engine) releaseStaleTakes(ctx context.Context) {
+	for _, id := range e.taken.stale(staleTake) {
+		e.release(ctx, id)
+		e.announce(context.WithoutCancel(ctx), id)
+	}
+}
+
 // maxParked bounds the parked states kept per engine.
 const maxParked = 4096
 
@@ -134,6 +187,7 @@ func (e *Engine) takeFor(rec *store.SagaRecord, upd *store.SagaUpdate, now time.
 		return false
 	}
 	upd.Take, upd.TakeFrom, upd.ClaimUntil = e.cfg.RunnerID, rec.ClaimedBy, now.Add(e.cfg.Lease)
+	e.taken.add(rec.ID)
 	return true
 }
 
@@ -168,6 +222,7 @@ func (e *Engine) woken(ctx context.Context, rec *store.SagaRecord, upd store.Sag
 // It runs in the committing goroutine's after-commit callback, which on SQLite may still
 // hold the only writer connection: the release (a write) goes to a goroutine of its own.
 func (e *Engine) handOff(ctx context.Context, h handed) {
+	e.taken.done(h.rec.ID)
 	if e.hand.send(h) {
 		return
 	}

@@ -247,6 +247,7 @@ func (l *loop) stop(ctx context.Context) {
 func (l *loop) poll(ctx context.Context, timers bool) {
 	e := l.e
 	if timers {
+		e.releaseStaleTakes(ctx) // handoff.go
 		if _, err := e.FireDueTimers(ctx); err != nil && ctx.Err() == nil {
 			e.log.Error("saga timer poll failed", "err", err)
 		}

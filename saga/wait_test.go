@@ -380,3 +380,42 @@ func TestStartAndSignalAreHandedToOwnLoop(t *testing.T) {
 		t.Fatalf("%d wake-ups, want 1 for the start without hand-off", n)
 	}
 }
+
+// A claim taken with a write whose hand-off never came (the commit failed ambiguously:
+// it committed, but its after-commit work did not run) is released by the loop's poll
+// after staleTake, so the saga does not wait for the whole lease.
+func TestStaleTakenClaimIsReleased(t *testing.T) {
+	e := newEnv(t)
+	must(t, e.reg.Register(Definition{Name: "wait", Version: 1, Steps: []Step{waitStep("await", "go")}}))
+	eng := e.engine("r1", func(c *Config) {
+		c.Waker = NewLocalWaker()
+		c.PollInterval = 200 * time.Millisecond
+		c.Lease = time.Hour
+	})
+	id := IDFor("wait", "stale-take")
+	ctx, cancel := context.WithCancel(e.ctx())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	waitFor(t, eng.hand.active)
+	_, _, err := eng.Start(e.ctx(), "wait", id, nil)
+	must(t, err)
+	waitFor(t, func() bool { return e.state(eng, id).State == StateWaiting })
+	// The signal's write, with the claim taken, as Signal makes it, but without the
+	// hand-off that only a reported commit triggers.
+	rec, err := e.st.Sagas().Get(e.ctx(), id)
+	must(t, err)
+	ev, err := eng.encode(EventSignalReceived, "", 0, &EventData{Name: "go", Output: []byte(`"now"`)})
+	must(t, err)
+	upd := wakeUpdate(rec, eng.cfg.Clock.Now())
+	if !eng.takeFor(rec, &upd, eng.cfg.Clock.Now()) {
+		t.Fatal("takeFor did not take the claim of a parked saga")
+	}
+	must(t, e.st.Sagas().Append(e.ctx(), id, rec.LastSeq, upd, ev))
+	began := time.Now()
+	waitFor(t, func() bool { return e.state(eng, id).State == StateCompleted })
+	if took := time.Since(began); took < staleTake-time.Second || took > staleTake+10*time.Second {
+		t.Errorf("the saga went on %s after the orphaned claim, want about %s (not the hour's lease)", took, staleTake)
+	}
+	cancel()
+	must(t, <-done)
+}
