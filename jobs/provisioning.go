@@ -60,21 +60,7 @@ func provisioningSaga(version int) saga.Definition {
 		{
 			Name: "await-registration",
 			Do: withInput(func(ctx context.Context, sc *saga.StepContext, v provisioningInput) (any, error) {
-				p, err := sc.AwaitSignalTimeout(SignalWorkerRegistered, v.RegistrationTimeout)
-				if errors.Is(err, saga.ErrSignalTimeout) {
-					return nil, fmt.Errorf("worker %s did not register within %s: %w", v.WorkerID, v.RegistrationTimeout, err)
-				}
-				if err != nil {
-					return nil, err
-				}
-				var w workerSignal
-				if err := json.Unmarshal(p, &w); err != nil {
-					return nil, fmt.Errorf("decode %s signal: %w", SignalWorkerRegistered, err)
-				}
-				if w.Failed != "" {
-					return nil, registrationFailed(v.WorkerID, w.Failed)
-				}
-				return p, nil
+				return awaitRegistration(sc, "worker", v.WorkerID, v.RegistrationTimeout)
 			}),
 		},
 		{
@@ -84,6 +70,27 @@ func provisioningSaga(version int) saga.Definition {
 			}),
 		},
 	}}
+}
+
+// awaitRegistration is the step body that parks until worker workerID registered (the
+// SignalWorkerRegistered signal), failing after timeout or when the signal carries a
+// failure; what names the worker in the timeout's error ("worker", "warm worker").
+func awaitRegistration(sc *saga.StepContext, what, workerID string, timeout time.Duration) (any, error) {
+	p, err := sc.AwaitSignalTimeout(SignalWorkerRegistered, timeout)
+	if errors.Is(err, saga.ErrSignalTimeout) {
+		return nil, fmt.Errorf("%s %s did not register within %s: %w", what, workerID, timeout, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var w workerSignal
+	if err := json.Unmarshal(p, &w); err != nil {
+		return nil, fmt.Errorf("decode %s signal: %w", SignalWorkerRegistered, err)
+	}
+	if w.Failed != "" {
+		return nil, registrationFailed(workerID, w.Failed)
+	}
+	return p, nil
 }
 
 // createStep is the provisioning saga's create-worker step: an activity from v2 on.

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -423,21 +422,7 @@ func warmWorkerSaga() saga.Definition {
 		{
 			Name: "await-registration",
 			Do: withInput(func(ctx context.Context, sc *saga.StepContext, v warmInput) (any, error) {
-				p, err := sc.AwaitSignalTimeout(SignalWorkerRegistered, v.RegistrationTimeout)
-				if errors.Is(err, saga.ErrSignalTimeout) {
-					return nil, fmt.Errorf("warm worker %s did not register within %s: %w", v.WorkerID, v.RegistrationTimeout, err)
-				}
-				if err != nil {
-					return nil, err
-				}
-				var w workerSignal
-				if err := json.Unmarshal(p, &w); err != nil {
-					return nil, fmt.Errorf("decode %s signal: %w", SignalWorkerRegistered, err)
-				}
-				if w.Failed != "" {
-					return nil, registrationFailed(v.WorkerID, w.Failed)
-				}
-				return p, nil
+				return awaitRegistration(sc, "warm worker", v.WorkerID, v.RegistrationTimeout)
 			}),
 		},
 	}}
