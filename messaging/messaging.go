@@ -26,6 +26,11 @@ const (
 	// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id. It must exceed the
 	// outbox lease plus the time the reaper needs to hand a row to another relay.
 	DuplicateWindow = 5 * time.Minute
+	// PublishAckTimeout bounds the wait for the stream's acknowledgement of an
+	// asynchronous publish (Connect's JetStream context). Without it, a publish whose
+	// acknowledgement never comes waits forever: a message sent while a restarted
+	// cluster has no stream leader yet is dropped by the server without an answer.
+	PublishAckTimeout = 10 * time.Second
 )
 
 // EventSubject returns the subject of an event type "<entity>.<type>".
@@ -196,7 +201,9 @@ func (e *Embedded) cleanup() {
 	}
 }
 
-// Connect opens a NATS connection (reconnecting forever) and a JetStream context.
+// Connect opens a NATS connection (reconnecting forever) and a JetStream context whose
+// asynchronous publishes fail with jetstream.ErrAsyncPublishTimeout after
+// PublishAckTimeout without an acknowledgement.
 func Connect(ctx context.Context, url string) (*nats.Conn, jetstream.JetStream, error) {
 	if url == "" {
 		return nil, nil, errors.New("messaging: Connect: url is empty")
@@ -214,7 +221,7 @@ func Connect(ctx context.Context, url string) (*nats.Conn, jetstream.JetStream, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("messaging: connect %s: %w", url, err)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(PublishAckTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("messaging: jetstream: %w", err)

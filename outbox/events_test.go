@@ -115,3 +115,49 @@ func TestEventPublishedButNotMarkedReachesJetStreamOnce(t *testing.T) {
 		t.Error("entity with a dot accepted")
 	}
 }
+
+// An acknowledgement that never comes (here a plain subscriber takes the subject and
+// never answers, as a restarted cluster without a stream leader drops a publish) fails
+// the publish after AckTimeout instead of holding the relay forever; the row can then
+// be retried.
+func TestPublishWithoutAckFailsAfterAckTimeout(t *testing.T) {
+	ctx := ctxT(t, 20*time.Second)
+	e, err := messaging.StartEmbedded(ctx, messaging.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, js, err := messaging.Connect(ctx, e.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	// No HODEI_EVENTS stream: the silent subscriber is the only interest.
+	sub, err := nc.SubscribeSync(messaging.EventsSubjectPrefix + ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	pub := outbox.NewJetStreamPublisher(js)
+	pub.AckTimeout = 300 * time.Millisecond
+	done := make(chan []error, 1)
+	go func() {
+		done <- pub.Publish(context.Background(), []*store.OutboxMessage{
+			{ID: 1, Kind: store.KindEvent, Type: "job.succeeded", IdempotencyKey: "k1", Payload: []byte(`{}`)},
+			{ID: 2, Kind: store.KindEvent, Type: "job.failed", IdempotencyKey: "k2", Payload: []byte(`{}`)},
+		})
+	}()
+	select {
+	case errs := <-done:
+		for i, err := range errs {
+			if err == nil {
+				t.Errorf("event %d: published without an acknowledgement", i)
+			}
+		}
+	case <-ctx.Done():
+		t.Fatal("Publish still waiting for acknowledgements that never come")
+	}
+	if _, err := sub.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("the events never reached the subscriber: %v", err)
+	}
+}

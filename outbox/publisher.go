@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,19 +30,32 @@ const (
 // outbox id as Nats-Msg-Id, so that a row published and then re-published (the relay
 // crashed before marking it, the lease expired, another relay took it) is stored once:
 // the stream's duplicate window drops the second copy and acknowledges it.
+//
+// A batch waits at most AckTimeout for its acknowledgements; the events not
+// acknowledged by then fail (the relay retries them). Without that bound one
+// acknowledgement that never comes (a message published while a restarted NATS cluster
+// had no stream leader yet is dropped without an answer) would hold the relay forever.
 type JetStreamPublisher struct {
 	js jetstream.JetStream
+	// AckTimeout bounds the wait for a batch's acknowledgements (default
+	// messaging.PublishAckTimeout).
+	AckTimeout time.Duration
 }
 
 // NewJetStreamPublisher returns a publisher on js. The HODEI_EVENTS stream must exist
 // (messaging.EnsureStreams).
 func NewJetStreamPublisher(js jetstream.JetStream) *JetStreamPublisher {
-	return &JetStreamPublisher{js: js}
+	return &JetStreamPublisher{js: js, AckTimeout: messaging.PublishAckTimeout}
 }
 
 // Publish sends the whole batch asynchronously, then waits for every acknowledgement (or
-// ctx's end): one round trip for the batch rather than one per event.
+// ctx's end, or AckTimeout): one round trip for the batch rather than one per event.
 func (p *JetStreamPublisher) Publish(ctx context.Context, msgs []*store.OutboxMessage) []error {
+	if p.AckTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.AckTimeout)
+		defer cancel()
+	}
 	errs := make([]error, len(msgs))
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	for i, m := range msgs {
