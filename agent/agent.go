@@ -26,7 +26,11 @@ const Version = "0.1.0"
 
 // Config configures the agent. ServerURL, WorkerID and OneTimePassword are required.
 type Config struct {
-	ServerURL       string // HODEI_SERVER
+	// ServerURL is the control plane's URL (HODEI_SERVER), or several replicas' URLs
+	// separated by commas: the agent uses one at a time and moves to the next when it
+	// cannot register or its stream breaks (any replica serves any worker's stream).
+	// All of them must have the same scheme.
+	ServerURL       string
 	WorkerID        string // HODEI_WORKER_ID
 	OneTimePassword string // HODEI_ONE_TIME_PASSWORD (secret)
 	Hostname        string // default os.Hostname()
@@ -115,7 +119,7 @@ func (c *Config) setDefaults() {
 		c.MaxPendingLogBytes = 64 << 20
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = NewTLSHTTPClient(c.ServerURL, c.RootCAs)
+		c.HTTPClient = NewTLSHTTPClient(strings.TrimSpace(c.ServerURL), c.RootCAs)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -126,8 +130,9 @@ func (c *Config) setDefaults() {
 
 // Validate names the first missing or invalid field.
 func (c *Config) Validate() error {
+	servers := c.servers()
 	switch {
-	case c.ServerURL == "":
+	case len(servers) == 0:
 		return errors.New("agent: Config.ServerURL is empty (HODEI_SERVER)")
 	case c.WorkerID == "":
 		return errors.New("agent: Config.WorkerID is empty (HODEI_WORKER_ID)")
@@ -142,7 +147,27 @@ func (c *Config) Validate() error {
 	case c.ReconnectMin <= 0 || c.ReconnectMax < c.ReconnectMin:
 		return fmt.Errorf("agent: Config.ReconnectMin (%s) must be > 0 and <= ReconnectMax (%s)", c.ReconnectMin, c.ReconnectMax)
 	}
+	scheme := func(u string) string { return strings.ToLower(u[:max(strings.Index(u, "://"), 0)]) }
+	for _, u := range servers {
+		if sc := scheme(u); sc != "http" && sc != "https" {
+			return fmt.Errorf("agent: Config.ServerURL (HODEI_SERVER): %q is not an http:// or https:// URL", u)
+		}
+		if scheme(u) != scheme(servers[0]) {
+			return fmt.Errorf("agent: Config.ServerURL (HODEI_SERVER): %q and %q mix http and https", servers[0], u)
+		}
+	}
 	return nil
+}
+
+// servers are the URLs of ServerURL (comma-separated), without blanks.
+func (c *Config) servers() []string {
+	var out []string
+	for u := range strings.SplitSeq(c.ServerURL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // MaxJobsLimit bounds Config.MaxJobs.
@@ -182,12 +207,15 @@ func Run(ctx context.Context, cfg Config) error {
 	a := &agent{
 		cfg:     cfg,
 		log:     cfg.Logger.With("worker_id", cfg.WorkerID),
-		client:  hodeiv1connect.NewWorkerAgentServiceClient(cfg.HTTPClient, cfg.ServerURL),
+		servers: cfg.servers(),
 		events:  make(chan event, 64),
 		seen:    map[string]bool{},
 		msgs:    map[string]bool{},
 		running: map[string]*jobProcess{},
 		spans:   map[string]trace.Span{},
+	}
+	for _, u := range a.servers {
+		a.clients = append(a.clients, hodeiv1connect.NewWorkerAgentServiceClient(cfg.HTTPClient, u))
 	}
 	if cfg.reused() {
 		a.cfg.exec.JobTmpDir = true
@@ -201,7 +229,9 @@ func Run(ctx context.Context, cfg Config) error {
 type agent struct {
 	cfg     Config
 	log     *slog.Logger
-	client  hodeiv1connect.WorkerAgentServiceClient
+	servers []string                                  // Config.ServerURL's URLs
+	clients []hodeiv1connect.WorkerAgentServiceClient // one per server
+	cur     int                                       // the server in use
 	token   string
 	hbEvery time.Duration
 
@@ -289,6 +319,7 @@ func (a *agent) run(ctx context.Context) error {
 					a.stopJobs()
 					return fmt.Errorf("agent: no stream to %s for %s (ReconnectTimeout): %w", a.cfg.ServerURL, a.cfg.ReconnectTimeout, err)
 				}
+				a.nextServer()
 				reconnect.Reset(d)
 			}
 
@@ -307,8 +338,9 @@ func (a *agent) run(ctx context.Context) error {
 				}
 				pace.Max = a.reconnectMax()
 				d := pace.Next()
-				a.log.Warn("stream broken; reconnecting", "err", it.err, "retry_in", d)
+				a.log.Warn("stream broken; reconnecting", "server", a.servers[a.cur], "err", it.err, "retry_in", d)
 				a.closeConn()
+				a.nextServer()
 				disconnectedSince = time.Now()
 				reconnect.Reset(d)
 				continue
@@ -381,7 +413,7 @@ func (a *agent) register(parent context.Context) (err error) {
 			AgentVersion:    Version,
 		})
 		injectTrace(ctx, req.Header())
-		resp, err := a.client.Register(ctx, req)
+		resp, err := a.clients[a.cur].Register(ctx, req)
 		if err == nil {
 			a.token = resp.Msg.GetSessionToken()
 			if id := resp.Msg.GetWorkerId(); id != "" && id != a.cfg.WorkerID {
@@ -395,7 +427,7 @@ func (a *agent) register(parent context.Context) (err error) {
 			if a.hbEvery <= 0 {
 				a.hbEvery = 5 * time.Second
 			}
-			a.log.Info("registered", "server", a.cfg.ServerURL, "heartbeat_interval", a.hbEvery)
+			a.log.Info("registered", "server", a.servers[a.cur], "heartbeat_interval", a.hbEvery)
 			return nil
 		}
 		switch connect.CodeOf(err) {
@@ -406,7 +438,8 @@ func (a *agent) register(parent context.Context) (err error) {
 		}
 		pace.Max = a.reconnectMax()
 		d := pace.Next()
-		a.log.Warn("register failed; retrying", "err", err, "retry_in", d)
+		a.log.Warn("register failed; retrying", "server", a.servers[a.cur], "err", err, "retry_in", d)
+		a.nextServer()
 		select {
 		case <-ctx.Done():
 			if parent.Err() != nil {
@@ -423,7 +456,7 @@ func (a *agent) register(parent context.Context) (err error) {
 func (a *agent) openConn(ctx context.Context, recv chan<- recvItem) error {
 	a.closeConn()
 	sctx, cancel := context.WithCancel(ctx)
-	stream := a.client.Connect(sctx)
+	stream := a.clients[a.cur].Connect(sctx)
 	stream.RequestHeader().Set("Authorization", "Bearer "+a.token)
 	a.gen++
 	c := &conn{gen: a.gen, stream: stream, cancel: cancel, opened: time.Now()}
@@ -458,11 +491,18 @@ func (a *agent) openConn(ctx context.Context, recv chan<- recvItem) error {
 			}
 		}
 	}()
-	a.log.Info("stream open", "pending", len(a.pending))
+	a.log.Info("stream open", "server", a.servers[a.cur], "pending", len(a.pending))
 	for _, m := range a.pending {
 		a.send(m)
 	}
 	return nil
+}
+
+// nextServer moves to the next of several servers (Config.ServerURL), after a failed
+// registration or connection or a broken stream: the replica may be gone, another one
+// serves the worker as well.
+func (a *agent) nextServer() {
+	a.cur = (a.cur + 1) % len(a.servers)
 }
 
 func (a *agent) closeConn() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -382,6 +383,56 @@ func TestReconnectBackoffCappedByHeartbeat(t *testing.T) {
 		a := &agent{cfg: cfg, hbEvery: c.hb}
 		if got := a.reconnectMax(); got != c.want {
 			t.Errorf("heartbeat %s: reconnect backoff max %s, want %s", c.hb, got, c.want)
+		}
+	}
+}
+
+// A worker given several servers (one gone) registers with the one that answers, and
+// a stream that breaks on one server is taken up by the next: the job runs once and
+// its result reaches the second server.
+func TestAgentMovesToNextServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := "http://" + ln.Addr().String() // a replica that is down: connection refused
+	_ = ln.Close()
+
+	marker := filepath.Join(t.TempDir(), "runs")
+	job := &hodeiv1.RunJob{JobId: "job-move", Spec: &hodeiv1.JobSpec{
+		Command: []string{"sh", "-c", "echo run >> " + marker + "; echo one; sleep 0.3; echo two"},
+	}}
+	a := &fakeServer{otp: "good", dropFirstResult: true, job: job} // breaks the stream at the result
+	b := &fakeServer{otp: "good", job: job}
+	cfg := testConfig(gone+", "+a.start(t)+","+b.start(t), "good")
+	if err := waitRun(t, runAgent(t, context.Background(), cfg), 20*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	a.mu.Lock()
+	aRegs, aResults := a.registers, len(a.results)
+	a.mu.Unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if aRegs != 1 || aResults != 1 {
+		t.Fatalf("server a: %d registrations, %d results; want 1 and 1 (the dropped one)", aRegs, aResults)
+	}
+	if b.connects < 1 || len(b.results) != 1 || !b.jobAcked || b.results[0].GetJobId() != "job-move" {
+		t.Fatalf("server b: %d connects, results %v, acked %v: want the result re-sent to b", b.connects, b.results, b.jobAcked)
+	}
+	if got, err := os.ReadFile(marker); err != nil || string(got) != "run\n" {
+		t.Fatalf("job ran %q (err %v), want once", got, err)
+	}
+}
+
+func TestAgentServerListValidate(t *testing.T) {
+	for _, tc := range []struct{ urls, want string }{
+		{" , ", "ServerURL is empty"},
+		{"http://a:1,ftp://b", `"ftp://b" is not an http`},
+		{"http://a:1,https://b:2", "mix http and https"},
+	} {
+		err := Run(context.Background(), Config{ServerURL: tc.urls, WorkerID: "w", OneTimePassword: "p"})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ServerURL %q: err = %v, want %q", tc.urls, err, tc.want)
 		}
 	}
 }

@@ -17,6 +17,9 @@ type File struct {
 	NATSRoutes        []string `yaml:"nats_routes"`
 	NATSClusterName   string   `yaml:"nats_cluster_name"`
 	NATSReplicas      int      `yaml:"nats_replicas"`
+	// WorkerServers are the URLs workers dial: every replica's, or one name (hodei
+	// server only).
+	WorkerServers []string `yaml:"worker_servers"`
 	// RetainOutbox is how long relayed outbox rows are kept (hodei server only).
 	RetainOutbox time.Duration `yaml:"retain_outbox"`
 	DataDir      string        `yaml:"data_dir"`

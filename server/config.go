@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -75,6 +76,11 @@ type Config struct {
 	// ServerURL is the URL workers dial (default http://<listen address>, with an
 	// unspecified host such as 0.0.0.0 replaced by 127.0.0.1).
 	ServerURL string
+	// WorkerServers (--worker-servers) are the URLs the workers this replica starts
+	// dial instead of ServerURL: every replica's address, or one name that reaches any
+	// of them. A worker whose replica is gone reconnects to the next one; any replica
+	// serves any worker's stream. Empty: ServerURL.
+	WorkerServers []string
 	// Providers are the worker providers to run, in selection order (first-fit):
 	// "local", "docker". Default ["local"].
 	Providers []string
@@ -206,6 +212,9 @@ func (c *Config) setDefaults() {
 
 // Validate reports the first invalid field.
 func (c *Config) Validate() error {
+	if err := checkWorkerServers(c.WorkerServers, c.TLS()); err != nil {
+		return err
+	}
 	switch c.Driver {
 	case DriverPostgres, "":
 		if c.DatabaseURL == "" {
@@ -409,4 +418,35 @@ func (c *Config) checkNATS() error {
 		}
 	}
 	return nil
+}
+
+// checkWorkerServers checks Config.WorkerServers: http:// or https:// URLs with a host,
+// https:// when the API serves TLS, http:// when it does not.
+func checkWorkerServers(urls []string, tls bool) error {
+	want := "http"
+	if tls {
+		want = "https"
+	}
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || strings.Contains(raw, ",") {
+			return fmt.Errorf("server: Config.WorkerServers (--worker-servers): %q is not an http:// or https:// URL with a host", raw)
+		}
+		if u.Scheme != want {
+			return fmt.Errorf("server: Config.WorkerServers (--worker-servers): %q must be %s:// (the API serves %s)", raw, want, want)
+		}
+	}
+	return nil
+}
+
+// workerURL is what the workers this replica starts dial (HODEI_SERVER): WorkerServers
+// comma-separated, else ServerURL, else own (this replica's address).
+func (c *Config) workerURL(own string) string {
+	switch {
+	case len(c.WorkerServers) > 0:
+		return strings.Join(c.WorkerServers, ",")
+	case c.ServerURL != "":
+		return c.ServerURL
+	}
+	return own
 }

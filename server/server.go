@@ -232,10 +232,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	defer ln.Close()
 	baseURL := advertisedURL(ln.Addr(), cfg.TLS())
-	serverURL := cfg.ServerURL
-	if serverURL == "" {
-		serverURL = baseURL
-	}
+	serverURL := cfg.workerURL(baseURL)
 
 	hub, err := api.NewHub(nc)
 	if err != nil {

@@ -26,6 +26,7 @@ const (
 	envNATSClusterName   = "HODEI_NATS_CLUSTER_NAME"
 	envNATSReplicas      = "HODEI_NATS_REPLICAS"
 	envRetainOutbox      = "HODEI_RETAIN_OUTBOX"
+	envWorkerServers     = "HODEI_WORKER_SERVERS"
 )
 
 func newServerCmd() *cobra.Command {
@@ -149,6 +150,9 @@ may die. nats-server 2.9 or later is needed.`,
 	cmd.Flags().DurationVar(&cfg.RetainOutbox, "retain-outbox", outbox.DefaultRetain,
 		"how long finished outbox rows (COMPLETED, CANCELLED) are kept; the leader deletes older ones in small batches every minute (0: keep forever; else at least 1m). Dead letters are kept")
 	bindEnv(cmd, "retain-outbox", envRetainOutbox)
+	cmd.Flags().StringSliceVar(&cfg.WorkerServers, "worker-servers", nil,
+		"URLs the workers this replica starts dial: every replica's (comma-separated) or one name that reaches any; a worker whose replica is gone moves to the next (default: this replica's address)")
+	bindEnv(cmd, "worker-servers", envWorkerServers)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
