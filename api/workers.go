@@ -217,7 +217,9 @@ func (w *WorkerService) Connect(ctx context.Context, stream *connect.BidiStream[
 		}
 		log.Debug("re-sent pending cancel", "job", c.JobID)
 	}
-	log.Debug("worker stream open")
+	// Info: with several replicas it says which one serves the worker now (a worker
+	// moves to another replica when its own is gone).
+	log.Info("worker stream open")
 	// waiting maps a message id to the reply subjects of the deliveries (Hub.deliver)
 	// waiting for its ack: answered when the agent acks it. Entries of messages the
 	// agent never acks are dropped once the map is full (their senders time out).

@@ -76,11 +76,21 @@ func startHA(t *testing.T, name string, seed uint64) *haCluster {
 	for range 3 {
 		h.proxies = append(h.proxies, startPGProxy(t, h.pg.URL()))
 	}
+	// Every replica's address, known before they start: the workers get all three
+	// (--worker-servers) and move to another replica when theirs is gone.
+	var listens, workerURLs []string
+	for range 3 {
+		a := freeLoopbackAddr(t)
+		listens, workerURLs = append(listens, a), append(workerURLs, "http://"+a)
+	}
 	for i := range 3 {
+		// The worker's own replica first.
+		servers := append([]string{workerURLs[i]}, slices.Delete(slices.Clone(workerURLs), i, i+1)...)
 		args := []string{"--nats-url", h.nats.URLs(), "--leader-ttl", "3s", "--max-workers", "4",
-			"--heartbeat-interval", "1s", "--worker-lost-after", "3s", "--cleanup-interval", "1s"}
+			"--heartbeat-interval", "1s", "--worker-lost-after", "3s", "--cleanup-interval", "1s",
+			"--worker-servers", strings.Join(servers, ",")}
 		s := &server{extraArgs: args, t: t, backend: backendPostgres, dbURL: h.proxies[i].url(),
-			dataDir: t.TempDir(), listen: "127.0.0.1:0", log: &lockedBuffer{}}
+			dataDir: t.TempDir(), listen: listens[i], log: &lockedBuffer{}}
 		t.Cleanup(s.cleanup)
 		s.startProcess()
 		id, _ := s.readiness()
@@ -95,6 +105,50 @@ func startHA(t *testing.T, name string, seed uint64) *haCluster {
 		}
 	}
 	return h
+}
+
+// freeLoopbackAddr returns a loopback address with a port that was free a moment ago.
+func freeLoopbackAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// streamsByWorker reads the replicas' logs: for each worker, the replicas (by index)
+// that opened a stream for it ("worker stream open").
+func (h *haCluster) streamsByWorker() map[string]map[int]bool {
+	out := map[string]map[int]bool{}
+	for i, s := range h.replicas {
+		for line := range strings.Lines(s.log.String()) {
+			if !strings.Contains(line, `msg="worker stream open"`) {
+				continue
+			}
+			_, rest, ok := strings.Cut(line, " worker=")
+			if !ok {
+				continue
+			}
+			id, _, _ := strings.Cut(strings.TrimSpace(rest), " ")
+			if out[id] == nil {
+				out[id] = map[int]bool{}
+			}
+			out[id][i] = true
+		}
+	}
+	return out
+}
+
+// movedWorkers counts the workers whose streams were served by more than one replica.
+func (h *haCluster) movedWorkers() int {
+	n := 0
+	for _, reps := range h.streamsByWorker() {
+		if len(reps) > 1 {
+			n++
+		}
+	}
+	return n
 }
 
 // restart starts replica i again (same address, data directory, database proxy).
@@ -123,6 +177,8 @@ type haReport struct {
 	unready  []time.Duration // /readyz not ready, per replica and outage
 
 	extraWorkers []string // jobs with more workers than attempts
+	moved        int      // workers whose stream was served by more than one replica
+	handedOver   int      // jobs on the workers of SIGTERMed replicas, at the SIGTERM
 	backingOff   int      // outbox rows in RETRY scheduled past the end of the check
 }
 
@@ -376,6 +432,10 @@ func (h *haCluster) check(r *haReport, jobs []*chaosJob, all []*hodeiv1.Job, run
 	r.backingOff = s.count(fmt.Sprintf(`SELECT count(*) FROM outbox WHERE id <= %d AND status = 'RETRY' AND scheduled_at > now()`, maxID))
 	r.outboxRows = maxID
 	r.deadLetters = s.deadLetters(maxID)
+	r.moved = h.movedWorkers()
+	if r.handedOver > 0 && r.moved == 0 {
+		t.Errorf("%d jobs ran on the workers of SIGTERMed replicas, and no worker moved to another replica", r.handedOver)
+	}
 }
 
 func (r *haReport) String() string {
@@ -386,6 +446,7 @@ func (r *haReport) String() string {
 	b.WriteString(r.chaosReport.String())
 	fmt.Fprintf(&b, "  jobs with more workers provisioned than attempts: %d\n", len(r.extraWorkers))
 	fmt.Fprintf(&b, "  outbox rows in RETRY backing off past the check: %d\n", r.backingOff)
+	fmt.Fprintf(&b, "  workers whose stream moved to another replica: %d\n", r.moved)
 	for _, e := range r.events {
 		fmt.Fprintf(&b, "  fault: %s\n", e)
 	}
@@ -538,6 +599,10 @@ func faultRollingRestart(h *haCluster, r *haReport, window time.Duration) {
 	gap := window / time.Duration(len(h.replicas)+1)
 	for i, s := range h.replicas {
 		time.Sleep(gap)
+		affected := h.affectedJobs(h.ids[i])
+		r.mu.Lock()
+		r.handedOver += len(affected)
+		r.mu.Unlock()
 		at := time.Now()
 		h.mu.Lock()
 		graceful := s.stop()
@@ -546,7 +611,7 @@ func faultRollingRestart(h *haCluster, r *haReport, window time.Duration) {
 			h.t.Errorf("replica %d did not exit within 20s of SIGTERM", i)
 		}
 		h.restart(i)
-		r.logf("replica %d SIGTERMed and restarted in %s", i, time.Since(at).Round(time.Millisecond))
+		r.logf("replica %d SIGTERMed (%d jobs on its workers) and restarted in %s", i, len(affected), time.Since(at).Round(time.Millisecond))
 	}
 }
 
@@ -797,4 +862,72 @@ func isCommit(query []byte) bool {
 	q := strings.ToUpper(strings.TrimSpace(strings.TrimRight(string(query), "\x00")))
 	q = strings.TrimSuffix(q, ";")
 	return q == "COMMIT" || q == "END"
+}
+
+// TestHAWorkerMoves: workers move between replicas (issue 14). A job runs on a worker
+// whose replica is SIGKILLed and stays down; the worker, which has every replica's
+// address (--worker-servers), reconnects to another one, and the job ends SUCCEEDED
+// with its full output, reported through that replica. The killed replica comes back
+// only after the job ended (its node-local worker is then released through it).
+func TestHAWorkerMoves(t *testing.T) {
+	h := startHA(t, "worker-moves", uint64(time.Now().UnixNano()))
+	const lines = 40
+	id := h.replicas[0].submit("--label", "ha=worker-moves", "--", "sh", "-c",
+		fmt.Sprintf(`for i in $(seq 1 %d); do echo "line $i"; sleep 0.25; done`, lines))
+	// Running, with some output already sent.
+	var j *hodeiv1.Job
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		j = h.replicas[0].getJob(id)
+		if j.GetState() == "RUNNING" && j.GetWorkerId() != "" &&
+			strings.Contains(h.replicas[0].hodei("job", "logs", id).stdout, "line 3\n") {
+			break
+		}
+		if isTerminal(j.GetState()) || time.Now().After(deadline) {
+			t.Fatalf("job %s is %s, not running with output, 2 minutes after submission", id, j.GetState())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	workerID := j.GetWorkerId()
+	owner := -1
+	for i, rid := range h.ids {
+		if slices.Contains(h.affectedJobs(rid), id) {
+			owner = i
+		}
+	}
+	if owner < 0 {
+		t.Fatalf("no replica owns worker %s of job %s", workerID, id)
+	}
+	h.mu.Lock()
+	h.replicas[owner].kill()
+	h.mu.Unlock()
+	killed := time.Now()
+	other := h.replicas[(owner+1)%len(h.replicas)]
+	ended := other.waitJobs(map[string]string{"ha": "worker-moves"}, 1, 3*time.Minute)
+	if len(ended) != 1 || ended[0].GetState() != "SUCCEEDED" || ended[0].GetAttempt() != 1 {
+		t.Fatalf("job after its replica's death: %v; want SUCCEEDED in attempt 1 (the same worker, moved)", ended)
+	}
+	t.Logf("replica %d SIGKILLed with job %s running on its worker %s; the job ended SUCCEEDED %s later",
+		owner, id, workerID, time.Since(killed).Round(time.Millisecond))
+	var want strings.Builder
+	for i := 1; i <= lines; i++ {
+		fmt.Fprintf(&want, "line %d\n", i)
+	}
+	if got := other.mustHodei("job", "logs", id).stdout; got != want.String() {
+		t.Errorf("job logs after the move: %q, want lines 1 to %d once each", got, lines)
+	}
+	served := h.streamsByWorker()[workerID]
+	var by []int
+	for i := range served {
+		if i != owner {
+			by = append(by, i)
+		}
+	}
+	if len(by) == 0 {
+		t.Errorf("worker %s: streams opened on replicas %v, none but its dead owner %d", workerID, served, owner)
+	}
+	h.restart(owner)
+	for _, s := range h.replicas {
+		s.waitNoWorkers(90 * time.Second)
+	}
 }

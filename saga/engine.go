@@ -34,6 +34,11 @@ type Config struct {
 	Waker          Waker     // default a LocalWaker
 	Queue          TaskQueue // default PollQueue
 	Logger         *slog.Logger
+	// DrainTimeout: when Run's context ends (a graceful shutdown), the sagas already
+	// running go on with their steps for at most this long before their context is
+	// cancelled too; nothing new is claimed, and claimed sagas not started yet are
+	// released at once. Zero: running sagas are cancelled with Run's context.
+	DrainTimeout time.Duration
 	// Lease is how long a claim on a saga (or timer) lasts; each recorded step extends it.
 	Lease time.Duration // default 30s
 	// PollInterval is the safety poll of Run (the database is the source of truth).
@@ -120,6 +125,8 @@ func (c *Config) Validate() error {
 	switch {
 	case len(c.RunnerID) > 200:
 		return fmt.Errorf("saga: Config.RunnerID is %d bytes, max 200", len(c.RunnerID))
+	case c.DrainTimeout < 0:
+		return fmt.Errorf("saga: Config.DrainTimeout %s must not be negative", c.DrainTimeout)
 	case c.Lease < 10*time.Millisecond:
 		return fmt.Errorf("saga: Config.Lease %s below 10ms", c.Lease)
 	case c.PollInterval < time.Millisecond:

@@ -88,8 +88,22 @@ func (e *Engine) Run(ctx context.Context) error {
 	if hand := make(chan handed, l.capacity); !e.cfg.NoHandoff && e.hand.open(hand) {
 		l.hand = hand
 	}
+	// The running sagas' context outlives ctx by at most DrainTimeout (a graceful
+	// shutdown finishes the steps in flight); stop waits for them.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	if e.cfg.DrainTimeout > 0 {
+		stopDrain := context.AfterFunc(ctx, func() {
+			t := time.AfterFunc(e.cfg.DrainTimeout, cancelWork)
+			context.AfterFunc(work, func() { t.Stop() })
+		})
+		defer stopDrain()
+	} else {
+		stopWork := context.AfterFunc(ctx, cancelWork)
+		defer stopWork()
+	}
 	for range e.cfg.Concurrency {
-		l.workers.Go(func() { l.serve(ctx) })
+		l.workers.Go(func() { l.serve(work) })
 	}
 	defer l.stop(ctx)
 	return l.run(ctx, tick.C)

@@ -94,7 +94,8 @@ type Config struct {
 	// `<WorkerBinary> worker`, or a hodei-agent binary it starts as it is (default: a
 	// hodei-agent next to os.Executable(), else os.Executable(); AgentCommand).
 	WorkerBinary string
-	// ShutdownTimeout bounds the graceful drain of HTTP requests (default 10s).
+	// ShutdownTimeout bounds the graceful drain of HTTP requests and of the sagas
+	// running when the shutdown begins (default 10s).
 	ShutdownTimeout time.Duration
 	// AdminToken, when set, is required as "Authorization: Bearer <AdminToken>" on the
 	// admin API (AdminService, /api/v1/admin/); when empty, only loopback clients may

@@ -49,11 +49,15 @@
 // replica and the leader. On shutdown the leader resigns, so another replica leads at
 // once instead of after the TTL.
 //
-// Shutdown on ctx's end (SIGTERM in `hodei server`): the base context of all requests is
-// cancelled so long-lived streams end; http.Server.Shutdown stops accepting and drains
-// the rest (ShutdownTimeout, then connections are closed); the loops stop; NATS, the
-// embedded server and the store are closed last. Workers are NOT killed: a job in
-// progress keeps running, its worker reconnects (with backoff) to the next server on the
-// same address and re-sends its unacknowledged result; the sagas continue from the
-// database.
+// Shutdown on ctx's end (SIGTERM in `hodei server`), a graceful drain: the base context
+// of all requests is cancelled so long-lived streams end (a worker's stream ends with
+// Unavailable "server shutting down; reconnect", which hands it over: the agent
+// reconnects to the next of its servers, Config.WorkerServers, or to this address once
+// the replica is back); http.Server.Shutdown stops accepting and drains the rest
+// (ShutdownTimeout, then connections are closed); the loops stop claiming: the saga
+// engine releases the sagas it claimed and had not started, and lets the running ones
+// finish their steps for at most ShutdownTimeout (saga.Config.DrainTimeout), the outbox
+// relay marks its batch in flight; NATS, the embedded server and the store are closed
+// last. Workers are NOT killed: a job in progress keeps running, its worker re-sends its
+// unacknowledged messages on its new stream; the sagas continue from the database.
 package server

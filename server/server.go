@@ -131,7 +131,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	// API, and read from the database at scrape time.
 	metrics := telemetry.NewMetrics()
 	metrics.InitSeries(jobs.SagaTypes()...)
-	sagaCfg := saga.Config{Waker: waker, Queue: queue, Logger: logger, ActivityDispatcher: activities, Observer: metrics}
+	// On shutdown the sagas running finish their steps within ShutdownTimeout.
+	sagaCfg := saga.Config{Waker: waker, Queue: queue, Logger: logger, ActivityDispatcher: activities, Observer: metrics,
+		DrainTimeout: cfg.ShutdownTimeout}
 	// The node id names this replica: its saga runner, and the owner of the workers it
 	// creates with node-local providers (stable across restarts with a locked data dir).
 	node := "hodei-" + uuid.NewString()

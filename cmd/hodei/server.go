@@ -44,9 +44,11 @@ Connect JSON over HTTP/1.1 and h2c), GET /healthz and GET /readyz. It migrates t
 database, connects to NATS (or runs it embedded), and starts workers on demand with the
 local provider (one "hodei worker" process per job).
 
-On SIGTERM or Ctrl-C it stops accepting requests, drains them, stops its loops and
-exits. Workers are not killed: they keep running their jobs and reconnect to the next
-server that comes up on the same address.
+On SIGTERM or Ctrl-C it stops accepting requests and claiming work, drains the
+requests, lets the sagas running finish their steps (10s at most), ends the workers'
+streams and exits 0. Workers are not killed: they keep running their jobs and
+reconnect to another replica of --worker-servers, or to the next server that comes up
+on the same address.
 
 Several replicas share one PostgreSQL database and one NATS cluster: either an external
 cluster (--nats-url with its nodes' URLs, comma-separated) or the replicas' embedded
