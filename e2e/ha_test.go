@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,6 +108,29 @@ func startHA(t *testing.T, name string, seed uint64) *haCluster {
 	return h
 }
 
+// checkStarts counts the job processes started (the starts file, one job id per start)
+// and fails the test for each job whose processes started more often than it had
+// attempts: a command run twice for one attempt (an ambiguous commit acted on twice, a
+// RunJob delivered again and run again).
+func (h *haCluster) checkStarts(r *haReport, all []*hodeiv1.Job, file string) {
+	b, err := os.ReadFile(file)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		h.t.Errorf("read the job starts: %v", err)
+		return
+	}
+	per := map[string]int{}
+	for line := range strings.Lines(string(b)) {
+		per[strings.TrimSpace(line)]++
+		r.starts++
+	}
+	for _, j := range all {
+		if n, attempts := per[j.GetId()], max(int(j.GetAttempt()), 1); n > attempts {
+			r.startedTwice = append(r.startedTwice, fmt.Sprintf("%s: %d starts, %d attempts", j.GetId(), n, attempts))
+			h.t.Errorf("job %s (%s): its process started %d times in %d attempts", j.GetId(), j.GetState(), n, attempts)
+		}
+	}
+}
+
 // freeLoopbackAddr returns a loopback address with a port that was free a moment ago.
 func freeLoopbackAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -178,6 +202,8 @@ type haReport struct {
 
 	extraWorkers []string // jobs with more workers than attempts
 	moved        int      // workers whose stream was served by more than one replica
+	starts       int      // job processes started
+	startedTwice []string // jobs whose processes started more often than they had attempts
 	handedOver   int      // jobs on the workers of SIGTERMed replicas, at the SIGTERM
 	backingOff   int      // outbox rows in RETRY scheduled past the end of the check
 }
@@ -233,9 +259,14 @@ func runHA(t *testing.T, name string, fault func(h *haCluster, r *haReport, wind
 	jobs := make([]*chaosJob, n)
 	specs := make([]*hodeiv1.JobSpec, n)
 	cancelDelay := make([]time.Duration, n)
+	// Every job's process writes its job id to starts when it starts: the proof that
+	// no attempt ran its command twice (every effect once).
+	starts := filepath.Join(t.TempDir(), "starts")
 	for i := range jobs {
 		jobs[i] = &chaosJob{seq: i, kind: weights[rng.IntN(len(weights))]}
 		specs[i] = chaosSpec(run, jobs[i], 1+rng.Float64()*2)
+		specs[i].Command = append([]string{"sh", "-c", `echo "$HODEI_JOB_ID" >> "$HA_STARTS"; exec "$@"`, "sh"}, specs[i].Command...)
+		specs[i].Env["HA_STARTS"] = starts
 		cancelDelay[i] = time.Duration(200+rng.IntN(2300)) * time.Millisecond
 	}
 
@@ -311,6 +342,7 @@ func runHA(t *testing.T, name string, fault func(h *haCluster, r *haReport, wind
 	}
 
 	h.check(r, jobs, all, run)
+	h.checkStarts(r, all, starts)
 	report := r.String()
 	t.Log("\n" + report)
 	if f := os.Getenv("HODEI_CHAOS_REPORT"); f != "" {
@@ -447,6 +479,7 @@ func (r *haReport) String() string {
 	fmt.Fprintf(&b, "  jobs with more workers provisioned than attempts: %d\n", len(r.extraWorkers))
 	fmt.Fprintf(&b, "  outbox rows in RETRY backing off past the check: %d\n", r.backingOff)
 	fmt.Fprintf(&b, "  workers whose stream moved to another replica: %d\n", r.moved)
+	fmt.Fprintf(&b, "  job processes started: %d; jobs started more often than attempts: %d\n", r.starts, len(r.startedTwice))
 	for _, e := range r.events {
 		fmt.Fprintf(&b, "  fault: %s\n", e)
 	}

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hodei-jobs/hodei/command"
 )
 
 // TestReleaseOnStart: a runner that restarts under the same id (a crashed server
@@ -46,5 +48,54 @@ func TestReleaseOnStart(t *testing.T) {
 	}
 	if info := run(true, 10*time.Second); info.State != StateCompleted {
 		t.Fatalf("with ReleaseOnStart the held saga did not run: %+v", info)
+	}
+}
+
+// TestDrainTimeout: when Run's context ends (a graceful shutdown), a saga whose step is
+// running finishes that step within DrainTimeout; without it the step's context is
+// cancelled with Run's and the step does not complete.
+func TestDrainTimeout(t *testing.T) {
+	for _, drain := range []time.Duration{10 * time.Second, 0} {
+		e := newEnv(t)
+		started := make(chan struct{}, 1)
+		slow := Step{Name: "slow", Retry: RetryPolicy{MaxAttempts: 3, Initial: time.Second, Max: 10 * time.Second},
+			Do: func(ctx context.Context, sc *StepContext) (any, error) {
+				select {
+				case started <- struct{}{}:
+				default:
+				}
+				select {
+				case <-time.After(300 * time.Millisecond):
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				return command.Dispatch[effectResult](ctx, sc, effectCmd{Key: sc.Key(), Saga: sc.SagaID(), Step: "slow"})
+			}}
+		name := "drain-" + drain.String()
+		must(t, e.reg.Register(Definition{Name: name, Version: 1, Steps: []Step{slow}}))
+		eng := e.engine("r", func(c *Config) { c.DrainTimeout = drain })
+		id := IDFor(name, "x")
+		if _, _, err := eng.Start(e.ctx(), name, id, nil); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- eng.Run(ctx) }()
+		select {
+		case <-started:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the step never started")
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		info := e.state(eng, id)
+		switch {
+		case drain > 0 && (info.State != StateCompleted || e.effects(id, "slow") != 1):
+			t.Errorf("DrainTimeout %s: saga %s with %d effects after the shutdown, want completed with 1", drain, info.State, e.effects(id, "slow"))
+		case drain == 0 && info.State == StateCompleted:
+			t.Errorf("DrainTimeout 0: the running step completed after Run's context ended")
+		}
 	}
 }
