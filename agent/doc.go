@@ -17,6 +17,14 @@
 //	result acked, nothing running ─▶ exit 0 after IdleTimeout (30s; the local provider
 //	                                  passes 1ms) unless destroyed first
 //
+// Several servers: Config.ServerURL (HODEI_SERVER) may list several replicas' URLs,
+// comma-separated. The agent uses one at a time, starting with the first, and moves to
+// the next after a failed registration attempt, a failed connection or a broken stream
+// (a replica that died, or one that shut down gracefully and ended the stream with
+// "server shutting down; reconnect"). Any replica serves any worker's stream and the
+// session token is valid on all of them, so the job keeps running across the switch
+// and its pending messages are re-sent on the new stream.
+//
 // The agent is ephemeral: one worker runs the job it was provisioned for. The result's
 // ack means the server recorded it durably, so the agent may leave: the idle timer is
 // stopped while a job runs or a result is unacknowledged and armed with IdleTimeout

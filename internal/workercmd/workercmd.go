@@ -113,7 +113,8 @@ job; non-zero when the server refuses the password or cannot be reached.`,
 			return agent.Run(cmd.Context(), cfg)
 		},
 	}
-	envflag.String(cmd, &cfg.ServerURL, "server", envWorkerServer, "", "URL of the Hodei server")
+	envflag.String(cmd, &cfg.ServerURL, "server", envWorkerServer, "",
+		"URL of the Hodei server, or several replicas' URLs comma-separated (the worker moves to the next when one is gone)")
 	envflag.String(cmd, &cfg.WorkerID, "worker-id", envWorkerID, "", "this worker's id (from the provider)")
 	cmd.Flags().DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 0,
 		"heartbeat period (0: the server's, default 5s)")
