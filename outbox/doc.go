@@ -42,7 +42,11 @@
 // the idempotency middleware (the key travels in the payload), and events carry the
 // outbox id as Nats-Msg-Id so JetStream drops a re-publish within its duplicate window.
 // Successes of a batch are marked in one statement; events of a batch are published
-// asynchronously and their acknowledgements awaited together.
+// asynchronously and their acknowledgements awaited together, for at most
+// JetStreamPublisher.AckTimeout: an acknowledgement may never come (after a whole NATS
+// cluster restart, a publish that reached no stream leader is dropped without an
+// answer), and a relay waiting for it would hold its batch, and relay nothing else,
+// forever. The events not acknowledged in time fail and are retried.
 //
 // # Wake-ups
 //
