@@ -32,8 +32,11 @@ import (
 // version, JetStream file storage, streams replicated over 3), the chaos test's job mix
 // submitted across the replicas while one fault is injected, then the chaos test's
 // invariants: no job lost or duplicated, each with the end its kind allows and one
-// end transition, no process left, no outbox row stuck. No worker is killed here, so
-// no job that can succeed may end otherwise: the faults are the infrastructure's.
+// end transition, no process left, no outbox row stuck; besides, no job's process
+// started more often than the job had attempts (every effect once) and no job had more
+// workers than attempts. No worker is killed here, so no job that can succeed may end
+// otherwise: the faults are the infrastructure's. The workers get every replica's
+// address (--worker-servers) and move to another replica when theirs is gone.
 //
 // HODEI_CHAOS_HA_JOBS sets the jobs per scenario (default 120; the full size is
 // 300-500); HODEI_CHAOS_SEED replays the random choices. Each scenario's report goes
