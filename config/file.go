@@ -17,8 +17,14 @@ type File struct {
 	NATSRoutes        []string `yaml:"nats_routes"`
 	NATSClusterName   string   `yaml:"nats_cluster_name"`
 	NATSReplicas      int      `yaml:"nats_replicas"`
-	// RetainOutbox is how long relayed outbox rows are kept (hodei server only).
-	RetainOutbox time.Duration `yaml:"retain_outbox"`
+	// RetainOutbox is how long relayed outbox rows are kept, and the others how long
+	// ended sagas, ended jobs, their log lines and idempotency keys are (hodei server
+	// only; package retention).
+	RetainOutbox      time.Duration `yaml:"retain_outbox"`
+	RetainSagas       time.Duration `yaml:"retain_sagas"`
+	RetainJobs        time.Duration `yaml:"retain_jobs"`
+	RetainLogs        time.Duration `yaml:"retain_logs"`
+	RetainIdempotency time.Duration `yaml:"retain_idempotency"`
 	DataDir      string        `yaml:"data_dir"`
 	LogLevel     string        `yaml:"log_level"`
 	// LogFormat is text or json; MetricsListen a second address for /metrics.

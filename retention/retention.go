@@ -18,8 +18,11 @@ const (
 	DefaultJobs        = 30 * 24 * time.Hour
 	DefaultLogs        = 7 * 24 * time.Hour
 	DefaultIdempotency = 7 * 24 * time.Hour
-	// MinRetain is the shortest retention accepted (soak benches use seconds).
+	// MinRetain is the shortest retention a Pruner accepts (soak benches use seconds).
 	MinRetain = time.Second
+	// MinFlagRetain is the shortest retention the flags of hodei server and hodei admin
+	// prune accept.
+	MinFlagRetain = time.Minute
 )
 
 // Kinds, in the order a pass prunes them.
@@ -43,18 +46,24 @@ func Defaults() Retentions {
 		Idempotency: DefaultIdempotency}
 }
 
-// Validate names the first retention out of range, by its flag.
-func (r Retentions) Validate() error {
+// Validate names the first retention that is negative or below min (other than 0),
+// by its flag.
+func (r Retentions) Validate(min time.Duration) error {
 	for _, f := range []struct {
 		flag string
 		d    time.Duration
 	}{{"--retain-outbox", r.Outbox}, {"--retain-sagas", r.Sagas}, {"--retain-jobs", r.Jobs},
 		{"--retain-logs", r.Logs}, {"--retain-idempotency", r.Idempotency}} {
-		if f.d < 0 || (f.d > 0 && f.d < MinRetain) {
-			return fmt.Errorf("retention: %s %s: 0 (keep forever) or at least %s", f.flag, f.d, MinRetain)
+		if f.d < 0 || (f.d > 0 && f.d < min) {
+			return fmt.Errorf("%s %s: 0 (keep forever) or at least %s", f.flag, f.d, min)
 		}
 	}
 	return nil
+}
+
+// Any reports whether some kind is pruned at all.
+func (r Retentions) Any() bool {
+	return r.Outbox > 0 || r.Sagas > 0 || r.Jobs > 0 || r.Logs > 0 || r.Idempotency > 0
 }
 
 // Config tunes a Pruner. Zero fields other than the retentions get defaults.
@@ -96,8 +105,8 @@ func (c *Config) setDefaults() {
 
 // Validate reports the first invalid field.
 func (c *Config) Validate() error {
-	if err := c.Retain.Validate(); err != nil {
-		return err
+	if err := c.Retain.Validate(MinRetain); err != nil {
+		return fmt.Errorf("retention: %w", err)
 	}
 	switch {
 	case c.Interval < 10*time.Millisecond:

@@ -25,6 +25,7 @@ import (
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/messaging"
 	"github.com/hodei-jobs/hodei/outbox"
+	"github.com/hodei-jobs/hodei/retention"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/provider/docker"
 	"github.com/hodei-jobs/hodei/provider/local"
@@ -376,12 +377,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	defer func() { _ = queued.Unsubscribe() }()
 	g.Go(func() error { return loop("saga engine", engine.Run(gctx)) })
 	g.Go(func() error { return loop("outbox relay", relay.Run(gctx)) })
-	if cfg.RetainOutbox > 0 {
-		pruner, err := outbox.NewPruner(st.Outbox(), outbox.PrunerConfig{Retain: cfg.RetainOutbox, Leader: elector, Logger: logger})
+	if r := cfg.retentions(); r.Any() {
+		pruner, err := retention.NewPruner(st, retention.Config{Retain: r, Leader: elector, Logger: logger})
 		if err != nil {
-			return fmt.Errorf("server: outbox pruner (--retain-outbox): %w", err)
+			return fmt.Errorf("server: retention pruner (--retain-*): %w", err)
 		}
-		g.Go(func() error { return loop("outbox pruner", pruner.Run(gctx)) })
+		g.Go(func() error { return loop("retention pruner", pruner.Run(gctx)) })
 	}
 	g.Go(func() error { return loop("scheduler", svc.RunScheduler(gctx)) })
 	g.Go(func() error { return loop("cleanup", svc.RunCleanup(gctx, cfg.Cleanup)) }) // lost workers, recovery

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hodei-jobs/hodei/outbox"
 	"github.com/hodei-jobs/hodei/server"
 	"github.com/hodei-jobs/hodei/telemetry"
 )
@@ -26,6 +25,10 @@ const (
 	envNATSClusterName   = "HODEI_NATS_CLUSTER_NAME"
 	envNATSReplicas      = "HODEI_NATS_REPLICAS"
 	envRetainOutbox      = "HODEI_RETAIN_OUTBOX"
+	envRetainSagas       = "HODEI_RETAIN_SAGAS"
+	envRetainJobs        = "HODEI_RETAIN_JOBS"
+	envRetainLogs        = "HODEI_RETAIN_LOGS"
+	envRetainIdempotency = "HODEI_RETAIN_IDEMPOTENCY"
 )
 
 func newServerCmd() *cobra.Command {
@@ -146,9 +149,7 @@ may die. nats-server 2.9 or later is needed.`,
 	cmd.Flags().DurationVar(&cfg.NodeTimeout, "node-timeout", 10*time.Second,
 		"how long a replica waits for another one to stop or inspect a local worker that replica started; one that does not answer in time is unreachable (a timed-out job whose worker cannot be confirmed stopped then needs a human)")
 	bindEnv(cmd, "node-timeout", envNodeTimeout)
-	cmd.Flags().DurationVar(&cfg.RetainOutbox, "retain-outbox", outbox.DefaultRetain,
-		"how long finished outbox rows (COMPLETED, CANCELLED) are kept; the leader deletes older ones in small batches every minute (0: keep forever; else at least 1m). Dead letters are kept")
-	bindEnv(cmd, "retain-outbox", envRetainOutbox)
+	retentionFlags(cmd, &cfg.RetainOutbox, &cfg.RetainSagas, &cfg.RetainJobs, &cfg.RetainLogs, &cfg.RetainIdempotency, true)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
