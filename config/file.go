@@ -25,8 +25,8 @@ type File struct {
 	RetainJobs        time.Duration `yaml:"retain_jobs"`
 	RetainLogs        time.Duration `yaml:"retain_logs"`
 	RetainIdempotency time.Duration `yaml:"retain_idempotency"`
-	DataDir      string        `yaml:"data_dir"`
-	LogLevel     string        `yaml:"log_level"`
+	DataDir           string        `yaml:"data_dir"`
+	LogLevel          string        `yaml:"log_level"`
 	// LogFormat is text or json; MetricsListen a second address for /metrics.
 	LogFormat     string `yaml:"log_format"`
 	MetricsListen string `yaml:"metrics_listen"`

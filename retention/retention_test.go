@@ -134,14 +134,14 @@ func TestPrunerKeepsWhatIsStillNeeded(t *testing.T) {
 		}
 	}
 	for id, keep := range map[string]bool{
-		jobs.CancellationSagaID("cancelling"):  true,
-		jobs.ExecutionSagaID("done"):           false,
-		jobs.ProvisioningSagaID("done", 1):     false,
-		jobs.ExecutionSagaID("mir"):            true, // ended, but its job is kept
-		jobs.ProvisioningSagaID("running", 1):  true, // ended, but its job is kept
-		jobs.ExecutionSagaID("running"):        true,
-		jobs.WarmSagaID("w-warm"):              true,
-		jobs.WarmSagaID("w-gone"):              false,
+		jobs.CancellationSagaID("cancelling"): true,
+		jobs.ExecutionSagaID("done"):          false,
+		jobs.ProvisioningSagaID("done", 1):    false,
+		jobs.ExecutionSagaID("mir"):           true, // ended, but its job is kept
+		jobs.ProvisioningSagaID("running", 1): true, // ended, but its job is kept
+		jobs.ExecutionSagaID("running"):       true,
+		jobs.WarmSagaID("w-warm"):             true,
+		jobs.WarmSagaID("w-gone"):             false,
 	} {
 		_, err := st.Sagas().Get(ctx, id)
 		if exists(t, err) != keep {
