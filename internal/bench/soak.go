@@ -24,7 +24,7 @@ import (
 type SoakConfig struct {
 	// DatabaseURL of the PostgreSQL database of the in-process server (migrated).
 	DatabaseURL string
-	// Duration of the run (default 10m).
+	// Duration of the run (default 10m), rounded up to a whole number of samples.
 	Duration time.Duration
 	// Rate of submissions, jobs per second (default 10).
 	Rate float64
@@ -39,6 +39,9 @@ type SoakConfig struct {
 	Sample time.Duration
 	// MaxWorkers is the in-process server's capacity (0: its default).
 	MaxWorkers int
+	// WorkerBinary is the hodei executable the server starts as workers (default: the
+	// server's default; a test sets a built binary).
+	WorkerBinary string
 	// Log receives progress lines (nil: none); ServerLog the in-process server's
 	// warnings (nil: none).
 	Log, ServerLog io.Writer
@@ -165,7 +168,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 		srvLog = io.Discard
 	}
 	srvURL, stopServer, err := jobsStartServer(ctx, JobsConfig{DatabaseURL: cfg.DatabaseURL, Driver: DriverPostgres,
-		MaxWorkers: cfg.MaxWorkers, Log: srvLog})
+		MaxWorkers: cfg.MaxWorkers, Log: srvLog, WorkerBinary: cfg.WorkerBinary})
 	if err != nil {
 		return nil, fmt.Errorf("bench soak: %w", err)
 	}
@@ -209,7 +212,9 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench soak: %w", err)
 	}
-	runCtx, stopRun := context.WithTimeout(ctx, cfg.Duration)
+	// The run ends with its last sample: Duration rounded up to whole samples.
+	samples := int((cfg.Duration + cfg.Sample - 1) / cfg.Sample)
+	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = pruner.Run(runCtx) })
@@ -246,6 +251,10 @@ loop:
 			res.Samples = append(res.Samples, s)
 			fmt.Fprintf(cfg.Log, "bench soak: minute %d: %d ended (%.1f/s), %d rows pruned, tables %.1f MB, load %.2f\n",
 				n, s.Ended, s.EndedPerS, sumInts(s.Pruned), float64(s.TotalBytes)/(1<<20), s.Load1)
+			if n == samples {
+				stopRun()
+				break loop
+			}
 		case <-tick.C:
 			if inFlight.Load() >= int64(cfg.MaxInFlight) {
 				mu.Lock()
