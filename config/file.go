@@ -18,8 +18,8 @@ type File struct {
 	NATSClusterName   string   `yaml:"nats_cluster_name"`
 	NATSReplicas      int      `yaml:"nats_replicas"`
 	// RetainOutbox is how long relayed outbox rows are kept, and the others how long
-	// ended sagas, ended jobs, their log lines and idempotency keys are (hodei server
-	// only; package retention).
+	// ended sagas, ended jobs, their log lines and idempotency keys are (package
+	// retention).
 	RetainOutbox      time.Duration `yaml:"retain_outbox"`
 	RetainSagas       time.Duration `yaml:"retain_sagas"`
 	RetainJobs        time.Duration `yaml:"retain_jobs"`
