@@ -59,7 +59,8 @@ type RetentionStore interface {
 	PruneLogs(ctx context.Context, before time.Time, limit int, dryRun bool) (int, error)
 	// PruneIdempotencyKeys deletes up to limit of the oldest idempotency keys recorded
 	// before before, except a key an outbox row not finished (PENDING, RETRY,
-	// DEAD_LETTER) still carries, which may yet be dispatched, and a job.finished/<job>/…
-	// key of a job that has not ended, which recovery and warm reuse read.
+	// DEAD_LETTER) still carries, which may yet be dispatched, a job.finished/<job>/…
+	// key of a job that has not ended, which recovery and warm reuse read, and a saga
+	// step's key (<saga>/<step>/…) of a saga that has not ended.
 	PruneIdempotencyKeys(ctx context.Context, before time.Time, limit int, dryRun bool) (int, error)
 }

@@ -200,12 +200,15 @@ func (rs retentionStore) PruneLogs(ctx context.Context, before time.Time, limit 
 	return n, nil
 }
 
-// keyFree: an idempotency key no unfinished outbox row carries and, for a job's
-// result key (job.finished/<job>/<attempt>), whose job has ended or is gone.
+// keyFree: an idempotency key no unfinished outbox row carries; for a job's result key
+// (job.finished/<job>/<attempt>), whose job has ended or is gone; and for a saga step's
+// key (<saga>/<step>/…), whose saga has ended or is gone.
 const keyFree = `NOT EXISTS (SELECT 1 FROM outbox o WHERE o.idempotency_key = k.key
 		AND o.status IN ('PENDING', 'RETRY', 'DEAD_LETTER'))
 	AND NOT (k.key LIKE 'job.finished/%' AND EXISTS (SELECT 1 FROM jobs j
-		WHERE j.id = split_part(k.key, '/', 2) AND j.state NOT IN ` + endedJobStates + `))`
+		WHERE j.id = split_part(k.key, '/', 2) AND j.state NOT IN ` + endedJobStates + `))
+	AND NOT EXISTS (SELECT 1 FROM sagas s WHERE s.id = split_part(k.key, '/', 1)
+		AND s.state NOT IN ` + endedSagaStates + `)`
 
 func (rs retentionStore) PruneIdempotencyKeys(ctx context.Context, before time.Time, limit int, dryRun bool) (int, error) {
 	if err := checkRetainLimit("idempotency key prune", limit); err != nil {

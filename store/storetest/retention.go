@@ -279,8 +279,10 @@ func testRetentionIdempotency(t *testing.T, s store.Store) {
 	ctx, rs := ctxT(t), s.Retention()
 	retJob(t, s, "ended", domain.JobSucceeded, time.Now())
 	retJob(t, s, "running", domain.JobRunning, time.Time{})
+	retSaga(t, s, "s-going", "execution", "WAITING")
+	retSaga(t, s, "s-ended", "execution", "COMPLETED")
 	keys := []string{"free", "carried-pending", "carried-dead", "carried-done", "job.finished/ended/1",
-		"job.finished/running/1", "job.finished/gone/2"}
+		"job.finished/running/1", "job.finished/gone/2", "s-going/step/1", "s-ended/step/1", "s-gone/step/1"}
 	for _, k := range keys {
 		must(t, s.Idempotency().Put(ctx, k, "t", []byte(`{}`)))
 	}
@@ -300,7 +302,7 @@ func testRetentionIdempotency(t *testing.T, s store.Store) {
 		t.Fatalf("prune of keys recorded just now with a 1h retention: %d, %v; want 0", n, err)
 	}
 	later := time.Now().Add(time.Hour)
-	want := []string{"free", "carried-done", "job.finished/ended/1", "job.finished/gone/2"}
+	want := []string{"free", "carried-done", "job.finished/ended/1", "job.finished/gone/2", "s-ended/step/1", "s-gone/step/1"}
 	if n, err := rs.PruneIdempotencyKeys(ctx, later, 100, true); err != nil || n != len(want) {
 		t.Fatalf("dry run: %d, %v; want %d (%v)", n, err, len(want), want)
 	}
