@@ -24,8 +24,9 @@
 // whose warm-pool saga has not ended or whose current job has not ended; log lines of a
 // job not ended; an idempotency key an outbox row not yet finished carries (PENDING,
 // RETRY, DEAD_LETTER: it may still be dispatched), that records the result of a job
-// not ended, or that is a step key (<saga>/<step>/…) of a saga not ended; dead letters; the audit trail (append-only by trigger, package auth: an
-// operator archives it by hand if ever).
+// not ended, or that is a step key (<saga>/<step>/…) of a saga not ended; dead
+// letters; the audit trail (append-only by trigger, package auth: an operator archives
+// it by hand if ever).
 //
 // Idempotency keys and the command bus (package command): a key makes a repeated
 // dispatch a no-op. The relay repeats a command only while its outbox row is not
