@@ -10,12 +10,12 @@
 //
 //	outbox       COMPLETED and CANCELLED outbox rows (--retain-outbox, default 24h)
 //	sagas        ended sagas no job owns (warm workers', …), with history, snapshots,
-//	             timers (--retain-sagas, default 7d)
+//	             timers (--retain-sagas, default 168h)
 //	jobs         jobs in an end state (SUCCEEDED, FAILED, TIMED_OUT, CANCELLED), with
-//	             their log lines and the sagas they own (--retain-jobs, default 30d)
+//	             their log lines and the sagas they own (--retain-jobs, default 720h)
 //	workers      TERMINATED workers and their credentials (--retain-jobs too)
-//	logs         log lines of ended jobs (--retain-logs, default 7d)
-//	idempotency  recorded command keys (--retain-idempotency, default 7d)
+//	logs         log lines of ended jobs (--retain-logs, default 168h)
+//	idempotency  recorded command keys (--retain-idempotency, default 168h)
 //
 // Never deleted: a job not in an end state (MANUAL_INTERVENTION_REQUIRED included,
 // and every job one of whose sagas has not ended); a saga that has not ended, and its

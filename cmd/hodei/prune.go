@@ -45,11 +45,11 @@ func newAdminPruneCmd() *cobra.Command {
 		Long: `One pass of what the leading hodei server does every minute: delete, in small
 batches, what ended longer ago than its retention:
   outbox       finished outbox rows (COMPLETED, CANCELLED)        --retain-outbox (24h)
-  sagas        ended sagas no job owns, with their history         --retain-sagas (7d)
-  jobs         ended jobs with their log lines and sagas           --retain-jobs (30d)
+  sagas        ended sagas no job owns, with their history         --retain-sagas (168h)
+  jobs         ended jobs with their log lines and sagas           --retain-jobs (720h)
   workers      TERMINATED workers and their credentials            --retain-jobs
-  logs         log lines of ended jobs                             --retain-logs (7d)
-  idempotency  command idempotency keys                            --retain-idempotency (7d)
+  logs         log lines of ended jobs                             --retain-logs (168h)
+  idempotency  command idempotency keys                            --retain-idempotency (168h)
 Never deleted: jobs not ended (MANUAL_INTERVENTION_REQUIRED included) and jobs with a
 saga still going, sagas not ended and their history, outbox rows still to be relayed
 and dead letters, keys such rows carry, and the audit trail (append-only). A retention
