@@ -20,10 +20,16 @@ type File struct {
 	// WorkerServers are the URLs workers dial: every replica's, or one name (hodei
 	// server only).
 	WorkerServers []string `yaml:"worker_servers"`
-	// RetainOutbox is how long relayed outbox rows are kept (hodei server only).
-	RetainOutbox time.Duration `yaml:"retain_outbox"`
-	DataDir      string        `yaml:"data_dir"`
-	LogLevel     string        `yaml:"log_level"`
+	// RetainOutbox is how long relayed outbox rows are kept, and the others how long
+	// ended sagas, ended jobs, their log lines and idempotency keys are (package
+	// retention).
+	RetainOutbox      time.Duration `yaml:"retain_outbox"`
+	RetainSagas       time.Duration `yaml:"retain_sagas"`
+	RetainJobs        time.Duration `yaml:"retain_jobs"`
+	RetainLogs        time.Duration `yaml:"retain_logs"`
+	RetainIdempotency time.Duration `yaml:"retain_idempotency"`
+	DataDir           string        `yaml:"data_dir"`
+	LogLevel          string        `yaml:"log_level"`
 	// LogFormat is text or json; MetricsListen a second address for /metrics.
 	LogFormat     string `yaml:"log_format"`
 	MetricsListen string `yaml:"metrics_listen"`

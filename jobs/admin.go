@@ -147,6 +147,12 @@ func JobSagaIDs(jobID string, attempt int) []string {
 	return append(ids, CancellationSagaID(jobID))
 }
 
+// JobSagaTypes are the types of the sagas a job owns (JobSagaIDs): retention deletes
+// them with their job, never before it (a live job's code looks some of them up).
+func JobSagaTypes() []string {
+	return []string{SagaExecution, SagaProvisioning, SagaRecovery, SagaTimeout, SagaCancellation}
+}
+
 // JobSagas returns the sagas of a job, oldest first (JobSagaIDs that exist). An unknown job: store.ErrNotFound.
 func (s *Service) JobSagas(ctx context.Context, jobID string) ([]*saga.Info, error) {
 	j, err := s.st.Jobs().Get(ctx, jobID)

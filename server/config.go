@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hodei-jobs/hodei/jobs"
+	"github.com/hodei-jobs/hodei/retention"
 )
 
 // DefaultListen is the address `hodei server` and `hodei dev` listen on by default.
@@ -65,6 +66,14 @@ type Config struct {
 	// CANCELLED) are kept; the leader deletes older ones in small batches every minute.
 	// 0: kept forever. At least a minute otherwise.
 	RetainOutbox time.Duration
+	// RetainSagas, RetainJobs, RetainLogs and RetainIdempotency (--retain-sagas,
+	// --retain-jobs, --retain-logs, --retain-idempotency) are the other kinds' retentions
+	// (package retention says what each deletes and what it never does); the leader
+	// prunes them with the outbox. 0: kept forever; at least a minute otherwise.
+	RetainSagas       time.Duration
+	RetainJobs        time.Duration
+	RetainLogs        time.Duration
+	RetainIdempotency time.Duration
 	// NATSStartTimeout bounds the wait for JetStream at start (a cluster elects its
 	// leaders once a majority of its nodes is up). Default 2m.
 	NATSStartTimeout time.Duration
@@ -394,8 +403,17 @@ type DockerConfig struct {
 	Labels map[string]string
 }
 
-// checkNATS validates the NATS cluster fields.
+// retentions are the retention fields.
+func (c *Config) retentions() retention.Retentions {
+	return retention.Retentions{Outbox: c.RetainOutbox, Sagas: c.RetainSagas, Jobs: c.RetainJobs, Logs: c.RetainLogs,
+		Idempotency: c.RetainIdempotency}
+}
+
+// checkNATS validates the NATS cluster fields (and the retentions).
 func (c *Config) checkNATS() error {
+	if err := c.retentions().Validate(retention.MinFlagRetain); err != nil {
+		return fmt.Errorf("server: Config retention (%w)", err)
+	}
 	switch {
 	case c.NATSURL != "" && (c.NATSClusterListen != "" || len(c.NATSRoutes) > 0):
 		return errors.New("server: Config.NATSClusterListen and NATSRoutes (--nats-cluster-listen, --nats-routes) are for the embedded NATS server; they cannot be used with Config.NATSURL (--nats-url)")
@@ -403,8 +421,6 @@ func (c *Config) checkNATS() error {
 		return errors.New("server: Config.NATSRoutes (--nats-routes) needs Config.NATSClusterListen (--nats-cluster-listen)")
 	case c.NATSReplicas < 0 || c.NATSReplicas > 5:
 		return fmt.Errorf("server: Config.NATSReplicas (--nats-replicas) %d out of range [0, 5]", c.NATSReplicas)
-	case c.RetainOutbox < 0 || (c.RetainOutbox > 0 && c.RetainOutbox < time.Minute):
-		return fmt.Errorf("server: Config.RetainOutbox (--retain-outbox) %s: 0 (keep forever) or at least 1m", c.RetainOutbox)
 	case c.NATSStartTimeout < 0:
 		return fmt.Errorf("server: Config.NATSStartTimeout %s must not be negative", c.NATSStartTimeout)
 	}

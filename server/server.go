@@ -29,6 +29,7 @@ import (
 	"github.com/hodei-jobs/hodei/provider/docker"
 	"github.com/hodei-jobs/hodei/provider/local"
 	"github.com/hodei-jobs/hodei/provider/routing"
+	"github.com/hodei-jobs/hodei/retention"
 	"github.com/hodei-jobs/hodei/saga"
 	"github.com/hodei-jobs/hodei/saga/natsq"
 	"github.com/hodei-jobs/hodei/secrets"
@@ -375,12 +376,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	defer func() { _ = queued.Unsubscribe() }()
 	g.Go(func() error { return loop("saga engine", engine.Run(gctx)) })
 	g.Go(func() error { return loop("outbox relay", relay.Run(gctx)) })
-	if cfg.RetainOutbox > 0 {
-		pruner, err := outbox.NewPruner(st.Outbox(), outbox.PrunerConfig{Retain: cfg.RetainOutbox, Leader: elector, Logger: logger})
+	if r := cfg.retentions(); r.Any() {
+		pruner, err := retention.NewPruner(st, retention.Config{Retain: r, Leader: elector, Logger: logger})
 		if err != nil {
-			return fmt.Errorf("server: outbox pruner (--retain-outbox): %w", err)
+			return fmt.Errorf("server: retention pruner (--retain-*): %w", err)
 		}
-		g.Go(func() error { return loop("outbox pruner", pruner.Run(gctx)) })
+		g.Go(func() error { return loop("retention pruner", pruner.Run(gctx)) })
 	}
 	g.Go(func() error { return loop("scheduler", svc.RunScheduler(gctx)) })
 	g.Go(func() error { return loop("cleanup", svc.RunCleanup(gctx, cfg.Cleanup)) }) // lost workers, recovery

@@ -169,7 +169,9 @@ func TestConfigValidateNATSAndRetention(t *testing.T) {
 		{server.Config{NATSClusterListen: "127.0.0.1:0"}, "--nats-cluster-listen) \"127.0.0.1:0\" is not host:port with a fixed port"},
 		{server.Config{NATSClusterListen: "127.0.0.1:6222", NATSRoutes: []string{"nohost"}}, "--nats-routes) \"nohost\" is not host:port"},
 		{server.Config{NATSReplicas: 7}, "--nats-replicas) 7 out of range [0, 5]"},
-		{server.Config{RetainOutbox: time.Second}, "--retain-outbox) 1s: 0 (keep forever) or at least 1m"},
+		{server.Config{RetainOutbox: time.Second}, "--retain-outbox 1s: 0 (keep forever) or at least 1m0s"},
+		{server.Config{RetainJobs: 30 * time.Second}, "--retain-jobs 30s: 0 (keep forever) or at least 1m0s"},
+		{server.Config{RetainIdempotency: -time.Hour}, "--retain-idempotency -1h0m0s: 0 (keep forever) or at least 1m0s"},
 		{server.Config{WorkerServers: []string{"http://a:7070", "b:7070"}}, `(--worker-servers): "b:7070" is not an http:// or https:// URL with a host`},
 		{server.Config{WorkerServers: []string{"https://a:7070"}}, `(--worker-servers): "https://a:7070" must be http:// (the API serves http)`},
 	} {

@@ -80,6 +80,8 @@ type Store interface {
 	Secrets() SecretStore
 	// Namespace limits (store/namespace.go).
 	Namespaces() NamespaceStore
+	// Retention: deleting what ended long ago (store/retention.go).
+	Retention() RetentionStore
 
 	// InstallationID is the id of the installation this database belongs to, the same
 	// for every replica on it and every call (created by the first; migration 0006).

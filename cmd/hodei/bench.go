@@ -23,6 +23,7 @@ func newBenchCmd() *cobra.Command {
 		newBenchSagasCmd(),
 		newBenchJobsCmd(),
 		newBenchRecoveryCmd(),
+		newBenchSoakCmd(),
 	)
 	return cmd
 }

@@ -122,6 +122,7 @@ running jobs are not killed.`,
 	cmd.Flags().IntVar(&cfg.MaxWorkers, "max-workers", 0,
 		"most local workers (= jobs) running at once; jobs beyond it wait in PENDING (0: max(2, 4 x CPUs))")
 	bindEnv(cmd, "max-workers", envMaxWorkers)
+	retentionFlags(cmd, &cfg.RetainOutbox, &cfg.RetainSagas, &cfg.RetainJobs, &cfg.RetainLogs, &cfg.RetainIdempotency, true)
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	return cmd
 }

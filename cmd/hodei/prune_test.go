@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/hodei-jobs/hodei/internal/pgtest"
+	"github.com/hodei-jobs/hodei/retention"
 	"github.com/hodei-jobs/hodei/store"
 	"github.com/hodei-jobs/hodei/store/postgres"
 )
@@ -57,13 +59,20 @@ func TestAdminPrune(t *testing.T) {
 	if err != nil {
 		t.Fatalf("prune --dry-run: %v\n%s", err, out)
 	}
-	var res []pruneResult
-	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 1 || res[0].Rows != 2 || !res[0].DryRun {
-		t.Fatalf("prune --dry-run -o json printed %q (%v); want 2 outbox rows, dry run", out, err)
+	var res retention.Report
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Kinds) != 6 || res.Kinds[0].Kind != "outbox" ||
+		res.Kinds[0].Rows != 2 || !res.DryRun {
+		t.Fatalf("prune --dry-run -o json printed %q (%v); want 6 kinds, 2 outbox rows, dry run", out, err)
 	}
-	out, err = runHodei(t, "admin", "prune", "--database-url", url)
-	if err != nil || !strings.Contains(out, "outbox: 2 finished rows older than 24h0m0s deleted") {
-		t.Fatalf("prune printed %q, %v", out, err)
+	for _, k := range res.Kinds[1:] {
+		if k.Rows != 0 {
+			t.Fatalf("prune --dry-run: %s %d rows, want 0 (nothing else is old)", k.Kind, k.Rows)
+		}
+	}
+	out, err = runHodei(t, "admin", "prune", "--database-url", url, "--retain-jobs", "0")
+	if err != nil || !regexp.MustCompile(`(?m)^outbox +24h0m0s +2 `).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^jobs +forever`).MatchString(out) {
+		t.Fatalf("prune printed %q, %v; want 2 outbox rows deleted and jobs kept forever", out, err)
 	}
 	var left int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&left); err != nil || left != 2 {
@@ -72,5 +81,9 @@ func TestAdminPrune(t *testing.T) {
 	if out, err := runHodei(t, "admin", "prune", "--database-url", url, "--retain-outbox", "5s"); err == nil ||
 		!strings.Contains(err.Error()+out, "--retain-outbox") {
 		t.Fatalf("prune --retain-outbox 5s: %v\n%s; want an error naming the flag", err, out)
+	}
+	if out, err := runHodei(t, "admin", "prune", "--database-url", url, "--retain-logs", "-1h"); err == nil ||
+		!strings.Contains(err.Error()+out, "--retain-logs") {
+		t.Fatalf("prune --retain-logs -1h: %v\n%s; want an error naming the flag", err, out)
 	}
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hodei-jobs/hodei/outbox"
 	"github.com/hodei-jobs/hodei/server"
 	"github.com/hodei-jobs/hodei/telemetry"
 )
@@ -27,6 +26,10 @@ const (
 	envNATSReplicas      = "HODEI_NATS_REPLICAS"
 	envRetainOutbox      = "HODEI_RETAIN_OUTBOX"
 	envWorkerServers     = "HODEI_WORKER_SERVERS"
+	envRetainSagas       = "HODEI_RETAIN_SAGAS"
+	envRetainJobs        = "HODEI_RETAIN_JOBS"
+	envRetainLogs        = "HODEI_RETAIN_LOGS"
+	envRetainIdempotency = "HODEI_RETAIN_IDEMPOTENCY"
 )
 
 func newServerCmd() *cobra.Command {
@@ -149,12 +152,10 @@ may die. nats-server 2.9 or later is needed.`,
 	cmd.Flags().DurationVar(&cfg.NodeTimeout, "node-timeout", 10*time.Second,
 		"how long a replica waits for another one to stop or inspect a local worker that replica started; one that does not answer in time is unreachable (a timed-out job whose worker cannot be confirmed stopped then needs a human)")
 	bindEnv(cmd, "node-timeout", envNodeTimeout)
-	cmd.Flags().DurationVar(&cfg.RetainOutbox, "retain-outbox", outbox.DefaultRetain,
-		"how long finished outbox rows (COMPLETED, CANCELLED) are kept; the leader deletes older ones in small batches every minute (0: keep forever; else at least 1m). Dead letters are kept")
-	bindEnv(cmd, "retain-outbox", envRetainOutbox)
 	cmd.Flags().StringSliceVar(&cfg.WorkerServers, "worker-servers", nil,
 		"URLs the workers this replica starts dial: every replica's (comma-separated) or one name that reaches any; a worker whose replica is gone moves to the next (default: this replica's address)")
 	bindEnv(cmd, "worker-servers", envWorkerServers)
+	retentionFlags(cmd, &cfg.RetainOutbox, &cfg.RetainSagas, &cfg.RetainJobs, &cfg.RetainLogs, &cfg.RetainIdempotency, true)
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }

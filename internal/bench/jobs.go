@@ -70,6 +70,9 @@ type JobsConfig struct {
 	// WarmSettle: how long the bench waits for the pool to fill (default 3s; 10s with
 	// Provider docker).
 	WarmSettle time.Duration
+	// WorkerBinary is the hodei executable an in-process server starts as workers
+	// (default: the server's default; a test sets a built binary).
+	WorkerBinary string
 }
 
 func (c *JobsConfig) setDefaults() {
@@ -416,16 +419,17 @@ func jobsStartServer(ctx context.Context, cfg JobsConfig) (string, func(), error
 	logger := slog.New(slog.NewTextHandler(cfg.Log, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	go func() {
 		exited <- server.Run(srvCtx, server.Config{
-			Listen:      "127.0.0.1:0",
-			Driver:      cfg.Driver,
-			DatabaseURL: cfg.DatabaseURL,
-			SQLitePath:  cfg.SQLitePath,
-			DataDir:     dataDir,
-			MaxWorkers:  cfg.MaxWorkers,
-			Providers:   jobsProviders(cfg.Provider),
-			Docker:      cfg.Docker,
-			Pools:       jobsPools(cfg),
-			OnReady:     func(u string) { ready <- u },
+			Listen:       "127.0.0.1:0",
+			Driver:       cfg.Driver,
+			DatabaseURL:  cfg.DatabaseURL,
+			SQLitePath:   cfg.SQLitePath,
+			DataDir:      dataDir,
+			MaxWorkers:   cfg.MaxWorkers,
+			Providers:    jobsProviders(cfg.Provider),
+			Docker:       cfg.Docker,
+			Pools:        jobsPools(cfg),
+			WorkerBinary: cfg.WorkerBinary,
+			OnReady:      func(u string) { ready <- u },
 		}, logger)
 	}()
 	stop := func() {

@@ -11,3 +11,7 @@ import (
 func TestSagaConformance(t *testing.T) {
 	storetest.RunSaga(t, func(t *testing.T) store.Store { return pgtest.NewStore(t) })
 }
+
+func TestRetentionConformance(t *testing.T) {
+	storetest.RunRetention(t, func(t *testing.T) store.Store { return pgtest.NewStore(t) })
+}

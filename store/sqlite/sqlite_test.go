@@ -385,3 +385,5 @@ func TestSavepointBeforeFirstWrite(t *testing.T) {
 		t.Fatalf("after-commit callbacks %v, want [kept]", ran)
 	}
 }
+
+func TestRetentionConformance(t *testing.T) { storetest.RunRetention(t, factory) }
