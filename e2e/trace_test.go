@@ -154,6 +154,25 @@ func (r *otlpReceiver) waitTrace(t *testing.T, traceID string, want []string, ti
 	}
 }
 
+// waitSpanPrefix waits until the spans of traceID include one of service whose name
+// starts with prefix, and returns them.
+func (r *otlpReceiver) waitSpanPrefix(t *testing.T, traceID, prefix, service string, timeout time.Duration) []span {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		spans := r.trace(traceID)
+		for _, s := range spans {
+			if strings.HasPrefix(s.name, prefix) && s.service == service {
+				return spans
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trace %s has no span %q… of %s after %s; it has:\n%s", traceID, prefix, service, timeout, describeSpans(spans))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // findSpan returns the first span called name ("name@service" also matches the
 // service).
 func findSpan(spans []span, name string) *span {
@@ -244,6 +263,13 @@ func testTraceOneJob(t *testing.T, b backend) {
 		"agent.run_job@hodei-worker",
 		"provider.destroy local@hodei",
 	}, 30*time.Second)
+	// The outbox relay's publication of the job's events and the command handlers
+	// (issue 15: "the outbox relay's dispatch", "command handlers") are in the trace
+	// too. (The job's commands run inside its saga steps, not through outbox rows, so
+	// no outbox.dispatch span is expected here.)
+	for _, prefix := range []string{"outbox.publish job.", "command "} {
+		spans = rcv.waitSpanPrefix(t, traceID, prefix, "hodei", 30*time.Second)
+	}
 	root := checkOneTree(t, spans)
 	if root.name != "hodei.v1.JobService/SubmitJob" {
 		t.Errorf("root span %q, want the SubmitJob request", root.name)
