@@ -52,8 +52,9 @@ type MuxConfig struct {
 	// Interceptors run around every procedure of every service, outside the policy
 	// check (telemetry: spans and request metrics).
 	Interceptors []connect.Interceptor
-	// Metrics, if set, is served at GET /metrics (public, like /healthz: Prometheus
-	// scrapes it without a token).
+	// Metrics, if set, is served at GET /metrics to callers with role viewer or more
+	// (policy.go): under --auth Prometheus sends a viewer token; without it anyone
+	// who may list jobs may scrape.
 	Metrics http.Handler
 }
 

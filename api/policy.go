@@ -75,9 +75,14 @@ const (
 func routePolicies() map[string]auth.Policy {
 	admin := auth.Policy{Role: auth.RoleAdmin}
 	return map[string]auth.Policy{
-		routeHealthz:       {Public: true},
-		routeReadyz:        {Public: true},
-		routeMetrics:       {Public: true},
+		routeHealthz: {Public: true},
+		routeReadyz:  {Public: true},
+		// Metrics are platform-wide aggregates (no job ids, names or namespaces in
+		// them), so any token that may read jobs may scrape them: Prometheus sends
+		// a viewer token (authorization.credentials_file). Without --auth the
+		// anonymous caller qualifies, as for job list. --metrics-listen serves the
+		// same registry without authentication, for scrapers on a private address.
+		routeMetrics:       {Role: auth.RoleViewer},
 		routeAdminResume:   {Role: auth.RoleAdmin, Action: "job.resume"},
 		routeAdminJobSagas: admin,
 		routeAdminSaga:     admin,

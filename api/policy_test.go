@@ -91,7 +91,7 @@ func TestPolicyTable(t *testing.T) {
 		if !pol.Public && pol.Role == auth.RoleNone {
 			t.Errorf("route %s refuses everyone", pattern)
 		}
-		if pol.Public && pattern != routeHealthz && pattern != routeReadyz && pattern != routeMetrics {
+		if pol.Public && pattern != routeHealthz && pattern != routeReadyz {
 			t.Errorf("route %s is public", pattern)
 		}
 	}

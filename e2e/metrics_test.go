@@ -17,11 +17,20 @@ import (
 // format with Prometheus's own parser.
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 	t.Helper()
+	return scrapeRequest(t, url, nil)
+}
+
+// scrapeRequest is scrape with edit applied to the request (if not nil).
+func scrapeRequest(t *testing.T, url string, edit func(*http.Request)) map[string]*dto.MetricFamily {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	if edit != nil {
+		edit(req)
+	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("scrape %s: %v", url, err)

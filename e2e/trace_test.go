@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -154,6 +155,25 @@ func (r *otlpReceiver) waitTrace(t *testing.T, traceID string, want []string, ti
 	}
 }
 
+// waitSpanPrefix waits until the spans of traceID include one of service whose name
+// starts with prefix, and returns them.
+func (r *otlpReceiver) waitSpanPrefix(t *testing.T, traceID, prefix, service string, timeout time.Duration) []span {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		spans := r.trace(traceID)
+		for _, s := range spans {
+			if strings.HasPrefix(s.name, prefix) && s.service == service {
+				return spans
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trace %s has no span %q… of %s after %s; it has:\n%s", traceID, prefix, service, timeout, describeSpans(spans))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // findSpan returns the first span called name ("name@service" also matches the
 // service).
 func findSpan(spans []span, name string) *span {
@@ -220,7 +240,7 @@ func TestTraceOneJob(t *testing.T) { forEachBackend(t, testTraceOneJob) }
 
 func testTraceOneJob(t *testing.T, b backend) {
 	rcv := startOTLPReceiver(t)
-	s := newServer(t, b, 2)
+	s := newServer(t, b, 2, "--log-format", "json", "--log-level", "info")
 	s.env = rcv.env()
 	s.startProcess()
 
@@ -244,6 +264,13 @@ func testTraceOneJob(t *testing.T, b backend) {
 		"agent.run_job@hodei-worker",
 		"provider.destroy local@hodei",
 	}, 30*time.Second)
+	// The outbox relay's publication of the job's events and the command handlers
+	// (issue 15: "the outbox relay's dispatch", "command handlers") are in the trace
+	// too. (The job's commands run inside its saga steps, not through outbox rows, so
+	// no outbox.dispatch span is expected here.)
+	for _, prefix := range []string{"outbox.publish job.", "command "} {
+		spans = rcv.waitSpanPrefix(t, traceID, prefix, "hodei", 30*time.Second)
+	}
 	root := checkOneTree(t, spans)
 	if root.name != "hodei.v1.JobService/SubmitJob" {
 		t.Errorf("root span %q, want the SubmitJob request", root.name)
@@ -266,6 +293,8 @@ func testTraceOneJob(t *testing.T, b backend) {
 	if run.attrs["hodei.job.id"] != jobID {
 		t.Errorf("agent.run_job is of job %q, want %s", run.attrs["hodei.job.id"], jobID)
 	}
+	checkJSONLogsCarryTrace(t, s.log.String(), traceID, jobID)
+
 	step := findSpan(spans, "saga.step execution/complete@hodei")
 	for _, k := range []string{"hodei.saga.id", "hodei.saga.type", "hodei.saga.step", "hodei.saga.attempt", "hodei.saga.outcome"} {
 		if step.attrs[k] == "" {
@@ -336,5 +365,37 @@ func waitJobState(t *testing.T, s *server, id, state string, timeout time.Durati
 			t.Fatalf("job %s is %s (%s), want %s", id, j.GetState(), j.GetLastError(), state)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkJSONLogsCarryTrace checks a --log-format json server log: records are JSON
+// objects, and the provider's "worker started" record of job jobID, logged inside the
+// job's trace, carries its trace_id and a span_id.
+func checkJSONLogsCarryTrace(t *testing.T, log, traceID, jobID string) {
+	t.Helper()
+	records, found := 0, false
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("log line is not JSON: %v: %q", err, line)
+			continue
+		}
+		if rec["msg"] == nil || rec["level"] == nil || rec["time"] == nil {
+			t.Errorf("JSON log record lacks msg, level or time: %q", line)
+		}
+		records++
+		if rec["msg"] == "worker started" && rec["job_id"] == jobID {
+			sid, _ := rec["span_id"].(string)
+			if rec["trace_id"] != traceID || len(sid) != 16 {
+				t.Errorf("worker started record of job %s: trace_id %v span_id %v, want trace %s and a span id", jobID, rec["trace_id"], rec["span_id"], traceID)
+			}
+			found = true
+		}
+	}
+	if records < 3 || !found {
+		t.Errorf("--log-format json: %d JSON records, worker started of job %s found %v; log:\n%s", records, jobID, found, tail(log, 3000))
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/store"
 )
@@ -266,9 +268,12 @@ func (r *Relay) publish(ctx context.Context, msgs []*store.OutboxMessage, idx []
 		return
 	}
 	evs := make([]*store.OutboxMessage, len(idx))
+	spans := make([]trace.Span, len(idx))
 	for j, i := range idx {
 		evs[j] = msgs[i]
+		spans[j] = publishSpan(extractTrace(ctx, msgs[i].TraceContext), msgs[i])
 	}
+	// One batch for all: each event's span covers the whole batch's publication.
 	errs := r.events.Publish(ctx, evs)
 	for j, i := range idx {
 		if j < len(errs) {
@@ -276,6 +281,7 @@ func (r *Relay) publish(ctx context.Context, msgs []*store.OutboxMessage, idx []
 		} else {
 			results[i] = fmt.Errorf("outbox: EventPublisher returned %d results for %d events", len(errs), len(evs))
 		}
+		endSpan(spans[j], results[i])
 	}
 }
 

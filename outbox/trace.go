@@ -28,6 +28,19 @@ func dispatchSpan(ctx context.Context, m *store.OutboxMessage) (context.Context,
 			attribute.Int("hodei.outbox.attempts", m.Attempts)))
 }
 
+// publishSpan starts the span of the relay's publication of event row m, a child of
+// the trace stored on the row like dispatchSpan's, so that a job's trace shows when
+// each of its events left the outbox. Untraced rows get no span.
+func publishSpan(ctx context.Context, m *store.OutboxMessage) trace.Span {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return trace.SpanFromContext(ctx)
+	}
+	_, span := otel.Tracer(TracerName).Start(ctx, "outbox.publish "+m.Type, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.Int64("hodei.outbox.id", m.ID), attribute.String("hodei.outbox.type", m.Type),
+			attribute.Int("hodei.outbox.attempts", m.Attempts)))
+	return span
+}
+
 // endSpan ends span with err as its status.
 func endSpan(span trace.Span, err error) {
 	if err != nil {

@@ -364,7 +364,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			<-gctx.Done()
 			return msrv.Close()
 		})
-		log.Info("metrics listening", "url", "http://"+mln.Addr().String()+"/metrics")
+		// Unauthenticated by design (README "Metrics"): for scrapers on a private address.
+		if cfg.Auth && !ListenIsLoopback(cfg.MetricsListen) {
+			log.Warn("metrics listening without authentication on a non-loopback address (--metrics-listen): keep it reachable by the scrapers only",
+				"url", "http://"+mln.Addr().String()+"/metrics")
+		} else {
+			log.Info("metrics listening", "url", "http://"+mln.Addr().String()+"/metrics", "authentication", "none")
+		}
 	}
 	g.Go(func() error { return loop("leader election", elector.Run(gctx)) })
 	// A job submitted on another replica wakes the leader's scheduler (its job.queued

@@ -25,7 +25,7 @@ func observabilityFlags(cmd *cobra.Command, logFormat *string, cfg *server.Confi
 	stringFlagEnv(cmd, logFormat, "log-format", envLogFormat, telemetry.LogText,
 		"log format on standard error: text or json (records logged inside a traced request carry trace_id and span_id)")
 	stringFlagEnv(cmd, &cfg.MetricsListen, "metrics-listen", envMetricsListen, "",
-		"also serve GET /metrics (Prometheus) on this TCP address; the API port always serves it")
+		"also serve GET /metrics (Prometheus) on this TCP address, without authentication (bind it to a private address); the API port serves it too, to viewer tokens under --auth")
 }
 
 // startTracing installs the OpenTelemetry trace pipeline of the OTEL_* environment

@@ -15,6 +15,10 @@
 // parent-death signal (SIGTERM: dockerd then stops its containers), and Stop (called by
 // Main's wrapper when the tests end) stops it and removes DIR.
 //
+// Its environment points HTTP(S)_PROXY at 127.0.0.1:9 (nothing listens there): a pull
+// (a missing image under --pull if-not-present) fails at once on loopback instead of
+// resolving and dialling Docker Hub, so the tests never send traffic off the machine.
+//
 // No container registry is reachable, so the test image is built locally: a root file
 // system holding Debian's static busybox (/bin/busybox from busybox-static) with links
 // for its applets and an empty /tmp, imported with the engine's image import API

@@ -107,6 +107,13 @@ func (e *Engine) startDaemon(ctx context.Context) error {
 	return fmt.Errorf("dockertest: dockerd did not start: %w", errors.Join(errs...))
 }
 
+// noRegistryEnv keeps the engine's pulls on loopback: a test that pulls (a missing
+// image under --pull if-not-present) would otherwise resolve and dial Docker Hub. With
+// a proxy on a loopback port where nothing listens (9, discard), every pull fails at
+// once with "proxyconnect … connection refused" and no packet leaves the machine.
+var noRegistryEnv = []string{"HTTP_PROXY=http://127.0.0.1:9", "HTTPS_PROXY=http://127.0.0.1:9",
+	"http_proxy=http://127.0.0.1:9", "https_proxy=http://127.0.0.1:9", "NO_PROXY=", "no_proxy="}
+
 // launch starts dockerd with storage driver (empty: its default) and waits for its
 // socket; it fails if dockerd exits first.
 func (e *Engine) launch(ctx context.Context, bin, driver string) error {
@@ -147,6 +154,7 @@ func (e *Engine) launch(ctx context.Context, bin, driver string) error {
 			newRoot, newRoot, bin}, args...)...)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), noRegistryEnv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", bin, err)
