@@ -233,7 +233,7 @@ func (c *Config) Validate() error {
 			if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
 				return fmt.Errorf("kubernetes: Config.%s[%s] value %q: %s", m.field, k, v, strings.Join(errs, "; "))
 			}
-			if strings.HasPrefix(k, "hodei.") {
+			if m.field == "PodLabels" && strings.HasPrefix(k, "hodei.") {
 				return fmt.Errorf("kubernetes: Config.%s key %q: hodei.* labels are the provider's own", m.field, k)
 			}
 		}
