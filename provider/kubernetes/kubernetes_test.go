@@ -6,8 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,7 +99,9 @@ type buildError struct {
 	out string
 }
 
-func (e *buildError) Error() string { return "go build ./cmd/hodei-agent: " + e.err.Error() + "\n" + e.out }
+func (e *buildError) Error() string {
+	return "go build ./cmd/hodei-agent: " + e.err.Error() + "\n" + e.out
+}
 
 type env struct {
 	c  *kubetest.Cluster
@@ -160,13 +165,7 @@ func TestConformance(t *testing.T) {
 			s.Image, s.Pull = e.c.BusyboxImage, domain.PullNever
 			return s
 		},
-		Kill: func(t *testing.T, id string) {
-			zero := int64(0)
-			if err := e.c.Client.CoreV1().Pods(e.ns).Delete(context.Background(), kubernetes.PodName(id),
-				metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
-				t.Fatal(err)
-			}
-		},
+		Kill: func(t *testing.T, id string) { killAgent(t, id) },
 		Exists: func(t *testing.T, id string) bool {
 			_, ok := e.pod(t, id)
 			return ok || e.secretExists(t, id)
@@ -344,6 +343,33 @@ func TestMissingImageIsPermanentExit(t *testing.T) {
 	}
 	if err := p.Destroy(ctx, "noimg-1"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// killAgent SIGKILLs the worker's agent process on this machine (the node is local):
+// its container ends with exit code 137, as a kill from outside would end it.
+func killAgent(t *testing.T, id string) {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := 0
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ"))
+		if err != nil || !slices.Contains(strings.Split(string(env), "\x00"), kubernetes.EnvWorkerID+"="+id) {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			killed++
+		}
+	}
+	if killed == 0 {
+		t.Fatalf("no process of worker %s found", id)
 	}
 }
 
