@@ -28,10 +28,12 @@ ensure-docker:
 
 ## ensure-kube: install Debian's etcd-server, containerd, runc, the loopback CNI plugin
 ## and busybox-static if missing (internal/kubetest starts a single-node Kubernetes with
-## them; it builds kube-apiserver, kubelet, kube-scheduler and kube-controller-manager
-## from the Go module proxy into ~/.cache/hodei/kube/ on first use)
+## them), then build kube-apiserver, kubelet, kube-scheduler and kube-controller-manager
+## from the Go module proxy into ~/.cache/hodei/kube/<version>/ if not there yet (the
+## first build takes minutes; it happens here, outside the tests' timeouts)
 ensure-kube:
 	bash scripts/ensure-kube.sh
+	$(GO) run ./internal/kubetest/kubebins
 
 ## agent-image: bin/agent-image.tar, the kubernetes provider's agent image
 ## (hodei/agent:$(VERSION), FROM scratch holding only the static hodei-agent), as a
