@@ -45,10 +45,12 @@ func repoRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-// binaries returns the directory holding the four Kubernetes binaries, building the
-// missing ones into the cache first. Several test binaries may call it at once: an
-// flock on the cache directory lets one build while the others wait.
-func binaries(ctx context.Context) (string, error) {
+// Binaries returns the directory holding the four Kubernetes binaries, building the
+// missing ones into the cache first (progress on standard error). Several processes may
+// call it at once: an flock on the cache directory lets one build while the others
+// wait. `make ensure-kube` calls it (./kubebins) so that a first build happens before
+// the tests and outside their timeouts.
+func Binaries(ctx context.Context) (string, error) {
 	if d := os.Getenv(EnvKubeBinDir); d != "" {
 		for _, c := range components {
 			if !isExec(filepath.Join(d, c)) {

@@ -100,7 +100,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 			c = nil
 		}
 	}()
-	if c.bins, err = binaries(ctx); err != nil {
+	if c.bins, err = Binaries(ctx); err != nil {
 		return nil, fmt.Errorf("kubetest: Kubernetes binaries: %w", err)
 	}
 	// Timings count from here: the binaries exist, the directories are empty.
