@@ -16,9 +16,9 @@ import (
 	"github.com/hodei-jobs/hodei/internal/kubetest"
 )
 
-// kubeAgentImage builds the static hodei-agent into an image whose entrypoint copies
-// it to the path the provider names (a stand-in for make agent-image's self-copying
-// agent: busybox's cp), imports it into the node and returns its reference.
+// kubeAgentImage builds the static hodei-agent into an image FROM scratch holding only
+// it as the entrypoint (what make agent-image writes), imports it into the node and
+// returns its reference.
 func kubeAgentImage(t *testing.T, c *kubetest.Cluster) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -33,12 +33,8 @@ func kubeAgentImage(t *testing.T, c *kubetest.Cluster) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := imagetar.Busybox("hodei/agent-e2e:v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	img.Files = append(img.Files, imagetar.File{Path: "hodei-agent", Mode: 0o755, Body: body})
-	img.Entrypoint, img.Cmd = []string{"/bin/busybox", "sh", "-c", `cp /hodei-agent "$1"`}, nil
+	img := imagetar.Image{Tags: []string{"hodei/agent-e2e:v1"}, Entrypoint: []string{"/hodei-agent"},
+		Files: []imagetar.File{{Path: "hodei-agent", Mode: 0o755, Body: body}}}
 	tar := filepath.Join(dir, "agent.tar")
 	if _, err := imagetar.WriteFile(tar, img); err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@
 //     hodei.worker, hodei.job, hodei.owner (the replica that created it) and
 //     hodei.installation (the database's installation id), plus Config.PodLabels.
 //   - The agent: an init container runs Config.AgentImage (FROM scratch, holding only
-//     the static hodei-agent) with `install /.hodei/hodei-agent`: the agent copies
+//     the static hodei-agent) with `copy-self /.hodei/hodei-agent`: the agent copies
 //     itself into an emptyDir mounted at /.hodei in both containers. The job's
 //     container runs the job's image with /.hodei/hodei-agent as its command, so any
 //     image works (the pattern Tekton and Argo use).

@@ -42,7 +42,7 @@ const (
 // AgentCopyCommand is the agent's subcommand that copies the binary to a path: the
 // init container runs the agent image's entrypoint (the static agent) with
 // AgentCopyCommand AgentPath.
-const AgentCopyCommand = "install"
+const AgentCopyCommand = "copy-self"
 
 // Pod and Secret labels (the same names as the docker provider's).
 const (

@@ -36,9 +36,8 @@ var agentImage struct {
 	err  error
 }
 
-// testAgentImage builds the static cmd/hodei-agent, puts it in an image with busybox
-// whose entrypoint copies it to the path given after the provider's copy subcommand
-// (a stand-in for make agent-image's self-copying agent), and imports it into the node.
+// testAgentImage builds the static cmd/hodei-agent into an image FROM scratch holding
+// only it as the entrypoint (what make agent-image writes) and imports it into the node.
 func testAgentImage(t *testing.T, c *kubetest.Cluster) string {
 	t.Helper()
 	agentImage.once.Do(func() {
@@ -66,15 +65,8 @@ func testAgentImage(t *testing.T, c *kubetest.Cluster) string {
 			agentImage.err = err
 			return
 		}
-		img, err := imagetar.Busybox("hodei/agent-test:v1")
-		if err != nil {
-			agentImage.err = err
-			return
-		}
-		img.Files = append(img.Files, imagetar.File{Path: "hodei-agent", Mode: 0o755, Body: body})
-		// args: <copy subcommand> <path>: sh -c's $0 and $1.
-		img.Entrypoint = []string{"/bin/busybox", "sh", "-c", `cp /hodei-agent "$1"`}
-		img.Cmd = nil
+		img := imagetar.Image{Tags: []string{"hodei/agent-test:v1"}, Entrypoint: []string{"/hodei-agent"},
+			Files: []imagetar.File{{Path: "hodei-agent", Mode: 0o755, Body: body}}}
 		tar := filepath.Join(dir, "agent.tar")
 		if _, err := imagetar.WriteFile(tar, img); err != nil {
 			agentImage.err = err
