@@ -179,3 +179,23 @@ func TestKubernetesUnschedulable(t *testing.T) {
 	}
 	waitNoWorkerObjects(t, c, ns, time.Minute)
 }
+
+// The server is SIGKILLed while a job runs in a pod and started again: the job ends,
+// and no pod or Secret is left afterwards.
+func TestKubernetesServerKilledMidJob(t *testing.T) {
+	c := kubetest.Get(t)
+	agent := kubeAgentImage(t, c)
+	ns := c.Namespace(t)
+	s := startKubeDev(t, c, ns, agent)
+	id := s.submit("--image", c.BusyboxImage, "--pull", "never", "--", "sh", "-c", "sleep 4; echo done")
+	s.waitJobState(id, "RUNNING", time.Minute)
+	s.kill()
+	if p, sec := workerObjects(t, c, ns); p != 1 || sec != 1 {
+		t.Fatalf("%d pods and %d Secrets after the server died; want the job's one of each", p, sec)
+	}
+	s.startProcess()
+	if st := s.waitJobState(id, "ended", 2*time.Minute); st != "SUCCEEDED" {
+		t.Fatalf("job ended %s (%q); want SUCCEEDED", st, s.getJob(id).GetLastError())
+	}
+	waitNoWorkerObjects(t, c, ns, time.Minute)
+}
