@@ -321,6 +321,7 @@ func TestMissingImageIsPermanentExit(t *testing.T) {
 		}
 	})
 	ctx := context.Background()
+	start := time.Now()
 	if err := p.Create(ctx, provider.WorkerSpec{WorkerID: "noimg-1", OneTimePassword: "x", ServerURL: "http://127.0.0.1:1",
 		Image: "hodei/does-not-exist:1", Pull: domain.PullNever}); err != nil {
 		t.Fatal(err)
@@ -330,6 +331,7 @@ func TestMissingImageIsPermanentExit(t *testing.T) {
 		if err == nil || !provider.IsPermanent(err) || !strings.Contains(err.Error(), "hodei/does-not-exist:1") {
 			t.Fatalf("exit %v; want a permanent error naming the image", err)
 		}
+		t.Logf("reported in %s: %v", time.Since(start).Round(time.Millisecond), err)
 	case <-time.After(60 * time.Second):
 		t.Fatal("no exit within 60s for a missing image")
 	}
