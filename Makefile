@@ -5,7 +5,7 @@ GO ?= go
 # alone takes over 10 minutes, go test's default timeout)
 GOTESTFLAGS ?= -timeout 30m
 
-.PHONY: all build test cover lint ensure-postgres ensure-docker ensure-promtool ensure-nats generate fuzz
+.PHONY: all build test test-kube cover lint ensure-postgres ensure-docker ensure-promtool ensure-nats ensure-kube agent-image generate fuzz
 
 all: lint build test
 
@@ -26,6 +26,24 @@ ensure-postgres:
 ensure-docker:
 	bash scripts/ensure-docker.sh
 
+## ensure-kube: install Debian's etcd-server, containerd, runc, the loopback CNI plugin
+## and busybox-static if missing (internal/kubetest starts a single-node Kubernetes with
+## them), then build kube-apiserver, kubelet, kube-scheduler and kube-controller-manager
+## from the Go module proxy into ~/.cache/hodei/kube/<version>/ if not there yet (the
+## first build takes minutes; it happens here, outside the tests' timeouts)
+ensure-kube:
+	bash scripts/ensure-kube.sh
+	$(GO) run ./internal/kubetest/kubebins
+
+## agent-image: bin/agent-image.tar, the kubernetes provider's agent image
+## (hodei/agent:$(VERSION), FROM scratch holding only the static hodei-agent), as a
+## docker-archive tar for `docker load` or `ctr -n k8s.io images import`; no Docker needed
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+agent-image:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/hodei-agent ./cmd/hodei-agent
+	$(GO) run ./internal/imagetar/mkimage -o bin/agent-image.tar -tag hodei/agent:$(VERSION) \
+		-entrypoint /hodei-agent bin/hodei-agent=/hodei-agent
+
 ## ensure-nats: install Debian's nats-server (2.9 line) if missing (the tests check
 ## Hodei against it; the go.mod version is built by the tests, internal/natstest)
 ensure-nats:
@@ -38,13 +56,18 @@ ensure-promtool:
 
 ## test: run every test against real PostgreSQL and a real Docker Engine (both started
 ## by the tests themselves)
-test: ensure-postgres ensure-docker ensure-promtool ensure-nats
+test: ensure-postgres ensure-docker ensure-promtool ensure-nats ensure-kube
 	$(GO) test $(GOTESTFLAGS) ./...
+
+## test-kube: run only the Kubernetes tests (the packages that start internal/kubetest's
+## cluster: every package importing it, and deploy/kubernetes's manifests test)
+test-kube: ensure-postgres ensure-docker ensure-nats ensure-kube
+	$(GO) test $(GOTESTFLAGS) $$($(GO) list -f '{{if or (eq .ImportPath "github.com/hodei-jobs/hodei/internal/kubetest") (eq .ImportPath "github.com/hodei-jobs/hodei/internal/imagetar")}}{{.ImportPath}}{{else}}{{range .TestImports}}{{if eq . "github.com/hodei-jobs/hodei/internal/kubetest"}}{{$$.ImportPath}}{{end}}{{end}}{{range .XTestImports}}{{if eq . "github.com/hodei-jobs/hodei/internal/kubetest"}}{{$$.ImportPath}}{{end}}{{end}}{{end}}' ./... | sort -u)
 
 ## cover: run the tests with coverage and print each package's statement coverage,
 ## then a table of them (CI's flags via GOTESTFLAGS; PKGS=./saga/... for a part)
 PKGS ?= ./...
-cover: ensure-postgres ensure-docker ensure-promtool ensure-nats
+cover: ensure-postgres ensure-docker ensure-promtool ensure-nats ensure-kube
 	@log=$$(mktemp); status=0; \
 	$(GO) test $(GOTESTFLAGS) -cover $(PKGS) 2>&1 | tee "$$log" || status=1; \
 	grep -q '^FAIL' "$$log" && status=1; \

@@ -6,8 +6,8 @@
 // File is the whole schema, a typed struct with yaml tags. Its keys are the commands'
 // flags: --heartbeat-interval is heartbeat_interval, and a flag whose first word names
 // a section is a key of that section (--docker-max-workers is max_workers under
-// docker:). FlagForKey and KeyForFlag turn one into the other; the only renamed key is
-// providers (--provider). Fields tagged `config:"file-only"` have no flag: maps and
+// docker:). FlagForKey and KeyForFlag turn one into the other; the only renamed keys are
+// providers (--provider) and kube.kubeconfig (--kubeconfig). Fields tagged `config:"file-only"` have no flag: maps and
 // lists of records that a command line cannot say well (a provider's node selector,
 // tolerations, warm pools). A test in cmd/hodei checks that every flag of the two
 // commands has its key here and every other key has its flag.

@@ -72,6 +72,7 @@ type File struct {
 	// field; its flags are named --<section>-<key>.
 	Local  Local  `yaml:"local"`
 	Docker Docker `yaml:"docker"`
+	Kube   Kube   `yaml:"kube"`
 }
 
 // Local is the local provider's section (flags --local-*).
@@ -88,6 +89,49 @@ type Docker struct {
 	DefaultImage string `yaml:"default_image"`
 	// Labels are written as a mapping (gpu: "true"); the flag takes K=V items.
 	Labels map[string]string `yaml:"labels"`
+}
+
+// Kube is the kubernetes provider's section (flags --kube-*, and --kubeconfig for its
+// kubeconfig key); see provider/kubernetes.Config for what each key does.
+type Kube struct {
+	Kubeconfig           string        `yaml:"kubeconfig"`
+	Namespace            string        `yaml:"namespace"`
+	MaxWorkers           int           `yaml:"max_workers"`
+	ServerURL            string        `yaml:"server_url"`
+	AgentImage           string        `yaml:"agent_image"`
+	DefaultImage         string        `yaml:"default_image"`
+	ServiceAccount       string        `yaml:"service_account"`
+	UnschedulableTimeout time.Duration `yaml:"unschedulable_timeout"`
+	HostNetwork          bool          `yaml:"host_network"`
+	RequestPercent       int           `yaml:"request_percent"`
+	// Labels are the provider's labels, matched by jobs' selectors (like docker's).
+	Labels map[string]string `yaml:"labels"`
+	// NodeSelector, Tolerations and PodLabels go into every worker pod.
+	NodeSelector map[string]string `yaml:"node_selector" config:"file-only"`
+	Tolerations  []Toleration      `yaml:"tolerations" config:"file-only"`
+	PodLabels    map[string]string `yaml:"pod_labels" config:"file-only"`
+	// Security loosens the worker containers' default security context.
+	Security KubeSecurity `yaml:"security" config:"file-only"`
+}
+
+// Toleration is one of kube.tolerations (a Kubernetes toleration).
+type Toleration struct {
+	Key               string `yaml:"key"`
+	Operator          string `yaml:"operator"`
+	Value             string `yaml:"value"`
+	Effect            string `yaml:"effect"`
+	TolerationSeconds *int64 `yaml:"toleration_seconds"`
+}
+
+// KubeSecurity is kube.security: by default the worker containers run with no
+// privilege escalation, every capability dropped and seccomp RuntimeDefault.
+type KubeSecurity struct {
+	AllowPrivilegeEscalation bool     `yaml:"allow_privilege_escalation"`
+	KeepCapabilities         bool     `yaml:"keep_capabilities"`
+	AddCapabilities          []string `yaml:"add_capabilities"`
+	Seccomp                  string   `yaml:"seccomp"`
+	RunAsUser                *int64   `yaml:"run_as_user"`
+	RunAsNonRoot             bool     `yaml:"run_as_non_root"`
 }
 
 // Pool is one warm pool of the pools list (jobs.PoolConfig, whose documentation says

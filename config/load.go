@@ -269,10 +269,10 @@ func tags(t reflect.Type) []string {
 }
 
 // Keys that differ from their flag's name beyond "-" and "_" / ".".
-var keyOfFlag = map[string]string{"provider": "providers"}
+var keyOfFlag = map[string]string{"provider": "providers", "kubeconfig": "kube.kubeconfig"}
 
 // FlagForKey is the flag of a key: docker.max_workers → docker-max-workers,
-// providers → provider.
+// providers → provider, kube.kubeconfig → kubeconfig.
 func FlagForKey(key string) string {
 	for f, k := range keyOfFlag {
 		if k == key {

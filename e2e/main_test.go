@@ -30,6 +30,7 @@ import (
 	hodeiv1 "github.com/hodei-jobs/hodei/gen/hodei/v1"
 	"github.com/hodei-jobs/hodei/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-jobs/hodei/internal/dockertest"
+	"github.com/hodei-jobs/hodei/internal/kubetest"
 	"github.com/hodei-jobs/hodei/internal/pgtest"
 )
 
@@ -44,7 +45,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	hodeiBin = bin
-	pgtest.Main(dockertest.Wrap(m))
+	pgtest.Main(dockertest.Wrap(kubetest.Wrap(m)))
 }
 
 // buildHodei builds ./cmd/hodei of this module. The binary goes to one directory per

@@ -322,6 +322,9 @@ type disconnectNotice struct {
 	exited   bool   // WorkerExited: the process is gone, act now (exited.go)
 	detail   string // WorkerExited: the exit status
 	oom      bool   // the provider killed the worker for its memory limit (provider.ErrOOMKilled)
+	// permanent: the provider says the worker can never start (provider.Permanent: an
+	// image that cannot be pulled); a job still provisioning on it fails at once.
+	permanent bool
 }
 
 // WorkerDisconnected tells the Service that workerID's stream closed at at (for a

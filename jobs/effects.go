@@ -48,7 +48,7 @@ func (s *Service) startWorker(ctx context.Context, workerID, jobID, providerName
 		return Outcome{}, err
 	}
 	spec := provider.WorkerSpec{JobID: jobID, Resources: j.Spec.Resources, Labels: map[string]string{"hodei.job_id": jobID},
-		Image: j.Spec.Image, Pull: j.Spec.Pull}
+		Image: j.Spec.Image, Pull: j.Spec.Pull, Timeout: j.Spec.Timeout}
 	return s.launchWorker(ctx, w, providerName, spec, func(cause error) error {
 		// Trying again cannot help (an image that does not exist, a spec the
 		// provider refuses): the job fails now with the provider's reason. The

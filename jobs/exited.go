@@ -24,14 +24,26 @@ import (
 //     starts (as for a lost worker);
 //   - anything else (TERMINATED by a destroy, a job that reported its result, a READY
 //     worker without a job): nothing; the heartbeat rule covers what remains.
-func (s *Service) WorkerExited(workerID, detail string) { s.workerExited(workerID, detail, false) }
+func (s *Service) WorkerExited(workerID, detail string) { s.workerExited(workerID, detail, exitKind{}) }
 
-// workerExited is WorkerExited; oom: the provider killed the worker for its memory
-// limit (provider.ErrOOMKilled), which repeating cannot fix: the job fails with exit
-// code 137 and the provider's reason instead of being recovered (failOOM).
-func (s *Service) workerExited(workerID, detail string, oom bool) {
+// exitKind says what repeating cannot fix about an exit a provider reported.
+type exitKind struct {
+	// oom: the provider killed the worker for its memory limit (provider.ErrOOMKilled):
+	// the job fails with exit code 137 and the provider's reason instead of being
+	// recovered (failOOM).
+	oom bool
+	// permanent: the worker can never start (provider.Permanent, e.g. an image that
+	// cannot be pulled, seen after Create returned): a job still provisioning on it
+	// fails at once with the provider's reason (failProvisioning), as a permanent
+	// Create error does.
+	permanent bool
+}
+
+// workerExited is WorkerExited with what the provider said of the exit.
+func (s *Service) workerExited(workerID, detail string, kind exitKind) {
 	select {
-	case s.disconnects <- disconnectNotice{workerID: workerID, at: s.cfg.Now(), exited: true, detail: detail, oom: oom}:
+	case s.disconnects <- disconnectNotice{workerID: workerID, at: s.cfg.Now(), exited: true, detail: detail, oom: kind.oom,
+		permanent: kind.permanent}:
 	default:
 		s.log.Debug("worker exit notice dropped (queue full); the heartbeat rule covers the worker", "worker", workerID)
 	}
@@ -43,6 +55,13 @@ func (s *Service) checkExited(ctx context.Context, cfg CleanupConfig, n disconne
 	if n.oom && !cfg.DryRun {
 		if done, err := s.failOOM(ctx, n); err != nil && ctx.Err() == nil {
 			s.log.Warn("could not fail the job of an OOM-killed worker; it is recovered instead", "worker", n.workerID, "err", err)
+		} else if done {
+			return
+		}
+	}
+	if n.permanent && !n.oom && !cfg.DryRun {
+		if done, err := s.failUnstartable(ctx, n); err != nil && ctx.Err() == nil {
+			s.log.Warn("could not fail the job of a worker that cannot start; its provisioning fails instead", "worker", n.workerID, "err", err)
 		} else if done {
 			return
 		}
@@ -119,20 +138,44 @@ func (s *Service) failOOM(ctx context.Context, n disconnectNotice) (bool, error)
 		return true, nil
 	case j.State == domain.JobProvisioning && w.State == domain.WorkerCreating:
 		reason := "worker " + n.detail + " before registering (the job's memory limit is too small for the agent)"
-		err := s.st.InTx(ctx, func(ctx context.Context) error {
-			if _, err := s.markJobFailed(ctx, MarkJobFailed{Key: "oom/" + w.ID, JobID: j.ID, Reason: reason}); err != nil {
-				return err
-			}
-			err := s.engine.Signal(ctx, ProvisioningSagaID(j.ID, j.Attempt), SignalWorkerRegistered,
-				workerSignal{WorkerID: w.ID, Failed: reason})
-			if errors.Is(err, saga.ErrFinished) || errors.Is(err, store.ErrNotFound) {
-				return nil
-			}
-			return err
-		})
-		return err == nil, err
+		return s.failProvisioning(ctx, "oom/", w, j, reason)
 	}
 	return false, nil
+}
+
+// failUnstartable fails the job provisioning on a worker whose provider reported that
+// it can never start (a permanent exit: an image that cannot be pulled, seen after
+// Create returned), with the provider's reason, and tells its provisioning saga. It
+// reports whether it acted: a worker past CREATING is left to the usual exit rules.
+func (s *Service) failUnstartable(ctx context.Context, n disconnectNotice) (bool, error) {
+	w, j, err := s.workerAndJob(ctx, n.workerID)
+	if err != nil || j == nil || j.WorkerID != w.ID || w.State != domain.WorkerCreating || j.State != domain.JobProvisioning {
+		return false, err
+	}
+	reason := fmt.Sprintf("provider %s cannot start the job's worker: %s", w.Provider, n.detail)
+	done, err := s.failProvisioning(ctx, "unstartable/", w, j, reason)
+	if done {
+		s.log.Info("worker cannot start: job failed", "worker", w.ID, "job", j.ID, "reason", n.detail)
+	}
+	return done, err
+}
+
+// failProvisioning fails job j, provisioning on CREATING worker w, with reason, and
+// signals its provisioning saga that the worker will not register (its compensation
+// destroys the worker and finds the job ended), in one transaction.
+func (s *Service) failProvisioning(ctx context.Context, keyPrefix string, w *domain.Worker, j *domain.Job, reason string) (bool, error) {
+	err := s.st.InTx(ctx, func(ctx context.Context) error {
+		if _, err := s.markJobFailed(ctx, MarkJobFailed{Key: keyPrefix + w.ID, JobID: j.ID, Reason: reason}); err != nil {
+			return err
+		}
+		err := s.engine.Signal(ctx, ProvisioningSagaID(j.ID, j.Attempt), SignalWorkerRegistered,
+			workerSignal{WorkerID: w.ID, Failed: reason})
+		if errors.Is(err, saga.ErrFinished) || errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+	return err == nil, err
 }
 
 // registrationFailed is the error of await-registration when the worker's registered

@@ -50,7 +50,7 @@ func provisioningSaga(version int) saga.Definition {
 					return nil, err
 				}
 				return dispatch(ctx, sc, RetryProvisioning{Key: sc.Key() + "/fail", JobID: v.JobID,
-					WorkerID: v.WorkerID, Reason: "worker provisioning failed"})
+					WorkerID: v.WorkerID, Reason: provisioningFailure(sc)})
 			}),
 		},
 		// The worker row and its reservation committed with the saga's start; the
@@ -70,6 +70,23 @@ func provisioningSaga(version int) saga.Definition {
 			}),
 		},
 	}}
+}
+
+// provisioningFailure is the reason a provisioning saga's compensation gives the job:
+// "worker provisioning failed", with the failure its worker's registration signal
+// carried (a provider's exit notice: the scheduler's message for an unschedulable pod,
+// an exit code) when there is one.
+func provisioningFailure(sc *saga.StepContext) string {
+	const reason = "worker provisioning failed"
+	p, ok := sc.Signal(SignalWorkerRegistered)
+	if !ok {
+		return reason
+	}
+	var w workerSignal
+	if err := json.Unmarshal(p, &w); err != nil || w.Failed == "" {
+		return reason
+	}
+	return reason + ": " + w.Failed
 }
 
 // awaitRegistration is the step body that parks until worker workerID registered (the

@@ -297,7 +297,8 @@ func New(st store.Store, bus *command.Bus, engine *saga.Engine, providers *provi
 				if exitErr != nil {
 					detail = exitErr.Error()
 				}
-				s.workerExited(workerID, detail, errors.Is(exitErr, provider.ErrOOMKilled))
+				s.workerExited(workerID, detail, exitKind{oom: errors.Is(exitErr, provider.ErrOOMKilled),
+					permanent: provider.IsPermanent(exitErr)})
 			})
 		}
 	}

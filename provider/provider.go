@@ -42,6 +42,10 @@ type WorkerSpec struct {
 	// JobWait is how long an idle worker's agent waits for a job before it exits (a
 	// warm worker waits for its first job, and between jobs); 0: the agent's default.
 	JobWait time.Duration
+	// Timeout is the job's timeout (0: none). The control plane ends a job that
+	// exceeds it; a provider that can bound a worker's life by itself (kubernetes:
+	// activeDeadlineSeconds) may use it plus a grace period as a backstop.
+	Timeout time.Duration
 }
 
 // Environment variables of the agent for WorkerSpec.MaxJobs and JobWait.
@@ -76,6 +80,8 @@ func (s WorkerSpec) Validate() error {
 		return fmt.Errorf("provider: WorkerSpec.MaxJobs is negative (%d)", s.MaxJobs)
 	case s.JobWait < 0:
 		return fmt.Errorf("provider: WorkerSpec.JobWait is negative (%s)", s.JobWait)
+	case s.Timeout < 0:
+		return fmt.Errorf("provider: WorkerSpec.Timeout is negative (%s)", s.Timeout)
 	case s.Resources.MemoryBytes < 0:
 		return fmt.Errorf("provider: WorkerSpec.Resources.MemoryBytes is negative (%d)", s.Resources.MemoryBytes)
 	case s.Resources.CPUMillis < 0:

@@ -12,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/hodei-jobs/hodei/jobs"
+	"github.com/hodei-jobs/hodei/provider/kubernetes"
 	"github.com/hodei-jobs/hodei/retention"
 )
 
@@ -99,6 +102,8 @@ type Config struct {
 	ProviderStrategy string
 	// Docker configures the docker provider (when Providers has "docker").
 	Docker DockerConfig
+	// Kube configures the kubernetes provider (when Providers has "kubernetes").
+	Kube KubeConfig
 	// WorkerBinary is the `hodei` executable the local provider starts as
 	// `<WorkerBinary> worker`, or a hodei-agent binary it starts as it is (default: a
 	// hodei-agent next to os.Executable(), else os.Executable(); AgentCommand).
@@ -253,8 +258,8 @@ func (c *Config) Validate() error {
 		return err
 	}
 	for i, p := range c.Providers {
-		if p != "local" && p != "docker" {
-			return fmt.Errorf("server: Config.Providers[%d] %q: want local or docker", i, p)
+		if p != "local" && p != "docker" && p != "kubernetes" {
+			return fmt.Errorf("server: Config.Providers[%d] %q: want local, docker or kubernetes", i, p)
 		}
 		if slices.Contains(c.Providers[:i], p) {
 			return fmt.Errorf("server: Config.Providers: %q given twice", p)
@@ -264,6 +269,23 @@ func (c *Config) Validate() error {
 	case "", jobs.StrategyFirstFit, jobs.StrategyLeastLoaded:
 	default:
 		return fmt.Errorf("server: Config.ProviderStrategy %q: want %s or %s (--provider-strategy)", c.ProviderStrategy, jobs.StrategyFirstFit, jobs.StrategyLeastLoaded)
+	}
+	if c.Kube.MaxWorkers < 0 {
+		return fmt.Errorf("server: Config.Kube.MaxWorkers (--kube-max-workers) must not be negative, got %d", c.Kube.MaxWorkers)
+	}
+	if c.Kube.UnschedulableTimeout < 0 {
+		return fmt.Errorf("server: Config.Kube.UnschedulableTimeout (--kube-unschedulable-timeout) must not be negative, got %s", c.Kube.UnschedulableTimeout)
+	}
+	if c.Kube.RequestPercent < 0 || c.Kube.RequestPercent > 100 {
+		return fmt.Errorf("server: Config.Kube.RequestPercent (--kube-request-percent) %d out of range [0, 100] (0: 100)", c.Kube.RequestPercent)
+	}
+	if u := c.Kube.ServerURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return fmt.Errorf("server: Config.Kube.ServerURL (--kube-server-url) %q: want http:// or https://host:port", u)
+		}
+	}
+	if slices.Contains(c.Providers, "kubernetes") && c.Kube.AgentImage == "" {
+		return errors.New("server: Config.Kube.AgentImage (--kube-agent-image) is required with --provider kubernetes: an image holding the static agent (make agent-image)")
 	}
 	if c.Docker.MaxWorkers < 0 {
 		return fmt.Errorf("server: Config.Docker.MaxWorkers must not be negative, got %d", c.Docker.MaxWorkers)
@@ -407,6 +429,39 @@ type DockerConfig struct {
 func (c *Config) retentions() retention.Retentions {
 	return retention.Retentions{Outbox: c.RetainOutbox, Sagas: c.RetainSagas, Jobs: c.RetainJobs, Logs: c.RetainLogs,
 		Idempotency: c.RetainIdempotency}
+}
+
+// KubeConfig is the kubernetes provider's part of Config (see
+// provider/kubernetes.Config, which checks the rest).
+type KubeConfig struct {
+	// Kubeconfig is a kubeconfig file ("": in-cluster, then $KUBECONFIG).
+	Kubeconfig string
+	// Namespace of the worker pods (default "default").
+	Namespace string
+	// MaxWorkers is its capacity (0: 16).
+	MaxWorkers int
+	// ServerURL is the control plane's URL as the pods reach it (default ServerURL).
+	ServerURL string
+	// AgentImage holds the static agent; required.
+	AgentImage string
+	// DefaultImage runs jobs that name no image ("": such jobs go to other providers).
+	DefaultImage string
+	// ServiceAccount of the worker pods ("": the namespace's default).
+	ServiceAccount string
+	// UnschedulableTimeout (0: 2m) before an unschedulable pod fails provisioning.
+	UnschedulableTimeout time.Duration
+	// HostNetwork runs the pods in their node's network namespace.
+	HostNetwork bool
+	// RequestPercent is the share of the limits requested (0: 100).
+	RequestPercent int
+	// Labels are matched by jobs' selectors.
+	Labels map[string]string
+	// NodeSelector, Tolerations, PodLabels and Security: the config file's kube
+	// section (file-only keys).
+	NodeSelector map[string]string
+	Tolerations  []corev1.Toleration
+	PodLabels    map[string]string
+	Security     kubernetes.Security
 }
 
 // checkNATS validates the NATS cluster fields (and the retentions).

@@ -27,6 +27,7 @@ import (
 	"github.com/hodei-jobs/hodei/outbox"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/provider/docker"
+	"github.com/hodei-jobs/hodei/provider/kubernetes"
 	"github.com/hodei-jobs/hodei/provider/local"
 	"github.com/hodei-jobs/hodei/provider/routing"
 	"github.com/hodei-jobs/hodei/retention"
@@ -208,8 +209,21 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 			}
 			defer dp.Close()
 			p = dp
+		case kubernetes.Name:
+			k := cfg.Kube
+			kp, err := kubernetes.New(ctx, kubernetes.Config{Kubeconfig: k.Kubeconfig, Namespace: k.Namespace,
+				MaxWorkers: k.MaxWorkers, ServerURL: k.ServerURL, AgentImage: k.AgentImage, DefaultImage: k.DefaultImage,
+				ServiceAccount: k.ServiceAccount, UnschedulableTimeout: k.UnschedulableTimeout, HostNetwork: k.HostNetwork,
+				RequestPercent: k.RequestPercent, Labels: k.Labels, NodeSelector: k.NodeSelector,
+				Tolerations: k.Tolerations, PodLabels: k.PodLabels, Security: k.Security,
+				Owner: node, Installation: installation, Logger: logger, Env: workerEnv})
+			if err != nil {
+				return fmt.Errorf("server: kubernetes provider: %w", err)
+			}
+			defer kp.Close()
+			p = kp
 		default:
-			return fmt.Errorf("server: unknown provider %q (want local or docker)", name)
+			return fmt.Errorf("server: unknown provider %q (want local, docker or kubernetes)", name)
 		}
 		if err := providers.Register(name, p); err != nil {
 			return fmt.Errorf("server: %w", err)

@@ -24,6 +24,7 @@ func main() {
 	cmd.SilenceUsage = true
 	cmd.SilenceErrors = true
 	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return envflag.ApplyDefaults(cmd) }
+	cmd.AddCommand(copySelfCommand())
 	if err := cmd.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hodei-agent:", err)
 		os.Exit(1)

@@ -60,6 +60,7 @@ running jobs are not killed.`,
 			if cfg.Pools, err = poolsFromFile(loaded); err != nil {
 				return err
 			}
+			kubeFromFile(loaded, &cfg)
 			if cfg.MaxWorkers < 0 {
 				return fmt.Errorf("--max-workers: must not be negative, got %d", cfg.MaxWorkers)
 			}

@@ -71,6 +71,7 @@ may die. nats-server 2.9 or later is needed.`,
 			if cfg.Pools, err = poolsFromFile(loaded); err != nil {
 				return err
 			}
+			kubeFromFile(loaded, &cfg)
 			if err := requireFlags(cmd, "database-url"); err != nil {
 				return err
 			}
