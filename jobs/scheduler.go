@@ -121,8 +121,9 @@ func (s *Service) scheduleOnce(ctx context.Context) (int, error) {
 		}
 		// Warm pools (warm.go): idle workers a job may take with no provisioning.
 		wp := &warmPass{waiting: map[string]bool{}}
+		now := s.cfg.Now()
 		for _, w := range workers {
-			if idleWarm(w) {
+			if idleWarm(w) && now.Sub(workerSeen(w)) <= s.cfg.IdleStaleAfter {
 				wp.idle = append(wp.idle, w)
 			}
 		}

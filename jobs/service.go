@@ -129,6 +129,11 @@ type Config struct {
 	// (and image), reused by up to MaxJobsPerWorker jobs of one namespace. New applies
 	// their defaults and refuses an invalid one, naming it (pools[i].field).
 	Pools []PoolConfig
+	// IdleStaleAfter: an idle pool worker not heard of (heartbeat or state change) for
+	// longer is not given jobs (default 10s, twice the default heartbeat interval; the
+	// server sets it from --heartbeat-interval). Its agent may be gone (a server that
+	// stopped took its local workers with it); the cleanup's heartbeat rule destroys it.
+	IdleStaleAfter time.Duration
 	// Leader tells whether this replica leads: only the leader schedules and runs the
 	// cleanup scan (default: always leads, for one replica and for tests).
 	Leader Leadership
@@ -186,6 +191,9 @@ func (c *Config) setDefaults(providers *provider.Registry) {
 	}
 	if c.CancelGrace == 0 {
 		c.CancelGrace = 10 * time.Second
+	}
+	if c.IdleStaleAfter == 0 {
+		c.IdleStaleAfter = 10 * time.Second
 	}
 	if c.DeliveryTimeout == 0 {
 		c.DeliveryTimeout = 5 * time.Second

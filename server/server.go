@@ -258,7 +258,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	svc, err := jobs.New(st, bus, engine, providers, hub, jobs.Config{ServerURL: serverURL, WorkerCACertPEM: workerCA, Logger: logger,
 		ProviderStrategy:    jobs.Strategy(cfg.ProviderStrategy),
 		RegistrationTimeout: cfg.RegistrationTimeout, Workers: router, Leader: elector, Dispatcher: edge, TxDispatcher: inTx,
-		Observer: metrics, Pools: cfg.warmPools()})
+		Observer: metrics, Pools: cfg.warmPools(), IdleStaleAfter: 2 * cfg.Cleanup.HeartbeatInterval})
 	if err != nil {
 		return fmt.Errorf("server: job service: %w", err)
 	}
