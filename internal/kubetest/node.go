@@ -217,6 +217,15 @@ nodeStatusUpdateFrequency: 4s
 	if err := os.WriteFile(c.path("kubelet.yaml"), []byte(kcfg), 0o644); err != nil {
 		return err
 	}
+	// kubelet looks up the mount point of its root dir in mountinfo; in a chroot (a
+	// fresh CI machine) no mount covers the temp dir, so it becomes one (a bind mount
+	// onto itself; teardown unmounts everything under the temp dir).
+	if err := os.MkdirAll(c.path("kubelet"), 0o755); err != nil {
+		return err
+	}
+	if err := syscall.Mount(c.path("kubelet"), c.path("kubelet"), "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("kubetest: bind-mount the kubelet root dir: %w", err)
+	}
 	c.kubelet, err = startProc(c.Dir, "kubelet", filepath.Join(c.bins, "kubelet"),
 		"--config="+c.path("kubelet.yaml"), "--kubeconfig="+c.Kubeconfig,
 		"--root-dir="+c.path("kubelet"), "--cert-dir="+c.path("kubelet-pki"),
