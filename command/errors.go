@@ -3,6 +3,8 @@ package command
 import (
 	"errors"
 	"fmt"
+
+	"github.com/hodei-jobs/hodei/store"
 )
 
 // ErrHandlerNotFound: no handler is registered for the command's type.
@@ -57,8 +59,10 @@ func Transient(err error) error {
 	return &transientError{err: err}
 }
 
-// IsTransient reports whether err or anything it wraps was marked Transient.
+// IsTransient reports whether err or anything it wraps was marked Transient, or is a
+// transaction that lost a race in the database (store.LostRace: a deadlock or a
+// serialization failure, retried in a fresh transaction).
 func IsTransient(err error) bool {
 	var t *transientError
-	return errors.As(err, &t)
+	return errors.As(err, &t) || store.LostRace(err)
 }

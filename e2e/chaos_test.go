@@ -82,6 +82,7 @@ type chaosJob struct {
 
 	cancelAt   time.Time // kindCancel: when the test cancelled it
 	cancelCode string    // kindCancel: "" (accepted) or the refusal's code
+	cancelLog  []string  // kindCancel: the calls that failed before the answer
 }
 
 // workerKill is one worker process the test SIGKILLed.
@@ -183,12 +184,12 @@ func testChaos(t *testing.T, b backend, variant chaosVariant) {
 				go func() {
 					defer wg.Done()
 					time.Sleep(cancelDelay[i])
-					code, err := cancelWithRetry(ctx, client, id)
+					code, log, err := cancelWithRetry(ctx, client, id)
 					if err != nil {
 						t.Errorf("cancel job %d: %v", j.seq, err)
 					}
 					mu.Lock()
-					j.cancelAt, j.cancelCode = time.Now(), code
+					j.cancelAt, j.cancelCode, j.cancelLog = time.Now(), code, log
 					mu.Unlock()
 				}()
 			}
@@ -279,6 +280,10 @@ func testChaos(t *testing.T, b backend, variant chaosVariant) {
 			r.retried++
 		}
 		if msg := checkChaosOutcome(cj, j); msg != "" {
+			if cj.kind == kindCancel {
+				msg += fmt.Sprintf(" (cancel answered %q at %s after %d failed calls: %s)",
+					cj.cancelCode, cj.cancelAt.Format("15:04:05.000"), len(cj.cancelLog), strings.Join(cj.cancelLog, "; "))
+			}
 			t.Errorf("job %d (%s, %s): %s", cj.seq, cj.kind, j.GetId(), msg)
 		}
 		if st == "FAILED" && (cj.kind == kindQuick || cj.kind == kindSleep) {
@@ -527,25 +532,31 @@ func submitOnce(ctx context.Context, c hodeiv1connect.JobServiceClient, spec *ho
 
 // cancelWithRetry cancels the job, retrying while the server is unreachable. It
 // returns "" when the cancel was accepted, or the code of a refusal (a job that ended
-// first is FailedPrecondition).
-func cancelWithRetry(ctx context.Context, c hodeiv1connect.JobServiceClient, id string) (string, error) {
+// first is FailedPrecondition), and the calls that failed before that answer (when
+// each began, how long it took, its error).
+func cancelWithRetry(ctx context.Context, c hodeiv1connect.JobServiceClient, id string) (string, []string, error) {
 	deadline := time.Now().Add(2 * time.Minute)
-	var last error
+	var (
+		last error
+		log  []string
+	)
 	for time.Now().Before(deadline) {
+		began := time.Now()
 		_, err := c.CancelJob(ctx, connect.NewRequest(&hodeiv1.CancelJobRequest{Id: id}))
 		if err == nil {
-			return "", nil
+			return "", log, nil
 		}
 		switch connect.CodeOf(err) {
 		case connect.CodeFailedPrecondition:
-			return connect.CodeFailedPrecondition.String(), nil
+			return connect.CodeFailedPrecondition.String(), log, nil
 		case connect.CodeInvalidArgument, connect.CodeNotFound, connect.CodePermissionDenied:
-			return "", err
+			return "", log, err
 		}
+		log = append(log, fmt.Sprintf("%s +%s: %v", began.Format("15:04:05.000"), time.Since(began).Round(time.Millisecond), err))
 		last = err
 		time.Sleep(300 * time.Millisecond)
 	}
-	return "", fmt.Errorf("gave up after 2m: %w", last)
+	return "", log, fmt.Errorf("gave up after 2m: %w", last)
 }
 
 // workerJob returns the job on the worker and its state and attempt, read from the

@@ -300,12 +300,12 @@ func runHA(t *testing.T, name string, fault func(h *haCluster, r *haReport, wind
 			if j.kind == kindCancel {
 				wg.Go(func() {
 					time.Sleep(cancelDelay[i])
-					code, err := cancelWithRetry(ctx, client, id)
+					code, log, err := cancelWithRetry(ctx, client, id)
 					if err != nil {
 						t.Errorf("cancel job %d: %v", j.seq, err)
 					}
 					mu.Lock()
-					j.cancelAt, j.cancelCode = time.Now(), code
+					j.cancelAt, j.cancelCode, j.cancelLog = time.Now(), code, log
 					mu.Unlock()
 				})
 			}

@@ -343,6 +343,14 @@ func (s *server) cleanup() {
 	if t.Failed() || os.Getenv("HODEI_E2E_VERBOSE") != "" {
 		t.Logf("hodei server log:\n%s", tail(s.log.String(), 400))
 	}
+	// HODEI_E2E_LOG_DIR keeps every server's whole log (the test log shows its tail).
+	if dir := os.Getenv("HODEI_E2E_LOG_DIR"); dir != "" {
+		name := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+
+			fmt.Sprintf("-%d.log", time.Now().UnixNano()))
+		if err := os.WriteFile(name, []byte(s.log.String()), 0o644); err != nil {
+			t.Errorf("keep the server log: %v", err)
+		}
+	}
 }
 
 // tail returns the last n lines of s.

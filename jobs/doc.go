@@ -156,8 +156,10 @@
 // Messages to workers are acknowledged (WorkerChannel): RunJob is delivered by the
 // dispatch activity, re-sent with backoff until the agent acks it (Config.DeliveryTimeout
 // per try; after deliverAttempts the saga goes on waiting, and a worker that is gone is
-// found lost). CancelJob and the RunJob of a transferred job are delivered after the
-// commit that decided them, re-sent until acked or the worker is terminated. Message
+// found lost); so is the RunJob of a job transferred to a replacement, by the recovery
+// saga's deliver activity. CancelJob (and a first copy of a transferred job's RunJob) is
+// delivered after the commit that decided it, re-sent until acked or the worker is
+// terminated. Message
 // ids are the channel's (api.Hub): the same job, attempt and round give the same id, and
 // the agent drops a copy it has seen. A worker that (re)connects is also sent its
 // pending RunJob or CancelJob.
@@ -283,6 +285,11 @@
 //	     best-effort CancelJob to the lost worker
 //	terminate-old ── DestroyWorker of the lost worker (provider.Destroy ends its process
 //	     group); the replacement too if the job ended meanwhile
+//	deliver (v2, activity) ── DeliverRun: RunJob to the replacement until the agent acks
+//	     it, as the execution saga's dispatch does. The after-commit copy above is lost
+//	     when the transfer's commit answer is (committed, callbacks never run, the retry
+//	     finds the job transferred), and a replacement that connected before the
+//	     transfer would otherwise wait for its job forever
 //
 // Compensation (a later step failing for good, e.g. the replacement never registers):
 // destroy the replacement and the lost worker, AbandonJob (job FAILED, or CANCELLED if

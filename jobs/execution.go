@@ -352,11 +352,18 @@ func (s *Service) releaseWorker(ctx context.Context, c ReleaseWorker) (Outcome, 
 	} else if ok {
 		return Outcome{WorkerState: string(domain.WorkerReady), Recycled: true}, nil
 	}
-	w, err = s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminating, s.cfg.Now(), nil)
+	moved, err := s.st.Workers().UpdateState(ctx, c.WorkerID, domain.WorkerTerminating, s.cfg.Now(), nil)
+	if errors.Is(err, domain.ErrIllegalTransition) {
+		// Read unlocked above: a concurrent DestroyWorker (a recovery's terminate-old,
+		// the cleanup) terminated it meanwhile; UpdateState read it locked.
+		if now, gerr := s.st.Workers().Get(ctx, c.WorkerID); gerr == nil && (now.State == domain.WorkerTerminating || now.State.IsTerminal()) {
+			return skipped(nil, now, "worker already released"), nil
+		}
+	}
 	if err != nil {
 		return Outcome{}, err
 	}
-	return Outcome{WorkerState: string(w.State)}, nil
+	return Outcome{WorkerState: string(moved.State)}, nil
 }
 
 func (s *Service) assignWorker(ctx context.Context, c AssignWorker) (Outcome, error) {

@@ -269,6 +269,9 @@ type envOpts struct {
 	// alone); strategy is the Service's Config.ProviderStrategy.
 	providers func(t *testing.T, cloud *fakeCloud) *provider.Registry
 	strategy  jobs.Strategy
+	// wrap, if set, wraps the store the engine, the bus and the Service use (fault
+	// injection: lossyStore).
+	wrap func(st store.Store) store.Store
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -293,9 +296,13 @@ func (e *env) start(o envOpts) {
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	// Wired as server.Run wires it: the engine's steps dispatch through the in-transaction
 	// chain; jobs.New builds the Service's own chains from the same constructors.
-	chain := command.ChainConfig{Idempotency: command.StoreDeps(e.st), Logger: logger}
+	var st store.Store = e.st
+	if o.wrap != nil {
+		st = o.wrap(st)
+	}
+	chain := command.ChainConfig{Idempotency: command.StoreDeps(st), Logger: logger}
 	d := command.InTxChain(bus, chain)
-	eng, err := saga.New(e.st, reg, d, saga.Config{PollInterval: 20 * time.Millisecond,
+	eng, err := saga.New(st, reg, d, saga.Config{PollInterval: 20 * time.Millisecond,
 		Lease: 10 * time.Second, Concurrency: 8, Logger: logger, ActivityDispatcher: command.ActivityChain(bus, chain)})
 	if err != nil {
 		t.Fatal(err)
@@ -308,13 +315,13 @@ func (e *env) start(o envOpts) {
 	}
 	var leader jobs.Leadership
 	if o.leader != nil {
-		leader = o.leader(e.st)
+		leader = o.leader(st)
 	}
 	providers := newProviders(t, e.cloud)
 	if o.providers != nil {
 		providers = o.providers(t, e.cloud)
 	}
-	svc, err := jobs.New(e.st, bus, eng, providers, e.cloud, jobs.Config{ServerURL: "http://127.0.0.1:1",
+	svc, err := jobs.New(st, bus, eng, providers, e.cloud, jobs.Config{ServerURL: "http://127.0.0.1:1",
 		Leader: leader, ProviderStrategy: o.strategy, Pools: o.pools,
 		Capacity: capacity, RegistrationTimeout: o.regTimeout, SchedulerPoll: 50 * time.Millisecond,
 		SweepInterval: 100 * time.Millisecond,

@@ -437,7 +437,13 @@ func recoveryDispatch(ctx context.Context, sc *saga.StepContext, cmd command.Com
 	return command.Dispatch[RecoveryOutcome](ctx, sc, cmd)
 }
 
-func recoverySaga() saga.Definition {
+// recoverySaga is the recovery saga at version v. Version 2 adds the deliver activity
+// (last, after terminate-old): the transfer's own after-commit delivery of RunJob is lost when its
+// transaction's commit answer is (the commit happened, the callbacks did not run, and
+// the step's retry finds the transfer done), and a replacement that connected before
+// the transfer would then wait for its job forever. Version 1 stays registered for the
+// sagas that started on it.
+func recoverySaga(version int) saga.Definition {
 	type state struct {
 		in      recoveryInput
 		reserve RecoveryOutcome
@@ -451,7 +457,7 @@ func recoverySaga() saga.Definition {
 		}
 		return st.reserve.WorkerID, st.reserve.Attempt
 	}
-	load := func(sc *saga.StepContext) (state, error) {
+	load := func(sc stepReader) (state, error) {
 		var st state
 		if err := sc.Input(&st.in); err != nil {
 			return st, err
@@ -468,7 +474,7 @@ func recoverySaga() saga.Definition {
 		return st, nil
 	}
 	done := func(st state) bool { return st.reserve.Skipped || st.reserve.Exhausted }
-	return saga.Definition{Name: SagaRecovery, Version: 1, Steps: []saga.Step{
+	steps := []saga.Step{
 		{
 			Name: "reserve-replacement",
 			Do: func(ctx context.Context, sc *saga.StepContext) (any, error) {
@@ -550,5 +556,33 @@ func recoverySaga() saga.Definition {
 				return dispatch(ctx, sc, DestroyWorker{Key: sc.Key(), WorkerID: st.in.LostWorkerID, Reason: "worker lost"})
 			},
 		},
-	}}
+	}
+	if version >= 2 {
+		// RunJob reaches the replacement, acknowledged, whatever became of the
+		// transfer's after-commit delivery (the agent drops the second copy: same
+		// message id). Past deliverAttempts the saga goes on: a replacement that is gone
+		// is found lost, one that reconnects gets its job then (PendingRun).
+		deliver := saga.Step{
+			Name:  "deliver",
+			Retry: saga.RetryPolicy{MaxAttempts: deliverAttempts, Initial: 100 * time.Millisecond, Max: 5 * time.Second},
+			Activity: func(ctx context.Context, ac *saga.ActivityContext) (any, error) {
+				st, err := load(ac)
+				if err != nil || done(st) || st.xfer.Aborted || st.xfer.WorkerID == "" {
+					return nil, err
+				}
+				// A failed delivery never fails the recovery (its compensation would fail
+				// the job): every error is retried, and the last one recorded.
+				o, err := dispatch(ctx, ac, DeliverRun{Key: ac.Key(), JobID: st.in.JobID, WorkerID: st.xfer.WorkerID})
+				if err != nil && ac.Attempt() >= deliverAttempts {
+					return dispatchOutput{NotDelivered: err.Error()}, nil
+				}
+				if err != nil && !command.IsTransient(err) {
+					err = command.Transient(err)
+				}
+				return dispatchOutput{Outcome: o}, err
+			},
+		}
+		steps = append(steps, deliver) // after terminate-old: that step's timing is v1's
+	}
+	return saga.Definition{Name: SagaRecovery, Version: version, Steps: steps}
 }

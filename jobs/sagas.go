@@ -33,11 +33,12 @@ func SagaTypes() []string {
 // Version 2 of the provisioning, execution and timeout sagas runs their provider calls
 // and worker messages as activities (outside any transaction); version 1, whose steps
 // made them inside the step's transaction, stays registered so that sagas started on
-// it finish on its steps (new sagas start on the latest version).
+// it finish on its steps (new sagas start on the latest version). Version 2 of the
+// recovery saga delivers RunJob to the replacement in an activity (recovery.go).
 func RegisterSagas(reg *saga.Registry) error {
-	defs := []saga.Definition{cancellationSaga(), recoverySaga() /* recovery.go */, warmWorkerSaga() /* warm.go */}
+	defs := []saga.Definition{cancellationSaga(), warmWorkerSaga() /* warm.go */}
 	for _, v := range []int{1, 2} {
-		defs = append(defs, provisioningSaga(v), executionSaga(v), timeoutSaga(v) /* timeout.go */)
+		defs = append(defs, provisioningSaga(v), executionSaga(v), timeoutSaga(v) /* timeout.go */, recoverySaga(v) /* recovery.go */)
 	}
 	for _, d := range defs {
 		if err := reg.Register(d); err != nil {

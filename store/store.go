@@ -31,6 +31,22 @@ var (
 	ErrInvalidPageToken = errors.New("store: invalid page token")
 )
 
+// LostRace reports whether err is a transaction the database aborted because it lost
+// to a concurrent one (SQLSTATE 40001 serialization_failure, 40P01 deadlock_detected):
+// nothing of it was written, and running the whole transaction again can succeed.
+// Drivers' errors expose their SQLSTATE through a SQLState method (pgconn.PgError does).
+func LostRace(err error) bool {
+	var se interface{ SQLState() string }
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.SQLState() {
+	case "40001", "40P01":
+		return true
+	}
+	return false
+}
+
 // txMarker is the context key InTransaction looks for (a private type, so no other
 // package can set or collide with it).
 type txMarker struct{}
