@@ -16,6 +16,7 @@ import (
 
 	"github.com/hodei-jobs/hodei/command"
 	"github.com/hodei-jobs/hodei/domain"
+	"github.com/hodei-jobs/hodei/internal/backoff"
 	"github.com/hodei-jobs/hodei/messaging"
 )
 
@@ -151,7 +152,8 @@ func (o *Orchestrator) Handle(ctx context.Context, data []byte) (created bool, e
 }
 
 // Run consumes HODEI_EVENTS (the routed subjects) until ctx ends, then returns nil.
-// An event is acknowledged once its saga exists; a failure is redelivered after
+// Creating its durable consumer is retried with backoff while NATS does not answer. An
+// event is acknowledged once its saga exists; a failure is redelivered after
 // RetryDelay; an undecodable event is terminated (logged).
 func (o *Orchestrator) Run(ctx context.Context) error {
 	subjects := make([]string, 0, len(o.routes))
@@ -166,11 +168,28 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 		// acknowledge those without a route (Handle ignores them).
 		cc.FilterSubjects, cc.FilterSubject = nil, messaging.EventsSubjectPrefix+">"
 	}
-	cons, err := messaging.EnsureConsumer(ctx, o.js, messaging.EventsStream, cc)
-	if err != nil {
-		return fmt.Errorf("jobs: orchestrator: consumer %s: %w", o.cfg.Durable, err)
-	}
 	log := o.cfg.Logger.With("component", "orchestrator")
+	// The consumer is retried until it exists: a NATS cluster electing a new stream
+	// leader (a node died, the cluster restarts) answers nothing for a few seconds, and
+	// that must not stop this replica (the events wait in the stream meanwhile).
+	var cons jetstream.Consumer
+	pace := backoff.Pacer{Base: 200 * time.Millisecond, Max: 5 * time.Second}
+	for {
+		var err error
+		if cons, err = messaging.EnsureConsumer(ctx, o.js, messaging.EventsStream, cc); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		delay := pace.Next()
+		log.Warn("event consumer not ready; trying again", "consumer", o.cfg.Durable, "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+	}
 	consuming, err := cons.Consume(func(m jetstream.Msg) {
 		// The event's trace context (outbox.JetStreamPublisher copies it into the
 		// headers): the saga it starts joins the trace of the code that wrote it.

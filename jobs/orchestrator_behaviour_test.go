@@ -166,3 +166,58 @@ func TestOrchestratorRunSurvivesBadEvents(t *testing.T) {
 		t.Fatalf("the undecodable event was handled %d times, want once (dropped, not redelivered)", n)
 	}
 }
+
+// Run started while its stream does not answer (here: not created yet, as while a NATS
+// cluster elects a new leader) does not return: it creates its consumer once it can and
+// then starts the sagas of the events. Before, the error stopped the whole server.
+func TestOrchestratorRunWaitsForItsStream(t *testing.T) {
+	e := newEnv(t, envOpts{manual: true})
+	ctx := e.ctx()
+	nsrv, err := messaging.StartEmbedded(ctx, messaging.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nsrv.Shutdown)
+	nc, js, err := messaging.Connect(ctx, nsrv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	logs := &syncBuffer{}
+	o, err := jobs.NewOrchestrator(js, e.svc.OrchestratorRoutes(), jobs.OrchestratorConfig{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	octx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- o.Run(octx) }()
+	defer stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "event consumer not ready; trying again") {
+		select {
+		case err := <-ran:
+			t.Fatalf("Run returned while its stream did not exist: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no retry logged; log:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := messaging.EnsureStreams(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	j, old := e.runningOn(spec(nil))
+	lost := encodeEvent(t, jobs.EventJobWorkerLost, j.ID, map[string]any{"worker_id": old, "attempt": 1, "reason": "test"})
+	if _, err := js.Publish(ctx, messaging.EventSubject(jobs.EventJobWorkerLost), lost); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSaga(jobs.RecoverySagaID(j.ID, 1), saga.StateCompleted)
+	if _, started := o.Stats(); started != 1 {
+		t.Fatalf("%d sagas started, want 1", started)
+	}
+	stop()
+	if err := <-ran; err != nil {
+		t.Errorf("Run after the stream came: %v", err)
+	}
+}
