@@ -35,8 +35,14 @@ type Config struct {
 	// Jitter spreads each retry delay by ± this fraction (default 0.1; negative: none).
 	Jitter float64
 	// MaxAttempts is used for rows without their own max_attempts (default 5). After that
-	// many failed attempts a row goes to DEAD_LETTER.
+	// many failed attempts a command row goes to DEAD_LETTER. Event rows are never given
+	// up for a failure that is not permanent (NATS unreachable, a stream without a
+	// leader): an event is a fact already committed, and some start the only saga that
+	// will ever act on it (job.worker_lost starts a recovery).
 	MaxAttempts int
+	// EventMaxBackoff caps the retry delay of event rows (default 30s), so that events
+	// flow again soon after NATS is back, however long it was away.
+	EventMaxBackoff time.Duration
 	// ReapInterval is how often expired leases are returned (default 10s).
 	ReapInterval time.Duration
 	// Concurrency bounds the commands of one batch dispatched at the same time
@@ -88,6 +94,9 @@ func (c *Config) setDefaults() {
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 5
 	}
+	if c.EventMaxBackoff == 0 {
+		c.EventMaxBackoff = 30 * time.Second
+	}
 	if c.ReapInterval == 0 {
 		c.ReapInterval = 10 * time.Second
 	}
@@ -120,6 +129,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("outbox: Config.MaxBackoff %s is below BaseBackoff %s", c.MaxBackoff, c.BaseBackoff)
 	case c.Jitter > 1:
 		return fmt.Errorf("outbox: Config.Jitter %g above 1", c.Jitter)
+	case c.EventMaxBackoff < 0:
+		return fmt.Errorf("outbox: Config.EventMaxBackoff %s is negative", c.EventMaxBackoff)
 	case c.MaxAttempts < 1:
 		return fmt.Errorf("outbox: Config.MaxAttempts %d below 1", c.MaxAttempts)
 	case c.ReapInterval < time.Millisecond:

@@ -29,7 +29,9 @@
 // Backoff is command.Backoff: min(BaseBackoff·2^(n-1), MaxBackoff) ± Jitter after the n-th
 // failure. Permanent errors (Permanent(err), command.ErrHandlerNotFound, a payload that
 // does not decode) go straight to DEAD_LETTER; every other error is retried, transient
-// or not, because the outbox is the durability layer. ListDeadLetters and Requeue are the
+// or not, because the outbox is the durability layer. An event row is retried for as
+// long as it takes (NATS may be away for minutes), with its delay capped at
+// Config.EventMaxBackoff; only a command row runs out of attempts. ListDeadLetters and Requeue are the
 // operator's tools.
 //
 // # Delivery

@@ -161,3 +161,49 @@ func TestPublishWithoutAckFailsAfterAckTimeout(t *testing.T) {
 		t.Fatalf("the events never reached the subscriber: %v", err)
 	}
 }
+
+// An event that cannot be published for longer than its attempts allow (here: no
+// stream takes it, as while NATS is away) is never dead-lettered: it is retried at
+// least every EventMaxBackoff, and reaches JetStream once a stream takes it.
+func TestEventIsRetriedUntilNATSTakesIt(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	st := pgtest.NewStore(t)
+	e, err := messaging.StartEmbedded(ctx, messaging.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	nc, js, err := messaging.Connect(ctx, e.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	pub := outbox.NewJetStreamPublisher(js)
+	pub.AckTimeout = 200 * time.Millisecond
+	// With MaxBackoff alone the 8th attempt would come after ~5 s; the event cap makes
+	// it ~0.7 s.
+	r := newRelay(t, st.Outbox(), newRecorder(nil), pub, outbox.Config{PollInterval: 10 * time.Millisecond,
+		BaseBackoff: 20 * time.Millisecond, MaxBackoff: 10 * time.Second, EventMaxBackoff: 100 * time.Millisecond,
+		Jitter: -1, MaxAttempts: 2})
+	id, err := outbox.PublishEvent(ctx, st.Outbox(), "job", "worker_lost", "job-1/worker_lost", map[string]string{"job_id": "job-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runRelay(t, r)
+	eventually(t, 4*time.Second, "eight failed attempts of the event", func() bool {
+		m := getRow(t, st.Outbox(), id)
+		if m.Status == store.OutboxDeadLetter {
+			t.Fatalf("event dead-lettered after %d attempts (%s)", m.Attempts, m.LastError)
+		}
+		return m.Attempts >= 8
+	})
+	if err := messaging.EnsureStreams(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the event completed", func() bool {
+		return getRow(t, st.Outbox(), id).Status == store.OutboxCompleted
+	})
+	if n := streamMsgs(t, js); n != 1 {
+		t.Fatalf("%d messages in the stream, want 1", n)
+	}
+}

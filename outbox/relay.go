@@ -313,7 +313,7 @@ func (r *Relay) settle(ctx context.Context, msgs []*store.OutboxMessage, results
 }
 
 // fail schedules a retry of m, or dead-letters it when its attempts are spent or the
-// error is permanent. m.Attempts already counts the attempt that failed (Claim
+// error is permanent (an event row only for a permanent error: Config.MaxAttempts). m.Attempts already counts the attempt that failed (Claim
 // incremented it), so the n-th failure waits Backoff(n-1): BaseBackoff first.
 func (r *Relay) fail(ctx context.Context, m *store.OutboxMessage, cause error) {
 	maxAttempts := m.MaxAttempts
@@ -321,9 +321,15 @@ func (r *Relay) fail(ctx context.Context, m *store.OutboxMessage, cause error) {
 		maxAttempts = r.cfg.MaxAttempts
 	}
 	dead := IsPermanent(cause) || m.Attempts >= maxAttempts
+	maxBackoff := r.cfg.MaxBackoff
+	if m.Kind == store.KindEvent && !IsPermanent(cause) {
+		// Never given up, and retried at least every EventMaxBackoff (Config).
+		dead = false
+		maxBackoff = min(maxBackoff, max(r.cfg.EventMaxBackoff, r.cfg.BaseBackoff))
+	}
 	var retryAt time.Time
 	if !dead {
-		retryAt = r.cfg.Now().Add(command.Backoff(m.Attempts-1, r.cfg.BaseBackoff, r.cfg.MaxBackoff, r.cfg.Jitter, r.cfg.Rand))
+		retryAt = r.cfg.Now().Add(command.Backoff(m.Attempts-1, r.cfg.BaseBackoff, maxBackoff, r.cfg.Jitter, r.cfg.Rand))
 	}
 	if err := r.st.Fail(ctx, r.cfg.RelayID, m.ID, cause.Error(), retryAt, dead); err != nil {
 		r.cfg.Logger.Warn("outbox: recording a failure failed; the row will be redelivered after the lease",
