@@ -83,6 +83,21 @@ type chaosJob struct {
 	cancelAt   time.Time // kindCancel: when the test cancelled it
 	cancelCode string    // kindCancel: "" (accepted) or the refusal's code
 	cancelLog  []string  // kindCancel: the calls that failed before the answer
+	cancelTook time.Duration
+}
+
+// logSlowCancels logs every cancel whose answer took over 3 s (the server restarts in
+// under one): a cancel that hangs lets its job run on (a cancelled job once ended
+// SUCCEEDED after its cancel waited ~30 s), so the report shows them even when no
+// outcome is wrong.
+func logSlowCancels(t testing.TB, jobs []*chaosJob) {
+	t.Helper()
+	for _, cj := range jobs {
+		if cj.kind == kindCancel && cj.cancelTook > 3*time.Second {
+			t.Logf("slow cancel: job %d (%s) answered %q after %s, %d failed calls: %s", cj.seq, cj.id,
+				cj.cancelCode, cj.cancelTook.Round(time.Millisecond), len(cj.cancelLog), strings.Join(cj.cancelLog, "; "))
+		}
+	}
 }
 
 // workerKill is one worker process the test SIGKILLed.
@@ -184,12 +199,14 @@ func testChaos(t *testing.T, b backend, variant chaosVariant) {
 				go func() {
 					defer wg.Done()
 					time.Sleep(cancelDelay[i])
+					asked := time.Now()
 					code, log, err := cancelWithRetry(ctx, client, id)
 					if err != nil {
 						t.Errorf("cancel job %d: %v", j.seq, err)
 					}
 					mu.Lock()
 					j.cancelAt, j.cancelCode, j.cancelLog = time.Now(), code, log
+					j.cancelTook = j.cancelAt.Sub(asked)
 					mu.Unlock()
 				}()
 			}
@@ -294,6 +311,7 @@ func testChaos(t *testing.T, b backend, variant chaosVariant) {
 		}
 	}
 
+	logSlowCancels(t, jobs)
 	// The transitions of every job, from the job events in the outbox.
 	trans := s.jobTransitions()
 	for _, j := range all {

@@ -300,12 +300,14 @@ func runHA(t *testing.T, name string, fault func(h *haCluster, r *haReport, wind
 			if j.kind == kindCancel {
 				wg.Go(func() {
 					time.Sleep(cancelDelay[i])
+					asked := time.Now()
 					code, log, err := cancelWithRetry(ctx, client, id)
 					if err != nil {
 						t.Errorf("cancel job %d: %v", j.seq, err)
 					}
 					mu.Lock()
 					j.cancelAt, j.cancelCode, j.cancelLog = time.Now(), code, log
+					j.cancelTook = j.cancelAt.Sub(asked)
 					mu.Unlock()
 				})
 			}
@@ -400,6 +402,7 @@ func (h *haCluster) check(r *haReport, jobs []*chaosJob, all []*hodeiv1.Job, run
 			r.manual = append(r.manual, fmt.Sprintf("%s %s: %s", cj.kind, j.GetId(), j.GetLastError()))
 		}
 	}
+	logSlowCancels(t, jobs)
 	trans := s.jobTransitions()
 	for _, j := range all {
 		ends := 0

@@ -19,7 +19,7 @@ import (
 // kubeAgentImage builds the static hodei-agent into an image FROM scratch holding only
 // it as the entrypoint (what make agent-image writes), imports it into the node and
 // returns its reference.
-func kubeAgentImage(t *testing.T, c *kubetest.Cluster) string {
+func kubeAgentImage(t testing.TB, c *kubetest.Cluster) string {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "hodei-agent")
@@ -47,7 +47,7 @@ func kubeAgentImage(t *testing.T, c *kubetest.Cluster) string {
 	return "hodei/agent-e2e:v1"
 }
 
-func hodeiBinModDir(t *testing.T) string {
+func hodeiBinModDir(t testing.TB) string {
 	t.Helper()
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
@@ -58,7 +58,7 @@ func hodeiBinModDir(t *testing.T) string {
 
 // startKubeDev starts `hodei dev --provider kubernetes` on the test cluster's node, in
 // namespace ns, with host-network pods.
-func startKubeDev(t *testing.T, c *kubetest.Cluster, ns, agent string, extra ...string) *server {
+func startKubeDev(t testing.TB, c *kubetest.Cluster, ns, agent string, extra ...string) *server {
 	t.Helper()
 	args := append([]string{"--provider", "kubernetes", "--kubeconfig", c.Kubeconfig, "--kube-namespace", ns,
 		"--kube-agent-image", agent, "--kube-host-network", "--kube-max-workers", "3",
@@ -67,7 +67,7 @@ func startKubeDev(t *testing.T, c *kubetest.Cluster, ns, agent string, extra ...
 }
 
 // workerObjects counts the worker pods and Secrets left in ns.
-func workerObjects(t *testing.T, c *kubetest.Cluster, ns string) (pods, secrets int) {
+func workerObjects(t testing.TB, c *kubetest.Cluster, ns string) (pods, secrets int) {
 	t.Helper()
 	ctx := context.Background()
 	pl, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "hodei.worker"})

@@ -137,7 +137,7 @@ func forEachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
 // server is one platform process, `hodei server` or `hodei dev` (restartable on the
 // same address, database and data directory).
 type server struct {
-	t          *testing.T
+	t          testing.TB
 	backend    backend
 	dbURL      string // backendPostgres only
 	dataDir    string
@@ -160,13 +160,13 @@ type server struct {
 // directory (dev) with the given capacity (0: the default). It is stopped with SIGTERM
 // at the end of the test (which must make it exit), leftover workers are killed and
 // reported, and its log is printed if the test failed.
-func startServer(t *testing.T, b backend, maxWorkers int) *server {
+func startServer(t testing.TB, b backend, maxWorkers int) *server {
 	t.Helper()
 	return startServerArgs(t, b, maxWorkers)
 }
 
 // startServerArgs is startServer with more flags for `hodei server` / `hodei dev`.
-func startServerArgs(t *testing.T, b backend, maxWorkers int, extra ...string) *server {
+func startServerArgs(t testing.TB, b backend, maxWorkers int, extra ...string) *server {
 	t.Helper()
 	s := newServer(t, b, maxWorkers, extra...)
 	s.startProcess()
@@ -175,7 +175,7 @@ func startServerArgs(t *testing.T, b backend, maxWorkers int, extra ...string) *
 
 // newServer is startServerArgs without the start: the caller sets more fields (client,
 // cliEnv) and calls startProcess.
-func newServer(t *testing.T, b backend, maxWorkers int, extra ...string) *server {
+func newServer(t testing.TB, b backend, maxWorkers int, extra ...string) *server {
 	t.Helper()
 	s := &server{
 		extraArgs:  extra,
