@@ -86,19 +86,21 @@ type chaosJob struct {
 	cancelTook time.Duration
 }
 
-// logSlowCancels logs every cancel whose answer took over 3 s (the server restarts in
+// slowCancels describes every cancel whose answer took over 3 s (the server restarts in
 // under one): a cancel that hangs lets its job run on (a cancelled job once ended
-// SUCCEEDED after its cancel waited ~30 s), so the report shows them even when no
+// SUCCEEDED after its cancel waited ~30 s), so the report lists them even when no
 // outcome is wrong.
-func logSlowCancels(t testing.TB, jobs []*chaosJob) {
-	t.Helper()
+func slowCancels(jobs []*chaosJob) []string {
+	var out []string
 	for _, cj := range jobs {
 		if cj.kind == kindCancel && cj.cancelTook > 3*time.Second {
-			t.Logf("slow cancel: job %d (%s) answered %q after %s, %d failed calls: %s", cj.seq, cj.id,
-				cj.cancelCode, cj.cancelTook.Round(time.Millisecond), len(cj.cancelLog), strings.Join(cj.cancelLog, "; "))
+			out = append(out, fmt.Sprintf("job %d (%s) answered %q after %s, %d failed calls: %s", cj.seq, cj.id,
+				cj.cancelCode, cj.cancelTook.Round(time.Millisecond), len(cj.cancelLog), strings.Join(cj.cancelLog, "; ")))
 		}
 	}
+	return out
 }
+
 
 // workerKill is one worker process the test SIGKILLed.
 type workerKill struct {
@@ -311,7 +313,7 @@ func testChaos(t *testing.T, b backend, variant chaosVariant) {
 		}
 	}
 
-	logSlowCancels(t, jobs)
+	r.slowCancels = slowCancels(jobs)
 	// The transitions of every job, from the job events in the outbox.
 	trans := s.jobTransitions()
 	for _, j := range all {
@@ -720,6 +722,7 @@ type chaosReport struct {
 	leftContainers               int
 	outboxRows                   int
 	deadLetters                  []string
+	slowCancels                  []string
 	submitted, ended             time.Duration
 }
 
@@ -759,6 +762,9 @@ func (r chaosReport) String() string {
 	}
 	for _, s := range r.manual {
 		fmt.Fprintf(&b, "    manual intervention: %s\n", s)
+	}
+	for _, s := range r.slowCancels {
+		fmt.Fprintf(&b, "    slow cancel: %s\n", s)
 	}
 	fmt.Fprintf(&b, "  processes left: %d; containers left: %d; outbox rows: %d, stuck: %d, dead letters: %d\n",
 		r.leftProcesses, r.leftContainers, r.outboxRows, r.stuckOutbox, len(r.deadLetters))

@@ -402,7 +402,7 @@ func (h *haCluster) check(r *haReport, jobs []*chaosJob, all []*hodeiv1.Job, run
 			r.manual = append(r.manual, fmt.Sprintf("%s %s: %s", cj.kind, j.GetId(), j.GetLastError()))
 		}
 	}
-	logSlowCancels(t, jobs)
+	r.slowCancels = slowCancels(jobs)
 	trans := s.jobTransitions()
 	for _, j := range all {
 		ends := 0
