@@ -195,6 +195,33 @@ func TestWarmWorkersSurviveRestartAndAssignmentIsDurable(t *testing.T) {
 	}
 }
 
+// TestStaleIdleWorkerGetsNoJob: an idle pool worker not heard of for longer than
+// Config.IdleStaleAfter (10 s by default) gets no job: a server that stopped took its
+// local agents with it, their rows stay READY, and a job given to one failed 15 s later
+// as lost. The job runs on another worker.
+func TestStaleIdleWorkerGetsNoJob(t *testing.T) {
+	e := newEnv(t, envOpts{capacity: 3, pools: []jobs.PoolConfig{{Name: "p", Provider: "fake", MinIdle: 1, MaxIdle: 1, MaxJobsPerWorker: 5}}})
+	stale := e.waitIdle("p", 1)[0]
+	e.clock.Advance(11 * time.Second) // no heartbeat from it meanwhile
+	j := e.submit(spec(nil))
+	if done := e.waitJob(j.ID, domain.JobSucceeded); done.WorkerID == stale {
+		t.Fatalf("job ran on the idle worker %s not heard of for 11 s", stale)
+	}
+	// Heard of again, it takes jobs again.
+	if err := e.svc.Heartbeat(e.ctx(), stale, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ran := false
+	for range 4 {
+		j := e.submit(spec(nil))
+		ran = ran || e.waitJob(j.ID, domain.JobSucceeded).WorkerID == stale
+		e.waitSaga(jobs.ExecutionSagaID(j.ID), "COMPLETED")
+	}
+	if !ran {
+		t.Fatalf("the idle worker %s never got a job after its heartbeat", stale)
+	}
+}
+
 // TestIdleTTLRetiresWorkersAboveMinIdle: a pool restarted with min_idle 1 and an
 // idle_ttl of 1s keeps one of its 3 idle workers once they have been idle longer.
 func TestIdleTTLRetiresWorkersAboveMinIdle(t *testing.T) {
