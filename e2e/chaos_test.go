@@ -101,7 +101,6 @@ func slowCancels(jobs []*chaosJob) []string {
 	return out
 }
 
-
 // workerKill is one worker process the test SIGKILLed.
 type workerKill struct {
 	at        time.Time
