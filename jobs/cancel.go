@@ -107,26 +107,63 @@ func (s *Service) Cancel(ctx context.Context, jobID, reason string) (*domain.Job
 	if reason == "" {
 		reason = "cancelled by user"
 	}
+	var (
+		out *domain.Job
+		err error
+	)
+	// The job is read unlocked, and the path taken depends on its state: when it moves
+	// meanwhile (the scheduler takes a PENDING job, a recovery puts a RUNNING one back to
+	// PENDING), the transaction is rolled back and run again on the new state. Before,
+	// such a cancel was refused as "illegal transition PROVISIONING → CANCELLED"
+	// (FailedPrecondition, as if the job had ended) and the job ran on.
+	var nc *NotCancellableError
+	for try := 1; ; try++ {
+		out, err = s.cancelOnce(ctx, jobID, reason)
+		if errors.As(err, &nc) {
+			return nil, nc
+		}
+		if errors.Is(err, domain.ErrIllegalTransition) { // a worker or job moved under us
+			err = fmt.Errorf("%w (%v)", errJobMoved, err) // not %w: it would read as FailedPrecondition
+		}
+		if !errors.Is(err, errJobMoved) || try == 5 {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jobs: cancel %s: %w", jobID, err)
+	}
+	return out, nil
+}
+
+// errJobMoved: the job's state changed between Cancel's read and its move; Cancel runs
+// again (a conflict, Aborted in the API, once it gives up).
+var errJobMoved = fmt.Errorf("job changed state while being cancelled: %w", store.ErrConflict)
+
+// cancelOnce is one try of Cancel, in one transaction.
+func (s *Service) cancelOnce(ctx context.Context, jobID, reason string) (*domain.Job, error) {
 	var out *domain.Job
 	err := s.st.InTx(ctx, func(ctx context.Context) error {
 		j, err := s.st.Jobs().Get(ctx, jobID)
 		if err != nil {
 			return err
 		}
-		setReason := func(j *domain.Job) { j.LastError = reason }
+		move := func(to domain.JobState) (*domain.Job, error) { return s.moveFrom(ctx, j, to, reason) }
 		switch j.State {
 		case domain.JobCancelling:
 			out = j
 			return nil
 		case domain.JobPending:
-			if out, err = s.moveJob(ctx, jobID, domain.JobCancelled, reason, setReason); err != nil {
+			if out, err = move(domain.JobCancelled); err != nil {
 				return err
 			}
 			return s.signalExecution(ctx, jobID, SignalAborted, abortedSignal{Reason: reason})
 		case domain.JobProvisioning:
+			if _, err := move(domain.JobCancelling); err != nil {
+				return err
+			}
 			return s.cancelProvisioning(ctx, j, reason, &out)
 		case domain.JobAssigned, domain.JobRunning:
-			if out, err = s.moveJob(ctx, jobID, domain.JobCancelling, reason, setReason); err != nil {
+			if out, err = move(domain.JobCancelling); err != nil {
 				return err
 			}
 			in := cancellationInput{JobID: jobID, WorkerID: j.WorkerID, Reason: reason, Grace: s.cfg.CancelGrace}
@@ -136,22 +173,28 @@ func (s *Service) Cancel(ctx context.Context, jobID, reason string) (*domain.Job
 			return &NotCancellableError{JobID: jobID, State: j.State}
 		}
 	})
-	var nc *NotCancellableError
-	if errors.As(err, &nc) {
-		return nil, nc
-	}
-	if err != nil {
-		return nil, fmt.Errorf("jobs: cancel %s: %w", jobID, err)
-	}
-	return out, nil
+	return out, err
 }
 
-// cancelProvisioning ends a job that has a reserved worker but no assignment yet.
+// moveFrom moves job read to state to, with reason as its last error, if once locked it
+// is still in read's state, attempt and worker; errJobMoved (rolling the transaction
+// back) if it is not.
+func (s *Service) moveFrom(ctx context.Context, read *domain.Job, to domain.JobState, reason string) (*domain.Job, error) {
+	moved := false
+	j, err := s.moveJob(ctx, read.ID, to, reason, func(j *domain.Job) {
+		moved = j.State != read.State || j.Attempt != read.Attempt || j.WorkerID != read.WorkerID
+		j.LastError = reason
+	})
+	if err == nil && moved {
+		return nil, errJobMoved
+	}
+	return j, err
+}
+
+// cancelProvisioning ends a job that has a reserved worker but no assignment yet (and
+// that the caller moved to CANCELLING).
 func (s *Service) cancelProvisioning(ctx context.Context, j *domain.Job, reason string, out **domain.Job) error {
 	setReason := func(j *domain.Job) { j.LastError = reason }
-	if _, err := s.moveJob(ctx, j.ID, domain.JobCancelling, reason, setReason); err != nil {
-		return err
-	}
 	var err error
 	if *out, err = s.moveJob(ctx, j.ID, domain.JobCancelled, reason, setReason); err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/hodei-jobs/hodei/jobs"
 	"github.com/hodei-jobs/hodei/provider"
 	"github.com/hodei-jobs/hodei/saga"
+	"github.com/hodei-jobs/hodei/store"
 )
 
 // newEnvWith is newEnv with the provider replaced (wrap gets the fake cloud, which
@@ -273,4 +275,56 @@ func TestCancellationCommandsRegistered(t *testing.T) {
 		t.Fatal(err)
 	}
 	commandtest.CheckRegistered(t, bus, jobs.CancellationCommands()...)
+}
+
+// staleStore returns, once, an older copy of a job from Jobs().Get: what Cancel reads
+// when the job moves right after its (unlocked) read.
+type staleStore struct {
+	store.Store
+	stale atomic.Pointer[domain.Job]
+}
+
+type staleJobs struct {
+	store.JobStore
+	s *staleStore
+}
+
+func (s *staleStore) Jobs() store.JobStore { return staleJobs{s.Store.Jobs(), s} }
+
+func (j staleJobs) Get(ctx context.Context, id string) (*domain.Job, error) {
+	if old := j.s.stale.Load(); old != nil && old.ID == id && j.s.stale.CompareAndSwap(old, nil) {
+		cp := *old
+		return &cp, nil
+	}
+	return j.JobStore.Get(ctx, id)
+}
+
+// A job read PENDING by Cancel that the scheduler took meanwhile (PROVISIONING) is
+// cancelled on its new state. Before, the cancel was refused as an illegal transition
+// PROVISIONING → CANCELLED (FailedPrecondition: "already ended") and the job ran on;
+// the chaos test saw a cancelled job end SUCCEEDED.
+func TestCancelOfAJobThatMovedMeanwhile(t *testing.T) {
+	stale := &staleStore{}
+	e := newEnv(t, envOpts{manual: true, wrap: func(st store.Store) store.Store { stale.Store = st; return stale }})
+	ctx := e.ctx()
+	j, err := e.svc.Submit(ctx, spec(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := e.waitJob(j.ID, domain.JobProvisioning)
+	read := *p
+	read.State, read.WorkerID = domain.JobPending, ""
+	stale.stale.Store(&read)
+	got, err := e.svc.Cancel(ctx, j.ID, "")
+	if err != nil || got.State != domain.JobCancelled {
+		t.Fatalf("Cancel = %+v, %v; want CANCELLED", got, err)
+	}
+	if stale.stale.Load() != nil {
+		t.Fatal("Cancel did not read the stale copy: the test injected nothing")
+	}
+	if destroyed, _ := e.cloud.waitDestroyed(p.WorkerID); !destroyed {
+		t.Fatalf("reserved worker %s not destroyed", p.WorkerID)
+	}
+	e.waitSaga(jobs.ExecutionSagaID(j.ID), saga.StateCompleted)
+	e.waitJob(j.ID, domain.JobCancelled)
 }
