@@ -438,11 +438,11 @@ func recoveryDispatch(ctx context.Context, sc *saga.StepContext, cmd command.Com
 }
 
 // recoverySaga is the recovery saga at version v. Version 2 adds the deliver activity
-// (last, after terminate-old): the transfer's own after-commit delivery of RunJob is lost when its
-// transaction's commit answer is (the commit happened, the callbacks did not run, and
-// the step's retry finds the transfer done), and a replacement that connected before
-// the transfer would then wait for its job forever. Version 1 stays registered for the
-// sagas that started on it.
+// (last, after terminate-old): the transfer's own after-commit delivery of RunJob is
+// lost when its transaction's commit answer is (the commit happened, the callbacks did
+// not run, and the step's retry finds the transfer done), and a replacement that
+// connected before the transfer would then wait for its job forever. Version 1 stays
+// registered for the sagas that started on it.
 func recoverySaga(version int) saga.Definition {
 	type state struct {
 		in      recoveryInput
