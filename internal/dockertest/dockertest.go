@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/hodei-jobs/hodei/internal/mountroot"
 )
 
 // EnvDockerHost names the variable that points the tests at an existing engine.
@@ -135,23 +137,12 @@ func (e *Engine) launch(ctx context.Context, bin, driver string) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, args...)
-	if !rootIsMountPoint() {
-		// In a chroot whose root is not a mount point (a debootstrap tree, as on a
-		// fresh test machine), dockerd's image unpacking fails to remount "/"
-		// ("remount /, flags: 0x84000: invalid argument"). Give it a root that is one:
-		// in a private mount namespace, bind the tree onto a directory of its own and
-		// chroot there. Paths stay the same (the bind shows the same tree), and nothing
-		// is mounted outside the namespace.
-		newRoot := filepath.Join(e.dir, "root")
-		if err := os.MkdirAll(newRoot, 0o700); err != nil {
-			return err
-		}
-		// "/" is not a mount point, so its propagation cannot be changed (unshare's
-		// default would try): keep it, and make the new bind private at once.
-		script := `mount --rbind / "$1" && mount --make-rprivate "$1" && shift && exec chroot "$0" "$@"`
-		cmd = exec.Command("unshare", append([]string{"--mount", "--propagation", "unchanged", "sh", "-c", script,
-			newRoot, newRoot, bin}, args...)...)
+	// In a chroot whose root is not a mount point (a debootstrap tree, as on a fresh test
+	// machine), dockerd's image unpacking fails to remount "/" ("remount /, flags:
+	// 0x84000: invalid argument"): mountroot gives it a root that is one.
+	cmd, err := mountroot.Command(filepath.Join(e.dir, "root"), bin, args...)
+	if err != nil {
+		return err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), noRegistryEnv...)
@@ -395,18 +386,3 @@ func (w wrapped) Run() int {
 // Main runs the tests and stops the engine; call it from TestMain of packages that
 // need Docker and no other helper's Main.
 func Main(m *testing.M) { os.Exit(Wrap(m).Run()) }
-
-// rootIsMountPoint reports whether this process's "/" is a mount point (it is not in a
-// plain chroot): /proc/self/mountinfo lists mount points relative to the root.
-func rootIsMountPoint() bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return true // cannot tell: start dockerd as it is
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == "/" {
-			return true
-		}
-	}
-	return false
-}

@@ -145,7 +145,7 @@ state = %q
 	if err := os.WriteFile(c.path("containerd.toml"), []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	c.containerd, err = startProc(c.Dir, "containerd", bins["containerd"], "--config", c.path("containerd.toml"))
+	c.containerd, err = startWithMountRoot(c.Dir, "containerd", bins["containerd"], "--config", c.path("containerd.toml"))
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/hodei-jobs/hodei/internal/mountroot"
 )
 
 // proc is one component process (etcd, kube-apiserver, containerd, kubelet …), this
@@ -19,6 +21,23 @@ type proc struct {
 }
 
 func startProc(dir, name, bin string, args ...string) (*proc, error) {
+	return runProc(dir, name, exec.Command(bin, args...))
+}
+
+// startWithMountRoot is startProc for a daemon whose children need "/" to be a mount
+// point (containerd: runc changes the propagation of "/"): in a chroot where it is not
+// (a fresh test machine), the daemon runs in a mount namespace of its own with the tree
+// bound onto dir/<name>-root (package mountroot).
+func startWithMountRoot(dir, name, bin string, args ...string) (*proc, error) {
+	cmd, err := mountroot.Command(filepath.Join(dir, name+"-root"), bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	return runProc(dir, name, cmd)
+}
+
+func runProc(dir, name string, cmd *exec.Cmd) (*proc, error) {
+	bin := cmd.Path
 	logPath := filepath.Join(dir, "logs", name+".log")
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, err
@@ -28,7 +47,6 @@ func startProc(dir, name, bin string, args ...string) (*proc, error) {
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = dir
 	// SIGKILL if the test process dies without stopping it: nothing of the cluster
