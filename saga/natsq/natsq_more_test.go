@@ -286,6 +286,50 @@ func TestTaskPulledButNotHandedOutIsReturnedOnStop(t *testing.T) {
 	_ = tk.Ack(ctx2)
 }
 
+// Tasks pulled ahead into the iterator's buffer but never handed out are returned when
+// Tasks stops, so another runner gets them at once rather than after AckWait (30 s).
+// Before, only the one waiting to be handed out was; the rest of the buffer was
+// dropped by the iterator's Stop.
+func TestBufferedTasksAreReturnedOnStop(t *testing.T) {
+	n := startNATS(t)
+	q := newQueue(t, n.js, nil)
+	for _, id := range []string{"t1", "t2", "t3", "t4"} {
+		if err := q.Enqueue(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	defer cancel1()
+	first, err := q.Tasks(ctx1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := recv(t, first, 5*time.Second)
+	_ = tk.Ack(ctx1)
+	// The other three are pulled (PullBatch 32): one waits to be handed out, two sit in
+	// the buffer.
+	eventually(t, 5*time.Second, "three tasks pulled ahead", func() bool {
+		ci, err := q.consumer.Info(context.Background())
+		return err == nil && ci.NumAckPending == 3
+	})
+	cancel1()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	second, err := q.Tasks(ctx2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for range 3 {
+		tk := recv(t, second, 5*time.Second) // well before AckWait
+		got[tk.SagaID()] = true
+		_ = tk.Ack(ctx2)
+	}
+	if got[tk.SagaID()] || len(got) != 3 {
+		t.Fatalf("second runner got %v after %s was acked; want the other three", got, tk.SagaID())
+	}
+}
+
 // Several Tasks calls share one advisory subscription: dead tasks are still recorded
 // after one of them stops, and the subscription ends with the last one.
 func TestDeadTaskRecordedWhileAnyTasksCallLasts(t *testing.T) {

@@ -251,7 +251,10 @@ func (q *TaskQueue) Tasks(ctx context.Context) (<-chan saga.Task, error) {
 		return nil, fmt.Errorf("natsq: pull from consumer %s: %w", q.cfg.Consumer, err)
 	}
 	out := make(chan saga.Task)
-	stop := context.AfterFunc(ctx, it.Stop)
+	// Drain, not Stop: the tasks already pulled into the iterator's buffer come out of
+	// Next and are returned below (Stop would discard them, and they would wait for
+	// AckWait before another runner got them).
+	stop := context.AfterFunc(ctx, it.Drain)
 	go func() {
 		defer close(out)
 		defer q.unwatchDead()
@@ -259,6 +262,10 @@ func (q *TaskQueue) Tasks(ctx context.Context) (<-chan saga.Task, error) {
 		defer it.Stop()
 		for {
 			msg, err := it.Next()
+			if err == nil && ctx.Err() != nil {
+				_ = msg.Nak() // pulled, never handed out: another runner has it now
+				continue
+			}
 			if err != nil {
 				if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 					return
@@ -280,9 +287,9 @@ func (q *TaskQueue) Tasks(ctx context.Context) (<-chan saga.Task, error) {
 			select {
 			case out <- &task{msg: msg, id: id}:
 			case <-ctx.Done():
-				// Not handed out: let another runner have it now.
+				// Not handed out: let another runner have it now (and the rest of the
+				// buffer with it, above).
 				_ = msg.Nak()
-				return
 			}
 		}
 	}()
