@@ -242,19 +242,33 @@ func dispatchStep(version int) saga.Step {
 	}
 	return saga.Step{
 		Name:  "dispatch",
-		Retry: saga.RetryPolicy{MaxAttempts: deliverAttempts, Initial: 100 * time.Millisecond, Max: 5 * time.Second},
+		Retry: deliverRetry,
 		Activity: func(ctx context.Context, ac *saga.ActivityContext) (any, error) {
 			s, err := loadExecFrom(ac)
 			if err != nil || s.aborted || s.cancelled {
 				return nil, err
 			}
-			o, err := dispatch(ctx, ac, DeliverRun{Key: ac.Key(), JobID: s.in.JobID, WorkerID: s.workerID})
-			if err != nil && command.IsTransient(err) && ac.Attempt() >= deliverAttempts {
-				return dispatchOutput{NotDelivered: err.Error()}, nil
-			}
-			return dispatchOutput{Outcome: o}, err
+			return deliverActivity(ctx, ac, s.in.JobID, s.workerID, false)
 		},
 	}
+}
+
+// deliverRetry is the retry policy of the activities that deliver RunJob.
+var deliverRetry = saga.RetryPolicy{MaxAttempts: deliverAttempts, Initial: 100 * time.Millisecond, Max: 5 * time.Second}
+
+// deliverActivity is the body of an activity that delivers RunJob (DeliverRun) to
+// workerID: a transient failure on the last of deliverAttempts is recorded as
+// NotDelivered and the saga goes on. With retryAll every failure counts as transient
+// (the recovery saga's deliver: a failed delivery must never compensate it).
+func deliverActivity(ctx context.Context, ac *saga.ActivityContext, jobID, workerID string, retryAll bool) (dispatchOutput, error) {
+	o, err := dispatch(ctx, ac, DeliverRun{Key: ac.Key(), JobID: jobID, WorkerID: workerID})
+	if err != nil && retryAll && !command.IsTransient(err) {
+		err = command.Transient(err)
+	}
+	if err != nil && command.IsTransient(err) && ac.Attempt() >= deliverAttempts {
+		return dispatchOutput{NotDelivered: err.Error()}, nil
+	}
+	return dispatchOutput{Outcome: o}, err
 }
 
 // Command types of the execution saga.

@@ -21,6 +21,17 @@ import (
 // embeddedJetStream starts an in-process NATS server with the platform's streams.
 func embeddedJetStream(t *testing.T, ctx context.Context) jetstream.JetStream {
 	t.Helper()
+	js := embeddedNATS(t, ctx)
+	if err := messaging.EnsureStreams(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// embeddedNATS starts an embedded nats-server with JetStream (no streams yet) for the
+// test and connects to it.
+func embeddedNATS(t *testing.T, ctx context.Context) jetstream.JetStream {
+	t.Helper()
 	nsrv, err := messaging.StartEmbedded(ctx, messaging.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -31,9 +42,6 @@ func embeddedJetStream(t *testing.T, ctx context.Context) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	if err := messaging.EnsureStreams(ctx, js); err != nil {
-		t.Fatal(err)
-	}
 	return js
 }
 
@@ -173,16 +181,7 @@ func TestOrchestratorRunSurvivesBadEvents(t *testing.T) {
 func TestOrchestratorRunWaitsForItsStream(t *testing.T) {
 	e := newEnv(t, envOpts{manual: true})
 	ctx := e.ctx()
-	nsrv, err := messaging.StartEmbedded(ctx, messaging.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nsrv.Shutdown)
-	nc, js, err := messaging.Connect(ctx, nsrv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	js := embeddedNATS(t, ctx)
 	logs := &syncBuffer{}
 	o, err := jobs.NewOrchestrator(js, e.svc.OrchestratorRoutes(), jobs.OrchestratorConfig{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {

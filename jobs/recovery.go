@@ -564,7 +564,7 @@ func recoverySaga(version int) saga.Definition {
 		// is found lost, one that reconnects gets its job then (PendingRun).
 		deliver := saga.Step{
 			Name:  "deliver",
-			Retry: saga.RetryPolicy{MaxAttempts: deliverAttempts, Initial: 100 * time.Millisecond, Max: 5 * time.Second},
+			Retry: deliverRetry,
 			Activity: func(ctx context.Context, ac *saga.ActivityContext) (any, error) {
 				st, err := load(ac)
 				if err != nil || done(st) || st.xfer.Aborted || st.xfer.WorkerID == "" {
@@ -572,14 +572,7 @@ func recoverySaga(version int) saga.Definition {
 				}
 				// A failed delivery never fails the recovery (its compensation would fail
 				// the job): every error is retried, and the last one recorded.
-				o, err := dispatch(ctx, ac, DeliverRun{Key: ac.Key(), JobID: st.in.JobID, WorkerID: st.xfer.WorkerID})
-				if err != nil && ac.Attempt() >= deliverAttempts {
-					return dispatchOutput{NotDelivered: err.Error()}, nil
-				}
-				if err != nil && !command.IsTransient(err) {
-					err = command.Transient(err)
-				}
-				return dispatchOutput{Outcome: o}, err
+				return deliverActivity(ctx, ac, st.in.JobID, st.xfer.WorkerID, true)
 			},
 		}
 		steps = append(steps, deliver) // after terminate-old: that step's timing is v1's

@@ -17,6 +17,17 @@ import (
 
 func startNATS(t *testing.T) jetstream.JetStream {
 	t.Helper()
+	js := startNATSWithoutStreams(t)
+	if err := messaging.EnsureStreams(ctxT(t, 20*time.Second), js); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// startNATSWithoutStreams starts an embedded nats-server with JetStream but no stream
+// (events published to it find nothing to take them) and connects to it.
+func startNATSWithoutStreams(t *testing.T) jetstream.JetStream {
+	t.Helper()
 	ctx := ctxT(t, 20*time.Second)
 	e, err := messaging.StartEmbedded(ctx, messaging.Options{StoreDir: t.TempDir()})
 	if err != nil {
@@ -28,9 +39,6 @@ func startNATS(t *testing.T) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	if err := messaging.EnsureStreams(ctx, js); err != nil {
-		t.Fatal(err)
-	}
 	return js
 }
 
@@ -168,16 +176,7 @@ func TestPublishWithoutAckFailsAfterAckTimeout(t *testing.T) {
 func TestEventIsRetriedUntilNATSTakesIt(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	st := pgtest.NewStore(t)
-	e, err := messaging.StartEmbedded(ctx, messaging.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	nc, js, err := messaging.Connect(ctx, e.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	js := startNATSWithoutStreams(t)
 	pub := outbox.NewJetStreamPublisher(js)
 	pub.AckTimeout = 200 * time.Millisecond
 	// With MaxBackoff alone the 8th attempt would come after ~5 s; the event cap makes
